@@ -1,0 +1,120 @@
+"""Typed errors raised by cachelayer.
+
+Every error a user can cause derives from :class:`CacheLayerError`. The CLI maps
+:class:`ConfigError` (and its subclasses) to exit status 2 and every other
+:class:`CacheLayerError` to exit status 1, printing one line and no traceback.
+"""
+
+from __future__ import annotations
+
+
+class CacheLayerError(Exception):
+    """Base class of every error cachelayer raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(CacheLayerError):
+    """A setting is missing or malformed (bad URL, unknown mode, bad number)."""
+
+    exit_code = 2
+
+
+class CatalogUnavailableError(ConfigError):
+    """The catalog database cannot be reached or opened (bad URL, server down, bad credentials)."""
+
+
+class StorageError(CacheLayerError):
+    """A storage backend failed while reading or writing an object."""
+
+
+class StorageConfigError(ConfigError):
+    """The store cannot be used at all: missing bucket, bad credentials, unreachable endpoint."""
+
+
+class BucketNotFoundError(StorageConfigError):
+    """The configured S3 bucket does not exist (S3 answered ``NoSuchBucket`` / 404 on HEAD)."""
+
+
+class StorageAuthError(StorageConfigError):
+    """The store refused our credentials (S3 ``AccessDenied``, ``InvalidAccessKeyId``, 403)."""
+
+
+class ReplicateConfigError(ConfigError):
+    """Replicate refused the request for a configuration reason: bad token, unknown model."""
+
+
+class ModelNotFoundError(ReplicateConfigError):
+    """The model, version or deployment does not exist (Replicate answered 404), or its
+    reference is malformed (expected ``owner/name``, ``owner/name:version`` or a version id)."""
+
+
+class PredictionNotFoundError(CacheLayerError):
+    """No prediction with that id exists on Replicate (404 on ``GET /v1/predictions/{id}``)."""
+
+
+class PredictionFailedError(CacheLayerError):
+    """The prediction ended ``failed`` or ``canceled``; its error is in the message."""
+
+    def __init__(self, prediction_id: str, status: str, error: object) -> None:
+        self.prediction_id = prediction_id
+        self.status = status
+        self.error = error
+        super().__init__(f"prediction {prediction_id} {status}: {error}")
+
+
+class DownloadError(CacheLayerError):
+    """A source URL could not be downloaded after the configured retries."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        self.url = url
+        super().__init__(message)
+
+
+class DisallowedUrlError(DownloadError):
+    """The URL is not ``http(s)`` or its host is not in the allow-list
+    (``CACHELAYER_ALLOWED_HOSTS``); it was never requested."""
+
+
+class TruncatedDownloadError(DownloadError):
+    """The body ended before its ``Content-Length`` or the connection dropped."""
+
+
+class DownloadTooLargeError(DownloadError):
+    """The body exceeded the configured size cap (``CACHELAYER_MAX_FILE_BYTES``)."""
+
+
+class SourceGoneError(DownloadError):
+    """The source URL answered 404, 403 or 410, or is a signed URL past its expiry.
+
+    Internal signal that triggers a refresh of the prediction; the user sees
+    :class:`ExpiredDownloadUrlError` if the refresh cannot recover the file."""
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message, url=url)
+
+
+class ExpiredDownloadUrlError(DownloadError):
+    """The output URL has expired and can no longer be used to download the result.
+
+    Raised when a source URL stopped answering (404/403/410 or a signed URL past its
+    expiry) and re-reading the prediction with ``predictions.get`` did not give a working
+    URL at the same output path: Replicate removes the data of API predictions one hour
+    after they finish (``data_removed`` true, ``output`` null). The name and message match
+    ``replicate.exceptions.ExpiredDownloadUrlError`` described in the problem note.
+    """
+
+    def __init__(
+        self, prediction_id: str | None, output_path: str | None, url: str | None = None,
+        reason: str = "",
+    ) -> None:
+        self.prediction_id = prediction_id
+        self.output_path = output_path
+        where = f" (prediction {prediction_id}, output path {output_path!r})" if prediction_id else ""
+        extra = f": {reason}" if reason else ""
+        super().__init__(
+            "The output URL has expired and can no longer be used to download the result"
+            f"{where}{extra}",
+            url=url,
+        )
