@@ -83,11 +83,22 @@ class CacheLayer:
         :class:`~cachelayer.errors.ExpiredDownloadUrlError` and the download/storage
         errors of :meth:`persist`.
         """
+        return self._finish(self.run_result(ref, input, on_expired=on_expired, **params))
+
+    def run_result(self, ref: str, input: dict[str, Any] | None = None, *,
+                   on_expired: OnExpired = "raise", **params: Any) -> PersistResult:
+        """Like :meth:`run` but returns the :class:`PersistResult` (prediction id, per-file
+        records and errors) and does not raise for files that could not be copied."""
         data = replicate_api.create_and_wait(self.client, ref, input or {}, **params)
         if data.get("status") != "succeeded":
             self.catalog.record_prediction(data)
             replicate_api.check_succeeded(data)
-        return self._finish(self._persist(data, on_expired))
+        return self._persist(data, on_expired)
+
+    def output_of(self, result: PersistResult) -> Any:
+        """The durable output of a :class:`PersistResult` (its rerun's, if there was one).
+        Raises the first file error, as :meth:`persist` does."""
+        return self._finish(result)
 
     def persist(self, prediction: Any, *, on_expired: OnExpired = "raise") -> Any:
         """Copy every file of an existing prediction; return its durable output.
