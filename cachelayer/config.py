@@ -50,9 +50,9 @@ URL_MODES = ("public", "presigned", "s3")
 REPLICATE_RETENTION_SECONDS = 3600.0
 
 
-def default_data_dir() -> Path:
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     """The per-user data directory: ``$CACHELAYER_HOME`` or ``user_data_dir("cachelayer")``."""
-    home = os.environ.get("CACHELAYER_HOME")
+    home = (os.environ if env is None else env).get("CACHELAYER_HOME")
     if home:
         return Path(home).expanduser()
     import platformdirs
@@ -129,7 +129,7 @@ class Settings:
         database_url = pick("database_url", "CACHELAYER_DATABASE_URL")
         storage_url = pick("storage_url", "CACHELAYER_STORAGE_URL")
         if not database_url or not storage_url:
-            data_dir = default_data_dir()
+            data_dir = default_data_dir(env)
         if not database_url:
             database_url = f"sqlite:///{data_dir}/catalog.db"
         if not storage_url:
