@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cachelayer.catalog.models import OutputFile, Prediction, SourceUrl
 from cachelayer.catalog.records import FileRecord, PredictionRecord
+from cachelayer.catalog.reports import ReportQueries
 
 
 def utcnow() -> datetime:
@@ -61,7 +62,7 @@ class NewFile:
     key: str
 
 
-class Catalog:
+class Catalog(ReportQueries):
     """Named queries over one catalog database (``engine``); thread-safe.
 
     Every method opens its own short transaction, so callers never hold locks while
