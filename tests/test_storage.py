@@ -1,0 +1,590 @@
+"""Storage backends against real services: moto's S3 server in a subprocess (real sockets,
+real SigV4 signing, real multipart uploads) and real files. Nothing is mocked.
+
+Fixtures (``s3_server``, ``s3_bucket``, ``s3_store``, ``local_store``) come from the
+``cachelayer.testing.fixtures`` pytest plugin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cachelayer.errors import (
+    BucketNotFoundError,
+    ConfigError,
+    StorageAuthError,
+    StorageConfigError,
+    StorageError,
+)
+from cachelayer.storage import Store, open_store
+from cachelayer.storage.local import META_DIR, LocalStore
+from cachelayer.storage.s3 import S3Store
+from cachelayer.testing.s3server import MotoS3Server
+
+MiB = 1024 * 1024
+
+
+class GeneratedStream(io.RawIOBase):
+    """Non-seekable stream of ``total`` deterministic bytes, handing out at most ``chunk``
+    bytes per read (short reads, like a socket). Raises ``error`` once ``fail_at`` bytes
+    have been read."""
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        chunk: int = 64 * 1024,
+        fail_at: int | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.total = total
+        self.chunk = chunk
+        self.fail_at = fail_at
+        self.error = error or RuntimeError("source broke mid-way")
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.fail_at is not None and self.position >= self.fail_at:
+            raise self.error
+        n = self.chunk if size is None or size < 0 else min(size, self.chunk)
+        n = min(n, self.total - self.position)
+        data = _pattern(self.position, n)
+        self.position += n
+        return data
+
+    def readinto(self, b: Any) -> int:  # pragma: no cover - RawIOBase protocol completeness
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _pattern(offset: int, n: int) -> bytes:
+    """Bytes ``offset..offset+n`` of an endless non-repeating-per-MiB pattern."""
+    out = bytearray()
+    while n > 0:
+        block = offset // 4096
+        start = offset % 4096
+        piece = hashlib.sha256(block.to_bytes(8, "big")).digest() * 128  # 4096 bytes
+        take = min(n, 4096 - start)
+        out += piece[start : start + take]
+        offset += take
+        n -= take
+    return bytes(out)
+
+
+def expected_digest(total: int) -> str:
+    h = hashlib.sha256()
+    pos = 0
+    while pos < total:
+        n = min(MiB, total - pos)
+        h.update(_pattern(pos, n))
+        pos += n
+    return h.hexdigest()
+
+
+def read_digest(fh: Any) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    try:
+        while True:
+            chunk = fh.read(MiB)
+            if not chunk:
+                break
+            h.update(chunk)
+            size += len(chunk)
+    finally:
+        fh.close()
+    return size, h.hexdigest()
+
+
+@pytest.fixture(params=["s3", "local"])
+def store(request: pytest.FixtureRequest) -> Store:
+    """Each backend in turn."""
+    name = "s3_store" if request.param == "s3" else "local_store"
+    return request.getfixturevalue(name)
+
+
+def leftover_files(store: Store) -> list[str]:
+    """Temp files a LocalStore might have left behind."""
+    if not isinstance(store, LocalStore) or not store.root.exists():
+        return []
+    return sorted(str(p) for p in store.root.rglob("*.tmp-*"))
+
+
+# -- round trips ---------------------------------------------------------------------------
+
+
+def test_put_head_open_round_trip(store: Store) -> None:
+    body = b"hello, durable world\n" * 100
+    meta = {"sha256": hashlib.sha256(body).hexdigest(), "source-url": "https://x.test/a.png"}
+    store.put(
+        "predictions/abc/out-0.png",
+        io.BytesIO(body),
+        content_type="image/png",
+        metadata=meta,
+        cache_control="public, max-age=31536000, immutable",
+    )
+
+    info = store.head("predictions/abc/out-0.png")
+    assert info is not None
+    assert info.key == "predictions/abc/out-0.png"
+    assert info.size == len(body)
+    assert info.content_type == "image/png"
+    assert info.metadata == meta
+    with store.open("predictions/abc/out-0.png") as fh:
+        assert fh.read() == body
+
+    if isinstance(store, S3Store):
+        raw = store.client.head_object(Bucket=store.bucket, Key="predictions/abc/out-0.png")
+        assert raw["CacheControl"] == "public, max-age=31536000, immutable"
+    else:
+        assert isinstance(store, LocalStore)
+        sidecar = json.loads(store._meta_path("predictions/abc/out-0.png").read_text())
+        assert sidecar["cache_control"] == "public, max-age=31536000, immutable"
+        # objects directories hold only objects
+        assert sorted(p.name for p in (store.root / "predictions/abc").iterdir()) == ["out-0.png"]
+
+
+def test_metadata_names_come_back_lower_case(store: Store) -> None:
+    store.put("k", io.BytesIO(b"x"), metadata={"SHA256": "ab", "Source-URL": "u"})
+    info = store.head("k")
+    assert info is not None
+    assert info.metadata == {"sha256": "ab", "source-url": "u"}
+
+
+def test_missing_object(store: Store) -> None:
+    assert store.head("nope/missing.bin") is None
+    with pytest.raises(FileNotFoundError):
+        store.open("nope/missing.bin")
+
+
+def test_overwrite_replaces_bytes_and_metadata(store: Store) -> None:
+    store.put(
+        "k.txt", io.BytesIO(b"first version"), content_type="text/plain", metadata={"sha256": "1"}
+    )
+    store.put("k.txt", io.BytesIO(b"second"))
+    info = store.head("k.txt")
+    assert info is not None
+    assert info.size == 6
+    assert info.metadata == {}
+    assert info.content_type in (None, "binary/octet-stream")  # S3 default when unset
+    with store.open("k.txt") as fh:
+        assert fh.read() == b"second"
+
+
+def test_empty_object(store: Store) -> None:
+    store.put("empty", io.BytesIO(b""), content_type="application/octet-stream")
+    info = store.head("empty")
+    assert info is not None and info.size == 0
+    with store.open("empty") as fh:
+        assert fh.read() == b""
+
+
+def test_s3_store_default_cache_control(s3_server: MotoS3Server, s3_bucket: str) -> None:
+    store = S3Store(
+        s3_bucket,
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        addressing_style="path",
+        access_key_id="testing",
+        secret_access_key="testing",
+        cache_control="public, max-age=60",
+    )
+    store.put("a", io.BytesIO(b"1"))
+    store.put("b", io.BytesIO(b"2"), cache_control="no-store")
+    assert store.client.head_object(Bucket=s3_bucket, Key="a")["CacheControl"] == (
+        "public, max-age=60"
+    )
+    assert store.client.head_object(Bucket=s3_bucket, Key="b")["CacheControl"] == "no-store"
+    store.close()
+
+
+# -- big, non-seekable uploads ---------------------------------------------------------------
+
+
+def test_multipart_upload_from_non_seekable_stream(store: Store) -> None:
+    total = 20 * MiB + 12345  # > 8 MiB threshold: 3 parts of 8, 8 and ~4 MiB
+    stream = GeneratedStream(total)
+    store.put("big/video.mp4", stream, content_type="video/mp4")  # type: ignore[arg-type]
+
+    info = store.head("big/video.mp4")
+    assert info is not None and info.size == total
+    assert read_digest(store.open("big/video.mp4")) == (total, expected_digest(total))
+    if isinstance(store, S3Store):
+        etag = store.client.head_object(Bucket=store.bucket, Key="big/video.mp4")["ETag"]
+        # A multipart ETag ends in "-<number of parts>": the short reads (64 KiB per call)
+        # did not make s3transfer fall back to a single PUT.
+        assert etag.strip('"').endswith("-3"), etag
+
+
+def test_s3_upload_memory_is_bounded_by_part_size(s3_server: MotoS3Server, s3_bucket: str) -> None:
+    """64 MiB through a store with 2 parts in flight stays far below the object size."""
+    store = S3Store(
+        s3_bucket,
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        addressing_style="path",
+        access_key_id="testing",
+        secret_access_key="testing",
+        multipart_chunksize=5 * MiB,
+        multipart_threshold=5 * MiB,
+        max_concurrency=2,
+    )
+    total = 64 * MiB
+    tracemalloc.start()
+    try:
+        store.put("mem/big.bin", GeneratedStream(total, chunk=MiB))  # type: ignore[arg-type]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # documented bound: (max_concurrency + 3) x chunksize = 25 MiB
+    assert peak < (2 + 3) * 5 * MiB, f"peak {peak / MiB:.1f} MiB"
+    info = store.head("mem/big.bin")
+    assert info is not None and info.size == total
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "total, fail_at", [(20 * MiB, 12 * MiB), (1 * MiB, 300 * 1024)], ids=["multipart", "single-put"]
+)
+def test_failing_body_leaves_no_object(store: Store, total: int, fail_at: int) -> None:
+    error = RuntimeError("download dropped")
+    stream = GeneratedStream(total, fail_at=fail_at, error=error)
+    with pytest.raises(RuntimeError) as excinfo:
+        store.put("broken.bin", stream, content_type="video/mp4")  # type: ignore[arg-type]
+    assert excinfo.value is error  # propagated unchanged, not wrapped in StorageError
+    assert store.head("broken.bin") is None
+    assert leftover_files(store) == []
+    if isinstance(store, S3Store):
+        uploads = store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+        assert uploads == []  # s3transfer aborted the multipart upload
+
+
+def test_failing_overwrite_keeps_previous_object(store: Store) -> None:
+    store.put("keep.bin", io.BytesIO(b"old complete object"), metadata={"sha256": "old"})
+    error = ConnectionResetError("peer reset")  # an OSError: must not become StorageError
+    stream = GeneratedStream(10 * MiB, fail_at=9 * MiB, error=error)
+    with pytest.raises(ConnectionResetError) as excinfo:
+        store.put("keep.bin", stream)  # type: ignore[arg-type]
+    assert excinfo.value is error
+    info = store.head("keep.bin")
+    assert info is not None and info.size == len(b"old complete object")
+    assert info.metadata == {"sha256": "old"}
+    with store.open("keep.bin") as fh:
+        assert fh.read() == b"old complete object"
+    assert leftover_files(store) == []
+
+
+def test_s3_concurrent_puts_share_one_client(s3_store: S3Store) -> None:
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            data = f"object {i}".encode() * 1000
+            s3_store.put(f"c/{i}", io.BytesIO(data), metadata={"i": str(i)})
+            info = s3_store.head(f"c/{i}")
+            assert info is not None and info.size == len(data) and info.metadata == {"i": str(i)}
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+# -- check() -------------------------------------------------------------------------------
+
+
+def test_check_passes(store: Store) -> None:
+    store.check()
+
+
+def test_check_missing_bucket(s3_server: MotoS3Server) -> None:
+    store = S3Store(
+        "no-such-bucket-here",
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        addressing_style="path",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    with pytest.raises(BucketNotFoundError) as excinfo:
+        store.check()
+    message = str(excinfo.value)
+    assert message == f"bucket no-such-bucket-here does not exist at {s3_server.endpoint_url}"
+    assert "\n" not in message
+
+
+@pytest.fixture(scope="module")
+def auth_s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3Server]:
+    """A second moto server that checks credentials: moto lets the first
+    ``INITIAL_NO_AUTH_ACTION_COUNT`` S3 actions through and then validates every access key
+    against its IAM backend (moto ``settings.INITIAL_NO_AUTH_ACTION_COUNT``). One free
+    action creates the bucket; after that any key is unknown, so requests get 403."""
+    log = tmp_path_factory.mktemp("moto-auth") / "moto.log"
+    with MotoS3Server(log_path=log, env={"INITIAL_NO_AUTH_ACTION_COUNT": "1"}) as server:
+        server.create_bucket("guarded-bucket")
+        yield server
+
+
+def test_check_bad_credentials(auth_s3_server: MotoS3Server) -> None:
+    store = S3Store(
+        "guarded-bucket",
+        endpoint_url=auth_s3_server.endpoint_url,
+        region="us-east-1",
+        addressing_style="path",
+        access_key_id="AKIAWRONGWRONGWRONG",
+        secret_access_key="nope",
+    )
+    with pytest.raises(StorageAuthError) as excinfo:
+        store.check()
+    assert "guarded-bucket" in str(excinfo.value)
+    assert "\n" not in str(excinfo.value)
+    # outside check(), refused credentials are a StorageError
+    with pytest.raises(StorageError, match="InvalidAccessKeyId"):
+        store.put("k", io.BytesIO(b"data"))
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_check_unreachable_endpoint() -> None:
+    store = S3Store(
+        "some-bucket",
+        endpoint_url=f"http://127.0.0.1:{_dead_port()}",
+        region="us-east-1",
+        addressing_style="path",
+        access_key_id="testing",
+        secret_access_key="testing",
+    )
+    with pytest.raises(StorageConfigError, match="cannot connect to S3 endpoint"):
+        store.check()
+    with pytest.raises(StorageError):
+        store.head("k")
+
+
+def test_check_without_credentials(
+    s3_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for var in list(os.environ):
+        if var.startswith("AWS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = S3Store("some-bucket", endpoint_url=s3_server.endpoint_url, region="us-east-1")
+    with pytest.raises(StorageConfigError, match="credentials") as excinfo:
+        store.check()
+    assert not isinstance(excinfo.value, (BucketNotFoundError, StorageAuthError))
+
+
+def test_s3_store_reads_boto3_environment(
+    s3_server: MotoS3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No explicit settings: boto3 itself reads AWS_ENDPOINT_URL_S3, AWS_REGION and keys."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    store = open_store(f"s3://{s3_bucket}/some/prefix", addressing_style="path")
+    assert isinstance(store, S3Store)
+    assert store.endpoint_url == s3_server.endpoint_url
+    store.check()
+    store.put("x", io.BytesIO(b"via env"))
+    assert store.head("x") is not None
+    store.close()
+
+
+def test_local_check_creates_root_and_reports_unusable_root(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "a" / "b")
+    store.check()
+    assert (tmp_path / "a" / "b").is_dir()
+    assert list((tmp_path / "a" / "b").iterdir()) == []  # probe removed
+
+    (tmp_path / "plainfile").write_text("x")
+    bad = LocalStore(tmp_path / "plainfile" / "objects")
+    with pytest.raises(StorageConfigError, match="cannot create storage directory"):
+        bad.check()
+    with pytest.raises(StorageConfigError, match="not a directory"):
+        LocalStore(tmp_path / "plainfile").check()
+
+
+# -- key validation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "../escape",
+        "a/../../escape",
+        "/etc/passwd",
+        "a\\..\\b",
+        "a\x00b",
+        "",
+        "a//b",
+        "a/",
+        "./a",
+        "a/./b",
+        "..",
+        f"{META_DIR}/x.json",
+    ],
+)
+def test_local_store_rejects_unsafe_keys(local_store: LocalStore, key: str) -> None:
+    with pytest.raises(ValueError):
+        local_store.put(key, io.BytesIO(b"x"))
+    with pytest.raises(ValueError):
+        local_store.head(key)
+    with pytest.raises(ValueError):
+        local_store.open(key)
+    with pytest.raises(ValueError):
+        local_store.url(key, "s3")
+    assert not (local_store.root.parent / "escape").exists()
+
+
+def test_local_store_rejects_symlink_escape(local_store: LocalStore, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    local_store.root.mkdir(parents=True)
+    (local_store.root / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValueError, match="outside"):
+        local_store.put("link/x", io.BytesIO(b"x"))
+    assert list(outside.iterdir()) == []
+
+
+def test_local_store_accepts_ordinary_keys(local_store: LocalStore) -> None:
+    for key in ("a.png", "p/abc/0/out put.png", "dots..in..name", ".hidden", "ünïcode/ß.txt"):
+        local_store.put(key, io.BytesIO(key.encode()))
+        with local_store.open(key) as fh:
+            assert fh.read() == key.encode()
+
+
+# -- URLs ----------------------------------------------------------------------------------
+
+
+def test_s3_urls(s3_store: S3Store) -> None:
+    key = "outputs/run 1/a+b.png"
+    s3_store.put(key, io.BytesIO(b"PNG bytes"), content_type="image/png")
+
+    assert s3_store.url(key, "public", public_base_url="https://cdn.example.com/") == (
+        "https://cdn.example.com/outputs/run%201/a%2Bb.png"
+    )
+    assert s3_store.url(key, "s3") == f"s3://{s3_store.bucket}/{key}"
+    assert s3_store.object_uri(key) == f"s3://{s3_store.bucket}/{key}"
+    assert s3_store.uri == f"s3://{s3_store.bucket}"
+
+    presigned = s3_store.url(key, "presigned", presign_ttl=600)
+    assert "X-Amz-Expires=600" in presigned and "X-Amz-Signature=" in presigned
+    resp = requests.get(presigned, timeout=10)
+    assert resp.status_code == 200
+    assert resp.content == b"PNG bytes"
+    assert resp.headers["Content-Type"] == "image/png"
+
+    with pytest.raises(ConfigError):
+        s3_store.url(key, "public")
+    with pytest.raises(ConfigError):
+        s3_store.url(key, "presigned", presign_ttl=7 * 24 * 3600 + 1)
+    with pytest.raises(ConfigError):
+        s3_store.url(key, "nonsense")  # type: ignore[arg-type]
+
+
+def test_local_urls(local_store: LocalStore) -> None:
+    key = "outputs/run 1/a+b.png"
+    local_store.put(key, io.BytesIO(b"PNG bytes"))
+    file_uri = (local_store.root / "outputs" / "run 1" / "a+b.png").as_uri()
+    assert local_store.uri == local_store.root.as_uri()
+    assert local_store.uri.startswith("file:///")
+    assert local_store.url(key, "s3") == file_uri
+    assert local_store.url(key, "presigned") == file_uri
+    assert local_store.object_uri(key) == file_uri
+    assert local_store.url(key, "public", public_base_url="https://files.example.com") == (
+        "https://files.example.com/outputs/run%201/a%2Bb.png"
+    )
+    with pytest.raises(ConfigError):
+        local_store.url(key, "public")
+    # the file URI names the bytes
+    from urllib.parse import unquote, urlsplit
+
+    assert Path(unquote(urlsplit(file_uri).path)).read_bytes() == b"PNG bytes"
+
+
+# -- open_store ----------------------------------------------------------------------------
+
+
+def test_open_store_s3_urls() -> None:
+    store = open_store(
+        "s3://my-bucket",
+        endpoint_url="http://127.0.0.1:1",
+        region="auto",
+        access_key_id="a",
+        secret_access_key="b",
+    )
+    assert isinstance(store, S3Store)
+    assert (store.bucket, store.prefix, store.uri) == ("my-bucket", "", "s3://my-bucket")
+    assert store.endpoint_url == "http://127.0.0.1:1"
+
+    store = open_store("s3://my-bucket/cache/replicate/", endpoint_url=None, region="us-east-1")
+    assert isinstance(store, S3Store)
+    assert (store.bucket, store.prefix, store.uri) == (
+        "my-bucket",
+        "cache/replicate",
+        "s3://my-bucket",
+    )
+
+
+def test_open_store_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "with space" / "objects"
+    store = open_store(target.as_uri())  # file:///.../with%20space/objects
+    assert isinstance(store, LocalStore) and store.root == target.resolve()
+
+    store = open_store(f"file://localhost{target}")
+    assert isinstance(store, LocalStore) and store.root == target.resolve()
+
+    store = open_store(str(target))
+    assert isinstance(store, LocalStore) and store.root == target.resolve()
+
+    monkeypatch.chdir(tmp_path)
+    store = open_store("relative/objects")
+    assert isinstance(store, LocalStore) and store.root == (tmp_path / "relative/objects").resolve()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/x",
+        "gs://bucket",
+        "s3://",
+        "s3:///prefix-only",
+        "file://otherhost/x",
+        "ftp://host/x",
+        "",
+        "s3://bucket?versionId=1",
+    ],
+)
+def test_open_store_rejects_unsupported_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match="unsupported storage URL"):
+        open_store(url)
