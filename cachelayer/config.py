@@ -20,6 +20,9 @@ Environment variables (all optional):
 ``CACHELAYER_EXPIRY_MARGIN``    seconds before Replicate's one-hour removal under which a
                                 persist logs a warning (default 600).
 ``CACHELAYER_DOWNLOAD_RETRIES`` attempts per file for truncated/dropped downloads (default 4).
+``CACHELAYER_MAX_ATTEMPTS``    claims of one file before a transient failure is final (default 5).
+``CACHELAYER_LEASE_SECONDS``   seconds a claim on a file lasts without renewal (default 60); a
+                                crashed worker's files are taken over after this.
 ``CACHELAYER_CACHE_CONTROL``    ``Cache-Control`` written on objects (default
                                 ``public, max-age=31536000, immutable``).
 ``CACHELAYER_CA_BUNDLE``        CA bundle for downloads (default: system/certifi).
@@ -97,6 +100,8 @@ class Settings:
     concurrency: int = 8
     expiry_margin: float = 600.0
     download_retries: int = 4
+    max_attempts: int = 5
+    lease_seconds: float = 60.0
     cache_control: str | None = "public, max-age=31536000, immutable"
     ca_bundle: str | None = None
     replicate_api_token: str | None = None
@@ -176,6 +181,8 @@ class Settings:
             concurrency=concurrency,
             expiry_margin=num("expiry_margin", "CACHELAYER_EXPIRY_MARGIN", 600.0, _float),
             download_retries=max(1, num("download_retries", "CACHELAYER_DOWNLOAD_RETRIES", 4, _int)),
+            max_attempts=max(1, num("max_attempts", "CACHELAYER_MAX_ATTEMPTS", 5, _int)),
+            lease_seconds=max(1.0, num("lease_seconds", "CACHELAYER_LEASE_SECONDS", 60.0, _float)),
             cache_control=cache_control or None,
             ca_bundle=pick("ca_bundle", "CACHELAYER_CA_BUNDLE"),
             replicate_api_token=pick("replicate_api_token", "REPLICATE_API_TOKEN"),

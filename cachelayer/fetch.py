@@ -268,8 +268,8 @@ class Fetcher:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "cachelayer"
-        if ca_bundle:
-            self.session.verify = ca_bundle
+        # Passed on every request: a session-level verify loses to REQUESTS_CA_BUNDLE.
+        self.verify: str | bool = ca_bundle or True
 
     def check(self, url: str) -> None:
         """Raise :class:`DisallowedUrlError` unless ``url`` is a ``data:`` URI or an allowed
@@ -301,7 +301,8 @@ class Fetcher:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 resp = self.session.get(
-                    current, stream=True, allow_redirects=False, timeout=self.timeout
+                    current, stream=True, allow_redirects=False, timeout=self.timeout,
+                    verify=self.verify,
                 )
             except requests.RequestException as exc:
                 raise TruncatedDownloadError(f"{current}: request failed: {exc}", url=url) from exc

@@ -42,8 +42,6 @@ from cachelayer.storage.base import Store
 
 log = logging.getLogger("cachelayer")
 
-#: Seconds a claim lasts without renewal; a crashed process's files are free after this.
-LEASE_SECONDS = 60.0
 #: Times a source URL is refreshed through ``predictions.get`` before giving up on it.
 MAX_REFRESHES = 2
 
@@ -88,7 +86,7 @@ class PersistResult:
 
 
 class Heartbeat:
-    """Renews the leases of in-flight files every ``LEASE_SECONDS / 4`` seconds."""
+    """Renews the leases of in-flight files every quarter of the lease."""
 
     def __init__(self, catalog: Catalog, owner: str, lease_seconds: float) -> None:
         self.catalog, self.owner, self.lease_seconds = catalog, owner, lease_seconds
@@ -133,8 +131,7 @@ class Pipeline:
 
     def __init__(
         self, settings: Settings, catalog: Catalog, store: Store, fetcher: Fetcher,
-        refresh: Refresher, *, owner: str | None = None, lease_seconds: float = LEASE_SECONDS,
-        prefix: str = "",
+        refresh: Refresher, *, owner: str | None = None, prefix: str = "",
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -142,9 +139,9 @@ class Pipeline:
         self.fetcher = fetcher
         self.refresh = refresh
         self.owner = owner or new_owner()
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = settings.lease_seconds
         self.prefix = prefix
-        self.heartbeat = Heartbeat(catalog, self.owner, lease_seconds)
+        self.heartbeat = Heartbeat(catalog, self.owner, self.lease_seconds)
 
     # ---- one prediction ---------------------------------------------------------------
 
@@ -241,6 +238,22 @@ class Pipeline:
         finally:
             self.heartbeat.discard(row.id)
 
+    def copy_claimed(self, row: FileRecord, prediction: dict[str, Any]) -> FileOutcome:
+        """Copy a file this pipeline already claimed (from the queue) using the recorded
+        ``prediction`` JSON; the source URL is the row's (or, for ``data:`` URIs, the one at
+        its output path in the recorded output)."""
+        url = row.source_url
+        if url.startswith("data:"):
+            try:
+                url = file_url(lookup(prediction.get("output"), row.output_path)) or url
+            except KeyError:
+                pass
+        self.heartbeat.add(row.id)
+        try:
+            return self._transfer(row, url, prediction)
+        finally:
+            self.heartbeat.discard(row.id)
+
     def _claim_or_wait(self, row: FileRecord) -> bool:
         """Take the lease; if another process holds it, wait until it stores the file
         (returns ``False``) or its lease lapses (then take it, ``True``)."""
@@ -273,7 +286,7 @@ class Pipeline:
                 try:
                     prediction = self.refresh(pid)
                 except CacheLayerError as rexc:
-                    return self._fail(row, rexc, "failed", age)
+                    return self._fail(row, rexc, "failed", age, retryable=True)
                 if expiry.is_removed(prediction) or prediction.get("output") is None:
                     return self._expired(row, url, age, "prediction data removed by Replicate")
                 try:
@@ -288,13 +301,15 @@ class Pipeline:
                 continue
             except TruncatedDownloadError as exc:
                 if attempt >= self.settings.download_retries:
-                    return self._fail(row, exc, "failed", age)
+                    return self._fail(row, exc, "failed", age, retryable=True)
                 delay = min(10.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
                 log.info("download of %s %s broke (%s); retry %d in %.2f s", pid, path, exc,
                          attempt, delay)
                 time.sleep(delay)
                 continue
-            except (DownloadError, StorageError) as exc:
+            except StorageError as exc:
+                return self._fail(row, exc, "failed", age, retryable=True)
+            except DownloadError as exc:
                 return self._fail(row, exc, "failed", age)
             if not self.catalog.mark_stored(row.id, self.owner, size=size, sha256=sha,
                                              content_type=ctype, source_age_seconds=age):
@@ -315,10 +330,18 @@ class Pipeline:
             return dl.size, dl.sha256, ctype
 
     def _fail(self, row: FileRecord, exc: CacheLayerError, status: str,
-              age: float | None) -> FileOutcome:
+              age: float | None, *, retryable: bool = False) -> FileOutcome:
+        """Record a failure. A transient one (``retryable``) goes back to ``pending`` with an
+        exponential backoff (``available_at``) until the file has been claimed
+        ``settings.max_attempts`` times; after that, and for permanent ones, ``status``."""
         log.warning("could not copy %s %s: %s", row.prediction_id, row.output_path or "(root)", exc)
+        current = self.catalog.get_file(row.id) or row
+        retry_after = None
+        if retryable and current.attempts < self.settings.max_attempts:
+            status = "pending"
+            retry_after = min(300.0, 2.0 ** current.attempts) * (0.5 + random.random())
         self.catalog.mark_unstored(row.id, self.owner, status=status, error=str(exc),
-                                   source_age_seconds=age)
+                                   source_age_seconds=age, retry_after=retry_after)
         return FileOutcome(self.catalog.get_file(row.id) or row, error=exc)
 
     def _expired(self, row: FileRecord, url: str, age: float | None, reason: str) -> FileOutcome:

@@ -10,13 +10,14 @@ The client itself retries GET on 429/503/504 honouring ``Retry-After`` (its
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import replicate
-from replicate.exceptions import ModelError, ReplicateError
+from replicate.exceptions import ReplicateError
 
 from cachelayer.errors import (
     CacheLayerError,
@@ -104,10 +105,9 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 def create_and_wait(client: replicate.Client, ref: str, input: dict[str, Any],
                     **params: Any) -> dict[str, Any]:
     """Create a prediction as ``replicate.run`` would (``Prefer: wait``, then polling every
-    ``REPLICATE_POLL_INTERVAL`` seconds) and return its final JSON.
+    ``client.poll_interval`` seconds, ``REPLICATE_POLL_INTERVAL``) and return its final JSON.
 
-    Raises :class:`ModelNotFoundError`, :class:`ReplicateConfigError` or, when the
-    prediction ends ``failed``/``canceled``, :class:`PredictionFailedError`.
+    Raises :class:`ModelNotFoundError`, :class:`ReplicateConfigError`.
     """
     kind, name, version = parse_ref(ref)
     params.setdefault("wait", True)
@@ -122,14 +122,11 @@ def create_and_wait(client: replicate.Client, ref: str, input: dict[str, Any],
             assert name
             pred = client.models.predictions.create(
                 model=tuple(name.split("/", 1)), input=input, **params)  # type: ignore[arg-type]
-    with _errors(f"cannot read prediction {pred.id}", not_found=PredictionNotFoundError):
-        try:
-            if pred.status not in TERMINAL:
-                pred.wait()
-        except ModelError:
-            pass
-    data = as_dict(pred)
-    return data
+    while True:
+        data = get_prediction(client, pred.id)
+        if data.get("status") in TERMINAL:
+            return data
+        time.sleep(client.poll_interval)
 
 
 def check_succeeded(data: dict[str, Any]) -> None:
@@ -139,13 +136,21 @@ def check_succeeded(data: dict[str, Any]) -> None:
 
 
 def get_prediction(client: replicate.Client, prediction_id: str) -> dict[str, Any]:
-    """``GET /v1/predictions/{id}`` as a dict. Raises :class:`PredictionNotFoundError`."""
+    """``GET /v1/predictions/{id}`` as Replicate's JSON. Raises :class:`PredictionNotFoundError`.
+
+    Read as raw JSON through the client's own transport (auth, retries): the client's
+    ``Prediction`` model drops ``data_removed`` and ``source``, which expiry handling needs.
+    """
     with _errors(f"cannot read prediction {prediction_id}", not_found=PredictionNotFoundError):
-        return as_dict(client.predictions.get(prediction_id))
+        return dict(client._request("GET", f"/v1/predictions/{prediction_id}").json())
 
 
-def list_predictions(client: replicate.Client, cursor: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of ``GET /v1/predictions`` (newest first): ``(predictions, next_cursor)``."""
+def list_predictions(client: replicate.Client, cursor: str | None = None,
+                     source: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of ``GET /v1/predictions`` (newest first, cursor pagination):
+    ``(predictions as JSON, next cursor or None)``. ``source`` (``api``/``web``) filters
+    server-side on the first page; later cursors carry it."""
+    path = cursor or ("/v1/predictions" + (f"?source={source}" if source else ""))
     with _errors("cannot list predictions", not_found=PredictionNotFoundError):
-        page = client.predictions.list(cursor if cursor else ...)
-    return [as_dict(p) for p in page.results], page.next
+        page = client._request("GET", path).json()
+    return [dict(p) for p in page.get("results", [])], page.get("next")

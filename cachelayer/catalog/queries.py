@@ -18,7 +18,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from cachelayer.catalog.models import OutputFile, Prediction, SourceUrl
+from cachelayer.catalog.models import Checkpoint, OutputFile, Prediction, SourceUrl
 from cachelayer.catalog.records import FileRecord, PredictionRecord
 from cachelayer.catalog.reports import ReportQueries
 
@@ -317,6 +317,88 @@ class Catalog(ReportQueries):
                 .execution_options(synchronize_session=False)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+    def claim_next(self, owner: str, lease_seconds: float) -> FileRecord | None:
+        """Claim the oldest claimable ``pending`` file (its ``available_at`` has come and no
+        live lease holds it) for ``owner``; ``None`` when the queue has nothing to hand out.
+
+        On PostgreSQL the candidate row is locked with ``FOR UPDATE SKIP LOCKED``, so many
+        workers on many machines claim disjoint files without waiting on each other; on
+        SQLite the database's single writer lock serialises claims.
+        """
+        now = utcnow()
+        candidate = (
+            select(OutputFile.id)
+            .where(OutputFile.status == "pending",
+                   or_(OutputFile.available_at.is_(None), OutputFile.available_at <= now),
+                   or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now))
+            .order_by(OutputFile.available_at, OutputFile.id)
+            .limit(1)
+        )
+        if self.dialect == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        stmt = (
+            update(OutputFile)
+            .where(OutputFile.id == candidate.scalar_subquery())
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=OutputFile.attempts + 1)
+            .returning(OutputFile)
+            .execution_options(synchronize_session=False)
+        )
+        with self.sessions.begin() as s:
+            row = s.scalars(stmt).first()
+            return FileRecord.of(row) if row is not None else None
+
+    def release_leases(self, owners: Iterable[str]) -> int:
+        """Drop the leases of ``owners`` (processes known to be dead); returns how many."""
+        owners = list(owners)
+        if not owners:
+            return 0
+        with self.sessions.begin() as s:
+            result = s.execute(
+                update(OutputFile).where(OutputFile.lease_owner.in_(owners))
+                .values(lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False))
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def lease_owners(self) -> list[str]:
+        """Distinct owners currently holding a lease (live or lapsed)."""
+        with self.sessions() as s:
+            return list(s.scalars(select(OutputFile.lease_owner).where(
+                OutputFile.lease_owner.is_not(None)).distinct()))
+
+    def queue_counts(self) -> dict[str, int]:
+        """Number of output files per status, e.g. ``{"pending": 3, "stored": 10}``."""
+        from sqlalchemy import func
+
+        with self.sessions() as s:
+            rows = s.execute(select(OutputFile.status, func.count()).group_by(OutputFile.status))
+            return {status: int(n) for status, n in rows}
+
+    def has_claimable_soon(self) -> bool:
+        """Whether any ``pending`` file exists (claimable now or after a lease or backoff)."""
+        with self.sessions() as s:
+            return s.scalars(select(OutputFile.id).where(OutputFile.status == "pending")
+                             .limit(1)).first() is not None
+
+    # ---- checkpoints --------------------------------------------------------------------
+
+    def load_checkpoint(self, name: str) -> tuple[str | None, dict[str, Any]]:
+        """``(cursor, state)`` saved under ``name``; ``(None, {})`` when there is none."""
+        with self.sessions() as s:
+            row = s.get(Checkpoint, name)
+            return (row.cursor, dict(row.state or {})) if row else (None, {})
+
+    def save_checkpoint(self, name: str, cursor: str | None, state: dict[str, Any]) -> None:
+        """Save (insert or replace) the checkpoint ``name``."""
+        stmt = self._insert(Checkpoint).values(name=name, cursor=cursor, state=state,
+                                               updated_at=utcnow())
+        stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={
+            "cursor": stmt.excluded.cursor, "state": stmt.excluded.state,
+            "updated_at": stmt.excluded.updated_at})
+        with self.sessions.begin() as s:
+            s.execute(stmt)
 
 
 def _coalesce(a: Any, b: Any) -> Any:
