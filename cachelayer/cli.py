@@ -218,5 +218,10 @@ def demo(images: int, url_ttl: float, keep: bool) -> None:
     run_demo(images=images, url_ttl=url_ttl, keep=keep, echo=click.echo)
 
 
+from cachelayer.cli_catalog import register as _register_catalog  # noqa: E402
+
+_register_catalog(main)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

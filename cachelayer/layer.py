@@ -153,8 +153,14 @@ class CacheLayer:
         result = self.pipeline.persist(data, rerun_of=rerun_of)
         self.pipeline.save_durable_output(data, [f.record for f in result.files])
         expired = any(isinstance(f.error, ExpiredDownloadUrlError) for f in result.files)
-        if expired and on_expired == "rerun":
+        unknown = data.get("output") is None and data.get("data_removed")
+        if (expired or unknown) and on_expired == "rerun":
             result.rerun = self._rerun(data["id"])
+        elif unknown:
+            # Removed before we ever saw it: not even the file URLs are left to record.
+            raise ExpiredDownloadUrlError(
+                data["id"], None, None,
+                "Replicate removed the prediction's data (data_removed) before it was recorded")
         return result
 
     def _rerun(self, prediction_id: str) -> PersistResult:
@@ -175,6 +181,19 @@ class CacheLayer:
             raise final.error
         return self.pipeline.durable_output(
             final.prediction.get("output"), [f.record for f in final.files], self.durable_url)
+
+    def verify(self, *, model: str | None = None, since: Any = None, until: Any = None,
+               prediction_id: str | None = None, deep: bool = False, repair: bool = False,
+               concurrency: int | None = None) -> Any:
+        """Check every stored object of the catalog (filtered like ``catalog.list_files``)
+        against its recorded size (``HEAD``) and, with ``deep``, its sha256 (full read);
+        with ``repair`` re-queue (or mark ``failed``) missing/corrupt files. Never deletes.
+        Returns a :class:`cachelayer.verify.VerifyReport`; see :func:`cachelayer.verify.verify`."""
+        from cachelayer.verify import verify
+
+        return verify(self, model=model, since=since, until=until, prediction_id=prediction_id,
+                      deep=deep, repair=repair,
+                      concurrency=concurrency or max(8, self.settings.concurrency))
 
     def close(self) -> None:
         """Release connections, pools and background threads."""

@@ -1,0 +1,276 @@
+"""Verify that every stored object still exists, with the size and sha256 the catalog recorded.
+
+For each ``stored`` file row (optionally filtered like ``cachelayer ls``):
+
+1. ``HEAD`` the object (:meth:`Store.head`): absent -> **missing**; a size other than the
+   recorded ``size`` -> **corrupt**; a ``sha256`` in the object's user metadata that differs
+   from the recorded one -> **corrupt**.
+2. With ``deep``, read the whole object as a stream (1 MiB at a time, memory stays flat)
+   and compare its byte count and SHA-256 with the recorded ones -> **corrupt** otherwise.
+
+A storage failure while checking (HTTP 403/500, a dropped connection) is reported as an
+**error**: it says nothing about the object, so it is never repaired.
+
+With ``repair``, each missing or corrupt file leaves ``stored``: it becomes ``pending``
+(re-queued, ``last_error`` ``verify: missing`` / ``verify: corrupt``) when its source may
+still be retrievable, so the backfill worker or ``cachelayer persist PREDICTION_ID`` copies
+it again; otherwise it becomes ``failed`` with the same ``last_error``. A source counts as
+retrievable when the prediction's data has not been removed and either it was created on
+the web (Replicate keeps those) or it completed less than one hour ago (Replicate removes
+API predictions' files one hour after they finish; ``REPLICATE_RETENTION_SECONDS``).
+Nothing is ever deleted, neither objects nor rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from typing import TYPE_CHECKING, Any, Literal
+
+from cachelayer.catalog.records import FileRecord, PredictionRecord
+from cachelayer.config import REPLICATE_RETENTION_SECONDS
+from cachelayer.errors import StorageError
+
+if TYPE_CHECKING:
+    from cachelayer.catalog.queries import Catalog
+    from cachelayer.layer import CacheLayer
+    from cachelayer.storage.base import Store
+
+__all__ = ["VerifyProblem", "VerifyReport", "source_retrievable", "verify"]
+
+log = logging.getLogger("cachelayer")
+
+Problem = Literal["missing", "corrupt", "error"]
+Action = Literal["requeued", "failed", "unchanged"]
+
+_READ_CHUNK = 1024 * 1024  # bytes per read in a deep check
+_BATCH = 256  # files handed to the thread pool at once
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    """One object that did not pass: its file record, ``problem`` (``missing``,
+    ``corrupt`` or ``error``), a one-line ``detail`` and, with ``repair``, the ``action``
+    taken: ``requeued`` (now ``pending``), ``failed``, or ``unchanged`` (the row was no
+    longer ``stored`` as read, e.g. re-copied meanwhile; also every ``error``)."""
+
+    file: FileRecord
+    problem: Problem
+    detail: str
+    action: Action | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-ready dict with stable keys (``file_id``, ``prediction_id``,
+        ``output_path``, ``model``, ``store``, ``key``, ``size``, ``sha256``, ``problem``,
+        ``detail``, ``action``)."""
+        f = self.file
+        return {
+            "file_id": f.id, "prediction_id": f.prediction_id, "output_path": f.output_path,
+            "model": f.model, "store": f.store, "key": f.key, "size": f.size,
+            "sha256": f.sha256, "problem": self.problem, "detail": self.detail,
+            "action": self.action,
+        }
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of :func:`verify`.
+
+    ``checked``: stored files whose object was examined; ``ok``: those that passed;
+    ``skipped``: stored files recorded in another store than the one given (not checked);
+    ``bytes_read``: object bytes read by deep checks; ``problems``: every failure, in
+    listing order (newest first).
+    """
+
+    deep: bool = False
+    repair: bool = False
+    checked: int = 0
+    ok: int = 0
+    skipped: int = 0
+    bytes_read: int = 0
+    problems: list[VerifyProblem] = field(default_factory=list)
+
+    def count(self, problem: Problem) -> int:
+        """How many problems of one kind were found."""
+        return sum(1 for p in self.problems if p.problem == problem)
+
+    @property
+    def missing(self) -> int:
+        return self.count("missing")
+
+    @property
+    def corrupt(self) -> int:
+        return self.count("corrupt")
+
+    @property
+    def errors(self) -> int:
+        return self.count("error")
+
+    @property
+    def requeued(self) -> int:
+        return sum(1 for p in self.problems if p.action == "requeued")
+
+    @property
+    def marked_failed(self) -> int:
+        return sum(1 for p in self.problems if p.action == "failed")
+
+    @property
+    def clean(self) -> bool:
+        """``True`` when every checked object passed."""
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line: ``checked 12 objects (deep, 3456 bytes read): 10 ok, 1 missing, ...``."""
+        mode = f"deep, {self.bytes_read} bytes read" if self.deep else "HEAD"
+        text = (f"checked {self.checked} objects ({mode}): {self.ok} ok, {self.missing} missing, "
+                f"{self.corrupt} corrupt, {self.errors} errors")
+        if self.skipped:
+            text += f"; {self.skipped} in another store skipped"
+        if self.repair:
+            text += f"; repair: {self.requeued} re-queued, {self.marked_failed} marked failed"
+        return text
+
+
+def source_retrievable(prediction: PredictionRecord | None, now: datetime | None = None) -> bool:
+    """Whether Replicate may still serve the prediction's files: it is recorded with an
+    output, its data was not removed, and it was created on the web (kept) or completed
+    (else was created) less than ``REPLICATE_RETENTION_SECONDS`` (one hour) before ``now``."""
+    if prediction is None or prediction.data_removed or prediction.output is None:
+        return False
+    if prediction.source == "web":
+        return True
+    stamp = prediction.completed_at or prediction.created_at
+    if stamp is None:
+        return False
+    now = now or datetime.now(timezone.utc)
+    return (now - stamp).total_seconds() < REPLICATE_RETENTION_SECONDS
+
+
+def verify(
+    target: CacheLayer | tuple[Catalog, Store],
+    *,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    prediction_id: str | None = None,
+    deep: bool = False,
+    repair: bool = False,
+    concurrency: int = 8,
+    on_problem: Callable[[VerifyProblem], None] | None = None,
+) -> VerifyReport:
+    """Check every ``stored`` file matching the filters against its object.
+
+    ``target`` is a :class:`~cachelayer.layer.CacheLayer` or a ``(catalog, store)`` pair.
+    Filters are those of :meth:`Catalog.list_files` (``since`` inclusive, ``until``
+    exclusive, on the prediction's creation time). ``deep`` reads every object fully
+    (SHA-256 and byte count); otherwise one ``HEAD`` per object checks existence and size.
+    ``repair`` moves missing/corrupt files out of ``stored`` (see the module docstring);
+    nothing is deleted. ``concurrency`` objects are checked at once (threads).
+    ``on_problem`` is called (from the calling thread) for each problem as found.
+
+    Returns a :class:`VerifyReport`. Does not raise for a bad object; database errors
+    propagate.
+    """
+    if isinstance(target, tuple):
+        catalog, store = target
+    else:
+        catalog, store = target.catalog, target.store
+    report = VerifyReport(deep=deep, repair=repair)
+    files = catalog.iter_files(model=model, status="stored", since=since, until=until,
+                               prediction_id=prediction_id)
+    with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="cachelayer-verify") as pool:
+        for batch in _batches(files, _BATCH):
+            mine = [f for f in batch if f.store == store.uri]
+            report.skipped += len(batch) - len(mine)
+            outcomes = list(pool.map(lambda f: _check(store, f, deep), mine))
+            found: list[VerifyProblem] = []
+            for rec, (problem, detail, nbytes) in zip(mine, outcomes, strict=True):
+                report.checked += 1
+                report.bytes_read += nbytes
+                if problem is None:
+                    report.ok += 1
+                else:
+                    found.append(VerifyProblem(rec, problem, detail))
+            if repair and found:
+                found = _repair(catalog, found)
+            for p in found:
+                log.info("verify: %s %s (%s %s): %s", p.problem, p.file.key,
+                            p.file.prediction_id, p.file.output_path or "(root)", p.detail)
+                report.problems.append(p)
+                if on_problem is not None:
+                    on_problem(p)
+            if report.checked and report.checked % 10_000 < len(mine):
+                log.info("verify: %s", report.summary())
+    return report
+
+
+def _batches(items: Iterator[FileRecord], n: int) -> Iterator[list[FileRecord]]:
+    while batch := list(islice(items, n)):
+        yield batch
+
+
+def _check(store: Store, rec: FileRecord, deep: bool) -> tuple[Problem | None, str, int]:
+    """``(problem or None, detail, bytes read)`` for one stored file."""
+    try:
+        info = store.head(rec.key)
+    except (StorageError, ValueError) as exc:
+        return "error", _one_line(exc), 0
+    if info is None:
+        return "missing", f"no object at {store.object_uri(rec.key)}", 0
+    if rec.size is not None and info.size != rec.size:
+        return "corrupt", f"object is {info.size} bytes, catalog recorded {rec.size}", 0
+    meta_sha = info.metadata.get("sha256")
+    if meta_sha and rec.sha256 and meta_sha.lower() != rec.sha256.lower():
+        return "corrupt", f"object metadata sha256 {meta_sha} != recorded {rec.sha256}", 0
+    if not deep:
+        return None, "", 0
+    digest = hashlib.sha256()
+    nbytes = 0
+    try:
+        body = store.open(rec.key)
+    except FileNotFoundError:
+        return "missing", f"no object at {store.object_uri(rec.key)}", 0
+    except (StorageError, ValueError) as exc:
+        return "error", _one_line(exc), 0
+    try:
+        while chunk := body.read(_READ_CHUNK):
+            digest.update(chunk)
+            nbytes += len(chunk)
+    except Exception as exc:  # botocore read timeouts, dropped connections, OSError
+        return "error", f"reading the object failed after {nbytes} bytes: {_one_line(exc)}", nbytes
+    finally:
+        body.close()
+    if rec.size is not None and nbytes != rec.size:
+        return "corrupt", f"read {nbytes} bytes, catalog recorded {rec.size}", nbytes
+    actual = digest.hexdigest()
+    if rec.sha256 and actual != rec.sha256.lower():
+        return "corrupt", f"sha256 {actual} != recorded {rec.sha256}", nbytes
+    return None, "", nbytes
+
+
+def _repair(catalog: Catalog, problems: list[VerifyProblem]) -> list[VerifyProblem]:
+    preds = catalog.predictions_by_id(p.file.prediction_id for p in problems
+                                      if p.problem != "error")
+    now = datetime.now(timezone.utc)
+    repaired: list[VerifyProblem] = []
+    for p in problems:
+        if p.problem == "error":
+            repaired.append(VerifyProblem(p.file, p.problem, p.detail, "unchanged"))
+            continue
+        status = "pending" if source_retrievable(preds.get(p.file.prediction_id), now) else "failed"
+        changed = catalog.mark_unverified(p.file.id, status=status, error=f"verify: {p.problem}",
+                                          expected_sha256=p.file.sha256)
+        action: Action = "unchanged"
+        if changed:
+            action = "requeued" if status == "pending" else "failed"
+        repaired.append(VerifyProblem(p.file, p.problem, p.detail, action))
+    return repaired
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
