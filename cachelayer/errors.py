@@ -111,7 +111,11 @@ class ExpiredDownloadUrlError(DownloadError):
     ) -> None:
         self.prediction_id = prediction_id
         self.output_path = output_path
-        where = f" (prediction {prediction_id}, output path {output_path!r})" if prediction_id else ""
+        where = ""
+        if prediction_id and output_path is not None:
+            where = f" (prediction {prediction_id}, output path {output_path!r})"
+        elif prediction_id:
+            where = f" (prediction {prediction_id})"
         extra = f": {reason}" if reason else ""
         super().__init__(
             "The output URL has expired and can no longer be used to download the result"
