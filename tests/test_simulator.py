@@ -285,6 +285,12 @@ def test_unknown_model_and_version(sim: ReplicateSimulator) -> None:
         client.models.get("acme/nope")
     assert info.value.status == 404
 
+    vid = sim.add_model("acme/private", outputs="text", official=False)
+    with pytest.raises(ReplicateError) as info:  # model-level create needs an official model
+        client.run("acme/private")
+    assert info.value.status == 404
+    assert client.run(f"acme/private:{vid}") == "text"
+
 
 def test_models_versions_deployments_and_webhook_secret(sim: ReplicateSimulator) -> None:
     v1 = sim.add_model("acme/painter", outputs=File(PNG, filename="v1.png"))
@@ -317,6 +323,13 @@ def test_models_versions_deployments_and_webhook_secret(sim: ReplicateSimulator)
 
     secret = client.webhooks.default.secret()
     assert secret.key == sim.webhook_secret and secret.key.startswith("whsec_")
+
+    # history on a version never registered does not change which version is latest
+    old_pid = sim.seed_prediction(f"acme/painter:{'a' * 64}", input={}, output=None)
+    assert sim.prediction(old_pid)["version"] == "a" * 64
+    latest_model = client.models.get("acme/painter")
+    assert latest_model.latest_version is not None and latest_model.latest_version.id == v2
+    assert client.models.get("acme/painter").versions.get("a" * 64).id == "a" * 64
 
 
 def test_iterator_models_and_data_uris(sim: ReplicateSimulator) -> None:

@@ -486,6 +486,11 @@ class ReplicateSimulator:
     * ``webhook_verify``: ``verify=`` for the webhook sender's ``httpx.Client``.
     * ``webhook_max_attempts``: POST attempts per webhook event (non-2xx or errors retry).
 
+    Creates answer 201 with the prediction. With ``Prefer: wait`` (or ``wait=N``, N clamped
+    to 1..60) the request is held up to N real seconds (60 by default) or until the
+    prediction finishes; one still running then comes back ``starting`` with no output,
+    which is what ``replicate.run()`` expects before it polls ``GET /v1/predictions/{id}``.
+
     Use as a context manager or call :meth:`start` / :meth:`stop`. All methods are
     thread-safe.
     """
@@ -793,12 +798,13 @@ class ReplicateSimulator:
         """Insert a prediction into the history as if it had already run; returns its id.
 
         ``model`` is ``owner/name`` or ``owner/name:version`` (registered on the fly if
-        unknown). ``output`` is shown as given (for any status), with :class:`File` leaves
-        as delivery URLs and :class:`DataURI` leaves as ``data:`` URIs. ``created_at`` /
+        unknown, as a version older than the registered ones, with no ``outputs``).
+        ``output`` is shown as given (for any status), with :class:`File` leaves as delivery
+        URLs and :class:`DataURI` leaves as ``data:`` URIs. ``created_at`` /
         ``completed_at`` are datetimes (naive means UTC) or Unix seconds; defaults: completed
         now, created one second before completion (or completion one second after a given
-        creation). The status never changes (except to ``canceled`` via cancel, which is
-        refused for terminal ones); URL expiry (``url_ttl``) and data removal
+        creation). The status never changes, except that a seeded ``starting`` /
+        ``processing`` prediction can be canceled. URL expiry (``url_ttl``) and data removal
         (``data_removal_after``, ``source="api"`` only) count from ``completed_at`` on the
         simulator's clock, so a past ``completed_at`` can mean the data is already gone.
         """
@@ -810,7 +816,13 @@ class ReplicateSimulator:
         vid = vid or version_id or ""
         with self._lock:
             if model_name not in self._models or (vid and vid not in self._versions):
-                self.add_model(model_name, None, version_id=vid or None)
+                existing = self._models.get(model_name)
+                official = existing.official if existing is not None else True
+                vid = self.add_model(model_name, None, version_id=vid or None, official=official)
+                model_versions = self._models[model_name].versions
+                # A version made up for history is older than the registered ones, so
+                # model-level creates keep using the newest registered version.
+                model_versions.insert(0, model_versions.pop())
             version = self._versions[vid] if vid else self._models[model_name].versions[-1]
             now = self.clock.time()
             created = _to_epoch(created_at) if created_at is not None else None
@@ -842,7 +854,9 @@ class ReplicateSimulator:
                 logs=logs,
                 fixed_status=status,
                 started_at=(
-                    created + min(0.1, (completed - created) / 2) if completed else created
+                    created + min(0.1, (completed - created) / 2)
+                    if completed is not None
+                    else created
                 ),
                 completed_at=completed,
             )
