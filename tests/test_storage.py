@@ -170,6 +170,12 @@ def test_metadata_names_come_back_lower_case(store: Store) -> None:
     assert info.metadata == {"sha256": "ab", "source-url": "u"}
 
 
+def test_s3_metadata_must_be_ascii(s3_store: S3Store) -> None:
+    with pytest.raises(ValueError, match="US-ASCII"):
+        s3_store.put("k", io.BytesIO(b"x"), metadata={"source-url": "https://x.test/ü.png"})
+    assert s3_store.head("k") is None
+
+
 def test_missing_object(store: Store) -> None:
     assert store.head("nope/missing.bin") is None
     with pytest.raises(FileNotFoundError):

@@ -189,6 +189,10 @@ class S3Store(Store):
     for :meth:`put`. ``client``: a ready boto3 S3 client to use instead of building one
     (then the connection arguments are ignored and :meth:`close` leaves it open).
 
+    Checksums: botocore >= 1.36 adds a CRC32 checksum to uploads by default; for a service
+    that rejects it, set ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (read by
+    botocore itself; Cloudflare documents this workaround for its R2 examples).
+
     One boto3 client is built here and shared by all threads (boto3 clients are
     thread-safe, sessions are not). Raises :class:`ConfigError` for a bad
     ``addressing_style`` and ``ValueError`` for out-of-range sizes.
