@@ -293,4 +293,14 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 # simulator fixtures
-# (a ``replicate_simulator`` fixture is added here by its owner; not part of this module yet)
+
+
+@pytest.fixture
+def replicate_simulator() -> Iterator[Any]:
+    """A running :class:`~cachelayer.testing.simulator.ReplicateSimulator` (plain HTTP,
+    token ``sim.token``); point a client at it with ``base_url=sim.base_url`` and allow its
+    downloads with ``allowed_hosts=sim.host_port``. Stopped after the test."""
+    from cachelayer.testing.simulator import ReplicateSimulator
+
+    with ReplicateSimulator() as sim:
+        yield sim

@@ -1,0 +1,55 @@
+"""Shared test wiring: a CacheLayer on the simulator, the moto S3 server and a catalog.
+
+The fixtures ``replicate_simulator``, ``s3_server``, ``s3_bucket``, ``catalog_url`` and
+friends come from cachelayer's own pytest plugin (``cachelayer.testing.fixtures``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from cachelayer import CacheLayer
+
+
+@pytest.fixture
+def make_layer(replicate_simulator, s3_server, s3_bucket, catalog_url,
+               monkeypatch) -> Iterator[Callable[..., CacheLayer]]:
+    """Build CacheLayers wired to the simulator, the S3 bucket and the catalog under test.
+
+    Credentials reach boto3 the way they reach it in production: its own variables."""
+    made: list[CacheLayer] = []
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_access_key)
+    monkeypatch.setenv("AWS_REGION", s3_server.region)
+
+    def make(**overrides: Any) -> CacheLayer:
+        sim = overrides.pop("simulator", replicate_simulator)
+        options: dict[str, Any] = dict(
+            database_url=catalog_url,
+            storage_url=f"s3://{s3_bucket}/replicate",
+            s3_endpoint_url=s3_server.endpoint_url,
+            s3_region=s3_server.region,
+            replicate_api_token=sim.token,
+            replicate_base_url=sim.base_url,
+            ca_bundle=sim.ca_file,
+            allowed_hosts=sim.host_port,
+            auto_migrate=True,
+        )
+        options.update(overrides)
+        auto = options.pop("auto_migrate")
+        layer = CacheLayer(auto_migrate=auto, **options)
+        made.append(layer)
+        return layer
+
+    yield make
+    for layer in made:
+        layer.close()
+
+
+@pytest.fixture
+def layer(make_layer) -> CacheLayer:
+    return make_layer()
+

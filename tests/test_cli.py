@@ -1,0 +1,123 @@
+"""The `cachelayer` command as users run it: a subprocess, real servers, exit statuses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cachelayer.testing.simulator import File
+
+CLI = str(Path(sys.executable).with_name("cachelayer"))
+
+
+@pytest.fixture
+def cli_env(replicate_simulator, s3_server, s3_bucket, catalog_url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
+    env.update(
+        CACHELAYER_DATABASE_URL=catalog_url,
+        CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/cli",
+        CACHELAYER_ALLOWED_HOSTS=replicate_simulator.host_port,
+        AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3_server.access_key_id,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
+        AWS_REGION=s3_server.region,
+        REPLICATE_API_TOKEN=replicate_simulator.token,
+        REPLICATE_BASE_URL=replicate_simulator.base_url,
+    )
+    subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
+    return env
+
+
+def cli(env, *args, stdin=None):
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, input=stdin,
+                          timeout=120)
+
+
+def test_version():
+    out = cli(os.environ, "--version")
+    assert out.returncode == 0 and "cachelayer" in out.stdout
+
+
+def test_run_parses_inputs_and_prints_durable_urls(cli_env, replicate_simulator, s3_server, tmp_path):
+    seen = {}
+
+    def model(inp):
+        seen.update(inp)
+        return [File(f"img{i}".encode(), filename=f"out-{i}.png") for i in range(inp["num_outputs"])]
+
+    replicate_simulator.add_model("acme/painter", outputs=model)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG local file")
+    out = cli(cli_env, "run", "acme/painter", "-i", "prompt=a cat", "-i", "num_outputs=2",
+              "-i", "flag=true", "-i", f"image=@{photo}", "--json")
+    assert out.returncode == 0, out.stderr
+    urls = json.loads(out.stdout)
+    assert len(urls) == 2 and all(u.startswith("s3://") for u in urls)
+    assert seen["prompt"] == "a cat" and seen["num_outputs"] == 2 and seen["flag"] is True
+    assert seen["image"].startswith("data:")  # the local file travelled as a data: URI
+    bucket, key = urls[1][5:].split("/", 1)
+    assert s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read() == b"img1"
+
+    plain = cli(cli_env, "run", "acme/painter", "-i", "num_outputs=1")
+    assert plain.returncode == 0 and plain.stdout.strip().startswith("s3://")
+
+
+def test_persist_twice_same_urls(cli_env, replicate_simulator):
+    f = File(size=1000, seed=3)
+    pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[f])
+    a = cli(cli_env, "persist", pid, "--json")
+    b = cli(cli_env, "persist", pid, "--json")
+    assert a.returncode == b.returncode == 0, a.stderr
+    assert json.loads(a.stdout) == json.loads(b.stdout)
+    assert replicate_simulator.download_count(replicate_simulator.delivery_urls(pid)[0]) == 1
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["run", "acme/missing"], 2, "acme/missing"),
+    (["run", "not a model"], 2, "bad model reference"),
+    (["run", "acme/m", "-i", "novalue"], 2, "key=value"),
+])
+def test_usage_and_config_errors_exit_2(cli_env, args, code, needle):
+    out = cli(cli_env, *args)
+    assert out.returncode == code
+    assert needle in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_bucket_and_bad_database_exit_2(cli_env):
+    out = cli({**cli_env, "CACHELAYER_STORAGE_URL": "s3://no-such-bucket-x"}, "persist", "abc")
+    assert out.returncode == 2 and "no-such-bucket-x" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    out = cli({**cli_env, "CACHELAYER_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
+              "persist", "abc")
+    assert out.returncode == 2 and "catalog" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_expired_prediction_exits_1_with_one_line(cli_env, replicate_simulator):
+    pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[File(b"gone")])
+    replicate_simulator.remove_data(pid)
+    out = cli(cli_env, "persist", pid)
+    assert out.returncode == 1
+    assert "The output URL has expired" in out.stderr and pid in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_two_processes_persisting_at_once_store_each_object_once(cli_env, replicate_simulator, s3_server, s3_bucket):
+    files = [File(size=400_000, seed=i, filename=f"out-{i}.png") for i in range(6)]
+    pid = replicate_simulator.seed_prediction("acme/x", input={}, output=files)
+    procs = [subprocess.Popen([CLI, "persist", pid, "--json"], env=cli_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert json.loads(outs[0][0]) == json.loads(outs[1][0])
+    for url in replicate_simulator.delivery_urls(pid):
+        assert replicate_simulator.download_count(url) == 1
+    listed = s3_server.client().list_objects_v2(Bucket=s3_bucket)["Contents"]
+    assert len(listed) == 6
+    body = s3_server.client().get_object(Bucket=s3_bucket, Key=listed[0]["Key"])["Body"].read()
+    assert hashlib.sha256(body).hexdigest() in {f.sha256() for f in files}
