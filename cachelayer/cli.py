@@ -17,8 +17,11 @@ import click
 
 from cachelayer import __version__
 from cachelayer.errors import CacheLayerError, ConfigError
+from cachelayer.timeparse import WHEN
 
 F = TypeVar("F", bound=Callable[..., Any])
+#: Default transfers at once for `backfill` and `worker` (many small files; network bound).
+BACKFILL_CONCURRENCY = 16
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -172,6 +175,67 @@ def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: str, **o
             print_output(output, False)
     if failed:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--since", type=WHEN, help="Oldest creation time: ISO 8601 or a duration ago (6h, 7d).")
+@click.option("--until", type=WHEN, help="Newest creation time (same forms).")
+@click.option("--model", "models", multiple=True, metavar="OWNER/NAME", help="Only this model (repeatable).")
+@click.option("--source", type=click.Choice(["api", "web"]), help="Only predictions created this way.")
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice(["succeeded", "failed", "canceled", "starting", "processing"]),
+              help="Only predictions with this status (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many predictions.")
+@click.option("--dry-run", is_flag=True, help="Scan and report what would be copied; write nothing.")
+@click.option("--scan-only", is_flag=True, help="Record and queue only; `cachelayer worker` copies.")
+@click.option("--on-expired", type=click.Choice(["skip", "rerun"]), default="skip", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--quiet", "quiet_progress", is_flag=True, help="No live progress display.")
+@settings_options
+def backfill(since: Any, until: Any, models: tuple[str, ...], source: str | None,
+             statuses: tuple[str, ...], limit: int | None, dry_run: bool, scan_only: bool,
+             on_expired: str, as_json: bool, quiet_progress: bool, **options: Any) -> None:
+    """Copy every retrievable file of your prediction history (resumable).
+
+    Exit status 0 when every retrievable file is stored, 1 when some failed."""
+    from cachelayer.progress import LiveProgress, print_summary
+
+    options["concurrency"] = options.get("concurrency") or BACKFILL_CONCURRENCY
+    with open_layer(**options) as layer, LiveProgress(not quiet_progress) as live:
+        summary = layer.backfill(since=since, until=until, models=models, source=source,
+                                 statuses=statuses, limit=limit, dry_run=dry_run,
+                                 scan_only=scan_only, on_expired=on_expired,
+                                 progress=live.update)
+    print_summary(summary, as_json=as_json)
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Exit when the queue has nothing left to claim.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("--quiet", "quiet_progress", is_flag=True, help="No live progress display.")
+@settings_options
+def worker(once: bool, as_json: bool, quiet_progress: bool, **options: Any) -> None:
+    """Drain the catalog's queue of pending files; run one per machine.
+
+    Without --once it keeps polling until interrupted (Ctrl-C or SIGTERM finish the
+    files in flight first)."""
+    import signal
+    import threading
+
+    from cachelayer.progress import LiveProgress, print_summary
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    options["concurrency"] = options.get("concurrency") or BACKFILL_CONCURRENCY
+    with open_layer(**options) as layer, LiveProgress(not quiet_progress) as live:
+        try:
+            summary = layer.work(once=once, stop=stop, progress=live.update)
+        except KeyboardInterrupt:
+            stop.set()
+            raise
+    print_summary(summary, as_json=as_json)
+    sys.exit(summary.exit_code)
 
 
 @main.group()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 import replicate
 
+from cachelayer import backfill as backfill_mod
 from cachelayer import replicate_api
+from cachelayer.backfill import BackfillSummary, ProgressFn, ScanFilter
 from cachelayer.catalog.db import ensure_schema, make_engine
 from cachelayer.catalog.queries import Catalog
 from cachelayer.catalog.records import FileRecord
@@ -155,7 +160,7 @@ class CacheLayer:
         expired = any(isinstance(f.error, ExpiredDownloadUrlError) for f in result.files)
         unknown = data.get("output") is None and data.get("data_removed")
         if (expired or unknown) and on_expired == "rerun":
-            result.rerun = self._rerun(data["id"])
+            result.rerun = self.rerun(data["id"])
         elif unknown:
             # Removed before we ever saw it: not even the file URLs are left to record.
             raise ExpiredDownloadUrlError(
@@ -163,7 +168,12 @@ class CacheLayer:
                 "Replicate removed the prediction's data (data_removed) before it was recorded")
         return result
 
-    def _rerun(self, prediction_id: str) -> PersistResult:
+    def rerun(self, prediction_id: str) -> PersistResult:
+        """Rerun a prediction whose data is gone: same version, the input recorded in the
+        catalog; persist the new prediction and link it (``rerun_of``) to the old one.
+
+        Raises :class:`~cachelayer.errors.ExpiredDownloadUrlError` when no version and
+        input were recorded, and the errors of :meth:`run`."""
         rec = self.catalog.get_prediction(prediction_id)
         if rec is None or not rec.version or rec.input is None:
             raise ExpiredDownloadUrlError(prediction_id, None, None,
@@ -194,6 +204,45 @@ class CacheLayer:
         return verify(self, model=model, since=since, until=until, prediction_id=prediction_id,
                       deep=deep, repair=repair,
                       concurrency=concurrency or max(8, self.settings.concurrency))
+
+    def backfill(
+        self, *, since: datetime | None = None, until: datetime | None = None,
+        models: Sequence[str] = (), source: str | None = None, statuses: Sequence[str] = (),
+        concurrency: int | None = None, limit: int | None = None, dry_run: bool = False,
+        scan_only: bool = False, on_expired: str = "skip", progress: ProgressFn | None = None,
+    ) -> BackfillSummary:
+        """Copy every retrievable file of the account's prediction history.
+
+        Pages through ``predictions.list`` newest first, stopping at ``since``; keeps
+        predictions created up to ``until``, of ``models`` (``owner/name``), ``source``
+        (``api``/``web``) and ``statuses``; records each one (failed, text-only and removed
+        ones too) and queues its files, while ``concurrency`` worker threads copy them.
+        Resumes from the last checkpoint of the same filter. ``limit``: at most this many
+        predictions. ``dry_run``: scan and count only; nothing is written to storage or the
+        catalog. ``scan_only``: record and queue but copy nothing (leave it to
+        :meth:`work` in other processes). ``on_expired="rerun"`` reruns removed
+        predictions whose input was recorded.
+        ``progress(summary)`` is called at most every 0.2 s from worker threads.
+        Returns a :class:`~cachelayer.backfill.BackfillSummary`; raises
+        :class:`~cachelayer.errors.ConfigError` for bad arguments and Replicate errors of
+        the list call (after the client's retries on 429/503).
+        """
+        flt = ScanFilter(since=since, until=until, models=tuple(models), source=source,
+                         statuses=tuple(statuses))
+        return backfill_mod.backfill(
+            self, flt, concurrency=concurrency or self.settings.concurrency, limit=limit,
+            dry_run=dry_run, scan_only=scan_only, on_expired=on_expired, progress=progress)
+
+    def work(self, *, concurrency: int | None = None, once: bool = True,
+             stop: threading.Event | None = None,
+             progress: ProgressFn | None = None) -> BackfillSummary:
+        """Drain the catalog's queue of pending files with ``concurrency`` threads.
+
+        ``once``: return when nothing is left to claim; otherwise keep polling until
+        ``stop`` is set. Many processes on many machines may run this against one catalog
+        and bucket: claims are leases, so no file is stored twice."""
+        return backfill_mod.work(self, concurrency=concurrency or self.settings.concurrency,
+                                 once=once, stop=stop, progress=progress)
 
     def close(self) -> None:
         """Release connections, pools and background threads."""

@@ -376,11 +376,16 @@ class Catalog(ReportQueries):
             rows = s.execute(select(OutputFile.status, func.count()).group_by(OutputFile.status))
             return {status: int(n) for status, n in rows}
 
-    def has_claimable_soon(self) -> bool:
-        """Whether any ``pending`` file exists (claimable now or after a lease or backoff)."""
+    def count_unleased_pending(self) -> int:
+        """Pending files no live lease holds (claimable now or after their backoff)."""
+        from sqlalchemy import func
+
+        now = utcnow()
         with self.sessions() as s:
-            return s.scalars(select(OutputFile.id).where(OutputFile.status == "pending")
-                             .limit(1)).first() is not None
+            return int(s.scalar(select(func.count()).select_from(OutputFile).where(
+                OutputFile.status == "pending",
+                or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now)))
+                or 0)
 
     # ---- checkpoints --------------------------------------------------------------------
 
