@@ -295,31 +295,35 @@ class ReportQueries:
         wanted = {url: catalog_url(url) for url in urls}
         keys = list(dict.fromkeys(wanted.values()))
         found: dict[str, FileRecord] = {}
+        aliases = SourceUrl.__table__
+        alias = aliases.c
+        # The status test is applied here, not in SQL: with ``status = 'stored'`` in the
+        # WHERE clause SQLite (without ANALYZE statistics) drives the query from the
+        # (status, available_at) index and scans every stored row instead of looking the
+        # URLs up. Rows per URL are ~1, so filtering afterwards costs nothing.
         with self.sessions() as s:
             for i in range(0, len(keys), RESOLVE_BATCH):
                 chunk = keys[i:i + RESOLVE_BATCH]
                 rows = s.execute(
-                    select(*_FILE_COLUMNS)
-                    .where(_T.source_url.in_(chunk), _T.status == "stored")
-                    .order_by(_T.id.desc())
+                    select(*_FILE_COLUMNS).where(_T.source_url.in_(chunk)).order_by(_T.id)
                 ).all()
-                for r in rows:  # descending id: the lowest id is written last and wins
-                    found[r.source_url] = FileRecord(**r._mapping)
+                for r in rows:
+                    if r.status == "stored":
+                        found.setdefault(r.source_url, FileRecord(**r._mapping))
                 rest = [k for k in chunk if k not in found]
                 if not rest:
                     continue
-                aliases = SourceUrl.__table__
-                alias = aliases.c
                 rows = s.execute(
                     select(alias.url, *_FILE_COLUMNS)
                     .join_from(aliases, OutputFile.__table__, alias.output_file_id == _T.id)
-                    .where(alias.url.in_(rest), _T.status == "stored")
-                    .order_by(_T.id.desc())
+                    .where(alias.url.in_(rest))
+                    .order_by(_T.id)
                 ).all()
                 for r in rows:
                     data = dict(r._mapping)
                     url = data.pop("url")
-                    found[url] = FileRecord(**data)
+                    if data["status"] == "stored":
+                        found.setdefault(url, FileRecord(**data))
         return {url: found.get(key) for url, key in wanted.items()}
 
     # ---- statistics -------------------------------------------------------------------
