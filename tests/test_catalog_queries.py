@@ -323,7 +323,8 @@ def test_verify_repair_marks_failed_when_the_source_is_gone(sim, catalog_url, s3
 # ---- CLI: the installed console script, in subprocesses -----------------------------------------
 
 
-def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(env: dict[str, str], *args: str,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=env,
                           timeout=60)
 
