@@ -1,0 +1,211 @@
+"""Backfill and workers against the simulator's history, moto S3 and both catalogs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from cachelayer.catalog.db import make_engine
+from cachelayer.catalog.queries import Catalog
+from cachelayer.testing.simulator import File
+
+CLI = str(Path(sys.executable).with_name("cachelayer"))
+NOW = datetime.now(timezone.utc)
+
+
+def seed_history(sim, n_pred=12, files_per=2, size=3000, start=0, step=60.0):
+    """API and web predictions, newest first by index; returns {pid: [File]}."""
+    made = {}
+    for i in range(start, start + n_pred):
+        files = [File(size=size, seed=i * 10 + j, filename=f"out-{j}.png") for j in range(files_per)]
+        created = NOW - timedelta(seconds=300 + i * step)
+        pid = sim.seed_prediction(
+            "acme/painter" if i % 2 else "acme/sketcher", input={"i": i}, output=files,
+            source="web" if i % 3 == 0 else "api", created_at=created,
+            completed_at=created + timedelta(seconds=2))
+        made[pid] = files
+    return made
+
+
+def objects(s3_server, bucket):
+    paginator = s3_server.client().get_paginator("list_objects_v2")
+    return [o for page in paginator.paginate(Bucket=bucket) for o in page.get("Contents", [])]
+
+
+def test_backfill_copies_every_retrievable_file_and_records_the_rest(
+        make_layer, replicate_simulator, s3_server, s3_bucket):
+    sim = replicate_simulator
+    made = seed_history(sim)
+    removed = sim.seed_prediction("acme/painter", input={"x": 1}, output=[File(b"lost")],
+                                  created_at=NOW - timedelta(hours=3), data_removed=True)
+    failed = sim.seed_prediction("acme/painter", input={}, output=None, status="failed",
+                                 error="CUDA out of memory", created_at=NOW - timedelta(minutes=40))
+    text = sim.seed_prediction("acme/llm", input={}, output=["hello", " world"],
+                               created_at=NOW - timedelta(hours=5), source="web")
+    layer = make_layer(concurrency=4)
+    summary = layer.backfill()
+    assert summary.predictions_scanned == len(made) + 3
+    assert summary.files_stored == 24 and summary.files_failed == 0
+    assert summary.predictions_removed == 1 and summary.exit_code == 0
+    assert summary.bytes_stored == 24 * 3000
+    assert len(objects(s3_server, s3_bucket)) == 24
+    for pid, files in made.items():
+        rows = layer.catalog.files_of(pid)
+        assert [r.sha256 for r in rows] == [f.sha256() for f in files]
+    assert layer.catalog.get_prediction(removed).data_removed is True
+    assert layer.catalog.get_prediction(failed).error == "CUDA out of memory"
+    assert layer.catalog.get_prediction(text).output == ["hello", " world"]
+
+    # a second run downloads nothing and stores nothing new
+    before = len(sim.requests)
+    again = layer.backfill()
+    assert again.files_stored == 0 and again.files_skipped == 24
+    assert not [r for r in sim.requests[before:] if r[1].startswith("/delivery/")]
+
+
+def test_filters_and_since_stop_the_scan(make_layer, replicate_simulator):
+    sim = replicate_simulator
+    sim.page_size = 5
+    seed_history(sim, n_pred=20, files_per=1)
+    layer = make_layer()
+    s = layer.backfill(since=NOW - timedelta(minutes=5 + 9, seconds=30), models=["acme/painter"],
+                       source="api")
+    # indices 0..9 are inside --since; painter = odd; api = not a multiple of 3 -> 1,5,7
+    assert s.predictions_scanned == 3 and s.files_stored == 3
+    pages = [r for r in sim.requests if r[1] == "/v1/predictions"]
+    assert len(pages) <= 3   # stopped at --since instead of reading all 4 pages
+
+
+def test_dry_run_writes_nothing(make_layer, replicate_simulator, s3_server, s3_bucket):
+    seed_history(replicate_simulator, n_pred=4)
+    layer = make_layer()
+    s = layer.backfill(dry_run=True)
+    assert s.dry_run and s.files_to_copy == 8 and s.files_stored == 0
+    assert objects(s3_server, s3_bucket) == []
+    assert layer.catalog.queue_counts() == {}
+    assert not [r for r in replicate_simulator.requests if r[1].startswith("/delivery/")]
+
+
+def test_list_429_is_honoured_and_expired_files_reported(make_layer, replicate_simulator):
+    sim = replicate_simulator
+    made = seed_history(sim, n_pred=3, files_per=1)
+    sim.inject_fault("status", times=2, path_prefix="/v1/predictions", status=429, retry_after=0,
+                     method="GET")
+    gone = next(iter(made))
+    sim.expire_urls(gone)     # URL dead, data not removed: refresh gives the same dead URL
+    s = make_layer().backfill()
+    assert s.files_stored == 2 and s.files_expired == 1 and s.exit_code == 0
+
+
+def test_on_expired_rerun_in_backfill(make_layer, replicate_simulator, s3_server):
+    sim = replicate_simulator
+    sim.add_model("acme/painter", outputs=lambda inp: [File(b"again-" + str(inp["i"]).encode())])
+    pid = sim.seed_prediction("acme/painter", input={"i": 7}, output=[File(b"orig")])
+    layer = make_layer()
+    layer.pipeline.record(sim.prediction(pid))  # input recorded earlier (run/persist/webhook)
+    sim.remove_data(pid)
+    s = layer.backfill(on_expired="rerun")
+    assert s.predictions_rerun == 1
+    (new,) = layer.catalog.reruns_of(pid)
+    (row,) = layer.catalog.files_of(new.id)
+    assert row.status == "stored" and row.size == len(b"again-7")
+
+
+def test_cli_backfill_json_summary_and_exit_status(cli_env, replicate_simulator):
+    seed_history(replicate_simulator, n_pred=3, files_per=1)
+    replicate_simulator.seed_prediction(
+        "acme/x", input={}, output=["https://evil.example.com/x.png"])
+    out = subprocess.run([CLI, "backfill", "--json", "--concurrency", "4"], env=cli_env,
+                         capture_output=True, text=True, timeout=120)
+    summary = json.loads(out.stdout)
+    assert out.returncode == 1
+    assert summary["files_stored"] == 3 and summary["files_failed"] == 1
+    assert summary["failures"] == {"DisallowedUrlError": 1}
+    table = subprocess.run([CLI, "backfill", "--dry-run"], env=cli_env, capture_output=True,
+                           text=True, timeout=120)
+    assert table.returncode == 0 and "dry run" in table.stdout and "files to copy" in table.stdout
+
+
+@pytest.fixture
+def cli_env(replicate_simulator, s3_server, s3_bucket, catalog_url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
+    env.update(
+        CACHELAYER_DATABASE_URL=catalog_url,
+        CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/bf",
+        CACHELAYER_ALLOWED_HOSTS=replicate_simulator.host_port,
+        CACHELAYER_LEASE_SECONDS="5",
+        AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3_server.access_key_id,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
+        AWS_REGION=s3_server.region,
+        REPLICATE_API_TOKEN=replicate_simulator.token,
+        REPLICATE_BASE_URL=replicate_simulator.base_url,
+    )
+    subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
+    return env
+
+
+def assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made):
+    catalog = Catalog(make_engine(catalog_url))
+    rows = [r for pid in made for r in catalog.files_of(pid)]
+    assert len(rows) == sum(len(f) for f in made.values())          # no duplicate rows
+    assert {r.status for r in rows} == {"stored"}
+    objs = {o["Key"]: o["Size"] for o in objects(s3_server, s3_bucket)}
+    assert len(objs) == len(rows)                                     # one object per file
+    sha = {f.sha256() for files in made.values() for f in files}
+    for r in rows:
+        assert objs[r.key] == r.size and r.sha256 in sha              # no truncated objects
+    catalog.engine.dispose()
+
+
+def test_kill_9_at_several_points_then_rerun_loses_nothing(
+        cli_env, replicate_simulator, s3_server, s3_bucket, catalog_url):
+    made = seed_history(replicate_simulator, n_pred=40, files_per=3, size=150_000, step=1)
+    catalog = Catalog(make_engine(catalog_url))
+    for kill_after in (0.0, 3, 40):     # during the scan, early copies, mid-way
+        proc = subprocess.Popen([CLI, "backfill", "--quiet", "--concurrency", "4"], env=cli_env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if catalog.queue_counts().get("stored", 0) >= kill_after and (
+                    kill_after or catalog.queue_counts()):
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    catalog.engine.dispose()
+    final = subprocess.run([CLI, "backfill", "--json", "--quiet"], env=cli_env,
+                           capture_output=True, text=True, timeout=180)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made)
+
+
+@pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
+def test_four_worker_processes_split_the_queue(
+        cli_env, replicate_simulator, s3_server, s3_bucket, catalog_url):
+    made = seed_history(replicate_simulator, n_pred=400, files_per=5, size=2000, step=1)
+    scan = subprocess.run([CLI, "backfill", "--scan-only", "--json", "--quiet"], env=cli_env,
+                          capture_output=True, text=True, timeout=300)
+    assert scan.returncode == 0, scan.stderr
+    assert json.loads(scan.stdout)["files_queued"] == 2000
+    workers = [subprocess.Popen([CLI, "worker", "--once", "--json", "--quiet",
+                                 "--concurrency", "4"], env=cli_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [w.communicate(timeout=600) for w in workers]
+    assert [w.returncode for w in workers] == [0] * 4, results
+    stored = [json.loads(out)["files_stored"] for out, _ in results]
+    assert sum(stored) == 2000, results
+    assert sum(1 for n in stored if n > 0) >= 2       # the work really was split
+    assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made)
+    for pid in made:
+        for url in replicate_simulator.delivery_urls(pid):
+            assert replicate_simulator.download_count(url) == 1
