@@ -10,6 +10,7 @@ The client itself retries GET on 429/503/504 honouring ``Retry-After`` (its
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +41,7 @@ def make_client(api_token: str | None, base_url: str | None, ca_bundle: str | No
     """
     kwargs: dict[str, Any] = {}
     if ca_bundle:
-        kwargs["transport"] = httpx.HTTPTransport(verify=ca_bundle)
+        kwargs["transport"] = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=ca_bundle))
     return replicate.Client(api_token=api_token, base_url=base_url, **kwargs)
 
 
