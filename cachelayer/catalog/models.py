@@ -101,6 +101,7 @@ class OutputFile(Base):
         UniqueConstraint("prediction_id", "output_path", name="uq_output_files_prediction_path"),
         Index("ix_output_files_model_created", "model", "created_at", "id"),
         Index("ix_output_files_created", "created_at", "id"),
+        Index("ix_output_files_status_created", "status", "created_at", "id"),
         Index("ix_output_files_queue", "status", "available_at"),
     )
 
