@@ -57,12 +57,15 @@ class Group(click.Group):
 def settings_options(f: F) -> F:
     """The options every command that opens a CacheLayer takes (override the environment)."""
     opts = [
-        click.option("--database-url", envvar=None, help="Catalog URL [env CACHELAYER_DATABASE_URL]."),
-        click.option("--storage-url", help="s3://bucket[/prefix] or file:///dir [env CACHELAYER_STORAGE_URL]."),
-        click.option("--public-base-url", help="Base of public durable URLs [env CACHELAYER_PUBLIC_BASE_URL]."),
+        click.option("--database-url", help="Catalog URL [env CACHELAYER_DATABASE_URL]."),
+        click.option("--storage-url",
+                     help="s3://bucket[/prefix] or file:///dir [env CACHELAYER_STORAGE_URL]."),
+        click.option("--public-base-url",
+                     help="Base of public durable URLs [env CACHELAYER_PUBLIC_BASE_URL]."),
         click.option("--url-mode", type=click.Choice(["public", "presigned", "s3"]),
                      help="Durable URL form [env CACHELAYER_URL_MODE]."),
-        click.option("--allowed-hosts", help="Comma-separated download hosts [env CACHELAYER_ALLOWED_HOSTS]."),
+        click.option("--allowed-hosts",
+                     help="Comma-separated download hosts [env CACHELAYER_ALLOWED_HOSTS]."),
         click.option("--concurrency", type=click.IntRange(1, 256),
                      help="Files transferred at once [env CACHELAYER_CONCURRENCY]."),
     ]

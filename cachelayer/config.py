@@ -189,6 +189,7 @@ class Settings:
             replicate_base_url=pick("replicate_base_url", "REPLICATE_BASE_URL"),
             s3_endpoint_url=ov.get("s3_endpoint_url"),
             s3_region=ov.get("s3_region"),
-            s3_addressing_style=ov.get("s3_addressing_style", env.get("CACHELAYER_S3_ADDRESSING_STYLE", "auto")),
+            s3_addressing_style=ov.get("s3_addressing_style",
+                                       env.get("CACHELAYER_S3_ADDRESSING_STYLE", "auto")),
             extra=ov.get("extra", {}),
         )

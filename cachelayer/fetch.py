@@ -21,7 +21,6 @@ import logging
 import time
 from datetime import datetime, timezone
 from email.message import Message
-
 from urllib.parse import parse_qs, unquote, unquote_to_bytes, urljoin, urlsplit
 
 import requests

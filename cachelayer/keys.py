@@ -33,7 +33,10 @@ def safe_filename(name: str, content_type: str | None = None) -> str:
         name = f"file{ext}"
     if len(name) > MAX_FILENAME:
         stem, dot, ext = name.rpartition(".")
-        name = (stem[: MAX_FILENAME - len(ext) - 1] + dot + ext) if dot and len(ext) < 12 else name[:MAX_FILENAME]
+        if dot and len(ext) < 12:
+            name = stem[: MAX_FILENAME - len(ext) - 1] + dot + ext
+        else:
+            name = name[:MAX_FILENAME]
     return name
 
 

@@ -109,7 +109,8 @@ class CacheLayer:
         """Copy every file of an existing prediction; return its durable output.
 
         ``prediction``: an id or a ``replicate`` ``Prediction`` (re-read with
-        ``predictions.get`` so the URLs are current). Idempotent: files already stored
+        ``predictions.get`` so the URLs are current; one still running is polled until it
+        finishes). Idempotent: files already stored
         are not downloaded again and the same durable URLs come back. If the data is gone
         (Replicate removes API predictions' files after one hour) raises
         :class:`~cachelayer.errors.ExpiredDownloadUrlError`, unless ``on_expired="rerun"``,
@@ -124,7 +125,7 @@ class CacheLayer:
         """Like :meth:`persist` but returns the per-file :class:`PersistResult` and does
         not raise for files that could not be copied (their errors are in it)."""
         pid = prediction if isinstance(prediction, str) else replicate_api.as_dict(prediction)["id"]
-        data = self._get(pid)
+        data = replicate_api.wait_for(self.client, pid)  # a running prediction is waited for
         if data.get("status") in ("failed", "canceled"):
             self.catalog.record_prediction(data)
             replicate_api.check_succeeded(data)

@@ -9,6 +9,7 @@ store's upload (download and upload overlap; memory stays bounded by the part si
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -171,13 +172,12 @@ class Pipeline:
         pid = prediction["id"]
         rows = self.record(prediction, rerun_of=rerun_of)
         urls = {f.path: f.url for f in find_files(prediction.get("output"))}
-        removed = expiry.is_removed(prediction) or prediction.get("output") is None
-        if removed:
+        removed = expiry.is_removed(prediction)
+        if removed and any(r.status != "stored" for r in rows):
             # Data is gone: whatever is not stored yet can never be fetched again.
-            if any(r.status != "stored" for r in rows):
-                self.catalog.mark_prediction_files_expired(
-                    pid, "prediction data removed by Replicate (data_removed)")
-                rows = self.catalog.files_of(pid)
+            self.catalog.mark_prediction_files_expired(
+                pid, "prediction data removed by Replicate (data_removed)")
+            rows = self.catalog.files_of(pid)
         age = expiry.source_age(prediction)
         if any(r.status != "stored" for r in rows):
             expiry.warn_if_late(prediction, age, self.settings.expiry_margin)
@@ -244,10 +244,8 @@ class Pipeline:
         its output path in the recorded output)."""
         url = row.source_url
         if url.startswith("data:"):
-            try:
+            with contextlib.suppress(KeyError):
                 url = file_url(lookup(prediction.get("output"), row.output_path)) or url
-            except KeyError:
-                pass
         self.heartbeat.add(row.id)
         try:
             return self._transfer(row, url, prediction)

@@ -123,8 +123,14 @@ def create_and_wait(client: replicate.Client, ref: str, input: dict[str, Any],
             assert name
             pred = client.models.predictions.create(
                 model=tuple(name.split("/", 1)), input=input, **params)  # type: ignore[arg-type]
+    return wait_for(client, pred.id)
+
+
+def wait_for(client: replicate.Client, prediction_id: str) -> dict[str, Any]:
+    """Poll ``GET /v1/predictions/{id}`` every ``client.poll_interval`` seconds until the
+    prediction is ``succeeded``, ``failed`` or ``canceled``; returns its final JSON."""
     while True:
-        data = get_prediction(client, pred.id)
+        data = get_prediction(client, prediction_id)
         if data.get("status") in TERMINAL:
             return data
         time.sleep(client.poll_interval)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, text
 
-from cachelayer.catalog.db import current_revision, ensure_schema, head_revision, make_engine, upgrade
+from cachelayer.catalog.db import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    make_engine,
+    upgrade,
+)
 from cachelayer.errors import CatalogUnavailableError, ConfigError
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from cachelayer import (
     BucketNotFoundError,
-    CacheLayer,
     CatalogUnavailableError,
     DisallowedUrlError,
     DownloadTooLargeError,

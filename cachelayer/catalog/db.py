@@ -64,9 +64,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
 
 def _alembic_config(engine: Engine) -> Any:
-    from alembic.config import Config
-
     import cachelayer.migrations as migrations
+    from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from cachelayer.catalog.models import Checkpoint, OutputFile, Prediction, SourceUrl
 from cachelayer.catalog.records import FileRecord, PredictionRecord
