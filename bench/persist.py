@@ -225,6 +225,8 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
             layer.persist(spec["warm_pid"])
         layer.pipeline._fetch_and_put = timed  # type: ignore[method-assign]
         layer._get = timed_get  # type: ignore[method-assign]
+        s3_calls = _time_s3_calls(layer.store.client)
+        download_done = _time_download_end()
         result["rss_ready_kib"] = _proc_status_kib("VmRSS")
         cpu0, t0 = _self_cpu(), time.perf_counter()
         persisted = layer.persist_result(spec["pid"])
@@ -233,6 +235,8 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
             raise persisted.error
         (rec,) = persisted.stored
         result.update(seconds=t1 - t0, transfer_seconds=sum(transfer), get_seconds=sum(gets),
+                      download_done_at=(download_done[-1] - t0) if download_done else None,
+                      s3_seconds={k: round(v, 4) for k, v in s3_calls.items()},
                       bytes=rec.size,
                       key=rec.key, sha256=rec.sha256)
         layer.close()
@@ -264,6 +268,40 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
     result["vmhwm_kib"] = _proc_status_kib("VmHWM")
     result["cpu_seconds"] = _self_cpu() - cpu0
     return result
+
+
+def _time_s3_calls(client: Any) -> dict[str, float]:
+    """Seconds spent in each S3 operation (summed over calls; parts overlap), via botocore's
+    ``before-call`` / ``after-call`` events."""
+    spent: dict[str, float] = {}
+
+    def before(context: dict[str, Any], **_: Any) -> None:
+        context["bench_t0"] = time.perf_counter()
+
+    def after(model: Any, context: dict[str, Any], **_: Any) -> None:
+        if "bench_t0" in context:
+            spent[model.name] = spent.get(model.name, 0.0) + time.perf_counter() - context["bench_t0"]
+
+    client.meta.events.register("before-call.s3", before)
+    client.meta.events.register("after-call.s3", after)
+    return spent
+
+
+def _time_download_end() -> list[float]:
+    """Patch ``Download.read`` to note when a download returned its final empty chunk."""
+    from cachelayer import fetch
+
+    ends: list[float] = []
+    read = fetch.Download.read
+
+    def timed_read(self: Any, n: int = -1) -> bytes:
+        chunk = read(self, n)
+        if not chunk and n != 0:
+            ends.append(time.perf_counter())
+        return chunk
+
+    fetch.Download.read = timed_read  # type: ignore[method-assign]
+    return ends
 
 
 # ---- parent side ----------------------------------------------------------------------
@@ -301,17 +339,26 @@ class Measurement:
 
 
 class Bench:
-    """The simulator (in this process), the moto server (child process) and the bucket."""
+    """The simulator (in this process), the moto server (child process) and the bucket.
 
-    def __init__(self, *, https: bool = False, moto_log: str | None = None) -> None:
+    ``sim`` / ``moto`` / ``bucket``: use running ones (tests pass their fixtures; they are
+    left running by :meth:`close`); by default a simulator, a moto server and the bucket
+    ``cachelayer-bench`` are made here.
+    """
+
+    def __init__(self, *, https: bool = False, sim: Any = None, moto: Any = None,
+                 bucket: str | None = None) -> None:
         from cachelayer.testing.s3server import MotoS3Server
         from cachelayer.testing.simulator import ReplicateSimulator
 
-        self.sim = ReplicateSimulator(https=https).start()
+        self._own_sim, self._own_moto = sim is None, moto is None
+        self.sim = sim if sim is not None else ReplicateSimulator(https=https).start()
         self.sim.add_model(MODEL)
-        self.moto = MotoS3Server(log_path=moto_log)
+        self.moto = moto if moto is not None else MotoS3Server()
         self.s3 = self.moto.client()
-        self.s3.create_bucket(Bucket=BUCKET)
+        self.bucket = bucket or BUCKET
+        if bucket is None:
+            self.s3.create_bucket(Bucket=self.bucket)
         self.tmp = tempfile.TemporaryDirectory(prefix="cachelayer-bench-")
         self.db = os.path.join(self.tmp.name, "catalog.db")
         self._sha: dict[tuple[int, int], str] = {}
@@ -323,8 +370,11 @@ class Bench:
             self.env["REQUESTS_CA_BUNDLE"] = self.sim.ca_file
 
     def close(self) -> None:
-        self.moto.stop()
-        self.sim.stop()
+        self.s3.close()
+        if self._own_moto:
+            self.moto.stop()
+        if self._own_sim:
+            self.sim.stop()
         self.tmp.cleanup()
 
     def expected_sha256(self, size: int, seed: int) -> str:
@@ -335,7 +385,7 @@ class Bench:
         return self._sha[size, seed]
 
     def object_sha256(self, key: str) -> tuple[int, str]:
-        body = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"]
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
         h, n = hashlib.sha256(), 0
         for chunk in body.iter_chunks(MiB):
             h.update(chunk)
@@ -343,16 +393,17 @@ class Bench:
         return n, h.hexdigest()
 
     def _delete_prefix(self, prefix: str) -> None:
-        listed = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix).get("Contents", [])
         for obj in listed:
-            self.s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
+            self.s3.delete_object(Bucket=self.bucket, Key=obj["Key"])
 
     def measure(self, label: str, size: int, *, seed: int = 1, experiments: Sequence[str] = (),
-                verify: bool = True, warm_up: bool = True) -> Measurement:
+                verify: bool = True, warm_up: bool = True, keep: bool = False) -> Measurement:
         """Run one copy of a ``size``-byte file in a fresh child; verify and delete the object.
 
         ``label`` is a method (``naive``, ``pipeline``, ``download``, ``upload``), optionally
-        with experiments of its own: ``pipeline:part16+conc8``."""
+        with experiments of its own: ``pipeline:part16+conc8``. ``keep`` leaves the object
+        in the bucket (its key is ``extra["key"]`` of the result)."""
         from cachelayer.testing.simulator import File
 
         method, _, own = label.partition(":")
@@ -371,7 +422,7 @@ class Bench:
                                             File(size=1024, seed=999, filename="warm.bin"))
             warm = dict(warm_pid=wpid, warm_url=self.sim.delivery_urls(wpid)[0],
                         warm_key=f"{method}/{wpid}/warm.bin")
-        spec = dict(**warm, size=size, seed=seed, url=url, pid=pid, key=key, bucket=BUCKET,
+        spec = dict(**warm, size=size, seed=seed, url=url, pid=pid, key=key, bucket=self.bucket,
                     endpoint=self.moto.endpoint_url, region=self.moto.region,
                     token=self.sim.token, base_url=self.sim.base_url,
                     host_port=self.sim.host_port, db=self.db, experiments=list(experiments))
@@ -381,12 +432,11 @@ class Bench:
         sim0, moto0 = _self_cpu(), _cpu_of_pid(moto_pid)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.env)
-        out, err = _communicate_wait4(proc)
+        out, err, status, usage = _communicate_wait4(proc)
         sim1, moto1 = _self_cpu(), _cpu_of_pid(moto_pid)
-        status, usage = out[1], out[2]
         if status != 0:
             raise RuntimeError(f"child {label} {size} failed ({status}):\n{err[-4000:]}")
-        data = json.loads(out[0].strip().splitlines()[-1])
+        data = json.loads(out.strip().splitlines()[-1])
         if data["bytes"] != size:
             raise RuntimeError(f"{method}: copied {data['bytes']} bytes, expected {size}")
         stored_key = data.get("key", key)
@@ -397,7 +447,8 @@ class Bench:
                 if (n, sha) != (size, want):
                     raise RuntimeError(f"{method}: object {stored_key} is {n} bytes sha256 "
                                        f"{sha}, expected {size} bytes {want}")
-            self.s3.delete_object(Bucket=BUCKET, Key=stored_key)
+            if not keep:
+                self.s3.delete_object(Bucket=self.bucket, Key=stored_key)
         if warm:
             self._delete_prefix(f"{method}/{warm['warm_pid']}/")
             self._delete_prefix(f"pipeline/{warm['warm_pid']}/")
@@ -407,28 +458,27 @@ class Bench:
             method=label, size=size, seconds=data["seconds"],
             peak_rss_kib=int(data["vmhwm_kib"]), ready_rss_kib=int(data.get("rss_ready_kib", 0)),
             cpu_child=data["cpu_seconds"], cpu_sim=sim1 - sim0, cpu_moto=moto1 - moto0,
-            extra={**data, "wait4_maxrss_kib": int(usage.ru_maxrss)},
+            extra={**data, "key": stored_key, "wait4_maxrss_kib": int(usage.ru_maxrss)},
         )
 
 
-def _communicate_wait4(proc: subprocess.Popen[bytes]) -> tuple[tuple[str, int, Any], str]:
-    """Read the child's output, reap it with ``os.wait4`` (its own rusage) and return
-    ``((stdout, exit status, rusage), stderr)``."""
+def _communicate_wait4(proc: subprocess.Popen[bytes]) -> tuple[str, str, int, Any]:
+    """Read the child's output and reap it with ``os.wait4``, which gives that child's own
+    ``rusage``. Returns ``(stdout, stderr, exit status, rusage)``."""
     import threading
 
-    err_chunks: list[bytes] = []
     assert proc.stdout is not None and proc.stderr is not None
     stderr = proc.stderr
+    err_chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: err_chunks.append(stderr.read()), daemon=True)
     reader.start()
     out = proc.stdout.read()
     reader.join()
     _, status, usage = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
+    proc.returncode = os.waitstatus_to_exitcode(status)
     proc.stdout.close()
     stderr.close()
-    return (out.decode(), code, usage), b"".join(err_chunks).decode(errors="replace")
+    return out.decode(), b"".join(err_chunks).decode(errors="replace"), proc.returncode, usage
 
 
 def _reset_catalog(db: str) -> None:
@@ -512,6 +562,11 @@ def report(results: dict[tuple[str, int], list[Measurement]], sizes: Sequence[in
             elif method.startswith("pipeline"):
                 parts = (f"predictions.get {med('get_seconds'):.3f}, "
                          f"fetch+put {med('transfer_seconds'):.3f}")
+                if all(m.extra.get("download_done_at") is not None for m in ms):
+                    parts += f"; download done at {med('download_done_at'):.3f}"
+                completes = [m.extra["s3_seconds"].get("CompleteMultipartUpload") for m in ms]
+                if all(c is not None for c in completes):
+                    parts += f"; CompleteMultipartUpload {statistics.median(completes):.3f}"
             lines.append(
                 f"| {_fmt_size(size)} | {method} | {st['best']:.1f} / {st['median']:.1f} "
                 f"| {med('seconds'):.3f} | {parts} | {med('cpu_child'):.2f} "
@@ -523,11 +578,14 @@ def report(results: dict[tuple[str, int], list[Measurement]], sizes: Sequence[in
 def run_bench(sizes_mib: Sequence[float], methods: Sequence[str], reps: int, big_reps: int,
               *, experiments: Sequence[str] = (), verify: str = "first", https: bool = False,
               warm_up: bool = True, out: Callable[[str], None] = print,
-              ) -> dict[tuple[str, int], list[Measurement]]:
+              bench: Bench | None = None) -> dict[tuple[str, int], list[Measurement]]:
     """Measure every (size, method) ``reps`` times (``big_reps`` from 100 MiB), methods
-    interleaved within each repetition. Returns the measurements by ``(method, size)``."""
+    interleaved within each repetition (their order reversed every other repetition).
+    Prints each measurement and the tables through ``out``. Returns the measurements by
+    ``(method, size)``. ``bench``: an existing :class:`Bench` (not closed here)."""
     sizes = [int(s * MiB) for s in sizes_mib]
-    bench = Bench(https=https)
+    own = bench is None
+    bench = bench or Bench(https=https)
     results: dict[tuple[str, int], list[Measurement]] = {}
     rep_of = {size: (reps if size < 100 * MiB else big_reps) for size in sizes}
     try:
@@ -545,7 +603,8 @@ def run_bench(sizes_mib: Sequence[float], methods: Sequence[str], reps: int, big
                         f"{m.cpu_child:.2f}/{m.cpu_sim:.2f}/{m.cpu_moto:.2f}"
                         f"{' (verified)' if check and not method.startswith('download') else ''}")
     finally:
-        bench.close()
+        if own:
+            bench.close()
     out("")
     out(report(results, sizes, methods, rep_of))
     return results
