@@ -49,6 +49,10 @@ class Group(click.Group):
         except CacheLayerError as exc:
             click.echo(f"cachelayer: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"cachelayer: error: {exc.format_message()}{hint}", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("cachelayer: interrupted", err=True)
             ctx.exit(130)
