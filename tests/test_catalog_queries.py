@@ -349,33 +349,25 @@ def cli_env(sim, catalog_url, tmp_path) -> Iterator[dict[str, Any]]:
            "files": files}
 
 
-def test_cli_read_commands(cli_env):
-    env, pids, urls = cli_env["env"], cli_env["pids"], cli_env["urls"]
+def test_console_script_formats_and_exit_codes(cli_env):
+    """The installed ``cachelayer`` script: data on stdout, one-line errors, exit codes."""
+    env, urls = cli_env["env"], cli_env["urls"]
     known = list(urls)
-    calls = {
-        "jsonl": ("ls", "--format", "jsonl"),
-        "csv": ("ls", "--format", "csv", "--model", cli_env["model"]),
-        "table": ("ls",),
-        "page": ("ls", "--format", "json", "--limit", "4"),
-        "show": ("show", pids[0], "--format", "json"),
-        "show_table": ("show", pids[0]),
-        "unknown_show": ("show", "no-such-prediction"),
-        "stats": ("stats", "--format", "json"),
-        "stats_day": ("stats", "--by", "day", "--format", "csv"),
-        "bad_since": ("ls", "--since", "yesterday-ish"),
-        "bad_cursor": ("ls", "--cursor", "zzz"),
-        "resolve_all": ("resolve", known[0], known[1]),
-    }
     stdin = "\n".join([known[2], "https://replicate.delivery/unknown/x.png", "", known[3]]) + "\n"
-    with ThreadPoolExecutor(4) as pool:
-        futures = {k: pool.submit(run_cli, env, *a) for k, a in calls.items()}
-        futures["resolve_stdin"] = pool.submit(run_cli, env, "resolve", "-", "--format", "jsonl",
-                                               stdin=stdin)
+    calls = {
+        "jsonl": (("ls", "--format", "jsonl"), None),
+        "table": (("ls",), None),
+        "resolve": (("resolve", "-", "--format", "jsonl"), stdin),
+        "unknown_show": (("show", "no-such-prediction"), None),
+        "bad_since": (("ls", "--since", "yesterday-ish"), None),
+    }
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = {k: pool.submit(run_cli, env, *a, stdin=i) for k, (a, i) in calls.items()}
         out = {k: f.result() for k, f in futures.items()}
 
     rows = [json.loads(line) for line in out["jsonl"].stdout.splitlines()]
     assert out["jsonl"].returncode == 0 and out["jsonl"].stderr == ""
-    assert len(rows) == 6 and [r["prediction_id"] for r in rows[:3]] == [pids[1]] * 3
+    assert len(rows) == 6 and [r["prediction_id"] for r in rows[:3]] == [cli_env["pids"][1]] * 3
     assert list(rows[0]) == ["id", "prediction_id", "output_path", "source_url", "store", "key",
                              "status", "size", "sha256", "content_type", "attempts",
                              "last_error", "source_age_seconds", "stored_at", "model",
@@ -383,58 +375,21 @@ def test_cli_read_commands(cli_env):
     assert rows[0]["created_at"].endswith("Z") and isinstance(rows[0]["size"], int)
     assert {r["durable_url"] for r in rows} == set(urls.values())
 
-    table = out["csv"].stdout
-    parsed = list(csv.DictReader(io.StringIO(table)))
-    assert [r["id"] for r in parsed] == [str(r["id"]) for r in rows]
-    assert parsed[0]["last_error"] == "" and parsed[0]["size"] == str(rows[0]["size"])
-
-    lines = out["table"].stdout.splitlines()
+    lines = out["table"].stdout.splitlines()  # not a terminal: plain aligned text, no color
     assert lines[0].split() == ["CREATED", "PREDICTION", "PATH", "MODEL", "STATUS", "SIZE", "URL"]
     assert len(lines) == 7 and "\x1b[" not in out["table"].stdout
+    assert lines[1].split()[-1] == rows[0]["durable_url"]
 
-    page = json.loads(out["page"].stdout)
-    assert len(page["files"]) == 4 and page["next_cursor"]
-    rest = run_cli(env, "ls", "--format", "jsonl", "--cursor", page["next_cursor"])
-    assert [json.loads(x)["id"] for x in rest.stdout.splitlines()] == [r["id"] for r in rows[4:]]
-    assert "more files" not in rest.stderr
-
-    shown = json.loads(out["show"].stdout)
-    assert shown["prediction"]["id"] == pids[0] and len(shown["files"]) == 3
-    assert shown["files"][0]["durable_url"].startswith("file://")
-    assert "output_path" in out["show_table"].stdout or "PATH" in out["show_table"].stdout
-    assert out["unknown_show"].returncode == 1
-    assert out["unknown_show"].stderr.strip() == \
-        "cachelayer: error: prediction no-such-prediction is not in the catalog"
-
-    stats = json.loads(out["stats"].stdout)
-    assert stats == [{"model": cli_env["model"], "files": 6, "stored": 6, "pending": 0,
-                      "expired": 0, "failed": 0, "stored_bytes": 2 * (1000 + 1001 + 1002)}]
-    day = list(csv.DictReader(io.StringIO(out["stats_day"].stdout)))
-    assert len(day) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d", day[0]["day"])
-
-    assert out["bad_since"].returncode == 2 and "yesterday-ish" in out["bad_since"].stderr
-    assert out["bad_cursor"].returncode == 2 and "invalid cursor" in out["bad_cursor"].stderr
-
-    assert out["resolve_all"].returncode == 0
-    assert urls[known[0]] in out["resolve_all"].stdout
-
-    res = out["resolve_stdin"]
+    res = out["resolve"]
     answers = [json.loads(line) for line in res.stdout.splitlines()]
-    assert res.returncode == 1 and "1 of 3 URLs unknown" in res.stderr
+    assert res.returncode == 1 and res.stderr.strip() == \
+        "cachelayer: 1 of 3 URLs unknown (no stored file was copied from them)"
     assert [a["durable_url"] for a in answers] == [urls[known[2]], None, urls[known[3]]]
 
-
-def test_cli_export_and_verify(cli_env, tmp_path):
-    env = cli_env["env"]
-    target = tmp_path / "export.csv"
-    exported = run_cli(env, "export", "--format", "csv", "-o", str(target))
-    assert exported.returncode == 0 and exported.stdout == ""
-    assert "exported 6 files" in exported.stderr
-    assert len(list(csv.DictReader(target.open()))) == 6
-
-    clean = run_cli(env, "verify", "--deep")
-    assert clean.returncode == 0 and clean.stdout == ""
-    assert "6 ok, 0 missing" in clean.stderr
+    assert out["unknown_show"].returncode == 1 and out["unknown_show"].stdout == ""
+    assert out["unknown_show"].stderr.strip() == \
+        "cachelayer: error: prediction no-such-prediction is not in the catalog"
+    assert out["bad_since"].returncode == 2 and "yesterday-ish" in out["bad_since"].stderr
 
     victim = cli_env["files"][0]
     (cli_env["root"] / victim.key).unlink()
@@ -443,10 +398,94 @@ def test_cli_export_and_verify(cli_env, tmp_path):
     (problem,) = [json.loads(line) for line in broken.stdout.splitlines()]
     assert problem["file_id"] == victim.id and problem["problem"] == "missing"
     assert problem["action"] == "requeued"
-    assert "1 missing" in broken.stderr and "1 re-queued" in broken.stderr
-    pending = run_cli(env, "ls", "--status", "pending", "--format", "jsonl")
-    assert [json.loads(x)["last_error"] for x in pending.stdout.splitlines()] == \
-        ["verify: missing"]
+    assert broken.stderr.strip() == ("cachelayer: checked 6 objects (HEAD): 5 ok, 1 missing, "
+                                     "0 corrupt, 0 errors; repair: 1 re-queued, 0 marked failed")
+
+
+@pytest.fixture
+def cli(cli_env, monkeypatch) -> Iterator[Any]:
+    """Invoke the ``cachelayer`` group in-process (click's runner: same code path as the
+    script, much faster); restores the ``cachelayer`` logger the group reconfigures."""
+    import logging
+
+    from click.testing import CliRunner
+
+    from cachelayer.cli import main
+
+    for key, value in cli_env["env"].items():
+        if key.startswith("CACHELAYER_") or key == "NO_COLOR":
+            monkeypatch.setenv(key, value)
+    logger = logging.getLogger("cachelayer")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    runner = CliRunner()
+
+    def invoke(*args: str, stdin: str | None = None) -> Any:
+        return runner.invoke(main, list(args), input=stdin, catch_exceptions=False)
+
+    yield invoke
+    logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def test_cli_commands(cli, cli_env, tmp_path):
+    urls, pids = cli_env["urls"], cli_env["pids"]
+    jsonl = [json.loads(x) for x in cli("ls", "--format", "jsonl").stdout.splitlines()]
+
+    table = cli("ls", "--format", "csv", "--model", cli_env["model"]).stdout
+    parsed = list(csv.DictReader(io.StringIO(table)))
+    assert [r["id"] for r in parsed] == [str(r["id"]) for r in jsonl]
+    assert parsed[0]["last_error"] == "" and parsed[0]["size"] == str(jsonl[0]["size"])
+
+    first = cli("ls", "--format", "json", "--limit", "4")
+    page = json.loads(first.stdout)
+    assert len(page["files"]) == 4 and page["next_cursor"] and first.stderr == ""
+    table_page = cli("ls", "--limit", "4")
+    assert f"--cursor {page['next_cursor']}" in table_page.stderr
+    rest = cli("ls", "--format", "jsonl", "--cursor", page["next_cursor"])
+    assert [json.loads(x)["id"] for x in rest.stdout.splitlines()] == [r["id"] for r in jsonl[4:]]
+    assert "more files" not in rest.stderr
+    bad = cli("ls", "--cursor", "zzz")
+    assert bad.exit_code == 2 and "invalid cursor" in bad.stderr
+
+    shown = json.loads(cli("show", pids[0], "--format", "json").stdout)
+    assert shown["prediction"]["id"] == pids[0] and len(shown["files"]) == 3
+    assert shown["files"][0]["durable_url"] == urls[shown["files"][0]["source_url"]]
+    show_table = cli("show", pids[0]).stdout
+    assert show_table.splitlines()[0].split() == ["id", pids[0]]
+    assert "PATH" in show_table and urls[shown["files"][2]["source_url"]] in show_table
+
+    stats = json.loads(cli("stats", "--format", "json").stdout)
+    assert stats == [{"model": cli_env["model"], "files": 6, "stored": 6, "pending": 0,
+                      "expired": 0, "failed": 0, "stored_bytes": 2 * (1000 + 1001 + 1002)}]
+    day = list(csv.DictReader(io.StringIO(cli("stats", "--by", "day", "--format", "csv").stdout)))
+    assert len(day) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d", day[0]["day"])
+    assert cli("stats", "--since", "1h", "--format", "jsonl").stdout.count("\n") == 1
+    assert cli("stats", "--until", "2000-01-01", "--format", "json").stdout.strip() == "[]"
+
+    known = list(urls)
+    both = cli("resolve", known[0], known[1])
+    assert both.exit_code == 0 and both.stderr == ""
+    assert [line.split() for line in both.stdout.splitlines()] == [
+        ["SOURCE", "URL", "DURABLE", "URL"], [known[0], urls[known[0]]], [known[1], urls[known[1]]]]
+
+    target = tmp_path / "export.csv"
+    exported = cli("export", "--format", "csv", "-o", str(target))
+    assert exported.exit_code == 0 and exported.stdout == ""
+    assert exported.stderr.strip() == f"cachelayer: exported 6 files to {target}"
+    assert [r["id"] for r in csv.DictReader(target.open())] == [str(r["id"]) for r in jsonl]
+    assert len(cli("export").stdout.splitlines()) == 6
+
+    clean = cli("verify", "--deep")
+    assert clean.exit_code == 0 and clean.stdout == ""
+    assert "6 ok, 0 missing" in clean.stderr and "6006 bytes read" in clean.stderr
+
+    victim = cli_env["files"][1]
+    (cli_env["root"] / victim.key).write_bytes(b"z" * (victim.size or 0))  # same size
+    assert cli("verify").exit_code == 0            # HEAD sees the right size
+    deep = cli("verify", "--deep", "--repair")
+    assert deep.exit_code == 1 and "corrupt" in deep.stdout and "requeued" in deep.stdout
+    pending = cli("ls", "--status", "pending", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(x)["last_error"] for x in pending] == ["verify: corrupt"]
+    assert cli("resolve", victim.source_url).exit_code == 1
 
 
 # ---- formats and time parsing -------------------------------------------------------------------
