@@ -63,24 +63,22 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_data_dir("cachelayer", appauthor=False))
 
 
-def _int(name: str, raw: str) -> int:
+def _number(name: str, raw: str, kind: type[int] | type[float], what: str) -> Any:
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {value}")
     return value
+
+
+def _int(name: str, raw: str) -> int:
+    return int(_number(name, raw, int, "an integer"))
 
 
 def _float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value}")
-    return value
+    return float(_number(name, raw, float, "a number of seconds"))
 
 
 @dataclass(frozen=True)

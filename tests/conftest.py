@@ -6,7 +6,11 @@ friends come from cachelayer's own pytest plugin (``cachelayer.testing.fixtures`
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +57,35 @@ def make_layer(replicate_simulator, s3_server, s3_bucket, catalog_url,
 def layer(make_layer) -> CacheLayer:
     return make_layer()
 
+
+
+CLI = str(Path(sys.executable).with_name("cachelayer"))
+
+
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the installed `cachelayer` console script as a user would."""
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, input=stdin,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def cli_env(replicate_simulator, s3_server, s3_bucket, catalog_url) -> dict[str, str]:
+    """Environment for `cachelayer` subprocesses: simulator, S3 bucket (prefix `cli`),
+    catalog upgraded with `cachelayer db upgrade`, short leases."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
+    env.update(
+        CACHELAYER_DATABASE_URL=catalog_url,
+        CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/cli",
+        CACHELAYER_ALLOWED_HOSTS=replicate_simulator.host_port,
+        CACHELAYER_LEASE_SECONDS="5",
+        AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3_server.access_key_id,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
+        AWS_REGION=s3_server.region,
+        REPLICATE_API_TOKEN=replicate_simulator.token,
+        REPLICATE_BASE_URL=replicate_simulator.base_url,
+    )
+    done = run_cli(env, "db", "upgrade")
+    assert done.returncode == 0, done.stderr
+    return env

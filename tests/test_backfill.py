@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
+from conftest import CLI
 
 from cachelayer.catalog.db import make_engine
 from cachelayer.catalog.queries import Catalog
 from cachelayer.testing.simulator import File
 
-CLI = str(Path(sys.executable).with_name("cachelayer"))
 NOW = datetime.now(timezone.utc)
 
 
@@ -132,25 +129,6 @@ def test_cli_backfill_json_summary_and_exit_status(cli_env, replicate_simulator)
     table = subprocess.run([CLI, "backfill", "--dry-run"], env=cli_env, capture_output=True,
                            text=True, timeout=120)
     assert table.returncode == 0 and "dry run" in table.stdout and "files to copy" in table.stdout
-
-
-@pytest.fixture
-def cli_env(replicate_simulator, s3_server, s3_bucket, catalog_url):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
-    env.update(
-        CACHELAYER_DATABASE_URL=catalog_url,
-        CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/bf",
-        CACHELAYER_ALLOWED_HOSTS=replicate_simulator.host_port,
-        CACHELAYER_LEASE_SECONDS="5",
-        AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
-        AWS_ACCESS_KEY_ID=s3_server.access_key_id,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
-        AWS_REGION=s3_server.region,
-        REPLICATE_API_TOKEN=replicate_simulator.token,
-        REPLICATE_BASE_URL=replicate_simulator.base_url,
-    )
-    subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
-    return env
 
 
 def assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made):

@@ -6,37 +6,15 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import CLI, run_cli
 
 from cachelayer.testing.simulator import File
 
-CLI = str(Path(sys.executable).with_name("cachelayer"))
-
-
-@pytest.fixture
-def cli_env(replicate_simulator, s3_server, s3_bucket, catalog_url):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
-    env.update(
-        CACHELAYER_DATABASE_URL=catalog_url,
-        CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/cli",
-        CACHELAYER_ALLOWED_HOSTS=replicate_simulator.host_port,
-        AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
-        AWS_ACCESS_KEY_ID=s3_server.access_key_id,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
-        AWS_REGION=s3_server.region,
-        REPLICATE_API_TOKEN=replicate_simulator.token,
-        REPLICATE_BASE_URL=replicate_simulator.base_url,
-    )
-    subprocess.run([CLI, "db", "upgrade"], env=env, check=True, capture_output=True)
-    return env
-
 
 def cli(env, *args, stdin=None):
-    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, input=stdin,
-                          timeout=120)
+    return run_cli(env, *args, stdin=stdin)
 
 
 def test_version():
