@@ -41,6 +41,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -61,15 +62,18 @@ MODEL = "bench/copy"
 #: cachelayer/ is edited). ``nocrc`` also applies to the naive child (it changes botocore's
 #: behaviour for both).
 EXPERIMENTS: dict[str, str] = {
-    "part16": "S3Store multipart_chunksize 16 MiB (default 8 MiB)",
-    "part32": "S3Store multipart_chunksize 32 MiB",
-    "conc2": "S3Store max_concurrency 2 (default 4)",
-    "conc8": "S3Store max_concurrency 8",
-    "nocrc": "AWS_REQUEST_CHECKSUM_CALCULATION=when_required (no CRC32 on uploads), both methods",
-    "threshold64": "S3Store multipart_threshold 64 MiB (single PUT below it)",
+    "partN": "S3Store multipart_chunksize N MiB (default 8; S3 needs 5..5120), e.g. part16",
+    "concN": "S3Store max_concurrency N (default 4), which also bounds parts held in memory",
+    "thresholdN": "S3Store multipart_threshold N MiB (default 8): single PUT below it",
+    "nocrc": "AWS_REQUEST_CHECKSUM_CALCULATION=when_required (no CRC32 on uploads)",
     "smallput": "S3Store.put: a body whose Content-Length is under multipart_threshold goes up "
                 "with one put_object call instead of upload_fileobj (no TransferManager)",
 }
+
+
+def _experiment_ok(name: str) -> bool:
+    known = name in ("nocrc", "smallput")
+    return known or re.fullmatch(r"(part|conc|threshold)[1-9]\d*", name) is not None
 
 
 # ---- child side -----------------------------------------------------------------------
@@ -148,16 +152,14 @@ def _patch_small_put() -> None:
 
 
 def _tune_store(store: Any, experiments: Sequence[str]) -> None:
-    if "part16" in experiments:
-        store.multipart_chunksize = 16 * MiB
-    if "part32" in experiments:
-        store.multipart_chunksize = 32 * MiB
-    if "conc2" in experiments:
-        store.max_concurrency = 2
-    if "conc8" in experiments:
-        store.max_concurrency = 8
-    if "threshold64" in experiments:
-        store.multipart_threshold = 64 * MiB
+    """``partN`` / ``concN`` / ``thresholdN``: set the store's upload tuning (read per put)."""
+    for name in experiments:
+        if m := re.fullmatch(r"part(\d+)", name):
+            store.multipart_chunksize = int(m[1]) * MiB
+        elif m := re.fullmatch(r"conc(\d+)", name):
+            store.max_concurrency = int(m[1])
+        elif m := re.fullmatch(r"threshold(\d+)", name):
+            store.multipart_threshold = int(m[1]) * MiB
 
 
 def _s3_client(spec: dict[str, Any]) -> Any:
@@ -192,7 +194,7 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
         result.update(seconds=t2 - t0, download_seconds=t1 - t0, upload_seconds=t2 - t1,
                       bytes=len(content))
     elif method == "pipeline":
-        from cachelayer import CacheLayer
+        from cachelayer import CacheLayer, replicate_api
 
         layer = CacheLayer(
             database_url=f"sqlite:///{spec['db']}",
@@ -205,12 +207,12 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
         transfer: list[float] = []
         gets: list[float] = []
         inner = layer.pipeline._fetch_and_put
-        get_prediction = layer._get
+        get_prediction = replicate_api.get_prediction
 
-        def timed_get(prediction_id: str) -> dict[str, Any]:
+        def timed_get(client: Any, prediction_id: str) -> dict[str, Any]:
             t = time.perf_counter()
             try:
-                return get_prediction(prediction_id)
+                return get_prediction(client, prediction_id)
             finally:
                 gets.append(time.perf_counter() - t)
 
@@ -224,7 +226,7 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("warm_pid"):
             layer.persist(spec["warm_pid"])
         layer.pipeline._fetch_and_put = timed  # type: ignore[method-assign]
-        layer._get = timed_get  # type: ignore[method-assign]
+        replicate_api.get_prediction = timed_get  # every GET /v1/predictions/{id}
         s3_calls = _time_s3_calls(layer.store.client)
         download_done = _time_download_end()
         result["rss_ready_kib"] = _proc_status_kib("VmRSS")
@@ -260,7 +262,8 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
         reader = _IterReader(_generated(spec["size"], spec["seed"]))
         result["rss_ready_kib"] = _proc_status_kib("VmRSS")
         cpu0, t0 = _self_cpu(), time.perf_counter()
-        store.put(spec["key"], reader, content_type="application/octet-stream")  # type: ignore[arg-type]
+        body: Any = reader
+        store.put(spec["key"], body, content_type="application/octet-stream")
         result.update(seconds=time.perf_counter() - t0, bytes=spec["size"])
         store.close()
     else:
@@ -280,7 +283,8 @@ def _time_s3_calls(client: Any) -> dict[str, float]:
 
     def after(model: Any, context: dict[str, Any], **_: Any) -> None:
         if "bench_t0" in context:
-            spent[model.name] = spent.get(model.name, 0.0) + time.perf_counter() - context["bench_t0"]
+            took = time.perf_counter() - context["bench_t0"]
+            spent[model.name] = spent.get(model.name, 0.0) + took
 
     client.meta.events.register("before-call.s3", before)
     client.meta.events.register("after-call.s3", after)
@@ -631,7 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "experiments: pipeline:part16+conc8")
     ap.add_argument("--reps", type=int, default=5, help="runs per method for sizes < 100 MiB")
     ap.add_argument("--big-reps", type=int, default=2, help="runs per method from 100 MiB")
-    ap.add_argument("--experiment", action="append", default=[], choices=sorted(EXPERIMENTS),
+    ap.add_argument("--experiment", action="append", default=[], metavar="NAME",
                     help="try a change in the children (repeatable): " + "; ".join(
                         f"{k}: {v}" for k, v in EXPERIMENTS.items()))
     ap.add_argument("--verify", choices=("first", "all", "none"), default="first",
@@ -651,9 +655,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m.partition(":")[0] not in METHODS
-           or any(e not in EXPERIMENTS for e in m.partition(":")[2].split("+") if e)]
+           or not all(_experiment_ok(e) for e in m.partition(":")[2].split("+") if e)]
+    bad += [e for e in args.experiment if not _experiment_ok(e)]
     if bad:
-        ap.error(f"unknown methods {bad}")
+        ap.error(f"unknown methods or experiments: {bad}")
     sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
     print(f"# bench/persist.py {time.strftime('%Y-%m-%d %H:%M')}: {machine_facts()}")
     if args.experiment:
