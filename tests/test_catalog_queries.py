@@ -31,6 +31,7 @@ from cachelayer.errors import ConfigError
 from cachelayer.formatting import Column, write_fields, write_records
 from cachelayer.testing.simulator import File, ReplicateSimulator
 from cachelayer.timeparse import parse_duration, parse_when
+from cachelayer.verify import verify
 
 BASE = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 SCHEMA_MD = Path(__file__).resolve().parents[1] / "docs" / "SCHEMA.md"
@@ -318,6 +319,15 @@ def test_verify_repair_marks_failed_when_the_source_is_gone(sim, catalog_url, s3
         # a second repair finds nothing stored to check and changes nothing
         again = layer.verify(repair=True)
         assert again.clean and again.checked == 0
+
+
+def test_verify_skips_files_of_another_store(catalog, local_store):
+    fill(catalog)
+    report = verify((catalog, local_store), deep=True, repair=True)
+    stored = sum(1 for _ in catalog.iter_files(status="stored"))
+    assert (report.checked, report.skipped, report.problems) == (0, stored, [])
+    assert f"{stored} in another store skipped" in report.summary()
+    assert sum(1 for _ in catalog.iter_files(status="stored")) == stored == 9
 
 
 # ---- CLI: the installed console script, in subprocesses -----------------------------------------
