@@ -56,7 +56,7 @@ RESOLVE_CHUNK = 1000
 FILE_COLUMNS = [
     Column("created_at", "CREATED"), Column("prediction_id", "PREDICTION"),
     Column("output_path", "PATH"), Column("model", "MODEL"), Column("status", "STATUS"),
-    Column("size", "SIZE", numeric=True), Column("durable_url", "URL"),
+    Column("size", "SIZE", numeric=True), Column("durable_url", "URL", wrap=True),
 ]
 
 
@@ -156,7 +156,7 @@ def show_command(prediction_id: str, fmt: str, **options: Any) -> None:
         write_records(files, "table", columns=[
             Column("output_path", "PATH"), Column("status", "STATUS"),
             Column("size", "SIZE", numeric=True), Column("content_type", "TYPE"),
-            Column("durable_url", "URL"), Column("last_error", "ERROR")])
+            Column("durable_url", "URL", wrap=True), Column("last_error", "ERROR", wrap=True)])
 
 
 # ---- resolve --------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def resolve_command(urls: tuple[str, ...], fmt: str, **options: Any) -> None:
                            "key": rec.key if rec else None}
 
         write_records(records(), fmt, fields=RESOLVE_FIELDS, columns=[
-            Column("url", "SOURCE URL"), Column("durable_url", "DURABLE URL")])
+            Column("url", "SOURCE URL", wrap=True), Column("durable_url", "DURABLE URL", wrap=True)])
     if counts["unknown"]:
         _note(f"{counts['unknown']} of {counts['all']} URLs unknown "
               "(no stored file was copied from them)")
@@ -306,7 +306,8 @@ def verify_command(model: str | None, since: datetime | None, until: datetime | 
                         prediction_id=prediction_id, deep=deep, repair=repair,
                         concurrency=workers)
     columns = [Column("problem", "PROBLEM"), Column("prediction_id", "PREDICTION"),
-               Column("output_path", "PATH"), Column("key", "KEY"), Column("detail", "DETAIL")]
+               Column("output_path", "PATH"), Column("key", "KEY", wrap=True),
+               Column("detail", "DETAIL", wrap=True)]
     if repair:
         columns.append(Column("action", "ACTION"))
     if report.problems or fmt != "table":

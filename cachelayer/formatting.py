@@ -47,12 +47,14 @@ DEFAULT_FORMAT = "table"
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: the record ``key`` it shows, its ``header`` and whether numbers
-    right-align (``numeric``)."""
+    """A table column: the record ``key`` it shows, its ``header``, whether numbers
+    right-align (``numeric``) and whether a terminal table may wrap it (``wrap``: long
+    values such as URLs; the other columns are never wrapped)."""
 
     key: str
     header: str
     numeric: bool = False
+    wrap: bool = False
 
 
 def jsonable(value: Any) -> Any:
@@ -190,10 +192,14 @@ def _table(columns: Sequence[Column], rows: list[list[str]], out: TextIO) -> Non
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-        for c in columns:
+        table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
+                      show_edge=False)
+        for i, c in enumerate(columns):
+            # short columns keep their full width; only ``wrap`` columns (URLs) fold
+            widest = max([len(c.header), *(len(row[i]) for row in rows)])
             table.add_column(c.header, justify="right" if c.numeric else "left",
-                             overflow="fold")
+                             overflow="fold", no_wrap=not c.wrap,
+                             min_width=None if c.wrap else widest)
         for row in rows:
             table.add_row(*row)
         Console(file=out, no_color=_no_color(), highlight=False).print(table)
