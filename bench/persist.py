@@ -32,7 +32,7 @@ Usage::
     python bench/persist.py --experiment part16      # try a change on the pipeline child
 
 Sizes are MiB (2**20 bytes) and throughput is MiB/s. ``--reps`` applies to sizes below
-100 MiB; bigger sizes use ``--big-reps`` (default 2) to stay within the time budget.
+100 MiB; bigger sizes use ``--big-reps`` (default 5) to stay within the time budget.
 """
 
 from __future__ import annotations
@@ -68,11 +68,13 @@ EXPERIMENTS: dict[str, str] = {
     "nocrc": "AWS_REQUEST_CHECKSUM_CALCULATION=when_required (no CRC32 on uploads)",
     "smallput": "S3Store.put: a body whose Content-Length is under multipart_threshold goes up "
                 "with one put_object call instead of upload_fileobj (no TransferManager)",
+    "noalembic": "CacheLayer start-up checks the catalog's alembic_version row against the head "
+                 "revision with one SELECT, without importing alembic (RSS)",
 }
 
 
 def _experiment_ok(name: str) -> bool:
-    known = name in ("nocrc", "smallput")
+    known = name in ("nocrc", "smallput", "noalembic")
     return known or re.fullmatch(r"(part|conc|threshold)[1-9]\d*", name) is not None
 
 
@@ -122,6 +124,31 @@ def _apply_experiments(experiments: Sequence[str]) -> None:
         os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
     if "smallput" in experiments:
         _patch_small_put()
+    if "noalembic" in experiments:
+        _patch_schema_check()
+
+
+def _patch_schema_check() -> None:
+    """``noalembic``: ``ensure_schema`` compares ``alembic_version`` with the head revision
+    (given by the parent in ``CACHELAYER_BENCH_HEAD``; cachelayer would ship it as a
+    constant checked by a test) and only falls back to alembic when they differ."""
+    from sqlalchemy import text
+
+    import cachelayer.layer
+
+    head = os.environ["CACHELAYER_BENCH_HEAD"]
+    full_check = cachelayer.layer.ensure_schema
+
+    def ensure_schema(engine: Any, *, auto_migrate: bool) -> None:
+        try:
+            with engine.connect() as conn:
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except Exception:
+            current = None
+        if current != head:
+            full_check(engine, auto_migrate=auto_migrate)
+
+    cachelayer.layer.ensure_schema = ensure_schema  # type: ignore[assignment]
 
 
 def _patch_small_put() -> None:
@@ -201,7 +228,7 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
             storage_url=f"s3://{spec['bucket']}/pipeline",
             s3_endpoint_url=spec["endpoint"], s3_region=spec["region"],
             replicate_api_token=spec["token"], replicate_base_url=spec["base_url"],
-            allowed_hosts=spec["host_port"], auto_migrate=True,
+            allowed_hosts=spec["host_port"], ca_bundle=spec.get("ca_file"), auto_migrate=True,
         )
         _tune_store(layer.store, experiments)
         transfer: list[float] = []
@@ -320,6 +347,16 @@ def _cpu_of_pid(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_cpu() -> float:
+    """CPU seconds used by the whole machine so far (``/proc/stat``, all CPUs, not idle)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _self_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -335,6 +372,7 @@ class Measurement:
     cpu_child: float
     cpu_sim: float
     cpu_moto: float
+    cpu_rest: float  # everything else on the machine meanwhile (other users' processes)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -372,6 +410,11 @@ class Bench:
                         AWS_REGION=self.moto.region)
         if self.sim.ca_file:
             self.env["REQUESTS_CA_BUNDLE"] = self.sim.ca_file
+        from cachelayer.catalog.db import head_revision, make_engine
+
+        engine = make_engine(f"sqlite:///{self.db}")
+        self.env["CACHELAYER_BENCH_HEAD"] = head_revision(engine)  # for --experiment noalembic
+        engine.dispose()
 
     def close(self) -> None:
         self.s3.close()
@@ -429,15 +472,16 @@ class Bench:
         spec = dict(**warm, size=size, seed=seed, url=url, pid=pid, key=key, bucket=self.bucket,
                     endpoint=self.moto.endpoint_url, region=self.moto.region,
                     token=self.sim.token, base_url=self.sim.base_url,
-                    host_port=self.sim.host_port, db=self.db, experiments=list(experiments))
+                    host_port=self.sim.host_port, ca_file=self.sim.ca_file, db=self.db,
+                    experiments=list(experiments))
         cmd = [sys.executable, os.path.abspath(__file__), "--child", method,
                "--size", str(size), "--spec", json.dumps(spec)]
         moto_pid = getattr(self.moto, "_proc").pid  # noqa: B009 - private on purpose
-        sim0, moto0 = _self_cpu(), _cpu_of_pid(moto_pid)
+        sim0, moto0, all0 = _self_cpu(), _cpu_of_pid(moto_pid), _machine_cpu()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.env)
         out, err, status, usage = _communicate_wait4(proc)
-        sim1, moto1 = _self_cpu(), _cpu_of_pid(moto_pid)
+        sim1, moto1, all1 = _self_cpu(), _cpu_of_pid(moto_pid), _machine_cpu()
         if status != 0:
             raise RuntimeError(f"child {label} {size} failed ({status}):\n{err[-4000:]}")
         data = json.loads(out.strip().splitlines()[-1])
@@ -462,6 +506,8 @@ class Bench:
             method=label, size=size, seconds=data["seconds"],
             peak_rss_kib=int(data["vmhwm_kib"]), ready_rss_kib=int(data.get("rss_ready_kib", 0)),
             cpu_child=data["cpu_seconds"], cpu_sim=sim1 - sim0, cpu_moto=moto1 - moto0,
+            cpu_rest=max(0.0, (all1 - all0) - (sim1 - sim0) - (moto1 - moto0)
+                         - (usage.ru_utime + usage.ru_stime)),
             extra={**data, "key": stored_key, "wait4_maxrss_kib": int(usage.ru_maxrss)},
         )
 
@@ -547,8 +593,8 @@ def report(results: dict[tuple[str, int], list[Measurement]], sizes: Sequence[in
         "ready to copy and at its peak, MiB):",
         "",
         "| size | method | MiB/s best / median | wall s | parts of it | CPU child s "
-        "| CPU simulator s | CPU moto s | RSS ready / peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| CPU simulator s | CPU moto s | CPU rest of machine s | RSS ready / peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size in sizes:
         for method in methods:
@@ -574,7 +620,7 @@ def report(results: dict[tuple[str, int], list[Measurement]], sizes: Sequence[in
             lines.append(
                 f"| {_fmt_size(size)} | {method} | {st['best']:.1f} / {st['median']:.1f} "
                 f"| {med('seconds'):.3f} | {parts} | {med('cpu_child'):.2f} "
-                f"| {med('cpu_sim'):.2f} | {med('cpu_moto'):.2f} "
+                f"| {med('cpu_sim'):.2f} | {med('cpu_moto'):.2f} | {med('cpu_rest'):.1f} "
                 f"| {st['ready_mib']:.0f} / {st['peak_mib']:.0f} |")
     return "\n".join(lines)
 
@@ -604,7 +650,7 @@ def run_bench(sizes_mib: Sequence[float], methods: Sequence[str], reps: int, big
                     out(f"  {_fmt_size(size):>8} {method:<8} rep {rep + 1}: "
                         f"{m.seconds:7.3f} s {m.mib_s:7.1f} MiB/s peak RSS "
                         f"{m.peak_rss_kib / 1024:6.0f} MiB cpu child/sim/moto "
-                        f"{m.cpu_child:.2f}/{m.cpu_sim:.2f}/{m.cpu_moto:.2f}"
+                        f"{m.cpu_child:.2f}/{m.cpu_sim:.2f}/{m.cpu_moto:.2f} rest {m.cpu_rest:.1f}"
                         f"{' (verified)' if check and not method.startswith('download') else ''}")
     finally:
         if own:
@@ -634,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help=f"comma-separated, from {','.join(METHODS)}; a method may carry its own "
                          "experiments: pipeline:part16+conc8")
     ap.add_argument("--reps", type=int, default=5, help="runs per method for sizes < 100 MiB")
-    ap.add_argument("--big-reps", type=int, default=2, help="runs per method from 100 MiB")
+    ap.add_argument("--big-reps", type=int, default=5, help="runs per method from 100 MiB")
     ap.add_argument("--experiment", action="append", default=[], metavar="NAME",
                     help="try a change in the children (repeatable): " + "; ".join(
                         f"{k}: {v}" for k, v in EXPERIMENTS.items()))
@@ -673,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = [dict(method=m.method, size=m.size, seconds=m.seconds, mib_s=m.mib_s,
                      peak_rss_kib=m.peak_rss_kib, ready_rss_kib=m.ready_rss_kib,
                      cpu_child=m.cpu_child, cpu_sim=m.cpu_sim, cpu_moto=m.cpu_moto,
+                     cpu_rest=m.cpu_rest,
                      extra=m.extra)
                 for ms in results.values() for m in ms]
         Path(args.json).write_text(json.dumps(rows, indent=1))
