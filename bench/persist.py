@@ -255,6 +255,7 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
         layer.pipeline._fetch_and_put = timed  # type: ignore[method-assign]
         replicate_api.get_prediction = timed_get  # every GET /v1/predictions/{id}
         s3_calls = _time_s3_calls(layer.store.client)
+        catalog_calls = _time_methods(layer.catalog)
         download_done = _time_download_end()
         result["rss_ready_kib"] = _proc_status_kib("VmRSS")
         cpu0, t0 = _self_cpu(), time.perf_counter()
@@ -265,6 +266,8 @@ def run_child(method: str, spec: dict[str, Any]) -> dict[str, Any]:
         (rec,) = persisted.stored
         result.update(seconds=t1 - t0, transfer_seconds=sum(transfer), get_seconds=sum(gets),
                       download_done_at=(download_done[-1] - t0) if download_done else None,
+                      catalog_seconds=sum(catalog_calls.values()),
+                      catalog_calls={k: round(v, 4) for k, v in catalog_calls.items()},
                       s3_seconds={k: round(v, 4) for k, v in s3_calls.items()},
                       bytes=rec.size,
                       key=rec.key, sha256=rec.sha256)
@@ -315,6 +318,27 @@ def _time_s3_calls(client: Any) -> dict[str, float]:
 
     client.meta.events.register("before-call.s3", before)
     client.meta.events.register("after-call.s3", after)
+    return spent
+
+
+def _time_methods(obj: Any) -> dict[str, float]:
+    """Wrap every public bound method of ``obj`` (the catalog) to sum its seconds by name."""
+    import functools
+    import inspect
+
+    spent: dict[str, float] = {}
+    for name, method in inspect.getmembers(obj, inspect.ismethod):
+        if name.startswith("_"):
+            continue
+
+        def timed(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return _method(*args, **kwargs)
+            finally:
+                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - t
+
+        setattr(obj, name, functools.wraps(method)(timed))
     return spent
 
 
@@ -611,6 +635,7 @@ def report(results: dict[tuple[str, int], list[Measurement]], sizes: Sequence[in
                 parts = f"get {med('download_seconds'):.3f} + put {med('upload_seconds'):.3f}"
             elif method.startswith("pipeline"):
                 parts = (f"predictions.get {med('get_seconds'):.3f}, "
+                         f"catalog {med('catalog_seconds'):.3f}, "
                          f"fetch+put {med('transfer_seconds'):.3f}")
                 if all(m.extra.get("download_done_at") is not None for m in ms):
                     parts += f"; download done at {med('download_done_at'):.3f}"
