@@ -238,8 +238,11 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
             .where(OutputFile.status == "stored", OutputFile.id.in_(
                 [rng.randint(1, max_id) for _ in range(5000)]))
         ).all()
-        rotated = list(s.scalars(select(SourceUrl.url).where(SourceUrl.url.like(
-            "https://replicate.delivery/pbxt/%")).limit(2000)))
+        rotated = list(s.scalars(
+            select(SourceUrl.url).join(OutputFile, OutputFile.id == SourceUrl.output_file_id)
+            .where(SourceUrl.url.like("https://replicate.delivery/pbxt/%"),
+                   OutputFile.id.in_([rng.randint(1, max_id) for _ in range(20_000)]),
+                   OutputFile.status == "stored")))
         top = s.execute(select(OutputFile.model, func.count()).group_by(OutputFile.model)
                         .order_by(func.count().desc()).limit(1)).one()
     urls = [r.source_url for r in sample]
@@ -258,8 +261,13 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
     add("resolve (current URL)", resolve_one)
 
     def resolve_rotated() -> None:
-        assert catalog.resolve(rng.choice(rotated)) is not None or True
+        assert catalog.resolve(rng.choice(rotated)) is not None
     add("resolve (rotated URL, via source_urls)", resolve_rotated)
+
+    def resolve_many_rotated() -> None:
+        url = rng.choice(rotated)
+        assert catalog.resolve_many([url])[url] is not None
+    add("resolve_many([one rotated URL])", resolve_many_rotated)
 
     batch = urls[:1000]
     add("resolve_many (1,000 URLs)", lambda: catalog.resolve_many(batch), max(5, repeat // 20), 1)

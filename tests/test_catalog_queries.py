@@ -340,7 +340,7 @@ def run_cli(env: dict[str, str], *args: str,
 
 
 @pytest.fixture
-def cli_env(sim, catalog_url, tmp_path) -> Iterator[dict[str, Any]]:
+def catalog_cli(sim, catalog_url, tmp_path) -> Iterator[dict[str, Any]]:
     """A catalog with two predictions persisted into a local directory store."""
     import os
 
@@ -359,9 +359,9 @@ def cli_env(sim, catalog_url, tmp_path) -> Iterator[dict[str, Any]]:
            "files": files}
 
 
-def test_console_script_formats_and_exit_codes(cli_env):
+def test_console_script_formats_and_exit_codes(catalog_cli):
     """The installed ``cachelayer`` script: data on stdout, one-line errors, exit codes."""
-    env, urls = cli_env["env"], cli_env["urls"]
+    env, urls = catalog_cli["env"], catalog_cli["urls"]
     known = list(urls)
     stdin = "\n".join([known[2], "https://replicate.delivery/unknown/x.png", "", known[3]]) + "\n"
     calls = {
@@ -377,7 +377,7 @@ def test_console_script_formats_and_exit_codes(cli_env):
 
     rows = [json.loads(line) for line in out["jsonl"].stdout.splitlines()]
     assert out["jsonl"].returncode == 0 and out["jsonl"].stderr == ""
-    assert len(rows) == 6 and [r["prediction_id"] for r in rows[:3]] == [cli_env["pids"][1]] * 3
+    assert len(rows) == 6 and [r["prediction_id"] for r in rows[:3]] == [catalog_cli["pids"][1]] * 3
     assert list(rows[0]) == ["id", "prediction_id", "output_path", "source_url", "store", "key",
                              "status", "size", "sha256", "content_type", "attempts",
                              "last_error", "source_age_seconds", "stored_at", "model",
@@ -401,8 +401,8 @@ def test_console_script_formats_and_exit_codes(cli_env):
         "cachelayer: error: prediction no-such-prediction is not in the catalog"
     assert out["bad_since"].returncode == 2 and "yesterday-ish" in out["bad_since"].stderr
 
-    victim = cli_env["files"][0]
-    (cli_env["root"] / victim.key).unlink()
+    victim = catalog_cli["files"][0]
+    (catalog_cli["root"] / victim.key).unlink()
     broken = run_cli(env, "verify", "--repair", "--format", "jsonl")
     assert broken.returncode == 1
     (problem,) = [json.loads(line) for line in broken.stdout.splitlines()]
@@ -413,7 +413,7 @@ def test_console_script_formats_and_exit_codes(cli_env):
 
 
 @pytest.fixture
-def cli(cli_env, monkeypatch) -> Iterator[Any]:
+def cli(catalog_cli, monkeypatch) -> Iterator[Any]:
     """Invoke the ``cachelayer`` group in-process (click's runner: same code path as the
     script, much faster); restores the ``cachelayer`` logger the group reconfigures."""
     import logging
@@ -422,7 +422,7 @@ def cli(cli_env, monkeypatch) -> Iterator[Any]:
 
     from cachelayer.cli import main
 
-    for key, value in cli_env["env"].items():
+    for key, value in catalog_cli["env"].items():
         if key.startswith("CACHELAYER_") or key == "NO_COLOR":
             monkeypatch.setenv(key, value)
     logger = logging.getLogger("cachelayer")
@@ -436,11 +436,11 @@ def cli(cli_env, monkeypatch) -> Iterator[Any]:
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
-def test_cli_commands(cli, cli_env, tmp_path):
-    urls, pids = cli_env["urls"], cli_env["pids"]
+def test_cli_commands(cli, catalog_cli, tmp_path):
+    urls, pids = catalog_cli["urls"], catalog_cli["pids"]
     jsonl = [json.loads(x) for x in cli("ls", "--format", "jsonl").stdout.splitlines()]
 
-    table = cli("ls", "--format", "csv", "--model", cli_env["model"]).stdout
+    table = cli("ls", "--format", "csv", "--model", catalog_cli["model"]).stdout
     parsed = list(csv.DictReader(io.StringIO(table)))
     assert [r["id"] for r in parsed] == [str(r["id"]) for r in jsonl]
     assert parsed[0]["last_error"] == "" and parsed[0]["size"] == str(jsonl[0]["size"])
@@ -464,7 +464,7 @@ def test_cli_commands(cli, cli_env, tmp_path):
     assert "PATH" in show_table and urls[shown["files"][2]["source_url"]] in show_table
 
     stats = json.loads(cli("stats", "--format", "json").stdout)
-    assert stats == [{"model": cli_env["model"], "files": 6, "stored": 6, "pending": 0,
+    assert stats == [{"model": catalog_cli["model"], "files": 6, "stored": 6, "pending": 0,
                       "expired": 0, "failed": 0, "stored_bytes": 2 * (1000 + 1001 + 1002)}]
     day = list(csv.DictReader(io.StringIO(cli("stats", "--by", "day", "--format", "csv").stdout)))
     assert len(day) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d", day[0]["day"])
@@ -488,8 +488,8 @@ def test_cli_commands(cli, cli_env, tmp_path):
     assert clean.exit_code == 0 and clean.stdout == ""
     assert "6 ok, 0 missing" in clean.stderr and "6006 bytes read" in clean.stderr
 
-    victim = cli_env["files"][1]
-    (cli_env["root"] / victim.key).write_bytes(b"z" * (victim.size or 0))  # same size
+    victim = catalog_cli["files"][1]
+    (catalog_cli["root"] / victim.key).write_bytes(b"z" * (victim.size or 0))  # same size
     assert cli("verify").exit_code == 0            # HEAD sees the right size
     deep = cli("verify", "--deep", "--repair")
     assert deep.exit_code == 1 and "corrupt" in deep.stdout and "requeued" in deep.stdout
