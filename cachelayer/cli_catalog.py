@@ -191,7 +191,8 @@ def resolve_command(urls: tuple[str, ...], fmt: str, **options: Any) -> None:
 
     Every input URL gets one answer, in input order: its durable URL, or - (table) /
     null (json, jsonl) / empty (csv) when no stored file came from it. The number of
-    unknown URLs goes to stderr and the exit status is then 1."""
+    unknown URLs goes to stderr and the exit status is then 1. jsonl and csv stream
+    (1,000 URLs per query), for rewriting a whole database's URLs."""
     counts = {"all": 0, "unknown": 0}
     with _open(options) as layer:
         def records() -> Iterator[dict[str, Any]]:
