@@ -127,6 +127,7 @@ class _Tally:
         self.started = time.monotonic()
         self._last = 0.0
         self.reasons: Counter[str] = Counter()
+        self.expired_predictions: set[str] = set()
 
     def add(self, **counts: int) -> None:
         with self.lock:
@@ -137,6 +138,8 @@ class _Tally:
     def outcome(self, o: FileOutcome) -> None:
         status = o.record.status
         with self.lock:
+            if status == "expired":
+                self.expired_predictions.add(o.record.prediction_id)
             s = self.summary
             if o.error is None:
                 if o.skipped:
@@ -283,7 +286,7 @@ class Workers:
 
 
 def scan(layer: CacheLayer, flt: ScanFilter, tally: _Tally, *, limit: int | None,
-         dry_run: bool, on_expired: str) -> None:
+         dry_run: bool) -> None:
     """Page through the prediction history, record and queue (see the module docstring)."""
     catalog = layer.catalog
     name = flt.checkpoint_name()
@@ -314,7 +317,7 @@ def scan(layer: CacheLayer, flt: ScanFilter, tally: _Tally, *, limit: int | None
             if dry_run:
                 _count_dry(layer, p, tally)
             else:
-                _record(layer, p, tally, on_expired)
+                _record(layer, p, tally)
         cursor = next_cursor
         if not dry_run:
             catalog.save_checkpoint(name, cursor, {
@@ -333,21 +336,12 @@ def _count_dry(layer: CacheLayer, p: dict[str, Any], tally: _Tally) -> None:
               predictions_removed=int(expiry.is_removed(p)))
 
 
-def _record(layer: CacheLayer, p: dict[str, Any], tally: _Tally, on_expired: str) -> None:
+def _record(layer: CacheLayer, p: dict[str, Any], tally: _Tally) -> None:
     if expiry.is_removed(p):
         tally.add(predictions_removed=1)
         result = layer.pipeline.persist(p)  # marks unstored files expired; no download
         for o in result.files:
             tally.outcome(o)
-        rec = layer.catalog.get_prediction(p["id"])
-        if on_expired == "rerun" and rec is not None and rec.input is not None \
-                and rec.version and any(o.record.status == "expired" for o in result.files) \
-                and not layer.catalog.reruns_of(p["id"]):
-            try:
-                layer.rerun(p["id"])
-                tally.add(predictions_rerun=1)
-            except CacheLayerError as exc:
-                log.warning("rerun of %s failed: %s", p["id"], exc)
         return
     rows = layer.pipeline.record(p)
     tally.add(files_queued=sum(r.status != "stored" for r in rows),
@@ -363,7 +357,7 @@ def backfill(layer: CacheLayer, flt: ScanFilter, *, concurrency: int, limit: int
         raise ConfigError(f"on_expired must be skip or rerun, got {on_expired!r}")
     tally = _Tally(BackfillSummary(dry_run=dry_run), progress)
     if dry_run:
-        scan(layer, flt, tally, limit=limit, dry_run=True, on_expired=on_expired)
+        scan(layer, flt, tally, limit=limit, dry_run=True)
         tally.tick(force=True)
         return tally.summary
     release_dead_local_leases(layer)
@@ -372,12 +366,31 @@ def backfill(layer: CacheLayer, flt: ScanFilter, *, concurrency: int, limit: int
                       once=True)
     threads = workers.start()
     try:
-        scan(layer, flt, tally, limit=limit, dry_run=False, on_expired=on_expired)
+        scan(layer, flt, tally, limit=limit, dry_run=False)
     finally:
         scan_done.set()
         _join(threads, workers)
+    if on_expired == "rerun":
+        _rerun_expired(layer, tally)
     tally.tick(force=True)
     return tally.summary
+
+
+def _rerun_expired(layer: CacheLayer, tally: _Tally) -> None:
+    """After the copies: rerun each prediction of this run that has expired files, a
+    recorded version and input, and no rerun yet (``--on-expired rerun``)."""
+    for pid in sorted(tally.expired_predictions):
+        rec = layer.catalog.get_prediction(pid)
+        if rec is None or rec.input is None or not rec.version or layer.catalog.reruns_of(pid):
+            continue
+        try:
+            result = layer.rerun(pid)
+        except CacheLayerError as exc:
+            log.warning("rerun of %s failed: %s", pid, exc)
+            continue
+        tally.add(predictions_rerun=1)
+        for o in result.files:
+            tally.outcome(o)
 
 
 def work(layer: CacheLayer, *, concurrency: int, once: bool, stop: threading.Event | None = None,

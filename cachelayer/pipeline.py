@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from cachelayer import expiry
-from cachelayer.catalog.queries import Catalog, NewFile
+from cachelayer.catalog.queries import Catalog, NewFile, parse_time
 from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
 from cachelayer.errors import (
@@ -157,10 +157,9 @@ class Pipeline:
             NewFile(f.path, f.url, object_key(self.prefix, pid, f.path, f.url))
             for f in find_files(prediction.get("output"))
         ]
-        created = self.catalog.get_prediction(pid)
         return self.catalog.ensure_files(
             pid, files, store=self.store.uri, model=prediction.get("model"),
-            created_at=created.created_at if created else None,
+            created_at=parse_time(prediction.get("created_at")),
         )
 
     def persist(self, prediction: dict[str, Any], *, rerun_of: str | None = None) -> PersistResult:
@@ -227,14 +226,15 @@ class Pipeline:
         """Claim, fetch, store and record one file; refresh its URL through
         ``predictions.get`` if it stopped answering. Returns its outcome (never raises a
         :class:`CacheLayerError`)."""
-        if not self._claim_or_wait(row):
+        claimed = self._claim_or_wait(row)
+        if claimed is None:
             final = self.catalog.get_file(row.id) or row
             err = None if final.status == "stored" else DownloadError(
                 f"another worker left {row.key} {final.status}: {final.last_error}")
             return FileOutcome(final, error=err, skipped=final.status == "stored")
         self.heartbeat.add(row.id)
         try:
-            return self._transfer(row, url, prediction)
+            return self._transfer(claimed, url, prediction)
         finally:
             self.heartbeat.discard(row.id)
 
@@ -252,15 +252,16 @@ class Pipeline:
         finally:
             self.heartbeat.discard(row.id)
 
-    def _claim_or_wait(self, row: FileRecord) -> bool:
-        """Take the lease; if another process holds it, wait until it stores the file
-        (returns ``False``) or its lease lapses (then take it, ``True``)."""
+    def _claim_or_wait(self, row: FileRecord) -> FileRecord | None:
+        """Take the lease and return the claimed row; if another process holds it, wait
+        until it stores the file (returns ``None``) or its lease lapses (then take it)."""
         while True:
-            if self.catalog.claim(row.id, self.owner, self.lease_seconds):
-                return True
+            claimed = self.catalog.claim(row.id, self.owner, self.lease_seconds)
+            if claimed is not None:
+                return claimed
             current = self.catalog.get_file(row.id)
             if current is None or current.status == "stored":
-                return False
+                return None
             time.sleep(0.2)
 
     def _transfer(self, row: FileRecord, url: str, prediction: dict[str, Any]) -> FileOutcome:
@@ -309,11 +310,12 @@ class Pipeline:
                 return self._fail(row, exc, "failed", age, retryable=True)
             except DownloadError as exc:
                 return self._fail(row, exc, "failed", age)
-            if not self.catalog.mark_stored(row.id, self.owner, size=size, sha256=sha,
-                                             content_type=ctype, source_age_seconds=age):
+            final = self.catalog.mark_stored(row.id, self.owner, size=size, sha256=sha,
+                                             content_type=ctype, source_age_seconds=age)
+            if final is None:
                 log.info("%s was recorded by another worker first", row.key)
-            final = self.catalog.get_file(row.id)
-            assert final is not None
+                final = self.catalog.get_file(row.id)
+                assert final is not None
             log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
             return FileOutcome(final)
 
@@ -333,14 +335,13 @@ class Pipeline:
         exponential backoff (``available_at``) until the file has been claimed
         ``settings.max_attempts`` times; after that, and for permanent ones, ``status``."""
         log.warning("could not copy %s %s: %s", row.prediction_id, row.output_path or "(root)", exc)
-        current = self.catalog.get_file(row.id) or row
         retry_after = None
-        if retryable and current.attempts < self.settings.max_attempts:
+        if retryable and row.attempts < self.settings.max_attempts:
             status = "pending"
-            retry_after = min(300.0, 2.0 ** current.attempts) * (0.5 + random.random())
-        self.catalog.mark_unstored(row.id, self.owner, status=status, error=str(exc),
-                                   source_age_seconds=age, retry_after=retry_after)
-        return FileOutcome(self.catalog.get_file(row.id) or row, error=exc)
+            retry_after = min(300.0, 2.0 ** row.attempts) * (0.5 + random.random())
+        final = self.catalog.mark_unstored(row.id, self.owner, status=status, error=str(exc),
+                                           source_age_seconds=age, retry_after=retry_after)
+        return FileOutcome(final or self.catalog.get_file(row.id) or row, error=exc)
 
     def _expired(self, row: FileRecord, url: str, age: float | None, reason: str) -> FileOutcome:
         exc = ExpiredDownloadUrlError(row.prediction_id, row.output_path, url, reason)

@@ -53,3 +53,9 @@ def test_bad_urls_are_typed_errors():
         make_engine("not a url")
     with pytest.raises(CatalogUnavailableError, match="cannot open the catalog"):
         current_revision(make_engine("postgresql://nobody@127.0.0.1:1/none"))
+
+
+def test_shipped_head_constant_matches_alembic(tmp_path):
+    from cachelayer.catalog.db import HEAD_REVISION
+
+    assert head_revision(make_engine(f"sqlite:///{tmp_path}/c.db")) == HEAD_REVISION

@@ -234,26 +234,30 @@ class Catalog(ReportQueries):
 
     # ---- claims (the queue) -------------------------------------------------------------
 
-    def claim(self, file_id: int, owner: str, lease_seconds: float) -> bool:
+    def claim(self, file_id: int, owner: str, lease_seconds: float) -> FileRecord | None:
         """Take the lease on a file that is not stored and not leased by someone else.
 
-        Returns ``True`` when this ``owner`` now holds it (and bumps ``attempts``).
+        Returns the row (``attempts`` already bumped) when this ``owner`` now holds it,
+        ``None`` otherwise.
         """
         now = utcnow()
-        with self.sessions.begin() as s:
-            result = s.execute(
-                update(OutputFile)
-                .where(
-                    OutputFile.id == file_id,
-                    OutputFile.status != "stored",
-                    or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now,
-                        OutputFile.lease_owner == owner),
-                )
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                        attempts=OutputFile.attempts + 1)
-                .execution_options(synchronize_session=False)
+        return self._update_returning(
+            update(OutputFile)
+            .where(
+                OutputFile.id == file_id,
+                OutputFile.status != "stored",
+                or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now,
+                    OutputFile.lease_owner == owner),
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    attempts=OutputFile.attempts + 1))
+
+    def _update_returning(self, stmt: Any) -> FileRecord | None:
+        """Run an ``UPDATE`` of ``output_files`` and return the updated row, if any."""
+        stmt = stmt.returning(OutputFile).execution_options(synchronize_session=False)
+        with self.sessions.begin() as s:
+            row = s.scalars(stmt).first()
+            return FileRecord.of(row) if row is not None else None
 
     def renew(self, file_ids: Iterable[int], owner: str, lease_seconds: float) -> None:
         """Extend the leases ``owner`` holds on ``file_ids`` (heartbeat of long transfers)."""
@@ -271,39 +275,32 @@ class Catalog(ReportQueries):
     def mark_stored(
         self, file_id: int, owner: str, *, size: int, sha256: str, content_type: str | None,
         source_age_seconds: float | None,
-    ) -> bool:
-        """Record a completed copy and release the lease. Returns ``False`` if ``owner`` no
-        longer held the lease and another process already recorded the file as stored."""
-        now = utcnow()
-        with self.sessions.begin() as s:
-            result = s.execute(
-                update(OutputFile)
-                .where(OutputFile.id == file_id, OutputFile.status != "stored")
-                .values(status="stored", size=size, sha256=sha256, content_type=content_type,
-                        source_age_seconds=source_age_seconds, stored_at=now, last_error=None,
-                        lease_owner=None, lease_expires_at=None)
-                .execution_options(synchronize_session=False)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+    ) -> FileRecord | None:
+        """Record a completed copy and release the lease; returns the stored row, or
+        ``None`` if another process had already recorded the file as stored."""
+        return self._update_returning(
+            update(OutputFile)
+            .where(OutputFile.id == file_id, OutputFile.status != "stored")
+            .values(status="stored", size=size, sha256=sha256, content_type=content_type,
+                    source_age_seconds=source_age_seconds, stored_at=utcnow(), last_error=None,
+                    lease_owner=None, lease_expires_at=None))
 
     def mark_unstored(
         self, file_id: int, owner: str, *, status: str, error: str,
         source_age_seconds: float | None = None, retry_after: float | None = None,
-    ) -> None:
-        """Record a failed attempt (``status`` ``failed`` or ``expired``) and release the lease.
-        ``retry_after`` (seconds) keeps the queue from handing it out again before then."""
+    ) -> FileRecord | None:
+        """Record a failed attempt (``status`` ``failed``, ``expired`` or ``pending`` to
+        retry) and release the lease; returns the row, or ``None`` if ``owner`` no longer
+        held it. ``retry_after`` (seconds) keeps the queue from handing it out before then."""
         assert status in ("failed", "expired", "pending")
         now = utcnow()
-        with self.sessions.begin() as s:
-            s.execute(
-                update(OutputFile)
-                .where(OutputFile.id == file_id, OutputFile.status != "stored",
-                       or_(OutputFile.lease_owner == owner, OutputFile.lease_owner.is_(None)))
-                .values(status=status, last_error=error[:2000], lease_owner=None,
-                        lease_expires_at=None, source_age_seconds=source_age_seconds,
-                        available_at=now + timedelta(seconds=retry_after or 0))
-                .execution_options(synchronize_session=False)
-            )
+        return self._update_returning(
+            update(OutputFile)
+            .where(OutputFile.id == file_id, OutputFile.status != "stored",
+                   or_(OutputFile.lease_owner == owner, OutputFile.lease_owner.is_(None)))
+            .values(status=status, last_error=error[:2000], lease_owner=None,
+                    lease_expires_at=None, source_age_seconds=source_age_seconds,
+                    available_at=now + timedelta(seconds=retry_after or 0)))
 
     def mark_prediction_files_expired(self, prediction_id: str, error: str) -> int:
         """Mark every not-yet-stored file of a prediction ``expired``; returns how many."""
@@ -338,17 +335,11 @@ class Catalog(ReportQueries):
         )
         if self.dialect == "postgresql":
             candidate = candidate.with_for_update(skip_locked=True)
-        stmt = (
+        return self._update_returning(
             update(OutputFile)
             .where(OutputFile.id == candidate.scalar_subquery())
             .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    attempts=OutputFile.attempts + 1)
-            .returning(OutputFile)
-            .execution_options(synchronize_session=False)
-        )
-        with self.sessions.begin() as s:
-            row = s.scalars(stmt).first()
-            return FileRecord.of(row) if row is not None else None
+                    attempts=OutputFile.attempts + 1))
 
     def release_leases(self, owners: Iterable[str]) -> int:
         """Drop the leases of ``owners`` (processes known to be dead); returns how many."""

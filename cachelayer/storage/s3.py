@@ -117,6 +117,28 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+class _Chained:
+    """``head`` bytes already read, then the rest of ``reader``; ``read(n)`` fills ``n``."""
+
+    def __init__(self, head: bytes, reader: _FullReader) -> None:
+        self._head = head
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = len(self._head) + len(rest := self._reader.read(-1))
+            self._head += rest
+        if size >= len(self._head):
+            # hand the head over without copying it (s3transfer's first read is one part)
+            data, self._head = self._head, b""
+            return data + self._reader.read(size - len(data)) if size > len(data) else data
+        data, self._head = self._head[:size], self._head[size:]
+        return data
+
+
 class _FullReader:
     """A read-only, deliberately non-seekable view of ``body`` whose ``read(n)`` returns
     exactly ``n`` bytes unless the stream ends first.
@@ -183,7 +205,8 @@ class S3Store(Store):
     Upload tuning, in bytes: ``multipart_threshold`` (bodies of at least this size use a
     multipart upload), ``multipart_chunksize`` (part size; S3 needs 5 MiB..5 GiB, so values
     outside raise ``ValueError``), ``max_concurrency`` (parts in flight per ``put``, which
-    also bounds parts buffered in memory, see the module docstring),
+    also bounds parts buffered in memory, see the module docstring; the default 3 keeps a
+    500 MiB persist under 150 MiB peak RSS, docs/BENCHMARKS.md),
     ``max_pool_connections`` (HTTP connections of the shared client; size it at least
     ``max_concurrency x`` concurrent puts). ``cache_control``: default ``Cache-Control``
     for :meth:`put`. ``client``: a ready boto3 S3 client to use instead of building one
@@ -211,7 +234,7 @@ class S3Store(Store):
         session_token: str | None = None,
         multipart_threshold: int = 8 * MiB,
         multipart_chunksize: int = 8 * MiB,
-        max_concurrency: int = 4,
+        max_concurrency: int = 3,
         max_pool_connections: int = 32,
         cache_control: str | None = None,
         client: Any = None,
@@ -374,8 +397,16 @@ class S3Store(Store):
             extra["CacheControl"] = cc
         reader = _FullReader(body)
         try:
+            # Read up to one threshold first: a smaller body (the usual image) goes up with
+            # one PutObject, skipping the transfer manager and its thread pool per call.
+            head = reader.read(self.multipart_threshold)
+            if len(head) < self.multipart_threshold:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=head, **extra)
+                return
+            chained = _Chained(head, reader)
+            del head  # the chain owns it now; s3transfer drops it once uploaded
             self.client.upload_fileobj(
-                cast(Any, reader),
+                cast(Any, chained),
                 self.bucket,
                 key,
                 ExtraArgs=extra,
