@@ -448,9 +448,12 @@ def _json(obj: Any, status: int = 200) -> Response:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """Werkzeug's handler without the per-request access log line, with a socket timeout."""
+    """Werkzeug's handler without the per-request access log line, with a socket timeout,
+    speaking HTTP/1.1 so clients keep connections alive as they do with Replicate's API
+    and CDN (werkzeug's default HTTP/1.0 closes every connection)."""
 
     timeout = 60
+    protocol_version = "HTTP/1.1"
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass
