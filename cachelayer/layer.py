@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import replicate
 
@@ -21,6 +21,9 @@ from cachelayer.errors import ConfigError, ExpiredDownloadUrlError
 from cachelayer.fetch import Fetcher
 from cachelayer.pipeline import PersistResult, Pipeline
 from cachelayer.storage import Store, open_store
+
+if TYPE_CHECKING:
+    from cachelayer.verify import VerifyReport
 
 log = logging.getLogger("cachelayer")
 
@@ -193,9 +196,10 @@ class CacheLayer:
         return self.pipeline.durable_output(
             final.prediction.get("output"), [f.record for f in final.files], self.durable_url)
 
-    def verify(self, *, model: str | None = None, since: Any = None, until: Any = None,
-               prediction_id: str | None = None, deep: bool = False, repair: bool = False,
-               concurrency: int | None = None) -> Any:
+    def verify(self, *, model: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, prediction_id: str | None = None,
+               deep: bool = False, repair: bool = False,
+               concurrency: int | None = None) -> VerifyReport:
         """Check every stored object of the catalog (filtered like ``catalog.list_files``)
         against its recorded size (``HEAD``) and, with ``deep``, its sha256 (full read);
         with ``repair`` re-queue (or mark ``failed``) missing/corrupt files. Never deletes.

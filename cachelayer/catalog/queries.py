@@ -218,19 +218,8 @@ class Catalog(ReportQueries):
 
     def resolve(self, url: str) -> FileRecord | None:
         """The stored file that ``url`` (current or any earlier source URL) was copied into,
-        or ``None`` if no stored file was ever served from it."""
-        key = catalog_url(url)
-        with self.sessions() as s:
-            row = s.scalars(
-                select(OutputFile).where(OutputFile.source_url == key,
-                                         OutputFile.status == "stored").limit(1)
-            ).first()
-            if row is None:
-                row = s.scalars(
-                    select(OutputFile).join(SourceUrl, SourceUrl.output_file_id == OutputFile.id)
-                    .where(SourceUrl.url == key, OutputFile.status == "stored").limit(1)
-                ).first()
-            return FileRecord.of(row) if row else None
+        or ``None`` if no stored file was ever served from it (see :meth:`resolve_many`)."""
+        return self.resolve_many([url])[url]
 
     # ---- claims (the queue) -------------------------------------------------------------
 
