@@ -7,6 +7,7 @@ Environment variables (all optional):
                                 Default: ``sqlite:///{data_dir}/catalog.db``.
 ``CACHELAYER_STORAGE_URL``      ``s3://bucket[/prefix]`` or ``file:///path``.
                                 Default: ``file://{data_dir}/objects``.
+``CACHELAYER_S3_ADDRESSING_STYLE`` ``auto``, ``path`` or ``virtual`` (default ``auto``).
 ``CACHELAYER_PUBLIC_BASE_URL``  durable URL = ``{base}/{key}``.
 ``CACHELAYER_URL_MODE``         ``public``, ``presigned`` or ``s3``. Default: ``public`` when a base
                                 URL is set, else ``s3`` (``file://`` URIs for the local store).
