@@ -36,7 +36,7 @@ Usage::
     python bench/persist.py                          # 1, 50 and 500 MiB
     python bench/persist.py --sizes 1,50 --reps 7
     python bench/persist.py --sizes 500 --methods naive,pipeline,download,upload
-    python bench/persist.py --sizes 500 --methods naive,pipeline,pipeline:conc2+noalembic
+    python bench/persist.py --sizes 500 --methods naive,pipeline,pipeline:conc2+part16
 
 Sizes are MiB (2**20 bytes) and throughput is MiB/s. ``--reps`` applies to sizes below
 100 MiB; bigger sizes use ``--big-reps`` (default 5) to stay within the time budget.
@@ -70,18 +70,15 @@ MODEL = "bench/copy"
 #: behaviour for both).
 EXPERIMENTS: dict[str, str] = {
     "partN": "S3Store multipart_chunksize N MiB (default 8; S3 needs 5..5120), e.g. part16",
-    "concN": "S3Store max_concurrency N (default 4), which also bounds parts held in memory",
+    "concN": "S3Store max_concurrency N (default 3), which also bounds parts held in memory",
     "thresholdN": "S3Store multipart_threshold N MiB (default 8): single PUT below it",
     "nocrc": "AWS_REQUEST_CHECKSUM_CALCULATION=when_required (no CRC32 on uploads)",
-    "smallput": "S3Store.put: a body whose Content-Length is under multipart_threshold goes up "
-                "with one put_object call instead of upload_fileobj (no TransferManager)",
-    "noalembic": "CacheLayer start-up checks the catalog's alembic_version row against the head "
-                 "revision with one SELECT, without importing alembic (RSS)",
 }
+# (Earlier experiments "smallput" and "noalembic" are now what cachelayer does.)
 
 
 def _experiment_ok(name: str) -> bool:
-    known = name in ("nocrc", "smallput", "noalembic")
+    known = name == "nocrc"
     return known or re.fullmatch(r"(part|conc|threshold)[1-9]\d*", name) is not None
 
 
@@ -129,60 +126,6 @@ def _apply_experiments(experiments: Sequence[str]) -> None:
     """Process-wide changes: environment and monkeypatches (before any client is built)."""
     if "nocrc" in experiments:
         os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
-    if "smallput" in experiments:
-        _patch_small_put()
-    if "noalembic" in experiments:
-        _patch_schema_check()
-
-
-def _patch_schema_check() -> None:
-    """``noalembic``: ``ensure_schema`` compares ``alembic_version`` with the head revision
-    (given by the parent in ``CACHELAYER_BENCH_HEAD``; cachelayer would ship it as a
-    constant checked by a test) and only falls back to alembic when they differ."""
-    from sqlalchemy import text
-
-    import cachelayer.layer
-
-    head = os.environ["CACHELAYER_BENCH_HEAD"]
-    full_check = cachelayer.layer.ensure_schema
-
-    def ensure_schema(engine: Any, *, auto_migrate: bool) -> None:
-        try:
-            with engine.connect() as conn:
-                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-        except Exception:
-            current = None
-        if current != head:
-            full_check(engine, auto_migrate=auto_migrate)
-
-    cachelayer.layer.ensure_schema = ensure_schema  # type: ignore[assignment]
-
-
-def _patch_small_put() -> None:
-    """``smallput``: what ``S3Store.put`` would do with a known, small ``content_length``."""
-    from cachelayer.storage import s3 as s3mod
-
-    managed = s3mod.S3Store.put
-
-    def put(self: Any, key: str, body: Any, *, content_type: str | None = None,
-            metadata: dict[str, str] | None = None, cache_control: str | None = None) -> None:
-        length = getattr(body, "content_length", None)
-        if length is None or length >= self.multipart_threshold:
-            return managed(self, key, body, content_type=content_type, metadata=metadata,
-                           cache_control=cache_control)
-        extra: dict[str, Any] = {}
-        if content_type:
-            extra["ContentType"] = content_type
-        if metadata:
-            extra["Metadata"] = dict(metadata)
-        cc = cache_control if cache_control is not None else self.cache_control
-        if cc:
-            extra["CacheControl"] = cc
-        data = s3mod._FullReader(body).read()  # bounded: under multipart_threshold
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
-        return None
-
-    s3mod.S3Store.put = put  # type: ignore[method-assign]
 
 
 def _tune_store(store: Any, experiments: Sequence[str]) -> None:
@@ -441,11 +384,6 @@ class Bench:
                         AWS_REGION=self.moto.region)
         if self.sim.ca_file:
             self.env["REQUESTS_CA_BUNDLE"] = self.sim.ca_file
-        from cachelayer.catalog.db import head_revision, make_engine
-
-        engine = make_engine(f"sqlite:///{self.db}")
-        self.env["CACHELAYER_BENCH_HEAD"] = head_revision(engine)  # for --experiment noalembic
-        engine.dispose()
 
     def close(self) -> None:
         self.s3.close()
