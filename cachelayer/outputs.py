@@ -87,11 +87,6 @@ def find_files(output: Any) -> list[FileRef]:
     return found
 
 
-def to_json(output: Any) -> Any:
-    """``output`` as plain JSON: ``FileOutput`` objects become their URL strings."""
-    return replace_files(output, lambda path, url: url)
-
-
 def replace_files(output: Any, replace: Callable[[str, str], Any]) -> Any:
     """A copy of ``output`` with each file replaced by ``replace(path, url)``."""
 

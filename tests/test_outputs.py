@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cachelayer.outputs import find_files, lookup, materialize, replace_files, to_json
+from cachelayer.outputs import find_files, lookup, materialize, replace_files
 
 
 class FakeFileOutput:
@@ -54,7 +54,8 @@ def test_lookup_follows_pointers_and_raises_for_missing():
             lookup(output, missing)
 
 
-def test_to_json_and_materialize():
+def test_materialize_turns_iterators_and_tuples_into_lists():
     gen = (x for x in [FakeFileOutput(U1), "chunk"])
-    assert to_json({"out": gen}) == {"out": [U1, "chunk"]}
-    assert materialize((1, [2, (3,)])) == [1, [2, [3]]]
+    out = materialize({"out": gen, "t": (1, [2, (3,)])})
+    assert out["t"] == [1, [2, [3]]]
+    assert out["out"][1] == "chunk" and out["out"][0].url == U1
