@@ -69,17 +69,24 @@ SEEDS = 32  # distinct 1 MiB blocks the simulator keeps cached (its lru_cache ho
 EXPERIMENTS: dict[str, str] = {
     "smallput": "S3Store.put: a body whose Content-Length is under multipart_threshold goes up "
                 "with one put_object call instead of upload_fileobj (no TransferManager and "
-                "thread pool per file)",
+                "thread pool per file); in cachelayer since df459b9, kept for older commits",
     "nocrc": "AWS_REQUEST_CHECKSUM_CALCULATION=when_required (no CRC32 on uploads)",
     "returning": "Catalog.mark_stored as UPDATE ... RETURNING, and the pipeline uses that row "
-                 "instead of re-reading it with get_file (one transaction per stored file less)",
+                 "instead of re-reading it with get_file (one transaction per stored file "
+                 "less); in cachelayer since df459b9, kept for older commits",
     "core": "the queue statements (claim_next, mark_stored with RETURNING) built once as "
             "SQLAlchemy Core statements with bind parameters and run on a Connection, rows "
             "turned into FileRecords directly (no ORM Session, no per-call statement "
             "construction and cache-key generation); implies returning",
-    "corescan": "Pipeline.record (the scan's per-prediction write) as one Core transaction: "
-                "upsert the prediction, insert its files, read them back, insert the source "
-                "URLs; created_at taken from the JSON (no get_prediction)",
+    "markclaim": "implies core; the worker loop records a copied file in the same transaction "
+                 "as its next claim (Catalog.finish_and_claim): one transaction per file "
+                 "instead of two",
+    "corescan": "Pipeline.record (the scan's per-prediction write) as one Core transaction of "
+                "statements built once: upsert the prediction, insert its files, read them "
+                "back, insert the source URLs (executemany)",
+    "noping": "PostgreSQL: pool_pre_ping off (make_engine checks every pooled connection with "
+              "a SELECT 1 round trip before each transaction; pool_recycle would bound "
+              "stale connections instead)",
     "asynccommit": "PostgreSQL: SET synchronous_commit = off on catalog connections (a commit "
                    "lost in a server crash only means a claim or copy is redone, which is "
                    "idempotent)",
@@ -262,14 +269,15 @@ def _apply_experiments(experiments: Sequence[str], latency: float = 0.0) -> None
         os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
     if "smallput" in experiments:
         _patch_small_put()
-    if "core" in experiments:
-        _patch_core_queue()
+    if "core" in experiments or "markclaim" in experiments:
+        _patch_core_queue(mark_with_next_claim="markclaim" in experiments)
     elif "returning" in experiments:
         _patch_mark_stored_returning()
     if "corescan" in experiments:
         _patch_core_record()
-    if "asynccommit" in experiments:
-        _patch_async_commit()
+    if "asynccommit" in experiments or "noping" in experiments:
+        _patch_make_engine(async_commit="asynccommit" in experiments,
+                           pre_ping="noping" not in experiments)
 
 
 def _patch_latency(seconds: float) -> None:
@@ -376,9 +384,12 @@ def _patch_mark_stored_returning() -> None:
     q.Catalog.get_file = get_file  # type: ignore[method-assign]
 
 
-def _patch_core_queue() -> None:
+def _patch_core_queue(*, mark_with_next_claim: bool = False) -> None:
     """``core``: ``claim_next`` and ``mark_stored`` (with RETURNING) as Core statements
-    built once, executed on a Connection."""
+    built once, executed on a Connection. ``markclaim`` (``mark_with_next_claim``): a worker
+    thread's ``mark_stored`` of the file it claimed is sent with its next ``claim_next``, in
+    the same transaction (what a ``Catalog.finish_and_claim`` would do)."""
+    import dataclasses
     from datetime import timedelta
 
     from sqlalchemy import bindparam, or_, select, update
@@ -413,17 +424,32 @@ def _patch_core_queue() -> None:
                     lease_expires_at=None)
             .returning(*cols))
     result, get_file = _stored_records()
+    local = threading.local()
 
     def claim_next(self: Any, owner: str, lease_seconds: float) -> Any:
         at = q.utcnow()
+        pending, local.pending = getattr(local, "pending", None), None
         with self.engine.begin() as conn:
+            if pending is not None:
+                conn.execute(mark, pending)
             row = conn.execute(claim[self.dialect], {
                 "now": at, "owner": owner,
                 "until": at + timedelta(seconds=lease_seconds)}).first()
-        return FileRecord(**row._mapping) if row is not None else None
+        local.claimed = FileRecord(**row._mapping) if row is not None else None
+        return local.claimed
 
     def mark_stored(self: Any, file_id: int, owner: str, *, size: int, sha256: str,
                     content_type: str | None, source_age_seconds: float | None) -> Any:
+        claimed = getattr(local, "claimed", None)
+        if mark_with_next_claim and claimed is not None and claimed.id == file_id:
+            at = q.utcnow()
+            local.pending = {"file_id": file_id, "size": size, "sha256": sha256,
+                             "content_type": content_type, "age": source_age_seconds,
+                             "now": at}
+            local.claimed = None
+            return result(file_id, dataclasses.replace(
+                claimed, status="stored", size=size, sha256=sha256, content_type=content_type,
+                source_age_seconds=source_age_seconds, stored_at=at, last_error=None))
         with self.engine.begin() as conn:
             row = conn.execute(mark, {"file_id": file_id, "size": size, "sha256": sha256,
                                       "content_type": content_type, "age": source_age_seconds,
@@ -527,9 +553,10 @@ def _patch_core_record() -> None:
     pmod.Pipeline.record = record  # type: ignore[method-assign]
 
 
-def _patch_async_commit() -> None:
+def _patch_make_engine(*, async_commit: bool, pre_ping: bool) -> None:
     """``asynccommit``: every PostgreSQL catalog connection runs with
-    ``synchronous_commit = off`` (commits return before the WAL reaches the disk)."""
+    ``synchronous_commit = off`` (commits return before the WAL reaches the disk);
+    ``noping``: no ``pool_pre_ping`` on PostgreSQL engines."""
     from sqlalchemy import event
 
     from cachelayer import layer as layer_mod
@@ -538,7 +565,11 @@ def _patch_async_commit() -> None:
 
     def make(url: str, **kwargs: Any) -> Any:
         engine = make_engine(url, **kwargs)
-        if engine.dialect.name == "postgresql":
+        if engine.dialect.name != "postgresql":
+            return engine
+        if not pre_ping:
+            engine.pool._pre_ping = False
+        if async_commit:
             @event.listens_for(engine, "connect")
             def _async(dbapi_conn: Any, _record: Any) -> None:
                 with dbapi_conn.cursor() as cur:
@@ -686,8 +717,20 @@ def child_catalog(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def child_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """``cachelayer worker --once --concurrency N`` (settings from the environment, as the
+    CLI reads them) with the experiments applied; returns the summary as ``--json`` does."""
+    _apply_experiments(spec["experiments"])
+    from cachelayer import CacheLayer
+
+    with CacheLayer(concurrency=spec["concurrency"]) as layer:
+        summary = layer.work(concurrency=spec["concurrency"], once=True)
+    return summary.to_dict()
+
+
 CHILDREN: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "naive": child_naive, "backfill": child_backfill, "catalog": child_catalog}
+    "naive": child_naive, "backfill": child_backfill, "catalog": child_catalog,
+    "worker": child_worker}
 
 
 # ---- parent side ----------------------------------------------------------------------
@@ -968,7 +1011,7 @@ class Bench:
             proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             raise RuntimeError(f"child {kind} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-        data = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+        data = _json_out(proc.stdout)
         return data, {**meter.cpu, "child": data["cpu_seconds"]}
 
     @contextlib.contextmanager
@@ -1049,9 +1092,11 @@ class Bench:
                    REPLICATE_API_TOKEN=self.sim.token, REPLICATE_BASE_URL=self.sim.base_url)
         return env
 
-    def run_workers(self, n: int, concurrency: int) -> Run:
+    def run_workers(self, n: int, concurrency: int, experiments: Sequence[str] = ()) -> Run:
         """Queue every file with ``backfill --scan-only`` in a fresh PostgreSQL database,
-        then time ``n`` ``worker --once`` processes draining it."""
+        then time ``n`` ``worker --once`` processes draining it. With ``experiments`` the
+        workers are ``--child worker`` processes (what ``cachelayer worker --once`` runs,
+        with the patches applied) instead of the CLI."""
         with self.bucket(f"workers{n}") as bucket, self.database("postgresql") as url:
             env = self.cli_env(url, bucket, "workers")
             _upgrade(url)
@@ -1065,6 +1110,12 @@ class Bench:
             before = self.sim.downloads()
             worker = [CLI, "worker", "--once", "--json", "--quiet", "--concurrency",
                       str(concurrency)]
+            if experiments:
+                spec_path = Path(self.tmp.name) / f"worker-{secrets.token_hex(4)}.json"
+                spec_path.write_text(json.dumps({"concurrency": concurrency,
+                                                 "experiments": list(experiments)}))
+                worker = [sys.executable, str(BENCH), "--child", "worker", "--spec",
+                          str(spec_path)]
             with self.profiled(f"workers{n}", *[worker] * n) as cmds, CpuMeter(self) as meter:
                 procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE) for c in cmds]
@@ -1073,7 +1124,7 @@ class Bench:
             for out, err, status, _ in results:
                 if status != 0:
                     raise RuntimeError(f"worker failed ({status}):\n{err[-4000:]}\n{out}")
-            summaries = [json.loads(out) for out, _, _, _ in results]
+            summaries = [_json_out(out) for out, _, _, _ in results]
             stored = [s["files_stored"] for s in summaries]
             self.verify(bucket, "workers")
             twice = [p for p, c in after.items() if c - before.get(p, 0) > 1]
@@ -1082,11 +1133,23 @@ class Bench:
                                    f"{len(twice)} files downloaded more than once")
             cpu = {**meter.cpu,
                    "child": sum(u.ru_utime + u.ru_stime for _, _, _, u in results)}
-            run = Run(f"{n} worker{'s' if n > 1 else ''}", meter.cpu["wall"], sum(stored),
+            label = f"{n} worker{'s' if n > 1 else ''}" + (
+                f" +{'+'.join(experiments)}" if experiments else "")
+            run = Run(label, meter.cpu["wall"], sum(stored),
                       sum(s["bytes_stored"] for s in summaries), cpu,
                       {"scan_seconds": scan_seconds, "stored_per_worker": stored,
+                       "variant": "+".join(experiments),
                        "drain_seconds": max(s["elapsed_seconds"] for s in summaries)})
         return run
+
+
+def _json_out(out: str) -> dict[str, Any]:
+    """The JSON object a child printed: all of stdout (the CLI's indented ``--json``) or
+    its last line starting with ``{`` (bench children, after any py-spy chatter)."""
+    try:
+        return dict(json.loads(out))
+    except json.JSONDecodeError:
+        return dict(json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1]))
 
 
 def _upgrade(database_url: str) -> None:
@@ -1137,15 +1200,21 @@ def _cpu_cells(r: Run) -> str:
             f"| {c['busy']:.0%}")
 
 
-def ceilings(r: Run, cpus: int) -> tuple[float, float]:
-    """CPU-bound ceilings of files/s from the CPU each process used per file: ``(this
-    copier, a copier using no CPU)``. The simulator and moto are one Python process each
-    (one core at most); everything shares ``cpus`` cores."""
+def ceilings(r: Run, cpus: int) -> tuple[float, str, float]:
+    """CPU-bound ceilings of files/s from the CPU each process used per file:
+    ``(this copier, what bounds it, a copier using no CPU)``. The copier, the simulator and
+    moto are one Python process each, so each gets one core at most (their Python code
+    holds the GIL); together they share ``cpus`` cores."""
     c = _cpu_per_file(r)
-    servers = [1000 / c[k] for k in ("simulator", "moto") if c[k] > 0]
-    free = min([*servers, 1000 * cpus / max(1e-9, c["simulator"] + c["moto"])])
-    this = min(free, 1000 * cpus / max(1e-9, c["copier"] + c["simulator"] + c["moto"]))
-    return this, free
+    bounds = {"the copier process (1 core)": c["copier"], "the simulator (1 core)":
+              c["simulator"], "moto (1 core)": c["moto"]}
+    limits = {name: 1000 / ms for name, ms in bounds.items() if ms > 0}
+    servers = c["simulator"] + c["moto"]
+    limits[f"{cpus} cores"] = 1000 * cpus / max(1e-9, servers + c["copier"])
+    bound = min(limits, key=lambda k: limits[k])
+    free = min([v for k, v in limits.items() if "copier" not in k and "cores" not in k]
+               + [1000 * cpus / max(1e-9, servers)])
+    return limits[bound], bound, free
 
 
 def throughput_table(groups: dict[str, list[Run]]) -> str:
@@ -1169,9 +1238,9 @@ def throughput_table(groups: dict[str, list[Run]]) -> str:
     for label, runs in groups.items():
         if label == "naive":
             continue
-        this, free = ceilings(max(runs, key=lambda r: r.files_per_s), cpus)
-        lines.append(f"- {label}: CPU-bound ceiling on {cpus} CPUs {this:.0f} files/s "
-                     f"({this / nbest:.1f}x naive); with a copier that used no CPU at all "
+        this, bound, free = ceilings(max(runs, key=lambda r: r.files_per_s), cpus)
+        lines.append(f"- {label}: CPU-bound ceiling {this:.0f} files/s ({this / nbest:.1f}x "
+                     f"naive), set by {bound}; with a copier that used no CPU at all "
                      f"{free:.0f} files/s ({free / nbest:.1f}x naive)")
     return "\n".join(lines)
 
@@ -1222,13 +1291,19 @@ def catalog_tables(runs: Sequence[Run]) -> str:
 
 
 def scaling_table(runs: Sequence[Run]) -> str:
-    base = runs[0].seconds
-    lines = [f"| workers | wall s | drain s (slowest worker's own) | files/s | speedup vs 1 "
-             f"| files per worker | {CPU_HEAD} |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """One row per run; speedups against the first run of the same variant (1 worker) and
+    against the first run of all (the unchanged CLI with 1 worker)."""
+    first: dict[str, Run] = {}
     for r in runs:
+        first.setdefault(r.extra.get("variant", ""), r)
+    lines = [f"| workers | wall s | drain s (slowest worker's own) | files/s | speedup vs 1 "
+             f"| vs unchanged 1 | files per worker | {CPU_HEAD} |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        base = first[r.extra.get("variant", "")].seconds
         lines.append(f"| {r.label} | {r.seconds:.2f} | {r.extra['drain_seconds']:.2f} "
                      f"| {r.files_per_s:.0f} | **{base / r.seconds:.2f}x** "
+                     f"| {runs[0].seconds / r.seconds:.2f}x "
                      f"| {'/'.join(map(str, r.extra['stored_per_worker']))} | {_cpu_cells(r)} |")
     scans = ", ".join(f"{r.extra['scan_seconds']:.1f}" for r in runs)
     lines += ["", f"(`backfill --scan-only` before each, not included: {scans} s; "
@@ -1303,10 +1378,11 @@ def run_all(bench: Bench, *, parts: Sequence[str], concurrency: int,
         out("")
     if "scaling" in parts and bench.postgres_url:
         runs = []
-        for n in workers:
-            r = bench.run_workers(n, concurrency)
-            runs.append(r)
-            out(f"  {r.label}: {r.seconds:.2f} s ({r.files_per_s:.0f} files/s)")
+        for exp in variants:
+            for n in workers:
+                r = bench.run_workers(n, concurrency, exp)
+                runs.append(r)
+                out(f"  {r.label}: {r.seconds:.2f} s ({r.files_per_s:.0f} files/s)")
         results["scaling"] = runs
         out("")
         out(f"Scaling on PostgreSQL (`cachelayer worker --once --concurrency {concurrency}`, "

@@ -53,7 +53,7 @@ def test_naive_and_backfill_store_the_same_objects(bench) -> None:
 
     naive, naive_objects = bench.run_naive(keep=True)
     backfill, backfill_objects = bench.run_backfill(16, keep=True)
-    patched, patched_objects = bench.run_backfill(16, ["core", "corescan", "smallput"],
+    patched, patched_objects = bench.run_backfill(16, ["markclaim", "corescan"],
                                                   keep=True)
     buckets = [r.extra["bucket"] for r in (naive, backfill, patched)]
     try:
@@ -62,7 +62,7 @@ def test_naive_and_backfill_store_the_same_objects(bench) -> None:
         assert naive.files == backfill.files == patched.files == 60
         assert naive.bytes == backfill.bytes == history.bytes
         assert backfill.extra["summary"]["files_stored"] == 60
-        assert patched.label == "backfill:core+corescan+smallput"
+        assert patched.label == "backfill:markclaim+corescan"
 
         # The same bytes under the same relative key, read back, match the generated file.
         pid, files = next(iter(history.predictions.items()))
