@@ -62,6 +62,7 @@ BENCH = Path(__file__).resolve()
 CLI = str(Path(sys.executable).with_name("cachelayer"))
 MODEL = "bench/backfill"
 KB = 1000
+CLAIM_BATCH = 4  # files per claiming transaction in the ``claimbatch`` experiment
 SEEDS = 32  # distinct 1 MiB blocks the simulator keeps cached (its lru_cache holds 32)
 
 #: ``--experiment`` names: changes to cachelayer tried in the backfill children, as
@@ -81,12 +82,20 @@ EXPERIMENTS: dict[str, str] = {
     "markclaim": "implies core; the worker loop records a copied file in the same transaction "
                  "as its next claim (Catalog.finish_and_claim): one transaction per file "
                  "instead of two",
+    "claimbatch": f"implies markclaim; each claiming transaction leases up to {CLAIM_BATCH} files "
+                  f"(UPDATE ... WHERE id IN (SELECT ... LIMIT {CLAIM_BATCH} FOR UPDATE SKIP "
+                  "LOCKED)) that the worker thread then copies one after the other; the "
+                  "transaction also carries the previous ones' mark_stored: one transaction "
+                  f"per {CLAIM_BATCH} files",
     "corescan": "Pipeline.record (the scan's per-prediction write) as one Core transaction of "
                 "statements built once: upsert the prediction, insert its files, read them "
                 "back, insert the source URLs (executemany)",
     "noping": "PostgreSQL: pool_pre_ping off (make_engine checks every pooled connection with "
               "a SELECT 1 round trip before each transaction; pool_recycle would bound "
               "stale connections instead)",
+    "analyze": "PostgreSQL: ANALYZE output_files after each page the scan queues (with "
+               "Catalog.save_checkpoint); a fresh queue has no statistics, and the claim "
+               "query then sorts every pending row instead of reading the queue index in order",
     "asynccommit": "PostgreSQL: SET synchronous_commit = off on catalog connections (a commit "
                    "lost in a server crash only means a claim or copy is redone, which is "
                    "idempotent)",
@@ -269,12 +278,16 @@ def _apply_experiments(experiments: Sequence[str], latency: float = 0.0) -> None
         os.environ["AWS_REQUEST_CHECKSUM_CALCULATION"] = "when_required"
     if "smallput" in experiments:
         _patch_small_put()
-    if "core" in experiments or "markclaim" in experiments:
-        _patch_core_queue(mark_with_next_claim="markclaim" in experiments)
+    if {"core", "markclaim", "claimbatch"} & set(experiments):
+        _patch_core_queue(mark_with_next_claim=bool({"markclaim", "claimbatch"}
+                                                    & set(experiments)),
+                          batch=CLAIM_BATCH if "claimbatch" in experiments else 1)
     elif "returning" in experiments:
         _patch_mark_stored_returning()
     if "corescan" in experiments:
         _patch_core_record()
+    if "analyze" in experiments:
+        _patch_analyze_after_page()
     if "asynccommit" in experiments or "noping" in experiments:
         _patch_make_engine(async_commit="asynccommit" in experiments,
                            pre_ping="noping" not in experiments)
@@ -384,11 +397,13 @@ def _patch_mark_stored_returning() -> None:
     q.Catalog.get_file = get_file  # type: ignore[method-assign]
 
 
-def _patch_core_queue(*, mark_with_next_claim: bool = False) -> None:
+def _patch_core_queue(*, mark_with_next_claim: bool = False, batch: int = 1) -> None:
     """``core``: ``claim_next`` and ``mark_stored`` (with RETURNING) as Core statements
     built once, executed on a Connection. ``markclaim`` (``mark_with_next_claim``): a worker
-    thread's ``mark_stored`` of the file it claimed is sent with its next ``claim_next``, in
-    the same transaction (what a ``Catalog.finish_and_claim`` would do)."""
+    thread's ``mark_stored`` of the file it claimed is sent with its next claiming
+    transaction (what a ``Catalog.finish_and_claim`` would do). ``claimbatch`` (``batch`` >
+    1): a claiming transaction leases up to ``batch`` files, which the thread then takes one
+    by one."""
     import dataclasses
     from datetime import timedelta
 
@@ -407,35 +422,47 @@ def _patch_core_queue(*, mark_with_next_claim: bool = False) -> None:
                         or_(t.c.available_at.is_(None), t.c.available_at <= now),
                         or_(t.c.lease_expires_at.is_(None), t.c.lease_expires_at < now))
                  .order_by(t.c.available_at, t.c.id).limit(1))
+    if batch > 1:
+        candidate = candidate.limit(batch)
+
+    def locked(dialect: str) -> Any:
+        return candidate.with_for_update(skip_locked=True) if dialect == "postgresql" else candidate
+
     claim = {
-        dialect: update(t).where(t.c.id == (candidate.with_for_update(skip_locked=True)
-                                            if dialect == "postgresql" else candidate)
-                                 .scalar_subquery())
+        dialect: update(t).where(t.c.id.in_(locked(dialect)) if batch > 1
+                                 else t.c.id == locked(dialect).scalar_subquery())
         .values(lease_owner=bindparam("owner"),
                 lease_expires_at=bindparam("until", type_=when), attempts=t.c.attempts + 1)
         .returning(*cols)
         for dialect in ("sqlite", "postgresql")
     }
-    mark = (update(t).where(t.c.id == bindparam("file_id"), t.c.status != "stored")
-            .values(status="stored", size=bindparam("size"), sha256=bindparam("sha256"),
-                    content_type=bindparam("content_type"),
-                    source_age_seconds=bindparam("age"),
-                    stored_at=bindparam("now", type_=when), last_error=None, lease_owner=None,
-                    lease_expires_at=None)
-            .returning(*cols))
+    mark_values = dict(status="stored", size=bindparam("size"), sha256=bindparam("sha256"),
+                       content_type=bindparam("content_type"),
+                       source_age_seconds=bindparam("age"),
+                       stored_at=bindparam("now", type_=when), last_error=None,
+                       lease_owner=None, lease_expires_at=None)
+    mark_where = (t.c.id == bindparam("file_id"), t.c.status != "stored")
+    mark = update(t).where(*mark_where).values(**mark_values).returning(*cols)
+    mark_many = update(t).where(*mark_where).values(**mark_values)  # executemany
     result, get_file = _stored_records()
     local = threading.local()
 
     def claim_next(self: Any, owner: str, lease_seconds: float) -> Any:
+        buffered = getattr(local, "buffer", None)
+        if buffered:
+            local.claimed = buffered.pop(0)
+            return local.claimed
         at = q.utcnow()
-        pending, local.pending = getattr(local, "pending", None), None
+        pending, local.pending = getattr(local, "pending", None), []
         with self.engine.begin() as conn:
-            if pending is not None:
-                conn.execute(mark, pending)
-            row = conn.execute(claim[self.dialect], {
+            if pending:
+                conn.execute(mark_many, pending)
+            rows = conn.execute(claim[self.dialect], {
                 "now": at, "owner": owner,
-                "until": at + timedelta(seconds=lease_seconds)}).first()
-        local.claimed = FileRecord(**row._mapping) if row is not None else None
+                "until": at + timedelta(seconds=lease_seconds)}).all()
+        records = sorted((FileRecord(**r._mapping) for r in rows), key=lambda r: r.id)
+        local.buffer = records[1:]
+        local.claimed = records[0] if records else None
         return local.claimed
 
     def mark_stored(self: Any, file_id: int, owner: str, *, size: int, sha256: str,
@@ -443,9 +470,9 @@ def _patch_core_queue(*, mark_with_next_claim: bool = False) -> None:
         claimed = getattr(local, "claimed", None)
         if mark_with_next_claim and claimed is not None and claimed.id == file_id:
             at = q.utcnow()
-            local.pending = {"file_id": file_id, "size": size, "sha256": sha256,
-                             "content_type": content_type, "age": source_age_seconds,
-                             "now": at}
+            local.pending.append({"file_id": file_id, "size": size, "sha256": sha256,
+                                  "content_type": content_type, "age": source_age_seconds,
+                                  "now": at})
             local.claimed = None
             return result(file_id, dataclasses.replace(
                 claimed, status="stored", size=size, sha256=sha256, content_type=content_type,
@@ -551,6 +578,21 @@ def _patch_core_record() -> None:
         return [FileRecord(**r._mapping) for r in rows]
 
     pmod.Pipeline.record = record  # type: ignore[method-assign]
+
+
+def _patch_analyze_after_page() -> None:
+    """``analyze``: refresh PostgreSQL's statistics of the queue after each scanned page."""
+    from cachelayer.catalog import queries as q
+
+    save = q.Catalog.save_checkpoint
+
+    def save_checkpoint(self: Any, name: str, cursor: str | None, state: dict[str, Any]) -> None:
+        save(self, name, cursor, state)
+        if self.dialect == "postgresql":
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE output_files")
+
+    q.Catalog.save_checkpoint = save_checkpoint  # type: ignore[method-assign]
 
 
 def _patch_make_engine(*, async_commit: bool, pre_ping: bool) -> None:
@@ -1107,6 +1149,8 @@ class Bench:
             if scan.returncode != 0:
                 raise RuntimeError(f"scan-only failed:\n{scan.stderr[-4000:]}")
             queued = json.loads(scan.stdout)["files_queued"]
+            if "analyze" in experiments:  # the CLI scan ran unpatched: analyze once now
+                _analyze(url)
             before = self.sim.downloads()
             worker = [CLI, "worker", "--once", "--json", "--quiet", "--concurrency",
                       str(concurrency)]
@@ -1150,6 +1194,17 @@ def _json_out(out: str) -> dict[str, Any]:
         return dict(json.loads(out))
     except json.JSONDecodeError:
         return dict(json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1]))
+
+
+def _analyze(database_url: str) -> None:
+    from cachelayer.catalog.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE output_files")
+    finally:
+        engine.dispose()
 
 
 def _upgrade(database_url: str) -> None:
