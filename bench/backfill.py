@@ -18,7 +18,7 @@ server (each a process of its own, so neither shares a GIL with the code being t
 3. **scaling**: ``cachelayer backfill --scan-only`` queues the files in a fresh PostgreSQL
    database, then 1, 2 and 4 ``cachelayer worker --once --concurrency 16`` processes drain
    them together (fresh database and bucket each time); wall time from launch to the last
-   exit, and the CPU seconds of the workers, the simulator, moto and the rest of the machine
+   exit, and the CPU per file of the workers, the simulator, moto and the rest of the machine
    (PostgreSQL and anything else) to show what saturates.
 
 Every run ends in its own bucket; each object's size and ETag (the MD5 of a single-part
@@ -27,14 +27,20 @@ the same keys with the same bytes. Buckets and databases are deleted afterwards.
 
 Usage::
 
-    python bench/backfill.py                              # all three parts (~5 min on 2 cores)
-    python bench/backfill.py --parts throughput --experiment smallput
-    python bench/backfill.py --predictions 40 --files-per 5 --workers 1,2
+    python bench/backfill.py                              # all three parts (~5.5 min on 2 cores)
+    python bench/backfill.py --experiment claimbatch+corescan+noping+asynccommit+analyze
+    python bench/backfill.py --parts throughput --latency-ms 20 --predictions 200 --reps 2
+    python bench/backfill.py --parts catalog --experiment core --experiment core+corescan
+    python bench/backfill.py --parts throughput --reps 1 --profile /tmp/prof   # py-spy
 
-``--experiment NAME`` (repeatable) applies a monkeypatched change to cachelayer in the
-backfill children (``backfill-`` rows, the no-op catalog runs and the throughput run) to
-measure a proposed fix; nothing under ``cachelayer/`` is edited. ``--latency-ms`` delays
-every delivery response of the simulator (a model of a real network's round trip).
+``--experiment A+B`` (repeatable, one variant each) also runs every part with those
+changes to cachelayer applied as monkeypatches in the children (the backfill, the no-op
+catalog runs, and worker children standing in for ``cachelayer worker``); nothing under
+``cachelayer/`` is edited. See ``EXPERIMENTS`` for the list. ``--latency-ms N`` makes every
+HTTP request through urllib3 in both copiers (downloads and S3 calls) wait N ms first, a
+model of a network's round trip. ``--profile DIR`` records every child, the simulator and
+moto with py-spy (GIL-holding samples) and prints where the time went; profiled runs are
+slower, so their timings are not the bench's numbers.
 """
 
 from __future__ import annotations
