@@ -107,6 +107,8 @@ EXPERIMENTS: dict[str, str] = {
                    "idempotent)",
 }
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import communicate_wait4  # noqa: E402
 
 # ---- the history ----------------------------------------------------------------------
 
@@ -1169,7 +1171,7 @@ class Bench:
             with self.profiled(f"workers{n}", *[worker] * n) as cmds, CpuMeter(self) as meter:
                 procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE) for c in cmds]
-                results = [_communicate_wait4(p) for p in procs]
+                results = [communicate_wait4(p) for p in procs]
             after = self.sim.downloads()
             for out, err, status, _ in results:
                 if status != 0:
@@ -1222,22 +1224,6 @@ def _upgrade(database_url: str) -> None:
         upgrade(engine)
     finally:
         engine.dispose()
-
-
-def _communicate_wait4(proc: subprocess.Popen[bytes]) -> tuple[str, str, int, Any]:
-    """Read the child's output and reap it with ``os.wait4`` (its own ``rusage``)."""
-    assert proc.stdout is not None and proc.stderr is not None
-    stderr = proc.stderr
-    err_chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: err_chunks.append(stderr.read()), daemon=True)
-    reader.start()
-    out = proc.stdout.read()
-    reader.join()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    stderr.close()
-    return out.decode(), b"".join(err_chunks).decode(errors="replace"), proc.returncode, usage
 
 
 # ---- report ---------------------------------------------------------------------------

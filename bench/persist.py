@@ -76,6 +76,9 @@ EXPERIMENTS: dict[str, str] = {
 }
 # (Earlier experiments "smallput" and "noalembic" are now what cachelayer does.)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import communicate_wait4  # noqa: E402
+
 
 def _experiment_ok(name: str) -> bool:
     known = name == "nocrc"
@@ -449,7 +452,7 @@ class Bench:
         sim0, moto0, all0 = _self_cpu(), _cpu_of_pid(moto_pid), _machine_cpu()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env=self.env)
-        out, err, status, usage = _communicate_wait4(proc)
+        out, err, status, usage = communicate_wait4(proc)
         sim1, moto1, all1 = _self_cpu(), _cpu_of_pid(moto_pid), _machine_cpu()
         if status != 0:
             raise RuntimeError(f"child {label} {size} failed ({status}):\n{err[-4000:]}")
@@ -479,25 +482,6 @@ class Bench:
                          - (usage.ru_utime + usage.ru_stime)),
             extra={**data, "key": stored_key, "wait4_maxrss_kib": int(usage.ru_maxrss)},
         )
-
-
-def _communicate_wait4(proc: subprocess.Popen[bytes]) -> tuple[str, str, int, Any]:
-    """Read the child's output and reap it with ``os.wait4``, which gives that child's own
-    ``rusage``. Returns ``(stdout, stderr, exit status, rusage)``."""
-    import threading
-
-    assert proc.stdout is not None and proc.stderr is not None
-    stderr = proc.stderr
-    err_chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: err_chunks.append(stderr.read()), daemon=True)
-    reader.start()
-    out = proc.stdout.read()
-    reader.join()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()
-    stderr.close()
-    return out.decode(), b"".join(err_chunks).decode(errors="replace"), proc.returncode, usage
 
 
 def _reset_catalog(db: str) -> None:
