@@ -54,12 +54,25 @@ from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.catalog.queries import Catalog
 
 MODELS = [
-    "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev", "stability-ai/sdxl",
-    "bytedance/sdxl-lightning-4step", "ideogram-ai/ideogram-v2", "recraft-ai/recraft-v3",
-    "lucataco/remove-bg", "nightmareai/real-esrgan", "tencentarc/gfpgan",
-    "fofr/face-to-many", "zsxkib/instant-id", "minimax/video-01", "luma/ray",
-    "meta/musicgen", "openai/whisper", "suno-ai/bark", "cjwbw/rembg",
-    "jagilley/controlnet-canny", "andreasjansson/stable-diffusion-animation",
+    "black-forest-labs/flux-schnell",
+    "black-forest-labs/flux-dev",
+    "stability-ai/sdxl",
+    "bytedance/sdxl-lightning-4step",
+    "ideogram-ai/ideogram-v2",
+    "recraft-ai/recraft-v3",
+    "lucataco/remove-bg",
+    "nightmareai/real-esrgan",
+    "tencentarc/gfpgan",
+    "fofr/face-to-many",
+    "zsxkib/instant-id",
+    "minimax/video-01",
+    "luma/ray",
+    "meta/musicgen",
+    "openai/whisper",
+    "suno-ai/bark",
+    "cjwbw/rembg",
+    "jagilley/controlnet-canny",
+    "andreasjansson/stable-diffusion-animation",
     "acme/painter",
 ]
 NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
@@ -87,9 +100,9 @@ def _file_counts(rng: random.Random, predictions: int, rows: int) -> list[int]:
     return counts
 
 
-def generate(rows: int, predictions: int, seed: int = 42,
-             chunk: int = 20_000) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                    list[tuple[int, str, datetime]]]]:
+def generate(
+    rows: int, predictions: int, seed: int = 42, chunk: int = 20_000
+) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[int, str, datetime]]]]:
     """Yield (predictions, files, source_urls) in chunks of ``chunk`` predictions."""
     rng = random.Random(seed)
     weights = [1 / (k + 1) for k in range(len(MODELS))]
@@ -99,59 +112,113 @@ def generate(rows: int, predictions: int, seed: int = 42,
         preds: list[dict[str, Any]] = []
         files: list[dict[str, Any]] = []
         aliases: list[tuple[int, str, datetime]] = []
-        for n in counts[start:start + chunk]:
+        for n in counts[start : start + chunk]:
             pid = "".join(rng.choices(ALNUM, k=26))
             model = rng.choices(MODELS, weights)[0]
             created = NOW - timedelta(seconds=rng.uniform(0, DAYS * 86400))
             completed = created + timedelta(seconds=rng.uniform(1, 30))
             source = "web" if rng.random() < 0.1 else "api"
-            urls = [f"https://replicate.delivery/xezq/{''.join(rng.choices(ALNUM, k=40))}"
-                    f"/out-{i}.png" for i in range(n)]
+            urls = [
+                f"https://replicate.delivery/xezq/{''.join(rng.choices(ALNUM, k=40))}/out-{i}.png"
+                for i in range(n)
+            ]
             keys = [f"replicate/{pid}/{i}-out-{i}.png" for i in range(n)]
-            preds.append({
-                "id": pid, "model": model, "version": f"{rng.getrandbits(256):064x}",
-                "status": "succeeded", "source": source,
-                "input": {"prompt": f"a photo of a cat number {rng.randint(0, 10**6)}",
-                          "num_outputs": n, "seed": rng.randint(0, 2**31)},
-                "output": urls, "durable_output": [f"s3://bench-bucket/{k}" for k in keys],
-                "created_at": created, "started_at": created + timedelta(seconds=0.5),
-                "completed_at": completed,
-                "data_removed": source == "api" and completed < NOW - timedelta(hours=1),
-                "recorded_at": completed, "updated_at": completed,
-            })
+            preds.append(
+                {
+                    "id": pid,
+                    "model": model,
+                    "version": f"{rng.getrandbits(256):064x}",
+                    "status": "succeeded",
+                    "source": source,
+                    "input": {
+                        "prompt": f"a photo of a cat number {rng.randint(0, 10**6)}",
+                        "num_outputs": n,
+                        "seed": rng.randint(0, 2**31),
+                    },
+                    "output": urls,
+                    "durable_output": [f"s3://bench-bucket/{k}" for k in keys],
+                    "created_at": created,
+                    "started_at": created + timedelta(seconds=0.5),
+                    "completed_at": completed,
+                    "data_removed": source == "api" and completed < NOW - timedelta(hours=1),
+                    "recorded_at": completed,
+                    "updated_at": completed,
+                }
+            )
             for i in range(n):
                 file_id += 1
-                status = rng.choices([s for s, _ in STATUS_WEIGHTS],
-                                     [w for _, w in STATUS_WEIGHTS])[0]
+                status = rng.choices([s for s, _ in STATUS_WEIGHTS], [w for _, w in STATUS_WEIGHTS])[0]
                 stored = status == "stored"
-                files.append({
-                    "id": file_id, "prediction_id": pid, "output_path": f"/{i}",
-                    "source_url": urls[i], "store": "s3://bench-bucket", "key": keys[i],
-                    "size": rng.randint(100_000, 5_000_000) if stored else None,
-                    "sha256": f"{rng.getrandbits(256):064x}" if stored else None,
-                    "content_type": "image/png" if stored else None, "status": status,
-                    "attempts": 1 if status != "pending" else 0,
-                    "last_error": None if stored or status == "pending"
-                    else "The output URL has expired" if status == "expired"
-                    else "TruncatedDownloadError",
-                    "source_age_seconds": rng.uniform(0.5, 20.0),
-                    "stored_at": completed + timedelta(seconds=2) if stored else None,
-                    "model": model, "created_at": created,
-                    "available_at": completed,
-                })
+                files.append(
+                    {
+                        "id": file_id,
+                        "prediction_id": pid,
+                        "output_path": f"/{i}",
+                        "source_url": urls[i],
+                        "store": "s3://bench-bucket",
+                        "key": keys[i],
+                        "size": rng.randint(100_000, 5_000_000) if stored else None,
+                        "sha256": f"{rng.getrandbits(256):064x}" if stored else None,
+                        "content_type": "image/png" if stored else None,
+                        "status": status,
+                        "attempts": 1 if status != "pending" else 0,
+                        "last_error": None
+                        if stored or status == "pending"
+                        else "The output URL has expired"
+                        if status == "expired"
+                        else "TruncatedDownloadError",
+                        "source_age_seconds": rng.uniform(0.5, 20.0),
+                        "stored_at": completed + timedelta(seconds=2) if stored else None,
+                        "model": model,
+                        "created_at": created,
+                        "available_at": completed,
+                    }
+                )
                 aliases.append((file_id, urls[i], completed))
                 if rng.random() < 0.05:  # a rotated URL the file was served from earlier
                     aliases.append((file_id, urls[i].replace("/xezq/", "/pbxt/"), completed))
         yield preds, files, aliases
 
 
-PRED_COLS = ["id", "model", "version", "status", "source", "input", "output", "durable_output",
-             "error", "created_at", "started_at", "completed_at", "data_removed", "rerun_of",
-             "recorded_at", "updated_at"]
-FILE_COLS = ["id", "prediction_id", "output_path", "source_url", "store", "key", "size", "sha256",
-             "content_type", "status", "attempts", "last_error", "source_age_seconds",
-             "stored_at", "model", "created_at", "lease_owner", "lease_expires_at",
-             "available_at"]
+PRED_COLS = [
+    "id",
+    "model",
+    "version",
+    "status",
+    "source",
+    "input",
+    "output",
+    "durable_output",
+    "error",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "data_removed",
+    "rerun_of",
+    "recorded_at",
+    "updated_at",
+]
+FILE_COLS = [
+    "id",
+    "prediction_id",
+    "output_path",
+    "source_url",
+    "store",
+    "key",
+    "size",
+    "sha256",
+    "content_type",
+    "status",
+    "attempts",
+    "last_error",
+    "source_age_seconds",
+    "stored_at",
+    "model",
+    "created_at",
+    "lease_owner",
+    "lease_expires_at",
+    "available_at",
+]
 JSON_COLS = {"input", "output", "durable_output"}
 
 
@@ -169,10 +236,8 @@ def load_sqlite(engine: Any, rows: int, predictions: int) -> None:
     raw = engine.raw_connection()
     try:
         cur = raw.cursor()
-        pq = (f"INSERT INTO predictions ({', '.join(PRED_COLS)}) "
-              f"VALUES ({', '.join('?' * len(PRED_COLS))})")
-        fq = (f"INSERT INTO output_files ({', '.join(FILE_COLS)}) "
-              f"VALUES ({', '.join('?' * len(FILE_COLS))})")
+        pq = f"INSERT INTO predictions ({', '.join(PRED_COLS)}) VALUES ({', '.join('?' * len(PRED_COLS))})"
+        fq = f"INSERT INTO output_files ({', '.join(FILE_COLS)}) VALUES ({', '.join('?' * len(FILE_COLS))})"
         aq = "INSERT INTO source_urls (output_file_id, url, seen_at) VALUES (?, ?, ?)"
         cur.execute("BEGIN")
         for preds, files, aliases in generate(rows, predictions):
@@ -192,16 +257,22 @@ def load_postgres(engine: Any, rows: int, predictions: int) -> None:
             for preds, files, aliases in generate(rows, predictions):
                 with cur.copy(f"COPY predictions ({', '.join(PRED_COLS)}) FROM STDIN") as cp:
                     for p in preds:
-                        cp.write_row([json.dumps(p[c]) if c in JSON_COLS and p.get(c) is not None
-                                      else p.get(c) for c in PRED_COLS])
+                        cp.write_row(
+                            [
+                                json.dumps(p[c]) if c in JSON_COLS and p.get(c) is not None else p.get(c)
+                                for c in PRED_COLS
+                            ]
+                        )
                 with cur.copy(f"COPY output_files ({', '.join(FILE_COLS)}) FROM STDIN") as cp:
                     for f in files:
                         cp.write_row([f.get(c) for c in FILE_COLS])
                 with cur.copy("COPY source_urls (output_file_id, url, seen_at) FROM STDIN") as cp:
                     for a in aliases:
                         cp.write_row(a)
-            cur.execute("SELECT setval(pg_get_serial_sequence('output_files', 'id'), "
-                        "(SELECT max(id) FROM output_files))")
+            cur.execute(
+                "SELECT setval(pg_get_serial_sequence('output_files', 'id'), "
+                "(SELECT max(id) FROM output_files))"
+            )
         conn.commit()
     finally:
         raw.close()
@@ -234,17 +305,28 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
     with catalog.sessions() as s:
         max_id = s.scalar(select(func.max(OutputFile.id))) or 1
         sample = s.execute(
-            select(OutputFile.source_url, OutputFile.prediction_id)
-            .where(OutputFile.status == "stored", OutputFile.id.in_(
-                [rng.randint(1, max_id) for _ in range(5000)]))
+            select(OutputFile.source_url, OutputFile.prediction_id).where(
+                OutputFile.status == "stored",
+                OutputFile.id.in_([rng.randint(1, max_id) for _ in range(5000)]),
+            )
         ).all()
-        rotated = list(s.scalars(
-            select(SourceUrl.url).join(OutputFile, OutputFile.id == SourceUrl.output_file_id)
-            .where(SourceUrl.url.like("https://replicate.delivery/pbxt/%"),
-                   OutputFile.id.in_([rng.randint(1, max_id) for _ in range(20_000)]),
-                   OutputFile.status == "stored")))
-        top = s.execute(select(OutputFile.model, func.count()).group_by(OutputFile.model)
-                        .order_by(func.count().desc()).limit(1)).one()
+        rotated = list(
+            s.scalars(
+                select(SourceUrl.url)
+                .join(OutputFile, OutputFile.id == SourceUrl.output_file_id)
+                .where(
+                    SourceUrl.url.like("https://replicate.delivery/pbxt/%"),
+                    OutputFile.id.in_([rng.randint(1, max_id) for _ in range(20_000)]),
+                    OutputFile.status == "stored",
+                )
+            )
+        )
+        top = s.execute(
+            select(OutputFile.model, func.count())
+            .group_by(OutputFile.model)
+            .order_by(func.count().desc())
+            .limit(1)
+        ).one()
     urls = [r.source_url for r in sample]
     pids = [r.prediction_id for r in sample]
     model = top[0]
@@ -258,15 +340,18 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
 
     def resolve_one() -> None:
         assert catalog.resolve(rng.choice(urls)) is not None
+
     add("resolve (current URL)", resolve_one)
 
     def resolve_rotated() -> None:
         assert catalog.resolve(rng.choice(rotated)) is not None
+
     add("resolve (rotated URL, via source_urls)", resolve_rotated)
 
     def resolve_many_rotated() -> None:
         url = rng.choice(rotated)
         assert catalog.resolve_many([url])[url] is not None
+
     add("resolve_many([one rotated URL])", resolve_many_rotated)
 
     batch = urls[:1000]
@@ -274,10 +359,14 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
 
     def show_one() -> None:
         assert catalog.show(rng.choice(pids)) is not None
+
     add("show", show_one)
 
-    add(f"ls first page (model={model}, 50 rows)",
-        lambda: catalog.list_files(model=model, limit=50), max(20, repeat // 4))
+    add(
+        f"ls first page (model={model}, 50 rows)",
+        lambda: catalog.list_files(model=model, limit=50),
+        max(20, repeat // 4),
+    )
     deep = min(1000, top[1] // 50)  # page 1,000 at 1,000,000 rows; less in small runs
     t = time.perf_counter()
     cursor = None
@@ -291,33 +380,52 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
     def page_deep() -> None:
         page = catalog.list_files(model=model, limit=50, cursor=cursor)
         assert len(page.files) == 50
+
     add(f"ls page {deep:,} (model={model}, 50 rows)", page_deep, max(20, repeat // 4))
     add("ls first page (no filter)", lambda: catalog.list_files(limit=50), max(20, repeat // 4))
-    add("ls first page (status=failed)", lambda: catalog.list_files(status="failed", limit=50),
-        max(20, repeat // 4))
-    add("ls first page (status=stored)", lambda: catalog.list_files(status="stored", limit=50),
-        max(20, repeat // 4))
+    add(
+        "ls first page (status=failed)",
+        lambda: catalog.list_files(status="failed", limit=50),
+        max(20, repeat // 4),
+    )
+    add(
+        "ls first page (status=stored)",
+        lambda: catalog.list_files(status="stored", limit=50),
+        max(20, repeat // 4),
+    )
     add("stats by model", lambda: catalog.stats("model"), 5, 1)
     add("stats by day", lambda: catalog.stats("day"), 3, 1)
     add("stats by status", lambda: catalog.stats("status"), 3, 1)
     return results
 
 
-TARGETS = {"resolve (current URL)": 5, "show": 5, "ls first page (model=": 50,
-           "ls page ": 50, "stats by model": 2000}
+TARGETS = {
+    "resolve (current URL)": 5,
+    "show": 5,
+    "ls first page (model=": 50,
+    "ls page ": 50,
+    "stats by model": 2000,
+}
 
 
 def report(backend: str, results: list[tuple[str, list[float]]], load_s: float) -> str:
     base = statistics.median(results[0][1])
-    lines = [f"### {backend}", "", f"Load: {load_s:.1f} s.", "",
-             "| query | median ms | p95 ms | runs | x baseline | target |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"### {backend}",
+        "",
+        f"Load: {load_s:.1f} s.",
+        "",
+        "| query | median ms | p95 ms | runs | x baseline | target |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for name, vals in results:
         med = statistics.median(vals)
-        target = next((f"< {v} ms" + (" ✓" if med < v else " ✗") for k, v in TARGETS.items()
-                       if name.startswith(k)), "")
-        lines.append(f"| {name} | {med:.2f} | {pct(vals, 0.95):.2f} | {len(vals)} | "
-                     f"{med / base:.1f} | {target} |")
+        target = next(
+            (f"< {v} ms" + (" ✓" if med < v else " ✗") for k, v in TARGETS.items() if name.startswith(k)), ""
+        )
+        lines.append(
+            f"| {name} | {med:.2f} | {pct(vals, 0.95):.2f} | {len(vals)} | {med / base:.1f} | {target} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -340,17 +448,19 @@ def run_sqlite(args: argparse.Namespace) -> list[str]:
         t = time.perf_counter()
         load_sqlite(engine, args.rows, args.predictions)
         load_s = time.perf_counter() - t
-        print(f"sqlite: loaded {args.rows} rows in {load_s:.1f} s "
-              f"({path.stat().st_size / 2**20:.0f} MiB)", file=sys.stderr)
+        print(
+            f"sqlite: loaded {args.rows} rows in {load_s:.1f} s ({path.stat().st_size / 2**20:.0f} MiB)",
+            file=sys.stderr,
+        )
         catalog = Catalog(engine)
         if args.sqlite_analyze in ("no", "both"):
-            out.append(report("SQLite (no ANALYZE)", measure(catalog, args.repeat,
-                                                              random.Random(7)), load_s))
+            out.append(report("SQLite (no ANALYZE)", measure(catalog, args.repeat, random.Random(7)), load_s))
         if args.sqlite_analyze in ("yes", "both"):
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
-            out.append(report("SQLite (after ANALYZE)", measure(catalog, args.repeat,
-                                                                 random.Random(7)), load_s))
+            out.append(
+                report("SQLite (after ANALYZE)", measure(catalog, args.repeat, random.Random(7)), load_s)
+            )
     finally:
         engine.dispose()
         if tmp and not args.keep:
@@ -374,10 +484,8 @@ def run_postgres(args: argparse.Namespace) -> list[str]:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.exec_driver_sql("VACUUM ANALYZE")
         load_s = time.perf_counter() - t
-        print(f"postgresql: loaded {args.rows} rows (+ VACUUM ANALYZE) in {load_s:.1f} s",
-              file=sys.stderr)
-        return [report("PostgreSQL", measure(Catalog(engine), args.repeat, random.Random(7)),
-                       load_s)]
+        print(f"postgresql: loaded {args.rows} rows (+ VACUUM ANALYZE) in {load_s:.1f} s", file=sys.stderr)
+        return [report("PostgreSQL", measure(Catalog(engine), args.repeat, random.Random(7)), load_s)]
     finally:
         engine.dispose()
         if args.keep:
@@ -389,14 +497,17 @@ def run_postgres(args: argparse.Namespace) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rows", type=int, default=1_000_000, help="output-file rows")
-    p.add_argument("--predictions", type=int, default=None,
-                   help="predictions (default rows / 4)")
+    p.add_argument("--predictions", type=int, default=None, help="predictions (default rows / 4)")
     p.add_argument("--repeat", type=int, default=200, help="runs per point query")
     p.add_argument("--only", choices=["sqlite", "postgresql"])
     p.add_argument("--sqlite", metavar="PATH", help="SQLite file to (re)create")
     p.add_argument("--sqlite-analyze", choices=["no", "yes", "both"], default="both")
-    p.add_argument("--postgres-admin", default=os.environ.get(
-        "CACHELAYER_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/postgres"))
+    p.add_argument(
+        "--postgres-admin",
+        default=os.environ.get(
+            "CACHELAYER_TEST_POSTGRES_URL", "postgresql+psycopg://root@127.0.0.1:5432/postgres"
+        ),
+    )
     p.add_argument("--keep", action="store_true", help="keep the databases")
     args = p.parse_args()
     args.predictions = args.predictions or args.rows // 4

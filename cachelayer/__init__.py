@@ -10,8 +10,10 @@ returns durable URLs in place of the expiring ones::
     output = layer.run("black-forest-labs/flux-schnell", input={"prompt": "a cat"})
 """
 
+from cachelayer.aio import AsyncCacheLayer
 from cachelayer.catalog.records import FileRecord, PredictionRecord
 from cachelayer.config import Settings
+from cachelayer.copier import FileOutcome
 from cachelayer.errors import (
     BucketNotFoundError,
     CacheLayerError,
@@ -25,17 +27,21 @@ from cachelayer.errors import (
     PredictionFailedError,
     PredictionNotFoundError,
     ReplicateConfigError,
+    RerunError,
     StorageAuthError,
     StorageConfigError,
     StorageError,
     TruncatedDownloadError,
+    WaitTimeoutError,
 )
 from cachelayer.layer import CacheLayer
-from cachelayer.pipeline import FileOutcome, PersistResult
+from cachelayer.persist import PersistResult
+from cachelayer.prediction import Prediction, PredictionStatus
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncCacheLayer",
     "BucketNotFoundError",
     "CacheLayer",
     "CacheLayerError",
@@ -49,14 +55,18 @@ __all__ = [
     "FileRecord",
     "ModelNotFoundError",
     "PersistResult",
+    "Prediction",
     "PredictionFailedError",
     "PredictionNotFoundError",
     "PredictionRecord",
+    "PredictionStatus",
     "ReplicateConfigError",
+    "RerunError",
     "Settings",
     "StorageAuthError",
     "StorageConfigError",
     "StorageError",
     "TruncatedDownloadError",
+    "WaitTimeoutError",
     "__version__",
 ]

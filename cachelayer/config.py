@@ -1,37 +1,85 @@
 """Settings, read in one place: keyword arguments over environment over defaults.
 
+Every value is validated when it is read: a malformed or out-of-range value raises
+:class:`~cachelayer.errors.ConfigError` naming the variable (or keyword) and the value,
+before anything is contacted or copied. Numbers must be finite and in the range given
+below (``nan``, ``inf``, ``1e3`` for an integer, negatives are refused); an empty
+variable means "not set".
+
 Environment variables (all optional):
 
 ==============================  ==============================================================
 ``CACHELAYER_DATABASE_URL``     SQLAlchemy URL of the catalog (SQLite or PostgreSQL).
-                                Default: ``sqlite:///{data_dir}/catalog.db``.
-``CACHELAYER_STORAGE_URL``      ``s3://bucket[/prefix]`` or ``file:///path``.
-                                Default: ``file://{data_dir}/objects``.
+                                Default: ``sqlite:///{data_dir}/catalog.db``. A SQLite path
+                                must not be a directory or an existing non-SQLite file.
+``CACHELAYER_STORAGE_URL``      ``s3://bucket[/prefix]`` or ``file:///path`` (or an absolute
+                                path). Default: ``file://{data_dir}/objects``.
 ``CACHELAYER_S3_ADDRESSING_STYLE`` ``auto``, ``path`` or ``virtual`` (default ``auto``).
-``CACHELAYER_PUBLIC_BASE_URL``  durable URL = ``{base}/{key}``.
-``CACHELAYER_URL_MODE``         ``public``, ``presigned`` or ``s3``. Default: ``public`` when a base
+``CACHELAYER_PUBLIC_BASE_URL``  durable URL = ``{base}/{key}``; an ``http(s)`` URL with a
+                                host and no query or fragment.
+``CACHELAYER_URL_MODE``         ``public``, ``presigned``, ``s3`` or ``gateway`` (needs
+                                ``CACHELAYER_GATEWAY_URL``). Default: ``public`` when a base
                                 URL is set, else ``s3`` (``file://`` URIs for the local store).
-``CACHELAYER_PRESIGN_TTL``      seconds a presigned URL stays valid (default 3600; S3 caps
-                                SigV4 presigned URLs at 604800 s, seven days).
+``CACHELAYER_PRESIGN_TTL``      seconds a presigned URL stays valid, 1..604800 (default 3600;
+                                S3 caps SigV4 presigned URLs at 604800 s, seven days).
 ``CACHELAYER_ALLOWED_HOSTS``    comma-separated ``host`` / ``host:port`` / ``*.domain`` patterns
                                 downloads may come from (default
                                 ``replicate.delivery,*.replicate.delivery``).
-``CACHELAYER_MAX_FILE_BYTES``   size cap of one download in bytes (default 10 GiB).
-``CACHELAYER_CONCURRENCY``      files of one prediction transferred at once (default 8).
+``CACHELAYER_MAX_FILE_BYTES``   size cap of one download in bytes, >= 1 (default 10 GiB).
+``CACHELAYER_CONCURRENCY``      files of one prediction transferred at once, 1..256 (default 8).
 ``CACHELAYER_EXPIRY_MARGIN``    seconds before Replicate's one-hour removal under which a
-                                persist logs a warning (default 600).
-``CACHELAYER_DOWNLOAD_RETRIES`` attempts per file for truncated/dropped downloads (default 4).
-``CACHELAYER_MAX_ATTEMPTS``    claims of one file before a transient failure is final (default 5).
-``CACHELAYER_LEASE_SECONDS``   seconds a claim on a file lasts without renewal (default 60); a
-                                crashed worker's files are taken over after this.
+                                persist logs a warning, 0..3600 (default 600).
+``CACHELAYER_DOWNLOAD_RETRIES`` attempts per file for truncated/dropped downloads, 1..100
+                                (default 4).
+``CACHELAYER_MAX_ATTEMPTS``    claims of one file before a transient failure is final,
+                                1..1000 (default 5).
+``CACHELAYER_LEASE_SECONDS``   seconds a claim on a file lasts without renewal, 1..86400
+                                (default 60); a crashed worker's files are taken over after this.
 ``CACHELAYER_CACHE_CONTROL``    ``Cache-Control`` written on objects (default
-                                ``public, max-age=31536000, immutable``).
-``CACHELAYER_CA_BUNDLE``        CA bundle for downloads (default: system/certifi).
-``REPLICATE_API_TOKEN``         read by the ``replicate`` client itself.
-``REPLICATE_BASE_URL``          read by the ``replicate`` client itself.
+                                ``public, max-age=31536000, immutable``; printable ASCII, at
+                                most 1024 characters; empty: none).
+``CACHELAYER_CA_BUNDLE``        CA bundle for downloads and the Replicate API (default:
+                                system/certifi): an existing PEM file.
+``CACHELAYER_DOWNLOAD_TIMEOUT`` seconds one attempt at one file may take in all, redirects
+                                and retries included (default 21600, 6 h: 10 GiB, the default
+                                size cap, passes at >= 4 Mbit/s on average; ``0`` disables).
+``CACHELAYER_STALL_BYTES_PER_SECOND`` minimum body rate over each stall window (default 16384,
+                                16 KiB/s: a 10 GiB file at that rate would need 182 h, so it
+                                never cuts what the deadline would allow; ``0`` disables).
+``CACHELAYER_STALL_WINDOW``     seconds of that window (default 120: a source sending 1 byte/s
+                                is cut after 2 minutes with a retryable error); > 0 while the
+                                stall rule is on.
+``CACHELAYER_TOKEN_HOSTS``      comma-separated host patterns that get the Replicate token as
+                                ``Authorization: Bearer`` on downloads (https only, unless a
+                                pattern names host and port). Default: the API host of
+                                ``REPLICATE_BASE_URL`` (``api.replicate.com``), plus
+                                ``replicate.delivery,*.replicate.delivery``.
+``CACHELAYER_WAIT_TIMEOUT``     seconds ``run``/``persist`` wait for a prediction to finish
+                                (default 1800; ``0``: forever).
+``CACHELAYER_DB_RETRY_SECONDS`` seconds a catalog transaction is retried after a transient
+                                database error (lost connection, server restart, deadlock,
+                                SQLite "database is locked", full disk) before the run stops
+                                with one line (default 60; ``0``: no retry).
+``CACHELAYER_WEBHOOK_SECRET``   the ``whsec_...`` secret Replicate signs webhooks with (Standard
+                                Webhooks). Default: read once from Replicate's
+                                ``GET /v1/webhooks/default/secret`` with the API token.
+``CACHELAYER_WEBHOOK_URL``      public URL of ``serve``'s ``/webhooks/replicate`` route;
+                                ``CacheLayer.create`` sends it as the prediction's ``webhook``.
+``CACHELAYER_GATEWAY_URL``      base URL at which clients reach ``cachelayer serve``; durable URLs
+                                in mode ``gateway`` are ``{base}/files/{signature}/{key}``.
+``CACHELAYER_GATEWAY_SECRET``   HMAC key of gateway URLs (at least 16 characters). Default: 32
+                                random bytes generated once and kept in the catalog, so every
+                                process sharing the catalog agrees.
+``CACHELAYER_GATEWAY_PROXY``    ``1``: the gateway streams the bytes itself (Range, ETag) instead of
+                                redirecting to a presigned URL (always so for the local store).
+``CACHELAYER_HOME``             the data directory of the defaults (must not be a file).
+``REPLICATE_API_TOKEN``         read by the ``replicate`` client itself (no whitespace).
+``REPLICATE_BASE_URL``          read by the ``replicate`` client itself (an ``http(s)`` URL).
 ==============================  ==============================================================
 
-boto3 reads its own variables (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, ``AWS_REGION``...).
+boto3 reads its own variables (``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, ``AWS_REGION``,
+``AWS_PROFILE``...) when the S3 store is built; mistakes there are reported then, as
+:class:`~cachelayer.errors.StorageConfigError`.
 The default data directory is ``platformdirs.user_data_dir("cachelayer")``
 (``~/.local/share/cachelayer`` on Linux), overridable with ``CACHELAYER_HOME``.
 """
@@ -39,54 +87,281 @@ The default data directory is ``platformdirs.user_data_dir("cachelayer")``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from cachelayer.errors import ConfigError
+from cachelayer.urls import parse_host_patterns
 
 DEFAULT_ALLOWED_HOSTS = ("replicate.delivery", "*.replicate.delivery")
-URL_MODES = ("public", "presigned", "s3")
+#: Replicate's delivery domains (shared/reference/replicate-api.md), which get the API token.
+DELIVERY_TOKEN_HOSTS = ("replicate.delivery", "*.replicate.delivery")
+DEFAULT_API_HOST = "api.replicate.com"
+DEFAULT_DOWNLOAD_TIMEOUT = 21600.0
+DEFAULT_STALL_BYTES_PER_SECOND = 16384
+DEFAULT_STALL_WINDOW = 120.0
+#: Default of ``CACHELAYER_DB_RETRY_SECONDS``: long enough for a PostgreSQL restart or
+#: fail-over (seconds to tens of seconds), short enough that a dead server is reported.
+DEFAULT_DB_RETRY_SECONDS = 60.0
+#: Seconds ``run``/``persist`` wait for a prediction to finish before giving up
+#: (``CACHELAYER_WAIT_TIMEOUT``; ``0`` waits forever). Most image models finish in seconds
+#: and video models in minutes; a prediction still queued after half an hour is reported
+#: instead of holding the caller. It keeps running at Replicate: ``persist`` it later.
+DEFAULT_WAIT_TIMEOUT = 1800.0
+URL_MODES = ("public", "presigned", "s3", "gateway")
+ADDRESSING_STYLES = ("auto", "path", "virtual")
 #: Replicate removes input, output and files of API predictions one hour after they finish
 #: (Replicate data-retention docs, summarised in shared/reference/replicate-api.md).
 REPLICATE_RETENTION_SECONDS = 3600.0
+#: Longest validity of a SigV4 presigned URL, in seconds (seven days; AWS S3 "Sharing
+#: objects with presigned URLs").
+MAX_PRESIGN_TTL = 7 * 24 * 3600
+#: The first 16 bytes of every SQLite 3 database file (sqlite.org/fileformat.html, 1.3).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class NumberRule:
+    """How one numeric setting is read: its variable, ``int`` or ``float``, the inclusive
+    range ``low..high`` (``high`` may be ``math.inf``: any finite value) and the unit."""
+
+    var: str
+    kind: type[int] | type[float]
+    low: float
+    high: float
+    unit: str
+
+
+#: Every numeric setting (field name -> rule).
+NUMBERS: dict[str, NumberRule] = {
+    "presign_ttl": NumberRule("CACHELAYER_PRESIGN_TTL", int, 1, MAX_PRESIGN_TTL, "seconds"),
+    "max_file_bytes": NumberRule("CACHELAYER_MAX_FILE_BYTES", int, 1, 2**63 - 1, "bytes"),
+    "concurrency": NumberRule("CACHELAYER_CONCURRENCY", int, 1, 256, "files at once"),
+    "expiry_margin": NumberRule("CACHELAYER_EXPIRY_MARGIN", float, 0, REPLICATE_RETENTION_SECONDS, "seconds"),
+    "download_retries": NumberRule("CACHELAYER_DOWNLOAD_RETRIES", int, 1, 100, "attempts"),
+    "max_attempts": NumberRule("CACHELAYER_MAX_ATTEMPTS", int, 1, 1000, "attempts"),
+    "lease_seconds": NumberRule("CACHELAYER_LEASE_SECONDS", float, 1, 86400, "seconds"),
+    "download_timeout": NumberRule("CACHELAYER_DOWNLOAD_TIMEOUT", float, 0, math.inf, "seconds"),
+    "stall_bytes_per_second": NumberRule(
+        "CACHELAYER_STALL_BYTES_PER_SECOND", float, 0, math.inf, "bytes per second"
+    ),
+    "stall_window": NumberRule("CACHELAYER_STALL_WINDOW", float, 0, math.inf, "seconds"),
+    "wait_timeout": NumberRule("CACHELAYER_WAIT_TIMEOUT", float, 0, math.inf, "seconds"),
+    "db_retry_seconds": NumberRule("CACHELAYER_DB_RETRY_SECONDS", float, 0, 86400, "seconds"),
+}
+
+
+def _shown(raw: object) -> str:
+    text = repr(raw)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def parse_number(name: str, raw: object, rule: NumberRule) -> int | float:
+    """``raw`` (text or a number) read as ``rule`` says; ``name`` is the variable or keyword
+    named in the error. Raises :class:`ConfigError` for a malformed, non-finite or
+    out-of-range value."""
+    if rule.kind is int:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ConfigError(f"{name} must be an integer, got {_shown(raw)}")
+        try:
+            value: int | float = int(raw) if isinstance(raw, (int, float)) else int(str(raw).strip())
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{name} must be an integer, got {_shown(raw)}") from None
+    else:
+        try:
+            value = (
+                float(raw) if isinstance(raw, (int, float, str)) and not isinstance(raw, bool) else math.nan
+            )
+        except (ValueError, TypeError, OverflowError):
+            raise ConfigError(f"{name} must be a number of {rule.unit}, got {_shown(raw)}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number of {rule.unit}, got {_shown(raw)}")
+    if not rule.low <= value <= rule.high:
+        high = "" if rule.high == math.inf else f" and at most {rule.high:g}"
+        raise ConfigError(f"{name} must be at least {rule.low:g}{high} ({rule.unit}), got {_shown(raw)}")
+    return value
 
 
 def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
-    """The per-user data directory: ``$CACHELAYER_HOME`` or ``user_data_dir("cachelayer")``."""
+    """The per-user data directory: ``$CACHELAYER_HOME`` or ``user_data_dir("cachelayer")``.
+    Raises :class:`ConfigError` when ``CACHELAYER_HOME`` names something that is not a
+    directory."""
     home = (os.environ if env is None else env).get("CACHELAYER_HOME")
     if home:
-        return Path(home).expanduser()
+        path = Path(home).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"CACHELAYER_HOME must be a directory, but {str(path)!r} is a file")
+        return path
     import platformdirs
 
     return Path(platformdirs.user_data_dir("cachelayer", appauthor=False))
 
 
-def _number(name: str, raw: str, kind: type[int] | type[float], what: str) -> Any:
+def _http_url(name: str, url: str, *, path_ok: bool = True) -> str:
+    """``url`` if it is ``http(s)://host[:port][/path]`` without query or fragment."""
+    bad = f"{name} must be an http(s) URL with a host"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ConfigError(f"{bad}, got {_shown(url)} (whitespace or control characters)")
     try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must not be negative, got {value}")
+        parts = urlsplit(url)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{bad}, got {_shown(url)} ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{bad}, got {_shown(url)}")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(f"{bad} and no user, query or fragment, got {_shown(url)}")
+    if not path_ok and parts.path not in ("", "/"):
+        raise ConfigError(f"{bad} and no path, got {_shown(url)}")
+    return url
+
+
+def default_token_hosts(replicate_base_url: str | None) -> tuple[str, ...]:
+    """The API host of ``replicate_base_url`` (``host`` for https, ``host:port`` when a port
+    is given; default ``api.replicate.com``) plus Replicate's delivery domains."""
+    api_host = DEFAULT_API_HOST
+    if replicate_base_url:
+        try:
+            parts = urlsplit(replicate_base_url)
+            host = (parts.hostname or "").lower()
+            if ":" in host:
+                host = f"[{host}]"
+            api_host = f"{host}:{parts.port}" if parts.port else host
+        except ValueError:
+            raise ConfigError(f"REPLICATE_BASE_URL is not a URL: {replicate_base_url!r}") from None
+        if not host:
+            raise ConfigError(f"REPLICATE_BASE_URL has no host: {replicate_base_url!r}")
+    return (api_host, *DELIVERY_TOKEN_HOSTS)
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a SQLite catalog URL (``~`` expanded), ``None`` for other databases and
+    in-memory SQLite. Raises :class:`ConfigError` for a URL SQLAlchemy cannot parse."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database_url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"CACHELAYER_DATABASE_URL is not a database URL: {_shown(database_url)}") from None
+    if url.get_backend_name() != "sqlite":
+        return None
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser()
+
+
+def _check_database_url(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    path = sqlite_path(url)  # also checks that the URL parses
+    backend = make_url(url).get_backend_name()
+    if backend not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError(
+            f"CACHELAYER_DATABASE_URL must be a SQLite or PostgreSQL URL, got {backend!r} ({_shown(url)})"
+        )
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"CACHELAYER_DATABASE_URL names a directory, not a SQLite file: {str(path)!r}")
+    if path.exists():
+        try:
+            with path.open("rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the catalog file {str(path)!r}: {exc.strerror or exc}") from None
+        if head and head != SQLITE_HEADER:
+            raise ConfigError(f"CACHELAYER_DATABASE_URL names {str(path)!r}, which is not a SQLite database")
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(
+                    f"CACHELAYER_DATABASE_URL: {str(parent)!r} is a file, so {str(path)!r} cannot be created"
+                )
+            break
+
+
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
+def _check_storage_url(url: str) -> None:
+    expected = "CACHELAYER_STORAGE_URL must be s3://bucket[/prefix] or file:///path"
+    if not (url.startswith(("s3://", "file://")) or url.startswith("/")):
+        raise ConfigError(f"{expected}, got {url!r}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ConfigError(f"{expected}, got {_shown(url)} (control characters)")
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{expected} (no query or fragment), got {url!r}")
+    if url.startswith("s3://") and not _BUCKET.fullmatch(parts.netloc):
+        raise ConfigError(f"{expected} with a valid bucket name, got {url!r}")
+    if url.startswith("s3://"):
+        return
+    if url.startswith("file://") and parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"{expected} (a local path), got {url!r}")
+    root = Path(unquote(parts.path) if url.startswith("file://") else url).expanduser()
+    for path in (root, *root.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"CACHELAYER_STORAGE_URL: {str(path)!r} is a file, not a directory")
+            break
+
+
+def _check_text(name: str, value: str, *, limit: int) -> str:
+    """Printable ASCII of at most ``limit`` characters (an HTTP header value)."""
+    if len(value) > limit or any(not (32 <= ord(c) < 127) for c in value):
+        raise ConfigError(
+            f"{name} must be printable ASCII of at most {limit} characters, got {_shown(value)}"
+        )
     return value
 
 
-def _int(name: str, raw: str) -> int:
-    return int(_number(name, raw, int, "an integer"))
+def _check_ca_bundle(path_text: str) -> str:
+    path = Path(path_text).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"CACHELAYER_CA_BUNDLE must be a PEM file, but {path_text!r} is a directory")
+    if not path.is_file():
+        raise ConfigError(f"CACHELAYER_CA_BUNDLE names {path_text!r}, which does not exist")
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"CACHELAYER_CA_BUNDLE {path_text!r} is not a PEM CA bundle: {exc}") from None
+    return str(path)
 
 
-def _float(name: str, raw: str) -> float:
-    return float(_number(name, raw, float, "a number of seconds"))
+def _hosts(raw: Any, setting: str) -> tuple[str, ...] | None:
+    """Host patterns from a comma-separated string or a sequence; ``None`` when empty."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, (list, tuple, set, frozenset)):
+        items = [str(h) for h in raw]
+    else:
+        raise ConfigError(f"{setting} must be a comma-separated string or a list of host patterns")
+    hosts = tuple(h.strip().lower() for h in items if h.strip())
+    if not hosts:
+        return None
+    parse_host_patterns(hosts, setting=setting)
+    return hosts
 
 
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build with :meth:`from_env`; every field is also a keyword.
 
-    Sizes are bytes, durations seconds.
+    Sizes are bytes, durations seconds. Direct construction checks the numeric fields
+    (:data:`NUMBERS`) and the choices too, raising :class:`ConfigError`.
     """
 
     database_url: str
@@ -108,14 +383,48 @@ class Settings:
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     s3_addressing_style: str = "auto"
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+    stall_bytes_per_second: float = DEFAULT_STALL_BYTES_PER_SECOND
+    stall_window: float = DEFAULT_STALL_WINDOW
+    token_hosts: tuple[str, ...] = (DEFAULT_API_HOST, *DELIVERY_TOKEN_HOSTS)
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT
+    db_retry_seconds: float = DEFAULT_DB_RETRY_SECONDS
+    # cachelayer serve: webhooks and the gateway (issue 10)
+    webhook_secret: str | None = None
+    webhook_url: str | None = None
+    gateway_url: str | None = None
+    gateway_secret: str | None = None
+    gateway_proxy: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, rule in NUMBERS.items():
+            parse_number(f"{name} ({rule.var})", getattr(self, name), rule)
+        if self.url_mode not in URL_MODES:
+            raise ConfigError(
+                f"CACHELAYER_URL_MODE must be one of {', '.join(URL_MODES)}, got {self.url_mode!r}"
+            )
+        if self.url_mode == "public" and not self.public_base_url:
+            raise ConfigError("CACHELAYER_URL_MODE=public needs CACHELAYER_PUBLIC_BASE_URL")
+        if self.s3_addressing_style not in ADDRESSING_STYLES:
+            raise ConfigError(
+                f"CACHELAYER_S3_ADDRESSING_STYLE must be one of {', '.join(ADDRESSING_STYLES)}, "
+                f"got {self.s3_addressing_style!r}"
+            )
+        if self.stall_bytes_per_second > 0 and self.stall_window <= 0:
+            raise ConfigError(
+                "CACHELAYER_STALL_WINDOW must be more than 0 seconds while the stall rule is on "
+                "(CACHELAYER_STALL_BYTES_PER_SECOND=0 turns it off)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``env`` (default ``os.environ``) with ``overrides`` on top.
 
-        ``None`` overrides are ignored, so CLI flags can be passed straight through.
-        Raises :class:`ConfigError` for malformed values or unknown keywords.
+        ``None`` overrides are ignored, so CLI flags can be passed straight through; an
+        empty variable counts as not set. Raises :class:`ConfigError` for malformed or
+        out-of-range values and unknown keywords. Reads files only to check them
+        (``CACHELAYER_CA_BUNDLE``, an existing SQLite catalog's header); contacts nothing.
         """
         env = os.environ if env is None else env
         names = {f.name for f in dataclasses.fields(cls)}
@@ -126,69 +435,131 @@ class Settings:
 
         def pick(key: str, var: str) -> str | None:
             if key in ov:
-                return str(ov[key])
+                return str(ov[key]) or None
             return env.get(var) or None
 
-        data_dir = None
+        data_dir = default_data_dir(env) if env.get("CACHELAYER_HOME") else None
         database_url = pick("database_url", "CACHELAYER_DATABASE_URL")
         storage_url = pick("storage_url", "CACHELAYER_STORAGE_URL")
         if not database_url or not storage_url:
-            data_dir = default_data_dir(env)
+            data_dir = data_dir or default_data_dir(env)
         if not database_url:
             database_url = f"sqlite:///{data_dir}/catalog.db"
         if not storage_url:
             storage_url = (Path(str(data_dir)) / "objects").as_uri()
-        if not (storage_url.startswith(("s3://", "file://")) or storage_url.startswith("/")):
-            raise ConfigError(
-                f"CACHELAYER_STORAGE_URL must be s3://bucket[/prefix] or file:///path, got {storage_url!r}"
-            )
+        _check_database_url(database_url)
+        _check_storage_url(storage_url)
+
         public_base_url = pick("public_base_url", "CACHELAYER_PUBLIC_BASE_URL")
         if public_base_url:
-            public_base_url = public_base_url.rstrip("/")
+            public_base_url = _http_url("CACHELAYER_PUBLIC_BASE_URL", public_base_url).rstrip("/")
         url_mode = pick("url_mode", "CACHELAYER_URL_MODE") or ("public" if public_base_url else "s3")
-        if url_mode not in URL_MODES:
-            raise ConfigError(f"CACHELAYER_URL_MODE must be one of {', '.join(URL_MODES)}, got {url_mode!r}")
-        if url_mode == "public" and not public_base_url:
-            raise ConfigError("CACHELAYER_URL_MODE=public needs CACHELAYER_PUBLIC_BASE_URL")
 
-        hosts_raw = ov.get("allowed_hosts", env.get("CACHELAYER_ALLOWED_HOSTS"))
-        if hosts_raw is None:
-            allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
-        elif isinstance(hosts_raw, str):
-            allowed_hosts = tuple(h.strip().lower() for h in hosts_raw.split(",") if h.strip())
-        else:
-            allowed_hosts = tuple(str(h).lower() for h in hosts_raw)
-
-        def num(key: str, var: str, default: Any, conv: Any) -> Any:
+        def num(key: str) -> Any:
+            rule = NUMBERS[key]
             if key in ov:
-                return conv(key, str(ov[key]))
-            raw = env.get(var)
-            return conv(var, raw) if raw else default
+                return parse_number(key, ov[key], rule)
+            raw = env.get(rule.var)
+            if not raw:
+                return getattr(cls, key)
+            return parse_number(rule.var, raw, rule)
 
-        concurrency = num("concurrency", "CACHELAYER_CONCURRENCY", 8, _int)
-        if concurrency < 1:
-            raise ConfigError("CACHELAYER_CONCURRENCY must be at least 1")
+        numbers = {key: num(key) for key in NUMBERS}
+        allowed_hosts = _hosts(
+            ov.get("allowed_hosts", env.get("CACHELAYER_ALLOWED_HOSTS")), "CACHELAYER_ALLOWED_HOSTS"
+        )
         cache_control = ov.get("cache_control", env.get("CACHELAYER_CACHE_CONTROL", cls.cache_control))
+        if cache_control:
+            cache_control = _check_text("CACHELAYER_CACHE_CONTROL", str(cache_control), limit=1024)
+        ca_bundle = pick("ca_bundle", "CACHELAYER_CA_BUNDLE")
+        if ca_bundle:
+            ca_bundle = _check_ca_bundle(ca_bundle)
+        token = pick("replicate_api_token", "REPLICATE_API_TOKEN")
+        if token:
+            _check_text("REPLICATE_API_TOKEN", token, limit=4096)
+            if " " in token:
+                raise ConfigError("REPLICATE_API_TOKEN must not contain spaces")
+        replicate_base_url = pick("replicate_base_url", "REPLICATE_BASE_URL")
+        if replicate_base_url:
+            _http_url("REPLICATE_BASE_URL", replicate_base_url)
+        s3_endpoint_url = ov.get("s3_endpoint_url")
+        if s3_endpoint_url:
+            _http_url("s3_endpoint_url", str(s3_endpoint_url))
+        s3_region = ov.get("s3_region")
+        if s3_region is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", str(s3_region)):
+            raise ConfigError(f"s3_region must be a region name such as us-east-1 or auto, got {s3_region!r}")
+        token_hosts = _hosts(
+            ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS"
+        ) or default_token_hosts(replicate_base_url)
         return cls(
             database_url=database_url,
             storage_url=storage_url,
             public_base_url=public_base_url,
             url_mode=url_mode,
-            presign_ttl=num("presign_ttl", "CACHELAYER_PRESIGN_TTL", 3600, _int),
-            allowed_hosts=allowed_hosts,
-            max_file_bytes=num("max_file_bytes", "CACHELAYER_MAX_FILE_BYTES", 10 * 1024**3, _int),
-            concurrency=concurrency,
-            expiry_margin=num("expiry_margin", "CACHELAYER_EXPIRY_MARGIN", 600.0, _float),
-            download_retries=max(1, num("download_retries", "CACHELAYER_DOWNLOAD_RETRIES", 4, _int)),
-            max_attempts=max(1, num("max_attempts", "CACHELAYER_MAX_ATTEMPTS", 5, _int)),
-            lease_seconds=max(1.0, num("lease_seconds", "CACHELAYER_LEASE_SECONDS", 60.0, _float)),
+            allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS,
             cache_control=cache_control or None,
-            ca_bundle=pick("ca_bundle", "CACHELAYER_CA_BUNDLE"),
-            replicate_api_token=pick("replicate_api_token", "REPLICATE_API_TOKEN"),
-            replicate_base_url=pick("replicate_base_url", "REPLICATE_BASE_URL"),
-            s3_endpoint_url=ov.get("s3_endpoint_url"),
-            s3_region=ov.get("s3_region"),
-            s3_addressing_style=ov.get("s3_addressing_style",
-                                       env.get("CACHELAYER_S3_ADDRESSING_STYLE", "auto")),
+            ca_bundle=ca_bundle,
+            replicate_api_token=token,
+            replicate_base_url=replicate_base_url,
+            s3_endpoint_url=s3_endpoint_url,
+            s3_region=s3_region,
+            s3_addressing_style=pick("s3_addressing_style", "CACHELAYER_S3_ADDRESSING_STYLE") or "auto",
+            token_hosts=token_hosts,
             extra=ov.get("extra", {}),
+            **numbers,
+            **_server_settings(env, ov, url_mode),
         )
+
+
+def _optional_url(name: str, raw: str | None) -> str | None:
+    """``raw`` checked as an http(s) URL (:func:`_http_url`), without a trailing ``/``."""
+    return _http_url(name, raw.strip()).rstrip("/") if raw and raw.strip() else None
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _server_settings(env: Mapping[str, str], ov: Mapping[str, Any], url_mode: str) -> dict[str, Any]:
+    """The settings of ``cachelayer serve`` (webhooks, gateway); see the module docstring."""
+
+    def pick(key: str, var: str) -> str | None:
+        if key in ov:
+            return str(ov[key])
+        return env.get(var) or None
+
+    webhook_secret = pick("webhook_secret", "CACHELAYER_WEBHOOK_SECRET")
+    if webhook_secret:
+        import base64
+        import binascii
+
+        body = webhook_secret.strip().removeprefix("whsec_")
+        try:
+            ok = bool(base64.b64decode(body + "=" * (-len(body) % 4), validate=True))
+        except (binascii.Error, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError("CACHELAYER_WEBHOOK_SECRET must be a whsec_<base64> secret (Replicate's)")
+        webhook_secret = webhook_secret.strip()
+    gateway_secret = pick("gateway_secret", "CACHELAYER_GATEWAY_SECRET")
+    if gateway_secret is not None and len(gateway_secret) < 16:
+        raise ConfigError("CACHELAYER_GATEWAY_SECRET must be at least 16 characters")
+    gateway_url = _optional_url("CACHELAYER_GATEWAY_URL", pick("gateway_url", "CACHELAYER_GATEWAY_URL"))
+    if url_mode == "gateway" and not gateway_url:
+        raise ConfigError("CACHELAYER_URL_MODE=gateway needs CACHELAYER_GATEWAY_URL (where serve is reached)")
+    proxy_raw = ov.get("gateway_proxy", env.get("CACHELAYER_GATEWAY_PROXY", ""))
+    if isinstance(proxy_raw, bool):
+        proxy = proxy_raw
+    elif str(proxy_raw).strip().lower() in _TRUE:
+        proxy = True
+    elif str(proxy_raw).strip().lower() in _FALSE:
+        proxy = False
+    else:
+        raise ConfigError(f"CACHELAYER_GATEWAY_PROXY must be 1 or 0, got {proxy_raw!r}")
+    return {
+        "webhook_secret": webhook_secret,
+        "webhook_url": _optional_url("CACHELAYER_WEBHOOK_URL", pick("webhook_url", "CACHELAYER_WEBHOOK_URL")),
+        "gateway_url": gateway_url,
+        "gateway_secret": gateway_secret,
+        "gateway_proxy": proxy,
+    }

@@ -24,6 +24,32 @@ class CatalogUnavailableError(ConfigError):
     """The catalog database cannot be reached or opened (bad URL, server down, bad credentials)."""
 
 
+class CatalogOutageError(CatalogUnavailableError):
+    """The catalog stopped answering during work (server restart, lost connection, a lock
+    or a full disk) for longer than ``CACHELAYER_DB_RETRY_SECONDS``; every transaction that
+    failed was rolled back, so nothing recorded is lost. Work failed: exit status 1."""
+
+    exit_code = 1
+
+
+class CatalogError(CacheLayerError):
+    """A catalog statement failed for a reason other than an outage (a bug or a value the
+    database refuses); the transaction was rolled back. The message gives the reason."""
+
+
+class CatalogWriteError(CatalogError):
+    """A record cannot be written even after the catalog's lossless rules (docs/SCHEMA.md,
+    "Values the catalog changes"): e.g. a prediction id over 64 characters. Nothing of that
+    transaction was written; ``prediction_id`` names the prediction (when known) and
+    ``reason`` says why, so the caller can count it as failed and go on with the rest."""
+
+    def __init__(self, reason: str, *, prediction_id: str | None = None) -> None:
+        self.reason = reason
+        self.prediction_id = prediction_id
+        where = f"prediction {prediction_id[:80]!r}: " if prediction_id else ""
+        super().__init__(f"cannot record {where}{reason}")
+
+
 class StorageError(CacheLayerError):
     """A storage backend failed while reading or writing an object."""
 
@@ -54,13 +80,38 @@ class PredictionNotFoundError(CacheLayerError):
 
 
 class PredictionFailedError(CacheLayerError):
-    """The prediction ended ``failed`` or ``canceled``; its error is in the message."""
+    """The prediction ended ``failed``, ``canceled`` or ``aborted`` (``status``); its error
+    is in the message."""
 
     def __init__(self, prediction_id: str, status: str, error: object) -> None:
         self.prediction_id = prediction_id
         self.status = status
         self.error = error
         super().__init__(f"prediction {prediction_id} {status}: {error}")
+
+
+class WaitTimeoutError(CacheLayerError):
+    """The prediction was still ``status`` (starting/processing) after ``timeout`` seconds
+    of waiting (``CACHELAYER_WAIT_TIMEOUT``); nothing was recorded as stored."""
+
+    def __init__(self, prediction_id: str, status: str, timeout: float) -> None:
+        self.prediction_id = prediction_id
+        self.status = status
+        self.timeout = timeout
+        super().__init__(
+            f"prediction {prediction_id} still {status} after waiting {timeout:g} s "
+            "(CACHELAYER_WAIT_TIMEOUT / --wait-timeout)"
+        )
+
+
+class RerunError(CacheLayerError):
+    """A prediction whose data is gone cannot be rerun (no recorded input, or no model,
+    version or deployment to rerun)."""
+
+
+class MalformedOutputError(CacheLayerError):
+    """A prediction output cannot be walked: it contains a reference cycle (only possible
+    for Python objects handed in by a caller; JSON has none)."""
 
 
 class DownloadError(CacheLayerError):
@@ -76,8 +127,31 @@ class DisallowedUrlError(DownloadError):
     (``CACHELAYER_ALLOWED_HOSTS``); it was never requested."""
 
 
+class MalformedUrlError(DisallowedUrlError):
+    """The source URL (or ``data:`` URI) cannot be parsed unambiguously: bad or out-of-range
+    port, userinfo, backslash, whitespace, non-ASCII or unclosed ``[`` in the host, a
+    non-canonical IPv4 spelling... The message gives the reason in one line; nothing was
+    requested."""
+
+
+class DisallowedAddressError(DisallowedUrlError):
+    """The host resolved only to addresses the allow-list does not permit (loopback,
+    private, link-local, metadata... under a wildcard pattern); refused at connect time,
+    before any connection attempt to them."""
+
+
 class TruncatedDownloadError(DownloadError):
     """The body ended before its ``Content-Length`` or the connection dropped."""
+
+
+class DownloadTimeoutError(TruncatedDownloadError):
+    """One attempt at one file took longer than ``CACHELAYER_DOWNLOAD_TIMEOUT`` seconds.
+    Retryable like every :class:`TruncatedDownloadError`."""
+
+
+class DownloadStalledError(DownloadTimeoutError):
+    """The body arrived slower than ``CACHELAYER_STALL_BYTES_PER_SECOND`` over a window of
+    ``CACHELAYER_STALL_WINDOW`` seconds. Retryable."""
 
 
 class DownloadTooLargeError(DownloadError):
@@ -106,7 +180,10 @@ class ExpiredDownloadUrlError(DownloadError):
     """
 
     def __init__(
-        self, prediction_id: str | None, output_path: str | None, url: str | None = None,
+        self,
+        prediction_id: str | None,
+        output_path: str | None,
+        url: str | None = None,
         reason: str = "",
     ) -> None:
         self.prediction_id = prediction_id
@@ -118,7 +195,18 @@ class ExpiredDownloadUrlError(DownloadError):
             where = f" (prediction {prediction_id})"
         extra = f": {reason}" if reason else ""
         super().__init__(
-            "The output URL has expired and can no longer be used to download the result"
-            f"{where}{extra}",
+            f"The output URL has expired and can no longer be used to download the result{where}{extra}",
             url=url,
         )
+
+
+class WebhookVerificationError(CacheLayerError):
+    """A webhook delivery was refused: missing Standard Webhooks headers, a timestamp more
+    than 5 minutes off, a signature that does not match the body, or a body that is not a
+    prediction. ``reason`` is one of ``missing_headers``, ``stale``, ``bad_signature``,
+    ``malformed``, ``too_large``; ``status`` the HTTP status to answer (400 or 401, 413)."""
+
+    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+        self.reason = reason
+        self.status = status
+        super().__init__(message)

@@ -1,4 +1,4 @@
-"""Streaming downloads of source URLs: allow-list, redirects, retries, length and size checks.
+"""Streaming downloads of source URLs: allow-list, redirects, retries, length, size and time.
 
 A :class:`Download` is a read-only binary stream over one source URL (or ``data:`` URI)
 that computes the SHA-256 and byte count as it goes, so a store can upload it while it
@@ -7,34 +7,77 @@ downloads. A body shorter than its ``Content-Length`` or a dropped connection ra
 the store discards the partial object); 404/403/410 raise
 :class:`~cachelayer.errors.SourceGoneError` (the caller refreshes the prediction).
 Transient statuses (429, 500, 502, 503, 504) and connection errors are retried by urllib3's
-``Retry`` with exponential backoff, jitter and ``Retry-After``.
+``Retry`` with exponential backoff, jitter and ``Retry-After`` (capped at 30 s a wait).
+
+Where a download may go is decided by :mod:`cachelayer.urls` (one strict parser, the
+allow-list and the address policy) and enforced again at connect time on the resolved
+address by :mod:`cachelayer.netguard`; redirects are followed by hand, each hop checked
+the same way. Downloads never use proxies, ``.netrc`` or cookies from the environment.
+
+Time: one attempt at one file (:meth:`Fetcher.open` until the body's last byte) may take
+at most ``download_timeout`` seconds, and once the body has started, every
+``stall_window`` seconds must bring at least ``stall_bytes_per_second * stall_window``
+bytes; otherwise :class:`~cachelayer.errors.DownloadTimeoutError` /
+:class:`~cachelayer.errors.DownloadStalledError` (both retryable
+:class:`~cachelayer.errors.TruncatedDownloadError`) is raised. Defaults and their
+arithmetic are in :class:`Fetcher`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import fnmatch
+import contextlib
 import hashlib
-import ipaddress
+import http.cookiejar
 import logging
+import re
+import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from email.message import Message
-from urllib.parse import parse_qs, unquote, unquote_to_bytes, urljoin, urlsplit
+from email.utils import collapse_rfc2231_value
+from typing import Any
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from cachelayer.config import (
+    DEFAULT_API_HOST,
+    DEFAULT_DOWNLOAD_TIMEOUT,
+    DEFAULT_STALL_BYTES_PER_SECOND,
+    DEFAULT_STALL_WINDOW,
+    DELIVERY_TOKEN_HOSTS,
+)
+from cachelayer.datauri import decode_data_uri, parse_data_uri
 from cachelayer.errors import (
+    ConfigError,
     DisallowedUrlError,
     DownloadError,
+    DownloadStalledError,
+    DownloadTimeoutError,
     DownloadTooLargeError,
+    MalformedUrlError,
     SourceGoneError,
     TruncatedDownloadError,
 )
+from cachelayer.netguard import GuardedAdapter
+from cachelayer.urls import AddressPolicy, SourceUrl, filename_of, parse_source_url
+
+__all__ = [
+    "DEFAULT_DOWNLOAD_TIMEOUT",
+    "DEFAULT_STALL_BYTES_PER_SECOND",
+    "DEFAULT_STALL_WINDOW",
+    "DEFAULT_TOKEN_HOSTS",
+    "Download",
+    "Fetcher",
+    "decode_data_uri",
+    "filename_of",
+    "host_allowed",
+    "parse_content_type",
+    "signed_url_expired",
+]
 
 log = logging.getLogger("cachelayer")
 
@@ -43,59 +86,83 @@ log = logging.getLogger("cachelayer")
 GONE_STATUSES = frozenset({403, 404, 410})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
+#: Longest wait urllib3 honours from one ``Retry-After`` header, in seconds.
+RETRY_AFTER_CAP = 30.0
+
+#: Defaults of the deadline and stall rule, in seconds and bytes/s (arithmetic in
+#: :class:`Fetcher`): 6 h for one attempt (10 GiB passes at >= 4 Mbit/s, since
+#: 10 * 2**30 B / 21,600 s = 497,103 B/s); at least 16 KiB/s over every 120 s window (a link
+#: that slow would need 182 h for 10 GiB, so the rule never cuts what the deadline allows,
+#: while a 1 byte/s source is cut after 120 s: 120 B < 1,966,080 B).
+#: Hosts that get ``Authorization: Bearer <token>`` on downloads: Replicate's API host and
+#: delivery domains ("Any files will be represented as HTTPS URLs. You'll need to pass the
+#: Authorization header to request them", Replicate OpenAPI schema, GET /predictions/{id}).
+DEFAULT_TOKEN_HOSTS = (DEFAULT_API_HOST, *DELIVERY_TOKEN_HOSTS)
 
 
 def host_allowed(url: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    """Whether ``url`` is ``http(s)`` and its host (or ``host:port``) matches a pattern.
-
-    Patterns are ``host``, ``host:port`` or ``*.domain`` (``fnmatch`` style, case-insensitive).
-    Link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata endpoints) are refused
-    whatever the patterns say.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False
-    host = parts.hostname.lower()
+    """Whether ``url`` passes the pre-request check for ``patterns`` (see
+    :mod:`cachelayer.urls`): a well-formed ``http(s)`` URL whose host (and port) matches a
+    pattern and, when the host is an IP literal, is public or named explicitly. Names are
+    resolved and checked again at connect time. Malformed URLs give ``False``; a malformed
+    pattern raises :class:`~cachelayer.errors.ConfigError`."""
+    policy = AddressPolicy(patterns)
     try:
-        if ipaddress.ip_address(host).is_link_local:
-            return False
-    except ValueError:
-        pass
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host_port = f"{host}:{port}"
-    for pattern in patterns:
-        pattern = pattern.lower()
-        target = host_port if ":" in pattern.removeprefix("[").split("]")[-1] else host
-        if fnmatch.fnmatchcase(target, pattern):
-            return True
-    return False
+        policy.check(parse_source_url(url))
+    except DisallowedUrlError:
+        return False
+    return True
 
 
 def signed_url_expired(url: str, now: float | None = None) -> bool:
-    """Whether ``url`` carries a signature expiry that has passed.
+    """Whether ``url`` carries a signature expiry that has passed; never raises.
 
     Understands SigV4 query signing (``X-Amz-Date`` + ``X-Amz-Expires``, AWS docs
     "Authenticating Requests: Using Query Parameters") and the ``Expires=<unix seconds>``
     form used by SigV2 and CloudFront/GCS signed URLs.
     """
     now = time.time() if now is None else now
-    q = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items() if v}
     try:
+        q = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items() if v}
         if "x-amz-date" in q and "x-amz-expires" in q:
             start = datetime.strptime(q["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
             return start.timestamp() + int(q["x-amz-expires"]) < now
         if "expires" in q and q["expires"].isdigit():
             return int(q["expires"]) < now
-    except ValueError:
+    except (ValueError, OverflowError):
         return False
     return False
 
 
-def filename_of(url: str) -> str:
-    """The last path segment of ``url`` (``out-0.png``), or ``""`` for ``data:`` URIs."""
-    if url.startswith("data:"):
-        return ""
-    return unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+#: The deadline (``time.monotonic()``) of the request the current thread is sending, read
+#: by :class:`_Retry` so urllib3's retries and waits stop at the download deadline.
+_request_deadline = threading.local()
+
+
+def _time_left() -> float | None:
+    deadline = getattr(_request_deadline, "value", None)
+    return None if deadline is None else deadline - time.monotonic()
+
+
+class _Retry(Retry):
+    """urllib3 ``Retry`` that stops at the download deadline of the calling thread and caps
+    ``Retry-After`` waits at :data:`RETRY_AFTER_CAP` (a hostile ``Retry-After: 99999`` must not
+    hold a worker); backoff and ``Retry-After`` waits never outlast the deadline."""
+
+    def is_exhausted(self) -> bool:
+        left = _time_left()
+        return (left is not None and left <= 0) or super().is_exhausted()
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        if value is None:
+            return None
+        left = _time_left()
+        return max(0.0, min(value, RETRY_AFTER_CAP, RETRY_AFTER_CAP if left is None else left))
+
+    def get_backoff_time(self) -> float:
+        left = _time_left()
+        return max(0.0, min(super().get_backoff_time(), float("inf") if left is None else left))
 
 
 class Download:
@@ -104,6 +171,11 @@ class Download:
     After the stream is exhausted, ``size`` (bytes) and ``sha256`` (hex) describe exactly
     the bytes handed out. ``content_type`` and ``content_length`` come from the response
     headers (``None`` when absent). Close it (or use ``with``) to release the connection.
+
+    ``deadline``: ``time.monotonic()`` value past which ``read`` raises
+    :class:`DownloadTimeoutError` (``None``: none). ``stall_bytes_per_second`` /
+    ``stall_window``: the stall rule (``0``: off). ``read_timeout``: seconds one socket read
+    may block (capped by the time left before the deadline).
     """
 
     def __init__(
@@ -112,18 +184,34 @@ class Download:
         *,
         response: requests.Response | None = None,
         data: bytes | None = None,
+        chunks: Iterable[bytes] | None = None,
         content_type: str | None = None,
+        content_length: int | None = None,
         max_bytes: int,
+        deadline: float | None = None,
+        stall_bytes_per_second: float = 0,
+        stall_window: float = 0,
+        read_timeout: float | None = None,
     ) -> None:
         self.url = url
         self._response = response
-        self._data = data
-        self._offset = 0
+        self._chunks: Iterator[bytes] | None = None
+        self._pending = b""
+        if data is not None:
+            chunks, content_length = [data], len(data)
+        if chunks is not None:
+            self._chunks = iter(chunks)
         self._hash = hashlib.sha256()
         self.size = 0
         self.max_bytes = max_bytes
         self.content_type = content_type
-        self.content_length: int | None = None
+        self.content_length: int | None = content_length
+        self.deadline = deadline
+        self.stall_rate = stall_bytes_per_second
+        self.stall_window = stall_window
+        self.read_timeout = read_timeout
+        self._window_start = time.monotonic()
+        self._window_bytes = 0
         if response is not None:
             self.content_type = response.headers.get("Content-Type") or content_type
             length = response.headers.get("Content-Length")
@@ -131,12 +219,10 @@ class Download:
             if response.headers.get("Content-Encoding", "identity") not in ("identity", ""):
                 # decoded size differs from the header; rely on urllib3's own checks then
                 self.content_length = None
-        elif data is not None:
-            self.content_length = len(data)
         if self.content_length is not None and self.content_length > max_bytes:
             self.close()
             raise DownloadTooLargeError(
-                f"{url}: Content-Length {self.content_length} exceeds the cap of {max_bytes} bytes",
+                f"{url[:200]}: Content-Length {self.content_length} exceeds the cap of {max_bytes} bytes",
                 url=url,
             )
 
@@ -151,26 +237,81 @@ class Download:
     def seekable(self) -> bool:
         return False
 
+    def _remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DownloadTimeoutError(
+                f"{self.url[:200]}: download took longer than the deadline "
+                f"(CACHELAYER_DOWNLOAD_TIMEOUT) after {self.size} bytes",
+                url=self.url,
+            )
+        return remaining
+
+    def _set_socket_timeout(self, remaining: float | None) -> None:
+        """Cap the next socket read at the time left (so a silent source cannot outlive the
+        deadline by a whole read timeout)."""
+        assert self._response is not None
+        limits = [t for t in (remaining, self.read_timeout) if t is not None]
+        if not limits:
+            return
+        conn = getattr(self._response.raw, "connection", None) or getattr(
+            self._response.raw, "_connection", None
+        )
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.settimeout(max(0.001, min(limits)))
+
     def _raw_read(self, n: int) -> bytes:
-        if self._data is not None:
-            chunk = self._data[self._offset : self._offset + n]
-            self._offset += len(chunk)
+        if self._chunks is not None:
+            while not self._pending:
+                nxt = next(self._chunks, None)
+                if nxt is None:
+                    return b""
+                self._pending = nxt
+            chunk, self._pending = self._pending[:n], self._pending[n:]
             return chunk
         assert self._response is not None
+        remaining = self._remaining()
+        self._set_socket_timeout(remaining)
+        raw = self._response.raw
         try:
-            return self._response.raw.read(n, decode_content=True) or b""
+            return raw.read1(n, decode_content=True) or b""
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            self._remaining()  # a timeout at the deadline is a DownloadTimeoutError
             raise TruncatedDownloadError(
-                f"{self.url}: connection failed after {self.size} bytes ({exc.__class__.__name__})",
+                f"{self.url[:200]}: connection failed after {self.size} bytes ({exc.__class__.__name__})",
                 url=self.url,
             ) from exc
+
+    def _check_stall(self) -> None:
+        if not self.stall_rate or not self.stall_window:
+            return
+        now = time.monotonic()
+        elapsed = now - self._window_start
+        if elapsed < self.stall_window:
+            return
+        got = self.size - self._window_bytes
+        if got < self.stall_rate * elapsed:
+            raise DownloadStalledError(
+                f"{self.url[:200]}: stalled: {got} bytes in {elapsed:.1f} s, under the minimum of "
+                f"{self.stall_rate:g} bytes/s over {self.stall_window:g} s "
+                "(CACHELAYER_STALL_BYTES_PER_SECOND, CACHELAYER_STALL_WINDOW)",
+                url=self.url,
+            )
+        self._window_start, self._window_bytes = now, self.size
 
     def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes (all remaining if ``n < 0``).
 
         Raises :class:`TruncatedDownloadError` when the body ends short of its
         ``Content-Length`` or the connection drops, :class:`DownloadTooLargeError` past
-        the size cap.
+        the size cap, :class:`DownloadTimeoutError` past the deadline,
+        :class:`DownloadStalledError` under the stall rule, and
+        :class:`~cachelayer.errors.MalformedUrlError` for a ``data:`` payload that does not
+        decode.
         """
         if n is None or n < 0:
             parts = []
@@ -182,12 +323,14 @@ class Download:
             self.size += len(chunk)
             if self.size > self.max_bytes:
                 raise DownloadTooLargeError(
-                    f"{self.url}: body exceeds the cap of {self.max_bytes} bytes", url=self.url
+                    f"{self.url[:200]}: body exceeds the cap of {self.max_bytes} bytes", url=self.url
                 )
             self._hash.update(chunk)
+            if self._response is not None:
+                self._check_stall()
         elif self.content_length is not None and self.size != self.content_length:
             raise TruncatedDownloadError(
-                f"{self.url}: body ended after {self.size} of {self.content_length} bytes",
+                f"{self.url[:200]}: body ended after {self.size} of {self.content_length} bytes",
                 url=self.url,
             )
         return chunk
@@ -203,53 +346,79 @@ class Download:
         self.close()
 
 
-def decode_data_uri(uri: str) -> tuple[bytes, str]:
-    """Decode an RFC 2397 ``data:`` URI into ``(bytes, content_type)``.
-
-    Raises :class:`DownloadError` if it is malformed.
-    """
+def _nonneg(name: str, value: float | None) -> float:
+    if value is None:
+        return 0.0
     try:
-        header, payload = uri[5:].split(",", 1)
-    except ValueError:
-        raise DownloadError("malformed data: URI (no comma)", url=uri[:64]) from None
-    params = header.split(";")
-    content_type = params[0] or "text/plain"
-    try:
-        if "base64" in params[1:]:
-            data = base64.b64decode(payload, validate=False)
-        else:
-            data = unquote_to_bytes(payload)
-    except (binascii.Error, ValueError) as exc:
-        raise DownloadError(f"malformed data: URI ({exc})", url=uri[:64]) from None
-    return data, content_type
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")) or number < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
 
 
 class Fetcher:
     """Opens :class:`Download` streams; one per :class:`~cachelayer.layer.CacheLayer`.
 
-    ``allowed_hosts``: patterns for :func:`host_allowed`. ``max_bytes``: size cap per file.
-    ``pool_size``: connections kept per host (match the transfer concurrency).
-    ``retries``: urllib3 retries for connection errors and 429/5xx, with exponential
-    backoff (0.25 s doubling, capped at 30 s), jitter and ``Retry-After``.
-    ``timeout``: (connect, read) seconds. ``ca_bundle``: path for TLS verification.
+    ``allowed_hosts``: allow-list patterns (:mod:`cachelayer.urls`: ``host``, ``host:port``,
+    ``*.domain``, ``*``; a bad one raises :class:`~cachelayer.errors.ConfigError`).
+    ``max_bytes``: size cap per file. ``pool_size``: connections kept per host (match the
+    transfer concurrency). ``retries``: urllib3 retries for connection errors and 429/5xx,
+    with exponential backoff (0.25 s doubling, capped at 30 s), jitter and ``Retry-After``
+    (capped at 30 s). ``timeout``: (connect, read) seconds per socket operation.
+    ``ca_bundle``: path for TLS verification.
+
+    ``download_timeout``: seconds one attempt at one file may take in all, from
+    :meth:`open` to the body's last byte, redirects and urllib3 retries included (default
+    :data:`DEFAULT_DOWNLOAD_TIMEOUT`, 6 h: a 10 GiB file passes at >= 4 Mbit/s on average;
+    ``0`` or ``None``: no deadline). ``stall_bytes_per_second`` and ``stall_window``: once the
+    body has started, each window of ``stall_window`` seconds must bring at least
+    ``stall_bytes_per_second * stall_window`` bytes (defaults 16 KiB/s over 120 s: a 1 byte/s
+    source is cut after 2 minutes; ``0`` turns the rule off). Both raise retryable errors.
+
+    ``api_token`` and ``token_hosts``: ``Authorization: Bearer <api_token>`` is sent on a
+    request (each redirect hop decided anew) only when its host matches a ``token_hosts``
+    pattern (default :data:`DEFAULT_TOKEN_HOSTS`) and it is ``https``, or the matching
+    pattern names the host and port explicitly (a local simulator on ``http``). Never to any
+    other host, allow-listed or not. ``api_token=None``: no header at all.
+
     Thread-safe: the session's connection pool is shared by the transfer threads.
     """
 
     def __init__(
         self,
-        allowed_hosts: tuple[str, ...],
+        allowed_hosts: Sequence[str],
         *,
         max_bytes: int,
         pool_size: int = 10,
         retries: int = 4,
         timeout: tuple[float, float] = (10.0, 60.0),
         ca_bundle: str | None = None,
+        download_timeout: float | None = DEFAULT_DOWNLOAD_TIMEOUT,
+        stall_bytes_per_second: float | None = DEFAULT_STALL_BYTES_PER_SECOND,
+        stall_window: float | None = DEFAULT_STALL_WINDOW,
+        api_token: str | None = None,
+        token_hosts: Sequence[str] | None = None,
     ) -> None:
-        self.allowed_hosts = allowed_hosts
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.policy = AddressPolicy(self.allowed_hosts)
+        self.token_policy = AddressPolicy(
+            DEFAULT_TOKEN_HOSTS if token_hosts is None else tuple(token_hosts),
+            setting="CACHELAYER_TOKEN_HOSTS",
+        )
+        self._api_token = api_token or None
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.download_timeout = _nonneg("CACHELAYER_DOWNLOAD_TIMEOUT", download_timeout) or None
+        self.stall_bytes_per_second = _nonneg("CACHELAYER_STALL_BYTES_PER_SECOND", stall_bytes_per_second)
+        self.stall_window = _nonneg("CACHELAYER_STALL_WINDOW", stall_window)
         self.session = requests.Session()
-        retry = Retry(
+        # No proxies, .netrc or REQUESTS_CA_BUNDLE from the environment: the address
+        # connected must be the one checked, and no credential may be added behind our back.
+        self.session.trust_env = False
+        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,
@@ -263,77 +432,161 @@ class Fetcher:
             respect_retry_after_header=True,
             raise_on_status=False,
         )
-        adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry)
+        adapter = GuardedAdapter(
+            self.policy, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry
+        )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "cachelayer"
-        # Passed on every request: a session-level verify loses to REQUESTS_CA_BUNDLE.
         self.verify: str | bool = ca_bundle or True
 
-    def check(self, url: str) -> None:
-        """Raise :class:`DisallowedUrlError` unless ``url`` is a ``data:`` URI or an allowed
-        ``http(s)`` URL; raise :class:`SourceGoneError` if it is a signed URL past expiry."""
-        if url.startswith("data:"):
-            return
-        if not host_allowed(url, self.allowed_hosts):
-            raise DisallowedUrlError(
-                f"refusing to download {url[:200]}: not an http(s) URL on an allowed host "
-                f"(CACHELAYER_ALLOWED_HOSTS={','.join(self.allowed_hosts)})",
-                url=url,
-            )
+    def check(self, url: str) -> SourceUrl | None:
+        """Check ``url`` before any request; returns the parsed URL (``None`` for a
+        ``data:`` URI). Raises :class:`~cachelayer.errors.MalformedUrlError`,
+        :class:`DisallowedUrlError` (another scheme, host not allowed, non-public IP literal
+        under a wildcard) or :class:`SourceGoneError` (a signed URL past its expiry)."""
+        if isinstance(url, str) and url[:5].lower() == "data:":
+            return None
+        parsed = parse_source_url(url)
+        self.policy.check(parsed)
         if signed_url_expired(url):
-            raise SourceGoneError(f"{url}: signed URL is past its expiry", url=url, status=None)
+            raise SourceGoneError(f"{url[:200]}: signed URL is past its expiry", url=url, status=None)
+        return parsed
+
+    def sends_token_to(self, parsed: SourceUrl) -> bool:
+        """Whether a request to ``parsed`` carries the API token (see the class docstring)."""
+        if self._api_token is None:
+            return False
+        pattern = self.token_policy.match(parsed.host, parsed.port)
+        if pattern is None:
+            return False
+        return parsed.scheme == "https" or (pattern.explicit and pattern.port is not None)
+
+    def _deadline_left(self, deadline: float | None, url: str) -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise DownloadTimeoutError(
+                f"{url[:200]}: no response within the deadline (CACHELAYER_DOWNLOAD_TIMEOUT)", url=url
+            )
+        return left
 
     def open(self, url: str) -> Download:
         """Start downloading ``url``; returns a :class:`Download` positioned at byte 0.
 
-        Redirects are followed (at most 5) only to allowed hosts. Raises
-        :class:`DisallowedUrlError`, :class:`SourceGoneError` (403/404/410, expired
-        signature), :class:`DownloadTooLargeError`, :class:`TruncatedDownloadError`
-        (connection failed) or :class:`DownloadError` (other statuses).
+        Redirects are followed (at most 5), each target checked like ``url``. Raises
+        :class:`~cachelayer.errors.MalformedUrlError`, :class:`DisallowedUrlError`
+        (:class:`~cachelayer.errors.DisallowedAddressError` when a name resolves only to
+        refused addresses), :class:`SourceGoneError` (403/404/410, expired signature),
+        :class:`DownloadTooLargeError`, :class:`DownloadTimeoutError`,
+        :class:`TruncatedDownloadError` (connection failed) or :class:`DownloadError`
+        (other statuses).
         """
-        self.check(url)
-        if url.startswith("data:"):
-            data, content_type = decode_data_uri(url)
-            return Download(url, data=data, content_type=content_type, max_bytes=self.max_bytes)
-        current = url
+        deadline = time.monotonic() + self.download_timeout if self.download_timeout else None
+        parsed = self.check(url)
+        if parsed is None:
+            data = parse_data_uri(url, self.max_bytes)
+            return Download(
+                url,
+                chunks=data.chunks(),
+                content_type=data.content_type,
+                content_length=data.decoded_size,
+                max_bytes=self.max_bytes,
+            )
         for _ in range(MAX_REDIRECTS + 1):
-            try:
-                resp = self.session.get(
-                    current, stream=True, allow_redirects=False, timeout=self.timeout,
-                    verify=self.verify,
-                )
-            except requests.RequestException as exc:
-                raise TruncatedDownloadError(f"{current}: request failed: {exc}", url=url) from exc
+            resp = self._get(parsed, url, deadline)
             if resp.is_redirect:
                 location = resp.headers.get("Location", "")
                 resp.close()
-                current = urljoin(current, location)
-                self.check(current)
+                try:
+                    target = urljoin(parsed.prepared, location)
+                except ValueError as exc:
+                    raise MalformedUrlError(
+                        f"redirect to a malformed URL {location[:200]!r}: {exc}", url=url
+                    ) from None
+                checked = self.check(target)
+                if checked is None:
+                    raise DisallowedUrlError(f"{url[:200]}: redirect to a data: URI refused", url=url)
+                parsed = checked
                 continue
             if resp.status_code in GONE_STATUSES:
                 resp.close()
                 raise SourceGoneError(
-                    f"{current}: HTTP {resp.status_code}", url=url, status=resp.status_code
+                    f"{parsed.url[:200]}: HTTP {resp.status_code}", url=url, status=resp.status_code
                 )
             if resp.status_code != 200:
                 resp.close()
                 cls = TruncatedDownloadError if resp.status_code in RETRY_STATUSES else DownloadError
-                raise cls(f"{current}: HTTP {resp.status_code} after retries", url=url)
-            return Download(url, response=resp, max_bytes=self.max_bytes)
-        raise DownloadError(f"{url}: more than {MAX_REDIRECTS} redirects", url=url)
+                raise cls(f"{parsed.url[:200]}: HTTP {resp.status_code} after retries", url=url)
+            return Download(
+                url,
+                response=resp,
+                max_bytes=self.max_bytes,
+                deadline=deadline,
+                stall_bytes_per_second=self.stall_bytes_per_second,
+                stall_window=self.stall_window,
+                read_timeout=self.timeout[1],
+            )
+        raise DownloadError(f"{url[:200]}: more than {MAX_REDIRECTS} redirects", url=url)
+
+    def _get(self, parsed: SourceUrl, url: str, deadline: float | None) -> requests.Response:
+        """One GET of ``parsed`` (no redirects followed), sent to the URL that was checked."""
+        headers = {"Authorization": f"Bearer {self._api_token}"} if self.sends_token_to(parsed) else {}
+        request = self.session.prepare_request(requests.Request("GET", parsed.prepared, headers=headers))
+        if request.url != parsed.prepared:
+            raise MalformedUrlError(f"{url[:200]}: the URL changed while being prepared", url=url)
+        left = self._deadline_left(deadline, url)
+        connect, read = self.timeout
+        if left is not None:
+            connect, read = min(connect, left), min(read, left)
+        _request_deadline.value = deadline
+        try:
+            resp = self.session.send(
+                request,
+                stream=True,
+                allow_redirects=False,
+                timeout=(connect, read),
+                verify=self.verify,
+                proxies={},
+            )
+        except requests.RequestException as exc:
+            self._deadline_left(deadline, url)
+            raise TruncatedDownloadError(
+                f"{parsed.url[:200]}: request failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                url=url,
+            ) from exc
+        finally:
+            _request_deadline.value = None
+        try:
+            self._deadline_left(deadline, url)
+        except DownloadTimeoutError:
+            resp.close()
+            raise
+        return resp
 
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
 
 
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+
+
 def parse_content_type(value: str | None) -> str | None:
-    """The media type of a ``Content-Type`` header without parameters, or ``None``."""
+    """``Content-Type`` normalised: the media type lower-cased, then every parameter as sent
+    (``text/plain; charset=utf-8``), so text keeps its charset; ``None`` if empty. Parameters
+    that are not printable ASCII are dropped, as are trailing ones past 255 characters (the
+    catalog's column); values are quoted where RFC 9110 needs it."""
     if not value:
         return None
     msg = Message()
     msg["content-type"] = value
-    return msg.get_content_type()
-
-
+    out = msg.get_content_type()
+    for name, raw in (msg.get_params() or [])[1:]:
+        val = collapse_rfc2231_value(raw)
+        text = val if _TOKEN_RE.fullmatch(val) else '"' + val.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        param = f"; {name.lower()}={text}"
+        if name and val and param.isascii() and param.isprintable() and len(out) + len(param) <= 255:
+            out += param
+    return out

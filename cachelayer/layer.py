@@ -1,33 +1,43 @@
-"""``CacheLayer``: the facade that wires Replicate, fetching, storage and the catalog."""
+"""``CacheLayer``: the facade and composition root.
+
+It builds each part on first use (catalog, store, Replicate API, fetcher, copier, persister)
+and delegates every call to the module that owns the concept: :mod:`cachelayer.persist`
+(the persist policy), :mod:`cachelayer.scan` (backfill), :mod:`cachelayer.workers` (the
+queue), :mod:`cachelayer.verify`. It holds no policy of its own.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
 
-import replicate
+from replicate.client import Client as ReplicateClient
+from sqlalchemy import Engine
 
-from cachelayer import backfill as backfill_mod
-from cachelayer import replicate_api
-from cachelayer.backfill import BackfillSummary, ProgressFn, ScanFilter
+from cachelayer import scan, workers
 from cachelayer.catalog.db import ensure_schema, make_engine
 from cachelayer.catalog.queries import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
-from cachelayer.errors import ConfigError, ExpiredDownloadUrlError
+from cachelayer.copier import Copier
+from cachelayer.errors import ConfigError, ReplicateConfigError
 from cachelayer.fetch import Fetcher
-from cachelayer.pipeline import PersistResult, Pipeline
+from cachelayer.leases import new_owner
+from cachelayer.outputs import find_files
+from cachelayer.persist import OnExpired, Persister, PersistResult
+from cachelayer.prediction import Prediction
+from cachelayer.replicate_api import ReplicateApi, check_succeeded, make_client
 from cachelayer.storage import Store, open_store
+from cachelayer.verify import VerifyReport, verify
+from cachelayer.workers import BackfillSummary, ProgressFn
 
-if TYPE_CHECKING:
-    from cachelayer.verify import VerifyReport
+__all__ = ["CacheLayer", "OnExpired"]
 
 log = logging.getLogger("cachelayer")
-
-OnExpired = Literal["raise", "rerun"]
 
 
 class CacheLayer:
@@ -35,12 +45,14 @@ class CacheLayer:
 
     ``CacheLayer()`` reads the environment (see :mod:`cachelayer.config`); every setting
     is also a keyword argument (``CacheLayer(database_url=..., storage_url=...)``).
-    ``client`` (a ``replicate.Client``) and ``store`` replace the ones built from settings.
+    ``client`` (a ``ReplicateClient``) and ``store`` replace the ones built from settings.
     ``auto_migrate`` applies catalog migrations on open (default: only for SQLite).
 
-    Raises on construction: :class:`~cachelayer.errors.ConfigError` for bad settings,
+    Each part (catalog, store, Replicate client, copier) is built on first use, so queries
+    work without a Replicate token or a reachable store. Raises on construction
+    :class:`~cachelayer.errors.ConfigError` for bad settings; on first use of the catalog
     :class:`~cachelayer.errors.CatalogUnavailableError` when the database cannot be opened
-    or is behind (run ``cachelayer db upgrade``),
+    or is behind (run ``cachelayer db upgrade``); before the first copy
     :class:`~cachelayer.errors.BucketNotFoundError` / ``StorageAuthError`` /
     ``StorageConfigError`` when the store cannot be used.
     """
@@ -49,7 +61,7 @@ class CacheLayer:
         self,
         settings: Settings | None = None,
         *,
-        client: replicate.Client | None = None,
+        client: ReplicateClient | None = None,
         store: Store | None = None,
         auto_migrate: bool | None = None,
         **options: Any,
@@ -57,82 +69,201 @@ class CacheLayer:
         if settings is not None and options:
             raise ConfigError("pass either settings or keyword options, not both")
         self.settings = settings or Settings.from_env(**options)
+        self._client = client
+        self._store = store
+        self._auto_migrate = auto_migrate
+        self._lock = threading.RLock()
+        self.owner = new_owner()
+
+    # ---- parts, each built on first use -------------------------------------------------
+    # Queries need the catalog alone; durable URLs need the store object but no request to
+    # it; copying needs everything (and checks the bucket once).
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The catalog's SQLAlchemy engine (migrated on first use when ``auto_migrate``)."""
         s = self.settings
-        self.engine = make_engine(s.database_url, pool_size=max(5, s.concurrency))
-        if auto_migrate is None:
-            auto_migrate = self.engine.dialect.name == "sqlite"
-        ensure_schema(self.engine, auto_migrate=auto_migrate)
-        self.catalog = Catalog(self.engine)
-        self.store = store or open_store(
-            s.storage_url, endpoint_url=s.s3_endpoint_url, region=s.s3_region,
-            addressing_style=s.s3_addressing_style, max_pool_connections=max(10, s.concurrency * 4),
+        engine = make_engine(
+            s.database_url, pool_size=max(5, s.concurrency), retry_seconds=s.db_retry_seconds
         )
-        self.store.check()
-        self.client = client or replicate_api.make_client(
-            s.replicate_api_token, s.replicate_base_url, s.ca_bundle)
-        self.fetcher = Fetcher(s.allowed_hosts, max_bytes=s.max_file_bytes,
-                               pool_size=max(10, s.concurrency), retries=s.download_retries,
-                               ca_bundle=s.ca_bundle)
-        self.pipeline = Pipeline(s, self.catalog, self.store, self.fetcher, self._get,
-                                 prefix=getattr(self.store, "prefix", ""))
+        auto = self._auto_migrate
+        if auto is None:
+            auto = engine.dialect.name == "sqlite"
+        ensure_schema(engine, auto_migrate=auto)
+        return engine
 
-    # ---- the three calls of the README ------------------------------------------------
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The catalog. Raises :class:`~cachelayer.errors.CatalogUnavailableError` when it
+        cannot be opened."""
+        with self._lock:
+            return Catalog(self.engine)
 
-    def run(self, ref: str, input: dict[str, Any] | None = None, *,
-            on_expired: OnExpired = "raise", **params: Any) -> Any:
+    @cached_property
+    def store(self) -> Store:
+        """The storage backend; building it sends no request (the copier checks it)."""
+        if self._store is not None:
+            return self._store
+        s = self.settings
+        return open_store(
+            s.storage_url,
+            endpoint_url=s.s3_endpoint_url,
+            region=s.s3_region,
+            addressing_style=s.s3_addressing_style,
+            max_pool_connections=max(10, s.concurrency * 4),
+        )
+
+    @cached_property
+    def client(self) -> ReplicateClient:
+        """The ``ReplicateClient`` (token and base URL from the settings)."""
+        if self._client is not None:
+            return self._client
+        s = self.settings
+        if not s.replicate_api_token:
+            raise ReplicateConfigError("REPLICATE_API_TOKEN is not set: the Replicate API needs your token")
+        return make_client(s.replicate_api_token, s.replicate_base_url, s.ca_bundle)
+
+    @cached_property
+    def api(self) -> ReplicateApi:
+        """Replicate's API (create with retries, get, bounded wait, list)."""
+        return ReplicateApi(self.client, wait_timeout=self.settings.wait_timeout)
+
+    @cached_property
+    def fetcher(self) -> Fetcher:
+        """The downloader (allow-list checked on the connected address, deadlines)."""
+        s = self.settings
+        return Fetcher(
+            s.allowed_hosts,
+            max_bytes=s.max_file_bytes,
+            pool_size=max(10, s.concurrency),
+            retries=s.download_retries,
+            ca_bundle=s.ca_bundle,
+            download_timeout=s.download_timeout,
+            stall_bytes_per_second=s.stall_bytes_per_second,
+            stall_window=s.stall_window,
+            api_token=s.replicate_api_token,
+            token_hosts=s.token_hosts,
+        )
+
+    @cached_property
+    def copier(self) -> Copier:
+        """The copier of single files; building it checks that the bucket exists and is
+        writable. Raises ``BucketNotFoundError`` / ``StorageAuthError`` / ``StorageConfigError``."""
+        with self._lock:
+            self.store.check()
+            return Copier(
+                self.settings,
+                self.catalog,
+                self.store,
+                self.fetcher,
+                lambda pid: self.api.get(pid),
+                owner=self.owner,
+            )
+
+    @cached_property
+    def persister(self) -> Persister:
+        """The persist policy (record, copy, fallbacks, rerun at most once)."""
+        with self._lock:
+            return Persister(self.settings, self.catalog, self.store, self.copier, lambda: self.api)
+
+    # ---- the calls of the README --------------------------------------------------------
+
+    def run(
+        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
+    ) -> Any:
         """Run a model like ``replicate.run`` and return its output with every file
         replaced by a durable URL (same shape: str, list, dict, nested).
 
         ``ref``: ``owner/name``, ``owner/name:version``, a version id or
-        ``deployments/owner/name``. ``params`` go to ``predictions.create`` (``wait``,
+        ``deployments/owner/name``. ``params`` go to the create call (``wait``,
         ``webhook``, ``file_encoding_strategy``...). Returns once every file is stored.
         Raises :class:`~cachelayer.errors.ModelNotFoundError`,
-        :class:`~cachelayer.errors.PredictionFailedError`,
+        :class:`~cachelayer.errors.PredictionFailedError` (failed, canceled, aborted),
+        :class:`~cachelayer.errors.WaitTimeoutError` (``CACHELAYER_WAIT_TIMEOUT``),
         :class:`~cachelayer.errors.ExpiredDownloadUrlError` and the download/storage
         errors of :meth:`persist`.
         """
-        return self._finish(self.run_result(ref, input, on_expired=on_expired, **params))
+        return self.output_of(self.run_result(ref, input, on_expired=on_expired, **params))
 
-    def run_result(self, ref: str, input: dict[str, Any] | None = None, *,
-                   on_expired: OnExpired = "raise", **params: Any) -> PersistResult:
-        """Like :meth:`run` but returns the :class:`PersistResult` (prediction id, per-file
-        records and errors) and does not raise for files that could not be copied."""
-        data = replicate_api.create_and_wait(self.client, ref, input or {}, **params)
-        if data.get("status") != "succeeded":
-            self.catalog.record_prediction(data)
-            replicate_api.check_succeeded(data)
-        return self._persist(data, on_expired)
-
-    def output_of(self, result: PersistResult) -> Any:
-        """The durable output of a :class:`PersistResult` (its rerun's, if there was one).
-        Raises the first file error, as :meth:`persist` does."""
-        return self._finish(result)
+    def run_result(
+        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
+    ) -> PersistResult:
+        """Like :meth:`run` but returns the :class:`~cachelayer.persist.PersistResult`
+        (prediction, per-file records and errors) and does not raise for files that could
+        not be copied."""
+        persister = self.persister  # checks the store before paying for a prediction
+        prediction = self.api.create_and_wait(ref, input or {}, **params)
+        return self._persist_finished(persister, prediction, on_expired)
 
     def persist(self, prediction: Any, *, on_expired: OnExpired = "raise") -> Any:
         """Copy every file of an existing prediction; return its durable output.
 
-        ``prediction``: an id or a ``replicate`` ``Prediction`` (re-read with
-        ``predictions.get`` so the URLs are current; one still running is polled until it
-        finishes). Idempotent: files already stored
-        are not downloaded again and the same durable URLs come back. If the data is gone
+        ``prediction``: an id, a :class:`~cachelayer.prediction.Prediction`, Replicate JSON
+        or a ``replicate`` ``Prediction`` (re-read with ``predictions.get`` so the URLs are
+        current; one still running is waited for, up to ``CACHELAYER_WAIT_TIMEOUT``).
+        URLs in a given object are remembered as aliases, so :meth:`resolve` answers for
+        them after Replicate rotates URLs. Idempotent: files already stored are not
+        downloaded again and the same durable URLs come back. If the data is gone
         (Replicate removes API predictions' files after one hour) raises
         :class:`~cachelayer.errors.ExpiredDownloadUrlError`, unless ``on_expired="rerun"``,
-        which reruns the same version with the recorded input and returns the new output.
-        Other errors: ``PredictionNotFoundError``, ``DisallowedUrlError``,
-        ``DownloadTooLargeError``, ``TruncatedDownloadError`` (after retries),
-        ``StorageError``, ``PredictionFailedError``.
+        which reruns it once (see :mod:`cachelayer.persist`) and returns the rerun's output;
+        once a rerun exists every call returns its output.
+        Other errors: ``ConfigError`` (a URL or other non-prediction was passed),
+        ``PredictionNotFoundError``, ``PredictionFailedError``, ``WaitTimeoutError``,
+        ``DisallowedUrlError``, ``DownloadTooLargeError``, ``TruncatedDownloadError`` (after
+        retries), ``StorageError``, ``RerunError``.
         """
-        return self._finish(self.persist_result(prediction, on_expired=on_expired))
+        return self.output_of(self.persist_result(prediction, on_expired=on_expired))
 
     def persist_result(self, prediction: Any, *, on_expired: OnExpired = "raise") -> PersistResult:
-        """Like :meth:`persist` but returns the per-file :class:`PersistResult` and does
-        not raise for files that could not be copied (their errors are in it)."""
-        pid = prediction if isinstance(prediction, str) else replicate_api.as_dict(prediction)["id"]
-        data = replicate_api.wait_for(self.client, pid)  # a running prediction is waited for
-        if data.get("status") in ("failed", "canceled"):
-            self.catalog.record_prediction(data)
-            replicate_api.check_succeeded(data)
-        return self._persist(data, on_expired)
+        """Like :meth:`persist` but returns the per-file
+        :class:`~cachelayer.persist.PersistResult` and does not raise for files that could
+        not be copied (their errors are in it)."""
+        held = _held_prediction(prediction)
+        persister = self.persister  # checks the store before waiting on Replicate
+        pid = prediction if held is None else held.id
+        result = self._persist_finished(persister, self.api.wait(pid), on_expired)
+        if held is not None:
+            self._remember_urls(held, result)
+        return result
+
+    def _persist_finished(
+        self, persister: Persister, prediction: Prediction, on_expired: OnExpired
+    ) -> PersistResult:
+        if not prediction.succeeded:
+            self.catalog.predictions.record(prediction)
+            check_succeeded(prediction)
+        return persister.persist(prediction, on_expired)
+
+    def _remember_urls(self, held: Prediction, result: PersistResult) -> None:
+        """Record the URLs of the caller's copy of the prediction as aliases of its files."""
+        by_path = {f.record.output_path: f.record for f in result.files}
+        for ref in find_files(held.output):
+            rec = by_path.get(ref.path)
+            if rec is not None and ref.url != rec.source_url and not ref.url.startswith("data:"):
+                self.catalog.files.add_source_url(rec.id, ref.url)
+
+    def output_of(self, result: PersistResult) -> Any:
+        """The durable output of a :class:`~cachelayer.persist.PersistResult` (its rerun's,
+        if there was one). Raises the first file error, as :meth:`persist` does."""
+        final = result.final
+        if final.error is not None:
+            raise final.error
+        return Persister.durable_output(
+            final.prediction.output, [f.record for f in final.files], self.durable_url
+        )
+
+    def enqueue(self, prediction: Any) -> list[FileRecord]:
+        """Record ``prediction`` (a :class:`~cachelayer.prediction.Prediction`, Replicate
+        JSON or a ``replicate`` ``Prediction``; an id is not enough) and queue each of its
+        files as ``pending`` for :meth:`work` (in this or any process); nothing is
+        downloaded. Returns every file row of the prediction. Idempotent."""
+        return self.persister.record(Prediction.of(prediction))
+
+    def rerun(self, prediction_id: str) -> PersistResult:
+        """Rerun a prediction whose data is gone, at most once (see
+        :meth:`cachelayer.persist.Persister.rerun`)."""
+        return self.persister.rerun(prediction_id)
 
     def resolve(self, url: str) -> str | None:
         """The durable URL of the file once served from ``url`` (a source URL, including
@@ -143,121 +274,191 @@ class CacheLayer:
     def durable_url(self, record: FileRecord) -> str:
         """The durable URL of a stored file in the configured URL mode
         (``public``: ``{base}/{key}``, ``presigned``: signed for ``presign_ttl`` s,
-        ``s3``: ``s3://bucket/key`` or ``file://`` for the local store)."""
+        ``s3``: ``s3://bucket/key`` or ``file://`` for the local store, ``gateway``:
+        ``{CACHELAYER_GATEWAY_URL}/files/{hmac}/{key}``, served by ``cachelayer serve``)."""
         s = self.settings
-        return self.store.url(record.key, s.url_mode, public_base_url=s.public_base_url,  # type: ignore[arg-type]
-                              presign_ttl=s.presign_ttl)
+        if s.url_mode == "gateway":
+            from cachelayer.catalog.server_state import gateway_secret
+            from cachelayer.gateway_urls import gateway_url
 
-    # ---- internals --------------------------------------------------------------------
+            assert s.gateway_url  # Settings refuses gateway mode without it
+            return gateway_url(s.gateway_url, gateway_secret(self.engine, s.gateway_secret), record.key)
+        return self.store.url(
+            record.key,
+            s.url_mode,  # type: ignore[arg-type]
+            public_base_url=s.public_base_url,
+            presign_ttl=s.presign_ttl,
+        )
 
-    def _get(self, prediction_id: str) -> dict[str, Any]:
-        return replicate_api.get_prediction(self.client, prediction_id)
+    # ---- batch --------------------------------------------------------------------------
 
-    def _persist(self, data: dict[str, Any], on_expired: OnExpired,
-                 rerun_of: str | None = None) -> PersistResult:
-        if data.get("output") is None:
-            recorded = self.catalog.get_prediction(data["id"])
-            if recorded is not None and recorded.output is not None:
-                data = {**data, "output": recorded.output}
-        result = self.pipeline.persist(data, rerun_of=rerun_of)
-        self.pipeline.save_durable_output(data, [f.record for f in result.files])
-        expired = any(isinstance(f.error, ExpiredDownloadUrlError) for f in result.files)
-        unknown = data.get("output") is None and data.get("data_removed")
-        if (expired or unknown) and on_expired == "rerun":
-            result.rerun = self.rerun(data["id"])
-        elif unknown:
-            # Removed before we ever saw it: not even the file URLs are left to record.
-            raise ExpiredDownloadUrlError(
-                data["id"], None, None,
-                "Replicate removed the prediction's data (data_removed) before it was recorded")
-        return result
-
-    def rerun(self, prediction_id: str) -> PersistResult:
-        """Rerun a prediction whose data is gone: same version, the input recorded in the
-        catalog; persist the new prediction and link it (``rerun_of``) to the old one.
-
-        Raises :class:`~cachelayer.errors.ExpiredDownloadUrlError` when no version and
-        input were recorded, and the errors of :meth:`run`."""
-        rec = self.catalog.get_prediction(prediction_id)
-        if rec is None or not rec.version or rec.input is None:
-            raise ExpiredDownloadUrlError(prediction_id, None, None,
-                                          "cannot rerun: no recorded version and input")
-        log.info("rerunning %s (version %s) with its recorded input", prediction_id, rec.version)
-        ref = f"{rec.model}:{rec.version}" if rec.model else rec.version
-        data = replicate_api.create_and_wait(self.client, ref, dict(rec.input))
-        self.catalog.record_prediction(data, rerun_of=prediction_id)
-        replicate_api.check_succeeded(data)
-        return self._persist(data, "raise", rerun_of=prediction_id)
-
-    def _finish(self, result: PersistResult) -> Any:
-        final = result.rerun or result
-        if final.error is not None:
-            raise final.error
-        return self.pipeline.durable_output(
-            final.prediction.get("output"), [f.record for f in final.files], self.durable_url)
-
-    def verify(self, *, model: str | None = None, since: datetime | None = None,
-               until: datetime | None = None, prediction_id: str | None = None,
-               deep: bool = False, repair: bool = False,
-               concurrency: int | None = None) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        prediction_id: str | None = None,
+        deep: bool = False,
+        repair: bool = False,
+        concurrency: int | None = None,
+    ) -> VerifyReport:
         """Check every stored object of the catalog (filtered like ``catalog.list_files``)
         against its recorded size (``HEAD``) and, with ``deep``, its sha256 (full read);
         with ``repair`` re-queue (or mark ``failed``) missing/corrupt files. Never deletes.
         Returns a :class:`cachelayer.verify.VerifyReport`; see :func:`cachelayer.verify.verify`."""
-        from cachelayer.verify import verify
-
-        return verify(self, model=model, since=since, until=until, prediction_id=prediction_id,
-                      deep=deep, repair=repair,
-                      concurrency=concurrency or max(8, self.settings.concurrency))
+        return verify(
+            (self.catalog, self.store),
+            model=model,
+            since=since,
+            until=until,
+            prediction_id=prediction_id,
+            deep=deep,
+            repair=repair,
+            concurrency=concurrency or max(8, self.settings.concurrency),
+        )
 
     def backfill(
-        self, *, since: datetime | None = None, until: datetime | None = None,
-        models: Sequence[str] = (), source: str | None = None, statuses: Sequence[str] = (),
-        concurrency: int | None = None, limit: int | None = None, dry_run: bool = False,
-        scan_only: bool = False, on_expired: str = "skip", progress: ProgressFn | None = None,
+        self,
+        *,
+        since: datetime | timedelta | None = None,
+        until: datetime | None = None,
+        models: Sequence[str] = (),
+        source: str | None = None,
+        statuses: Sequence[str] = (),
+        concurrency: int | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
+        scan_only: bool = False,
+        on_expired: str = "skip",
+        retry_failed: bool = False,
+        progress: ProgressFn | None = None,
     ) -> BackfillSummary:
         """Copy every retrievable file of the account's prediction history.
 
-        Pages through ``predictions.list`` newest first, stopping at ``since``; keeps
+        Pages through ``predictions.list`` newest first, stopping at ``since`` (a datetime,
+        or a ``timedelta`` meaning that long ago: the checkpoint then resumes across runs); keeps
         predictions created up to ``until``, of ``models`` (``owner/name``), ``source``
-        (``api``/``web``) and ``statuses``; records each one (failed, text-only and removed
-        ones too) and queues its files, while ``concurrency`` worker threads copy them.
-        Resumes from the last checkpoint of the same filter. ``limit``: at most this many
-        predictions. ``dry_run``: scan and count only; nothing is written to storage or the
-        catalog. ``scan_only``: record and queue but copy nothing (leave it to
-        :meth:`work` in other processes). ``on_expired="rerun"`` reruns removed
-        predictions whose input was recorded.
-        ``progress(summary)`` is called at most every 0.2 s from worker threads.
-        Returns a :class:`~cachelayer.backfill.BackfillSummary`; raises
-        :class:`~cachelayer.errors.ConfigError` for bad arguments and Replicate errors of
-        the list call (after the client's retries on 429/503).
+        (``api``/``web``; Replicate lists web predictions of the last 14 days only) and
+        ``statuses``; records each one (failed, text-only and removed ones too) and queues
+        its files, while ``concurrency`` worker threads copy them. Resumes from the last
+        checkpoint of the same filter, first taking predictions created since the
+        interrupted run began. ``limit``: at most this many predictions.
+        ``dry_run``: scan and count only; nothing is written. ``scan_only``: record and
+        queue but copy nothing (leave it to :meth:`work`). ``on_expired="rerun"`` reruns
+        removed predictions whose input was recorded (once each). ``retry_failed`` puts
+        failed files back in the queue first. ``progress(summary)`` is called at most every
+        0.2 s from worker threads. Returns a :class:`~cachelayer.workers.BackfillSummary`;
+        raises :class:`~cachelayer.errors.ConfigError` for bad arguments and Replicate
+        errors of the list call (after the client's retries on 429/503).
         """
-        flt = ScanFilter(since=since, until=until, models=tuple(models), source=source,
-                         statuses=tuple(statuses))
-        return backfill_mod.backfill(
-            self, flt, concurrency=concurrency or self.settings.concurrency, limit=limit,
-            dry_run=dry_run, scan_only=scan_only, on_expired=on_expired, progress=progress)
+        flt = scan.ScanFilter.build(since=since, until=until, models=models, source=source, statuses=statuses)
+        copier = self.copier
+        return scan.backfill(
+            self.api,
+            self.catalog,
+            copier,
+            self.persister,
+            flt,
+            concurrency=concurrency or self.settings.concurrency,
+            limit=limit,
+            dry_run=dry_run,
+            scan_only=scan_only,
+            on_expired=on_expired,
+            retry_failed=retry_failed,
+            progress=progress,
+        )
 
-    def work(self, *, concurrency: int | None = None, once: bool = True,
-             stop: threading.Event | None = None,
-             progress: ProgressFn | None = None) -> BackfillSummary:
+    def work(
+        self,
+        *,
+        concurrency: int | None = None,
+        once: bool = True,
+        retry_failed: bool = False,
+        stop: threading.Event | None = None,
+        progress: ProgressFn | None = None,
+    ) -> BackfillSummary:
         """Drain the catalog's queue of pending files with ``concurrency`` threads.
 
-        ``once``: return when nothing is left to claim; otherwise keep polling until
-        ``stop`` is set. Many processes on many machines may run this against one catalog
-        and bucket: claims are leases, so no file is stored twice."""
-        return backfill_mod.work(self, concurrency=concurrency or self.settings.concurrency,
-                                 once=once, stop=stop, progress=progress)
+        ``once``: return when nothing is left (files other processes hold are waited for
+        until stored or taken over); otherwise keep polling until ``stop`` is set.
+        ``retry_failed`` puts failed files back in the queue first. Many processes on many
+        machines may run this against one catalog and bucket: claims are leases, so no file
+        is stored twice."""
+        return workers.work(
+            self.catalog,
+            self.copier,
+            concurrency=concurrency or self.settings.concurrency,
+            once=once,
+            retry_failed=retry_failed,
+            stop=stop,
+            progress=progress,
+        )
 
     def close(self) -> None:
-        """Release connections, pools and background threads."""
-        self.pipeline.close()
-        self.fetcher.close()
-        self.store.close()
-        self.engine.dispose()
+        """Release connections, pools and background threads (of the parts that were built)."""
+        built = self.__dict__
+        if "copier" in built:
+            self.copier.heartbeat.stop()
+        if "fetcher" in built:
+            self.fetcher.close()
+        if "store" in built:
+            self.store.close()
+        if "engine" in built:
+            self.engine.dispose()
 
     def __enter__(self) -> CacheLayer:
         return self
 
+    # ---- webhooks (cachelayer serve, or the app's own view) ---------------------------------
+
+    def create(self, ref: str, input: dict[str, Any] | None = None, **params: Any) -> Prediction:
+        """Create a prediction that reports to ``CACHELAYER_WEBHOOK_URL`` when it completes
+        (``webhook_events_filter=["completed"]``; ``params`` may override both), record it and
+        return it (typed, usually ``starting``) without waiting. The webhook receiver
+        (``cachelayer serve`` or :meth:`handle_webhook`) then queues its files.
+        See :func:`cachelayer.webhooks.create_prediction` for the errors."""
+        from cachelayer.webhooks import create_prediction, record_created
+
+        record = record_created(self.catalog)
+        url = self.settings.webhook_url
+        return create_prediction(self.api, record, ref, input, webhook_url=url, **params)
+
+    def handle_webhook(self, headers: Any, body: bytes) -> Any:
+        """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
+        record the prediction and queue its files; returns a
+        :class:`cachelayer.webhooks.WebhookOutcome`. For apps receiving webhooks in their own
+        views; see :meth:`cachelayer.webhooks.WebhookReceiver.handle` (raises
+        :class:`~cachelayer.errors.WebhookVerificationError` for refused deliveries)."""
+        from cachelayer.webhooks import WebhookReceiver
+
+        receiver = self.__dict__.get("_webhooks")
+        if receiver is None:
+            secret = self.settings.webhook_secret
+            made = WebhookReceiver(secret, lambda: self.client, lambda: self.catalog, self.enqueue)
+            receiver = self.__dict__.setdefault("_webhooks", made)
+        return receiver.handle(headers, body)
+
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _held_prediction(prediction: Any) -> Prediction | None:
+    """``None`` for an id; the typed prediction for an object; ``ConfigError`` for a URL."""
+    if isinstance(prediction, str):
+        text = prediction.strip()
+        if "://" in text or text.startswith("data:") or "/" in text:
+            raise ConfigError(
+                f"persist takes a prediction id or a Prediction, not a URL ({text[:60]!r}); "
+                "to find the durable URL of a file you hold, use resolve(url)"
+            )
+        return None
+    if hasattr(prediction, "url") and not hasattr(prediction, "id"):  # a FileOutput
+        raise ConfigError(
+            "persist takes a prediction id or a Prediction, not a FileOutput; pass the prediction, "
+            "or use resolve(str(file_output)) for a file already stored"
+        )
+    try:
+        return Prediction.of(prediction)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"persist takes a prediction id or a Prediction: {exc}") from None

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cachelayer.errors import MalformedOutputError
+
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://\S+$")
 
 
@@ -37,7 +39,7 @@ def unescape(token: str) -> str:
 
 
 def file_url(value: Any) -> str | None:
-    """The source URL if ``value`` is a file leaf, else ``None``.
+    """The source URL if ``value`` is a file leaf, else ``None``; never raises.
 
     Accepts ``FileOutput``-like objects (an ``url`` attribute that is a string) and strings
     that are ``data:`` URIs or ``scheme://...`` URLs without whitespace.
@@ -46,69 +48,90 @@ def file_url(value: Any) -> str | None:
         if value.startswith("data:") or _URL_RE.match(value):
             return value
         return None
-    url = getattr(value, "url", None)
-    if isinstance(url, str) and not isinstance(value, (Mapping, list, tuple)):
-        return url
-    return None
+    if isinstance(value, (Mapping, list, tuple, bytes, bytearray, int, float)) or value is None:
+        return None
+    try:
+        url = getattr(value, "url", None)
+    except Exception:  # a property that raises is not a file
+        return None
+    return url if isinstance(url, str) else None
+
+
+_EXIT = object()  # stack marker: the container with this id is finished
+
+
+def _rebuild(output: Any, on_file: Callable[[str, str, Any], Any]) -> Any:
+    """Copy ``output`` depth first in document order: mappings become ``dict``, lists,
+    tuples and iterators become ``list``, each file leaf becomes ``on_file(path, url, leaf)``.
+    Iterative (no recursion limit); raises :class:`MalformedOutputError` on a cycle."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, str, Any, Any]] = [(output, "", root, 0)]
+    active: dict[int, Any] = {}  # containers on the current path (kept alive: ids stay unique)
+    while stack:
+        node, path, parent, slot = stack.pop()
+        if node is _EXIT:
+            active.pop(slot, None)
+            continue
+        url = file_url(node)
+        if url is not None:
+            parent[slot] = on_file(path, url, node)
+            continue
+        if isinstance(node, (str, bytes, bytearray, int, float)) or node is None:
+            parent[slot] = node
+            continue
+        if isinstance(node, Mapping):
+            items = [(k, v) for k, v in node.items()]
+        elif isinstance(node, (list, tuple, Iterator)):
+            items = list(enumerate(node))
+        else:
+            parent[slot] = node
+            continue
+        if id(node) in active:
+            raise MalformedOutputError(f"output contains a reference cycle at {path[:200]!r}")
+        active[id(node)] = node
+        new: Any = {k: None for k, _ in items} if isinstance(node, Mapping) else [None] * len(items)
+        parent[slot] = new
+        stack.append((_EXIT, "", None, id(node)))
+        for key, value in reversed(items):
+            token = escape(str(key)) if isinstance(node, Mapping) else str(key)
+            stack.append((value, f"{path}/{token}", new, key))
+    return root[0]
 
 
 def materialize(output: Any) -> Any:
     """Turn iterator outputs (generators from ``replicate.run`` on iterator models) into lists,
-    recursively, so the output can be walked twice and stored as JSON."""
-    if isinstance(output, Mapping):
-        return {k: materialize(v) for k, v in output.items()}
-    if isinstance(output, (list, tuple)):
-        return [materialize(v) for v in output]
-    if isinstance(output, (str, bytes, int, float, bool)) or output is None:
-        return output
-    if file_url(output) is not None:
-        return output
-    if isinstance(output, Iterator):
-        return [materialize(v) for v in output]
-    return output
+    recursively, so the output can be walked twice and stored as JSON (mappings become
+    ``dict``, tuples ``list``; file objects are kept). Raises :class:`MalformedOutputError`
+    for a reference cycle."""
+    return _rebuild(output, lambda _path, _url, leaf: leaf)
 
 
 def find_files(output: Any) -> list[FileRef]:
-    """Every file in ``output``, depth first, in document order. Shape: ``[FileRef, ...]``."""
+    """Every file in ``output``, depth first, in document order. Shape: ``[FileRef, ...]``.
+    Raises :class:`MalformedOutputError` for a reference cycle; any depth works."""
     found: list[FileRef] = []
 
-    def visit(node: Any, path: str) -> None:
-        url = file_url(node)
-        if url is not None:
-            found.append(FileRef(path, url))
-        elif isinstance(node, Mapping):
-            for key, value in node.items():
-                visit(value, f"{path}/{escape(str(key))}")
-        elif isinstance(node, (list, tuple)):
-            for i, value in enumerate(node):
-                visit(value, f"{path}/{i}")
+    def record(path: str, url: str, leaf: Any) -> Any:
+        found.append(FileRef(path, url))
+        return leaf
 
-    visit(materialize(output), "")
+    _rebuild(output, record)
     return found
 
 
 def replace_files(output: Any, replace: Callable[[str, str], Any]) -> Any:
-    """A copy of ``output`` with each file replaced by ``replace(path, url)``."""
-
-    def visit(node: Any, path: str) -> Any:
-        url = file_url(node)
-        if url is not None:
-            return replace(path, url)
-        if isinstance(node, Mapping):
-            return {k: visit(v, f"{path}/{escape(str(k))}") for k, v in node.items()}
-        if isinstance(node, (list, tuple)):
-            return [visit(v, f"{path}/{i}") for i, v in enumerate(node)]
-        return node
-
-    return visit(materialize(output), "")
+    """A copy of ``output`` with each file replaced by ``replace(path, url)`` (called in
+    document order). Raises :class:`MalformedOutputError` for a reference cycle."""
+    return _rebuild(output, lambda path, url, _leaf: replace(path, url))
 
 
 def lookup(output: Any, path: str) -> Any:
-    """The value at JSON Pointer ``path`` in ``output``; raises ``KeyError`` if absent."""
+    """The value at JSON Pointer ``path`` in ``output``; raises ``KeyError`` if absent
+    (also for a malformed pointer) and :class:`MalformedOutputError` for a cycle."""
     node = materialize(output)
     if path == "":
         return node
-    if not path.startswith("/"):
+    if not isinstance(path, str) or not path.startswith("/"):
         raise KeyError(path)
     for raw in path[1:].split("/"):
         token = unescape(raw)
@@ -117,7 +140,7 @@ def lookup(output: Any, path: str) -> Any:
                 raise KeyError(path)
             node = node[token]
         elif isinstance(node, list):
-            if not token.isdigit() or int(token) >= len(node):
+            if not (token.isascii() and token.isdigit()) or int(token) >= len(node):
                 raise KeyError(path)
             node = node[int(token)]
         else:

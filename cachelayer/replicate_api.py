@@ -1,40 +1,55 @@
 """The calls cachelayer makes to Replicate, through the official ``replicate`` client.
 
-Replicate errors become typed cachelayer errors: 401/403 -> :class:`ReplicateConfigError`,
-404 on a model/version/deployment -> :class:`ModelNotFoundError`, 404 on a prediction ->
+Everything returned is a typed :class:`~cachelayer.prediction.Prediction`. Replicate errors
+become typed cachelayer errors: 401/403 -> :class:`ReplicateConfigError`, 404 on a
+model/version/deployment -> :class:`ModelNotFoundError`, 404 on a prediction ->
 :class:`PredictionNotFoundError`, an unreachable API -> :class:`ReplicateConfigError`.
-The client itself retries GET on 429/503/504 honouring ``Retry-After`` (its
-``RetryTransport``; shared/reference/replicate-api.md).
+
+Facts (shared/reference/replicate-api.md): the client retries GET on 429/503/504 honouring
+``Retry-After`` but never retries POST, so creates are retried here on 429 and 503 (bounded,
+``Retry-After`` honoured); pagination ``next`` links are absolute URLs on the API host, and
+the API token is sent only to the configured API origin.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-import replicate
+from replicate.client import Client as ReplicateClient
 from replicate.exceptions import ReplicateError
+from replicate.helpers import encode_json
 
 from cachelayer.errors import (
     CacheLayerError,
+    ConfigError,
     ModelNotFoundError,
     PredictionFailedError,
     PredictionNotFoundError,
     ReplicateConfigError,
+    WaitTimeoutError,
 )
+from cachelayer.prediction import Prediction, is_version_id
 
-_VERSION_RE = re.compile(r"^[0-9a-f]{64}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-TERMINAL = ("succeeded", "failed", "canceled")
+__all__ = ["ModelRef", "ReplicateApi", "check_succeeded", "make_client", "parse_ref"]
+
+log = logging.getLogger("cachelayer")
+
+#: POST attempts on 429/503 before the error is raised, and the longest wait between them (s).
+CREATE_ATTEMPTS = 5
+CREATE_MAX_DELAY = 30.0
+_RETRY_STATUSES = (429, 503)
 
 
-def make_client(api_token: str | None, base_url: str | None, ca_bundle: str | None) -> replicate.Client:
-    """A ``replicate.Client``; ``ca_bundle`` (a PEM path) verifies a private TLS server.
+def make_client(api_token: str | None, base_url: str | None, ca_bundle: str | None) -> ReplicateClient:
+    """A ``ReplicateClient``; ``ca_bundle`` (a PEM path) verifies a private TLS server.
 
     The client builds its own httpx transport and ignores ``verify=``, so a transport
     with the bundle is passed instead.
@@ -42,122 +57,258 @@ def make_client(api_token: str | None, base_url: str | None, ca_bundle: str | No
     kwargs: dict[str, Any] = {}
     if ca_bundle:
         kwargs["transport"] = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=ca_bundle))
-    return replicate.Client(api_token=api_token, base_url=base_url, **kwargs)
+    return ReplicateClient(api_token=api_token, base_url=base_url, **kwargs)
 
 
-def as_dict(prediction: Any) -> dict[str, Any]:
-    """A prediction (``replicate.prediction.Prediction`` or dict) as Replicate's JSON dict."""
-    if isinstance(prediction, dict):
-        return dict(prediction)
-    for attr in ("model_dump", "dict"):
-        fn = getattr(prediction, attr, None)
-        if callable(fn):
-            try:
-                return dict(fn())
-            except TypeError:
-                continue
-    raise TypeError(f"not a prediction: {prediction!r}")
+class ModelRef:
+    """A parsed model reference: ``kind`` is ``model``, ``version`` or ``deployment``;
+    ``name`` is ``owner/name`` (``None`` for a bare version id), ``version`` the version id."""
+
+    __slots__ = ("kind", "name", "version")
+
+    def __init__(self, kind: str, name: str | None, version: str | None) -> None:
+        self.kind, self.name, self.version = kind, name, version
+
+    def __iter__(self) -> Iterator[str | None]:
+        return iter((self.kind, self.name, self.version))
+
+    def __repr__(self) -> str:
+        return f"ModelRef({self.kind!r}, {self.name!r}, {self.version!r})"
 
 
-@contextmanager
-def _errors(what: str, *, not_found: type[CacheLayerError]) -> Iterator[None]:
-    try:
-        yield
-    except ReplicateError as exc:
-        status = exc.status or 0
-        detail = exc.detail or exc.title or str(exc)
-        if status in (401, 403):
-            raise ReplicateConfigError(
-                f"Replicate refused the API token ({status}): set REPLICATE_API_TOKEN") from None
-        if status == 404 or (status == 422 and not_found is ModelNotFoundError):
-            raise not_found(f"{what}: {detail}") from None
-        raise CacheLayerError(f"{what}: Replicate answered {status}: {detail}") from None
-    except httpx.HTTPError as exc:
-        raise ReplicateConfigError(f"cannot reach the Replicate API: {exc}") from None
+def parse_ref(ref: str) -> ModelRef:
+    """Split a model reference.
 
-
-def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
-    """Split a model reference into ``(kind, name, version)``.
-
-    ``owner/name`` -> ``("model", "owner/name", None)``; ``owner/name:VERSION`` ->
-    ``("version", "owner/name", VERSION)``; a bare 64-hex version id -> ``("version", None,
-    id)``; ``deployments/owner/name`` -> ``("deployment", "owner/name", None)``. Raises
-    :class:`ModelNotFoundError` for anything else.
+    ``owner/name`` -> model; ``owner/name:VERSION`` -> version; a bare 64-hex version id ->
+    version; ``deployments/owner/name`` -> deployment. Raises :class:`ModelNotFoundError`
+    for anything else.
     """
+    import re
+
+    name_re = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
     ref = ref.strip()
-    if _VERSION_RE.match(ref):
-        return "version", None, ref
+    if is_version_id(ref):
+        return ModelRef("version", None, ref)
     if ref.startswith("deployments/"):
         name = ref.removeprefix("deployments/")
-        if _NAME_RE.match(name):
-            return "deployment", name, None
+        if name_re.match(name):
+            return ModelRef("deployment", name, None)
     name, sep, version = ref.partition(":")
-    if _NAME_RE.match(name):
+    if name_re.match(name):
         if not sep:
-            return "model", name, None
+            return ModelRef("model", name, None)
         if version:
-            return "version", name, version
+            return ModelRef("version", name, version)
     raise ModelNotFoundError(
         f"bad model reference {ref!r}: expected owner/name, owner/name:version, "
         "a 64-character version id or deployments/owner/name"
     )
 
 
-def create_and_wait(client: replicate.Client, ref: str, input: dict[str, Any],
-                    **params: Any) -> dict[str, Any]:
-    """Create a prediction as ``replicate.run`` would (``Prefer: wait``, then polling every
-    ``client.poll_interval`` seconds, ``REPLICATE_POLL_INTERVAL``) and return its final JSON.
+def rerun_ref(prediction: Prediction) -> str:
+    """The reference that reruns ``prediction`` the way it can be created again.
 
-    Raises :class:`ModelNotFoundError`, :class:`ReplicateConfigError`.
+    A 64-hex version reruns that version; a deployment reruns through the deployment; an
+    official model (``version: "hidden"``, which ``POST /v1/predictions`` refuses with 422)
+    reruns through the model endpoint. Raises :class:`ModelNotFoundError` when none applies.
     """
-    kind, name, version = parse_ref(ref)
-    params.setdefault("wait", True)
-    with _errors(f"cannot run {ref}", not_found=ModelNotFoundError):
-        if kind == "deployment":
-            assert name
-            pred = client.deployments.predictions.create(
-                deployment=tuple(name.split("/", 1)), input=input, **params)  # type: ignore[arg-type]
-        elif kind == "version":
-            pred = client.predictions.create(version=version, input=input, **params)  # type: ignore[arg-type]
+    if prediction.deployment:
+        return f"deployments/{prediction.deployment}"
+    if is_version_id(prediction.version):
+        return f"{prediction.model}:{prediction.version}" if prediction.model else str(prediction.version)
+    if prediction.model:
+        return prediction.model
+    raise ModelNotFoundError(f"cannot rerun {prediction.id}: no model, version or deployment recorded")
+
+
+def check_succeeded(prediction: Prediction) -> None:
+    """Raise :class:`PredictionFailedError` (naming the status) unless it ``succeeded``."""
+    if not prediction.succeeded:
+        raise PredictionFailedError(prediction.id, prediction.status.value, prediction.error)
+
+
+def _translate(exc: Exception, what: str, not_found: type[CacheLayerError]) -> CacheLayerError:
+    """The cachelayer error for a ``ReplicateError`` or an ``httpx`` transport error."""
+    if isinstance(exc, ReplicateError):
+        status = exc.status or 0
+        detail = exc.detail or exc.title or str(exc)
+        if status in (401, 403):
+            return ReplicateConfigError(
+                f"Replicate refused the API token ({status}): set REPLICATE_API_TOKEN"
+            )
+        if status == 404:
+            return not_found(f"{what}: {detail}")
+        if status == 422:
+            # Replicate answers 422 both for an unknown version and for an invalid request.
+            about_model = any(w in detail.lower() for w in ("version", "model", "deployment"))
+            if not_found is ModelNotFoundError and about_model:
+                return not_found(f"{what}: {detail}")
+            return ConfigError(f"{what}: Replicate refused the request (422): {detail}")
+        return CacheLayerError(f"{what}: Replicate answered {status}: {detail}")
+    return ReplicateConfigError(f"cannot reach the Replicate API: {exc}")
+
+
+@contextmanager
+def _errors(what: str, *, not_found: type[CacheLayerError]) -> Iterator[None]:
+    try:
+        yield
+    except (ReplicateError, httpx.HTTPError) as exc:
+        raise _translate(exc, what, not_found) from None
+
+
+def _retry_after(exc: ReplicateError) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    value = headers.get("retry-after") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+class ReplicateApi:
+    """Replicate's HTTP API for cachelayer: create (retried), get, wait (bounded), list.
+
+    ``client`` is a ``ReplicateClient``. ``wait_timeout``: seconds :meth:`wait` polls a
+    prediction before raising :class:`WaitTimeoutError` (``0`` = no limit). Polling uses
+    ``client.poll_interval`` (``REPLICATE_POLL_INTERVAL``, seconds).
+    """
+
+    def __init__(self, client: ReplicateClient, *, wait_timeout: float = 0.0) -> None:
+        self.client = client
+        self.wait_timeout = wait_timeout
+        base = urlsplit(str(client._client.base_url))
+        self.origin = (base.scheme, base.hostname, base.port)
+
+    # ---- reading --------------------------------------------------------------------
+
+    def get(self, prediction_id: str) -> Prediction:
+        """``GET /v1/predictions/{id}``. Raises :class:`PredictionNotFoundError`.
+
+        Read as raw JSON through the client's own transport (auth, retries): the client's
+        ``Prediction`` model drops ``data_removed`` and ``source``, which expiry needs.
+        """
+        what = f"cannot read prediction {prediction_id}"
+        with _errors(what, not_found=PredictionNotFoundError):
+            data = self.client._request("GET", f"/v1/predictions/{prediction_id}").json()
+        return self._typed(data, what)
+
+    def wait(self, prediction_id: str, timeout: float | None = None) -> Prediction:
+        """Poll until the prediction is terminal (succeeded, failed, canceled, aborted);
+        return it. ``timeout`` (seconds, default :attr:`wait_timeout`; ``0`` = none) bounds
+        the whole wait: past it raises :class:`WaitTimeoutError` (nothing is recorded)."""
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit if limit and limit > 0 else None
+        while True:
+            prediction = self.get(prediction_id)
+            if prediction.terminal:
+                return prediction
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeoutError(prediction_id, prediction.status.value, limit)
+            pause = float(self.client.poll_interval)
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+
+    def list_page(self, cursor: str | None = None) -> tuple[list[Prediction], str | None]:
+        """One page of ``GET /v1/predictions`` (newest first): ``(predictions, next cursor)``.
+
+        ``cursor`` is a ``next`` link of an earlier page (or ``None`` for the first page). A
+        link to any origin other than the configured API's is refused with
+        :class:`ReplicateConfigError` before a request is made: the API token goes nowhere
+        else. Predictions without an id are skipped with a warning.
+        """
+        path = self._same_origin(cursor) if cursor else "/v1/predictions"
+        with _errors("cannot list predictions", not_found=PredictionNotFoundError):
+            page = self.client._request("GET", path).json()
+        out = []
+        for item in page.get("results") or []:
+            try:
+                out.append(Prediction.from_json(dict(item)))
+            except (TypeError, ValueError) as exc:
+                log.warning("skipping a listed prediction Replicate sent without an id: %s", exc)
+        nxt = page.get("next")
+        return out, (str(nxt) if nxt else None)
+
+    def _same_origin(self, link: str) -> str:
+        """``link`` as a path on the API origin; raises if it names another origin."""
+        parts = urlsplit(link)
+        if (parts.scheme or parts.netloc) and (parts.scheme, parts.hostname, parts.port) != self.origin:
+            raise ReplicateConfigError(
+                f"refusing a pagination link to {parts.scheme}://{parts.netloc}: "
+                "the API token is sent only to the configured Replicate API"
+            )
+        if not parts.path.startswith("/"):
+            raise ReplicateConfigError(f"refusing a malformed pagination link {link!r}")
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    # ---- creating -------------------------------------------------------------------
+
+    def create(self, ref: str, input: dict[str, Any], **params: Any) -> Prediction:
+        """Create a prediction as ``replicate.run`` would (version, model or deployment
+        endpoint by the form of ``ref``; ``params`` such as ``wait``, ``webhook``,
+        ``webhook_events_filter`` go to the create call). 429 and 503 answers are retried
+        up to :data:`CREATE_ATTEMPTS` times, waiting ``Retry-After`` (else 1, 2, 4... s,
+        at most :data:`CREATE_MAX_DELAY`). Raises :class:`ModelNotFoundError`,
+        :class:`ReplicateConfigError`, :class:`CacheLayerError`."""
+        parsed = parse_ref(ref)
+        what = f"cannot run {ref}"
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            try:
+                pred = self._create(parsed, input, params)
+            except ReplicateError as exc:
+                if (exc.status or 0) not in _RETRY_STATUSES or attempt == CREATE_ATTEMPTS:
+                    raise _translate(exc, what, ModelNotFoundError) from None
+                delay = _retry_after(exc)
+                delay = min(CREATE_MAX_DELAY, 2.0 ** (attempt - 1) if delay is None else delay)
+                log.info("create of %s answered %s; retry %d in %.1f s", ref, exc.status, attempt, delay)
+                time.sleep(delay)
+                continue
+            except httpx.HTTPError as exc:
+                raise _translate(exc, what, ModelNotFoundError) from None
+            created = self._typed(pred, what)
+            return created if created.source else replace(created, source="api")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create(self, ref: ModelRef, input: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """``POST`` the create request as raw JSON (the client's ``Prediction`` model drops
+        ``source``/``data_removed`` and, in 1.0.x, rejects ``aborted``). ``input`` is encoded
+        by the client's own ``encode_json`` (files uploaded or sent as data URIs)."""
+        c = self.client
+        params = dict(params)
+        wait = params.pop("wait", None)
+        strategy = params.pop("file_encoding_strategy", None)
+        body: dict[str, Any] = {"input": encode_json(input, client=c, file_encoding_strategy=strategy)}
+        for key in ("webhook", "webhook_completed", "webhook_events_filter", "stream"):
+            if params.get(key) is not None:
+                body[key] = params.pop(key)
+        if params:
+            raise ConfigError(f"unknown prediction parameter(s): {', '.join(sorted(params))}")
+        if ref.kind == "deployment":
+            path = f"/v1/deployments/{ref.name}/predictions"
+        elif ref.kind == "version":
+            path, body["version"] = "/v1/predictions", str(ref.version)
         else:
-            assert name
-            pred = client.models.predictions.create(
-                model=tuple(name.split("/", 1)), input=input, **params)  # type: ignore[arg-type]
-    return wait_for(client, pred.id)
+            path = f"/v1/models/{ref.name}/predictions"
+        extra: dict[str, Any] = {}
+        if wait:
+            # Prefer: wait (up to 60 s) or wait=N (1-60 s); the read waits that long plus slack.
+            extra["headers"] = {"Prefer": "wait" if wait is True else f"wait={int(wait)}"}
+            extra["timeout"] = httpx.Timeout(5.0, read=(60.0 if wait is True else float(wait)) + 5.0)
+        return dict(c._request("POST", path, json=body, **extra).json())
 
+    def create_and_wait(self, ref: str, input: dict[str, Any], **params: Any) -> Prediction:
+        """:meth:`create` with ``Prefer: wait`` then :meth:`wait`; returns the terminal
+        prediction (of any status: check it with :func:`check_succeeded`). A prediction that
+        finished within the ``Prefer: wait`` window is returned as created, without a re-read
+        (its URLs are fresh)."""
+        params.setdefault("wait", True)
+        created = self.create(ref, input, **params)
+        return created if created.terminal else self.wait(created.id)
 
-def wait_for(client: replicate.Client, prediction_id: str) -> dict[str, Any]:
-    """Poll ``GET /v1/predictions/{id}`` every ``client.poll_interval`` seconds until the
-    prediction is ``succeeded``, ``failed`` or ``canceled``; returns its final JSON."""
-    while True:
-        data = get_prediction(client, prediction_id)
-        if data.get("status") in TERMINAL:
-            return data
-        time.sleep(client.poll_interval)
-
-
-def check_succeeded(data: dict[str, Any]) -> None:
-    """Raise :class:`PredictionFailedError` unless ``data["status"]`` is ``succeeded``."""
-    if data.get("status") != "succeeded":
-        raise PredictionFailedError(data.get("id", "?"), data.get("status", "?"), data.get("error"))
-
-
-def get_prediction(client: replicate.Client, prediction_id: str) -> dict[str, Any]:
-    """``GET /v1/predictions/{id}`` as Replicate's JSON. Raises :class:`PredictionNotFoundError`.
-
-    Read as raw JSON through the client's own transport (auth, retries): the client's
-    ``Prediction`` model drops ``data_removed`` and ``source``, which expiry handling needs.
-    """
-    with _errors(f"cannot read prediction {prediction_id}", not_found=PredictionNotFoundError):
-        return dict(client._request("GET", f"/v1/predictions/{prediction_id}").json())
-
-
-def list_predictions(client: replicate.Client, cursor: str | None = None,
-                     source: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of ``GET /v1/predictions`` (newest first, cursor pagination):
-    ``(predictions as JSON, next cursor or None)``. ``source`` (``api``/``web``) filters
-    server-side on the first page; later cursors carry it."""
-    path = cursor or ("/v1/predictions" + (f"?source={source}" if source else ""))
-    with _errors("cannot list predictions", not_found=PredictionNotFoundError):
-        page = client._request("GET", path).json()
-    return [dict(p) for p in page.get("results", [])], page.get("next")
+    @staticmethod
+    def _typed(data: Any, what: str) -> Prediction:
+        try:
+            return Prediction.from_json(dict(data))
+        except (TypeError, ValueError) as exc:
+            raise CacheLayerError(f"{what}: Replicate sent a malformed prediction ({exc})") from None

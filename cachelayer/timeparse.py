@@ -10,19 +10,16 @@ Two forms are accepted:
   ``h``, ``d`` or ``w`` (seconds, minutes, hours, days, weeks), optionally several in a
   row: ``90s``, ``30m``, ``6h``, ``7d``, ``2w``, ``1h30m``, ``1.5h``.
 
-Shared by the catalog commands and the backfill (``parse_when`` and the click type
-``WHEN``).
+Pure (standard library only): the CLI wraps :func:`parse_when` in its click type
+(``cachelayer.cli.options.WHEN``); the library may call it for the same forms.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
-import click
-
-__all__ = ["WHEN", "WhenParamType", "parse_duration", "parse_when"]
+__all__ = ["parse_duration", "parse_when"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?[smhdw])+$")
@@ -32,13 +29,17 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 def parse_duration(text: str) -> timedelta:
     """``"1h30m"`` -> ``timedelta(seconds=5400)``. Units: ``s m h d w``.
 
-    Raises ``ValueError`` for anything else (including an empty string).
+    Raises ``ValueError`` for anything else (including an empty string) and for a
+    duration longer than ``timedelta`` holds (about 2.7 million years).
     """
     value = text.strip().lower()
     if not _DURATION.match(value):
         raise ValueError(f"not a duration: {text!r} (expected e.g. 30m, 6h, 7d, 1h30m)")
     seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(value))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration out of range: {_short(text)}") from None
 
 
 def parse_when(text: str | datetime, *, now: datetime | None = None) -> datetime:
@@ -46,7 +47,8 @@ def parse_when(text: str | datetime, *, now: datetime | None = None) -> datetime
 
     ``"7d"`` means seven days before ``now`` (default: the current time).
     ``datetime`` values pass through (naive ones are taken as UTC).
-    Raises ``ValueError`` with a one-line message for text in neither form.
+    Raises ``ValueError`` with a one-line message for text in neither form and for times
+    outside years 1..9999 (in UTC).
     """
     if isinstance(text, datetime):
         return _utc(text)
@@ -55,7 +57,10 @@ def parse_when(text: str | datetime, *, now: datetime | None = None) -> datetime
         raise ValueError("empty time (expected ISO 8601 like 2026-11-01T00:00Z or 6h, 7d)")
     if _DURATION.match(value.lower()):
         base = _utc(now) if now is not None else datetime.now(timezone.utc)
-        return base - parse_duration(value)
+        try:
+            return base - parse_duration(value)
+        except OverflowError:
+            raise ValueError(f"time out of range: {_short(text)} ago is before the year 1") from None
     iso = value
     if iso[-1:] in ("Z", "z"):
         iso = iso[:-1] + "+00:00"
@@ -63,30 +68,21 @@ def parse_when(text: str | datetime, *, now: datetime | None = None) -> datetime
         parsed = datetime.fromisoformat(iso)
     except ValueError:
         raise ValueError(
-            f"not a time: {text!r} (expected ISO 8601 like 2026-11-01T00:00Z, "
+            f"not a time: {_short(text)} (expected ISO 8601 like 2026-11-01T00:00Z, "
             "or a duration ago like 30m, 6h, 7d)"
         ) from None
-    return _utc(parsed)
+    try:
+        return _utc(parsed)
+    except OverflowError:
+        raise ValueError(f"time out of range: {_short(text)} is outside years 1..9999 in UTC") from None
+
+
+def _short(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
-
-
-class WhenParamType(click.ParamType):
-    """click parameter type for :func:`parse_when` (bad values exit with status 2)."""
-
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> datetime:
-        try:
-            return parse_when(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-#: Ready-made instance: ``@click.option("--since", type=WHEN)``.
-WHEN = WhenParamType()

@@ -3,8 +3,12 @@
 For each ``stored`` file row (optionally filtered like ``cachelayer ls``):
 
 1. ``HEAD`` the object (:meth:`Store.head`): absent -> **missing**; a size other than the
-   recorded ``size`` -> **corrupt**; a ``sha256`` in the object's user metadata that differs
-   from the recorded one -> **corrupt**.
+   recorded ``size`` -> **corrupt**; a stored SHA-256 (:attr:`ObjectInfo.sha256`: the
+   ``sha256`` the store wrote with the object, or a full-object checksum of the service)
+   that differs from the recorded one -> **corrupt**. No byte is read: this is how a
+   multipart object is compared without downloading it. An object with no stored SHA-256
+   (written by another tool, or by cachelayer before it wrote one) is checked by size only
+   and counted in :attr:`VerifyReport.size_only`.
 2. With ``deep``, read the whole object as a stream (1 MiB at a time, memory stays flat)
    and compare its byte count and SHA-256 with the recorded ones -> **corrupt** otherwise.
 
@@ -30,15 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cachelayer.catalog.records import FileRecord, PredictionRecord
-from cachelayer.config import REPLICATE_RETENTION_SECONDS
 from cachelayer.errors import StorageError
+from cachelayer.expiry import retrievable
 
 if TYPE_CHECKING:
     from cachelayer.catalog.queries import Catalog
-    from cachelayer.layer import CacheLayer
     from cachelayer.storage.base import Store
 
 __all__ = ["VerifyProblem", "VerifyReport", "source_retrievable", "verify"]
@@ -50,6 +53,7 @@ Action = Literal["requeued", "failed", "unchanged"]
 
 _READ_CHUNK = 1024 * 1024  # bytes per read in a deep check
 _BATCH = 256  # files handed to the thread pool at once
+_SIZE_ONLY = "size only"  # detail of a passed HEAD check without a stored sha256
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,16 @@ class VerifyProblem:
         ``detail``, ``action``)."""
         f = self.file
         return {
-            "file_id": f.id, "prediction_id": f.prediction_id, "output_path": f.output_path,
-            "model": f.model, "store": f.store, "key": f.key, "size": f.size,
-            "sha256": f.sha256, "problem": self.problem, "detail": self.detail,
+            "file_id": f.id,
+            "prediction_id": f.prediction_id,
+            "output_path": f.output_path,
+            "model": f.model,
+            "store": f.store,
+            "key": f.key,
+            "size": f.size,
+            "sha256": f.sha256,
+            "problem": self.problem,
+            "detail": self.detail,
             "action": self.action,
         }
 
@@ -83,8 +94,9 @@ class VerifyReport:
 
     ``checked``: stored files whose object was examined; ``ok``: those that passed;
     ``skipped``: stored files recorded in another store than the one given (not checked);
-    ``bytes_read``: object bytes read by deep checks; ``problems``: every failure, in
-    listing order (newest first).
+    ``size_only``: objects that passed a ``HEAD`` check without a stored SHA-256 to compare
+    (only their size was checked; ``deep`` reads them); ``bytes_read``: object bytes read by
+    deep checks; ``problems``: every failure, in listing order (newest first).
     """
 
     deep: bool = False
@@ -92,6 +104,7 @@ class VerifyReport:
     checked: int = 0
     ok: int = 0
     skipped: int = 0
+    size_only: int = 0
     bytes_read: int = 0
     problems: list[VerifyProblem] = field(default_factory=list)
 
@@ -127,8 +140,12 @@ class VerifyReport:
     def summary(self) -> str:
         """One line: ``checked 12 objects (deep, 3456 bytes read): 10 ok, 1 missing, ...``."""
         mode = f"deep, {self.bytes_read} bytes read" if self.deep else "HEAD"
-        text = (f"checked {self.checked} objects ({mode}): {self.ok} ok, {self.missing} missing, "
-                f"{self.corrupt} corrupt, {self.errors} errors")
+        text = (
+            f"checked {self.checked} objects ({mode}): {self.ok} ok, {self.missing} missing, "
+            f"{self.corrupt} corrupt, {self.errors} errors"
+        )
+        if self.size_only:
+            text += f"; {self.size_only} with no stored sha256 checked by size only (--deep reads them)"
         if self.skipped:
             text += f"; {self.skipped} in another store skipped"
         if self.repair:
@@ -137,22 +154,31 @@ class VerifyReport:
 
 
 def source_retrievable(prediction: PredictionRecord | None, now: datetime | None = None) -> bool:
-    """Whether Replicate may still serve the prediction's files: it is recorded with an
-    output, its data was not removed, and it was created on the web (kept) or completed
-    (else was created) less than ``REPLICATE_RETENTION_SECONDS`` (one hour) before ``now``."""
-    if prediction is None or prediction.data_removed or prediction.output is None:
+    """Whether Replicate may still serve a recorded prediction's files
+    (:func:`cachelayer.expiry.retrievable`)."""
+    if prediction is None:
         return False
-    if prediction.source == "web":
-        return True
-    stamp = prediction.completed_at or prediction.created_at
-    if stamp is None:
-        return False
-    now = now or datetime.now(timezone.utc)
-    return (now - stamp).total_seconds() < REPLICATE_RETENTION_SECONDS
+    return retrievable(
+        data_removed=prediction.data_removed,
+        has_output=prediction.output is not None,
+        source=prediction.source,
+        finished_at=prediction.completed_at or prediction.created_at,
+        now=now,
+    )
+
+
+class CatalogAndStore(Protocol):
+    """Anything with a ``catalog`` and a ``store`` (a ``CacheLayer``, for one)."""
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    @property
+    def store(self) -> Store: ...
 
 
 def verify(
-    target: CacheLayer | tuple[Catalog, Store],
+    target: CatalogAndStore | tuple[Catalog, Store],
     *,
     model: str | None = None,
     since: datetime | None = None,
@@ -165,10 +191,12 @@ def verify(
 ) -> VerifyReport:
     """Check every ``stored`` file matching the filters against its object.
 
-    ``target`` is a :class:`~cachelayer.layer.CacheLayer` or a ``(catalog, store)`` pair.
+    ``target`` has a ``catalog`` and a ``store`` (a ``CacheLayer``) or is a ``(catalog, store)`` pair.
     Filters are those of :meth:`Catalog.list_files` (``since`` inclusive, ``until``
     exclusive, on the prediction's creation time). ``deep`` reads every object fully
     (SHA-256 and byte count); otherwise one ``HEAD`` per object checks existence and size.
+    Either way a stored SHA-256 (:attr:`ObjectInfo.sha256`) is compared with the recorded
+    one, without reading the object.
     ``repair`` moves missing/corrupt files out of ``stored`` (see the module docstring);
     nothing is deleted. ``concurrency`` objects are checked at once (threads).
     ``on_problem`` is called (from the calling thread) for each problem as found.
@@ -181,8 +209,9 @@ def verify(
     else:
         catalog, store = target.catalog, target.store
     report = VerifyReport(deep=deep, repair=repair)
-    files = catalog.iter_files(model=model, status="stored", since=since, until=until,
-                               prediction_id=prediction_id)
+    files = catalog.iter_files(
+        model=model, status="stored", since=since, until=until, prediction_id=prediction_id
+    )
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="cachelayer-verify") as pool:
         for batch in _batches(files, _BATCH):
             mine = [f for f in batch if f.store == store.uri]
@@ -194,13 +223,20 @@ def verify(
                 report.bytes_read += nbytes
                 if problem is None:
                     report.ok += 1
+                    report.size_only += detail == _SIZE_ONLY
                 else:
                     found.append(VerifyProblem(rec, problem, detail))
             if repair and found:
                 found = _repair(catalog, found)
             for p in found:
-                log.info("verify: %s %s (%s %s): %s", p.problem, p.file.key,
-                            p.file.prediction_id, p.file.output_path or "(root)", p.detail)
+                log.info(
+                    "verify: %s %s (%s %s): %s",
+                    p.problem,
+                    p.file.key,
+                    p.file.prediction_id,
+                    p.file.output_path or "(root)",
+                    p.detail,
+                )
                 report.problems.append(p)
                 if on_problem is not None:
                     on_problem(p)
@@ -224,11 +260,11 @@ def _check(store: Store, rec: FileRecord, deep: bool) -> tuple[Problem | None, s
         return "missing", f"no object at {store.object_uri(rec.key)}", 0
     if rec.size is not None and info.size != rec.size:
         return "corrupt", f"object is {info.size} bytes, catalog recorded {rec.size}", 0
-    meta_sha = info.metadata.get("sha256")
-    if meta_sha and rec.sha256 and meta_sha.lower() != rec.sha256.lower():
-        return "corrupt", f"object metadata sha256 {meta_sha} != recorded {rec.sha256}", 0
+    stored = info.sha256
+    if stored and rec.sha256 and stored.lower() != rec.sha256.lower():
+        return "corrupt", f"stored sha256 {stored} != recorded {rec.sha256}", 0
     if not deep:
-        return None, "", 0
+        return None, "" if stored else _SIZE_ONLY, 0
     digest = hashlib.sha256()
     nbytes = 0
     try:
@@ -254,8 +290,7 @@ def _check(store: Store, rec: FileRecord, deep: bool) -> tuple[Problem | None, s
 
 
 def _repair(catalog: Catalog, problems: list[VerifyProblem]) -> list[VerifyProblem]:
-    preds = catalog.predictions_by_id(p.file.prediction_id for p in problems
-                                      if p.problem != "error")
+    preds = catalog.predictions.get_many(p.file.prediction_id for p in problems if p.problem != "error")
     now = datetime.now(timezone.utc)
     repaired: list[VerifyProblem] = []
     for p in problems:
@@ -263,8 +298,9 @@ def _repair(catalog: Catalog, problems: list[VerifyProblem]) -> list[VerifyProbl
             repaired.append(VerifyProblem(p.file, p.problem, p.detail, "unchanged"))
             continue
         status = "pending" if source_retrievable(preds.get(p.file.prediction_id), now) else "failed"
-        changed = catalog.mark_unverified(p.file.id, status=status, error=f"verify: {p.problem}",
-                                          expected_sha256=p.file.sha256)
+        changed = catalog.queue.mark_unverified(
+            p.file.id, status=status, error=f"verify: {p.problem}", expected_sha256=p.file.sha256
+        )
         action: Action = "unchanged"
         if changed:
             action = "requeued" if status == "pending" else "failed"

@@ -19,8 +19,9 @@ from cachelayer import CacheLayer
 
 
 @pytest.fixture
-def make_layer(replicate_simulator, s3_server, s3_bucket, catalog_url,
-               monkeypatch) -> Iterator[Callable[..., CacheLayer]]:
+def make_layer(
+    replicate_simulator, s3_server, s3_bucket, catalog_url, monkeypatch
+) -> Iterator[Callable[..., CacheLayer]]:
     """Build CacheLayers wired to the simulator, the S3 bucket and the catalog under test.
 
     Credentials reach boto3 the way they reach it in production: its own variables."""
@@ -58,15 +59,14 @@ def layer(make_layer) -> CacheLayer:
     return make_layer()
 
 
-
 CLI = str(Path(sys.executable).with_name("cachelayer"))
 
 
-def run_cli(env: dict[str, str], *args: str, stdin: str | None = None,
-            timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, stdin: str | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Run the installed `cachelayer` console script as a user would."""
-    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, input=stdin,
-                          timeout=timeout)
+    return subprocess.run([CLI, *args], env=env, capture_output=True, text=True, input=stdin, timeout=timeout)
 
 
 @pytest.fixture
@@ -89,3 +89,11 @@ def cli_env(replicate_simulator, s3_server, s3_bucket, catalog_url) -> dict[str,
     done = run_cli(env, "db", "upgrade")
     assert done.returncode == 0, done.stderr
     return env
+
+
+@pytest.fixture
+def http_webhooks(replicate_simulator):
+    """`cachelayer serve` listens on plain HTTP on loopback in tests; Replicate itself only
+    sends webhooks to HTTPS URLs (in production serve sits behind a TLS proxy)."""
+    replicate_simulator.allow_http_webhooks = True
+    return replicate_simulator

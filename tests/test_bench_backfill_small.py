@@ -1,6 +1,7 @@
-"""``bench/backfill.py`` on 60 files: the machinery works, and the naive loop and the
-backfill (unchanged and with the experiments' patches) end with the same objects. Timings
-are printed by the bench, never asserted here."""
+"""``bench/backfill.py`` on 60 files: the machinery works; the naive loop, ``layer.backfill``
+and the ``cachelayer backfill`` command end with the same objects, each file downloaded once
+per run, at 0 ms and with simulated latency; the catalog part records every file once.
+Timings are printed by the bench, never asserted here."""
 
 from __future__ import annotations
 
@@ -31,8 +32,13 @@ def backfill_bench() -> ModuleType:
 @pytest.fixture
 def bench(backfill_bench, s3_server):
     """The bench's own simulator process (seeded with 60 files) and the session's moto."""
-    b = backfill_bench.Bench(predictions=PREDICTIONS, files_per=FILES_PER, size=SIZE,
-                             moto=s3_server, postgres_url=backfill_bench._postgres_url(None))
+    b = backfill_bench.Bench(
+        predictions=PREDICTIONS,
+        files_per=FILES_PER,
+        size=SIZE,
+        moto=s3_server,
+        postgres_url=backfill_bench.bu.postgres_url(None),
+    )
     try:
         yield b
     finally:
@@ -45,69 +51,78 @@ def _body(s3, bucket: str, key: str) -> bytes:
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def test_naive_and_backfill_store_the_same_objects(bench) -> None:
+def test_every_method_stores_the_same_objects(bench) -> None:
     history = bench.history
     assert history.files == 60 and len(history.predictions) == PREDICTIONS
     # every generated file differs (distinct size or block), so a mix-up cannot pass
-    assert len({(f.seed, f.size) for fs in history.predictions.values() for f in fs}) == 60
+    assert len({f for fs in history.predictions.values() for f in fs}) == 60
 
-    naive, naive_objects = bench.run_naive(keep=True)
-    backfill, backfill_objects = bench.run_backfill(16, keep=True)
-    patched, patched_objects = bench.run_backfill(16, ["markclaim", "corescan"],
-                                                  keep=True)
-    buckets = [r.extra["bucket"] for r in (naive, backfill, patched)]
+    runs, buckets = {}, []
     try:
-        assert naive_objects == backfill_objects == patched_objects == bench.expected
-        assert len(naive_objects) == 60
-        assert naive.files == backfill.files == patched.files == 60
-        assert naive.bytes == backfill.bytes == history.bytes
-        assert backfill.extra["summary"]["files_stored"] == 60
-        assert patched.label == "backfill:markclaim+corescan"
+        for latency, methods in ((0.0, ("naive", "download", "backfill", "cli")), (0.02, ("backfill",))):
+            bench.set_latency(latency)
+            for method in methods:
+                # raises unless every file was downloaded exactly once in this run
+                run, objects = bench.run_method(method, 8, keep=True)
+                runs[method, latency] = run, objects
+                buckets.append(run.extra["bucket"])
+        for (method, latency), (run, objects) in runs.items():
+            assert run.files == 60 and run.bytes == history.bytes
+            assert run.extra["latency_ms"] == latency * 1000
+            assert run.seconds > 0 and run.cpu["child"] > 0 and run.cpu["machine_capacity"] > 0
+            assert objects == ({} if method == "download" else bench.expected)
+            if method in ("backfill", "cli"):
+                summary = run.extra["summary"]
+                assert summary["files_stored"] == 60 and summary["exit_code"] == 0
 
         # The same bytes under the same relative key, read back, match the generated file.
         pid, files = next(iter(history.predictions.items()))
-        for i, f in enumerate(files):
-            rel = f"{pid}/{i}-{f.filename}"
-            want = File(size=f.size, seed=f.seed).sha256()
-            for bucket, prefix in zip(buckets, ("naive", "backfill", "backfill")):
-                assert hashlib.sha256(_body(bench.s3, bucket, f"{prefix}/{rel}")).hexdigest() == want
-
-        for r in (naive, backfill, patched):
-            assert r.seconds > 0 and r.files_per_s > 0
-            assert r.cpu["child"] > 0 and r.cpu["machine_capacity"] > 0
-        # each backfill downloaded every file once; naive once more
+        for method in ("naive", "backfill", "cli"):
+            bucket = runs[method, 0.0][0].extra["bucket"]
+            for i, (seed, size) in enumerate(files):
+                body = _body(bench.s3, bucket, f"{method}/{pid}/{i}-out-{i}.png")
+                assert hashlib.sha256(body).hexdigest() == File(size=size, seed=seed).sha256()
         counts = bench.sim.downloads()
-        assert len(counts) == 60 and set(counts.values()) == {3}
+        assert len(counts) == 60 and set(counts.values()) == {5}  # one download per file and run
     finally:
-        for bucket in buckets:
-            bench.delete_bucket(bucket)
+        for b in buckets:
+            bench.delete_bucket(b)
     listed = {b["Name"] for b in bench.s3.list_buckets()["Buckets"]}
     assert not set(buckets) & listed
 
 
 def test_catalog_and_scaling_parts_print_their_tables(backfill_bench, bench) -> None:
-    plain = bench.run_catalog("sqlite", "sequential", 16)
-    patched = bench.run_catalog("sqlite", "concurrent", 16, ["core", "corescan"])
-    for r in (plain, patched):
+    lines: list[str] = []
+    parts = ["catalog", "scaling"] if bench.postgres_url else ["catalog"]
+    results = backfill_bench.run_all(
+        bench, parts=parts, latency=[0.0], concurrency=8, workers=[2], out=lines.append
+    )
+    runs = results["catalog", 0.0]
+    for r in runs:
         assert r.files == 60 and r.seconds > 0
+    plain = runs[0]
+    assert plain.extra["mode"] == "sequential" and plain.extra["dialect"] == "sqlite"
     assert plain.extra["scan"]["files"] == 60 and plain.extra["work"]["files"] == 60
     calls = plain.extra["work"]["calls"]
+    # the no-op transfer still claims and records every file once
     assert calls["claim_next"][0] >= 60 and calls["mark_stored"][0] == 60
-    assert plain.extra["scan"]["calls"]["Pipeline.record"][0] == PREDICTIONS
-    text = backfill_bench.catalog_tables([plain, patched])
+    assert plain.extra["scan"]["calls"]["Persister.record"][0] == PREDICTIONS
+    text = "\n".join(lines)
     assert "| claim_next |" in text and "**catalog total**" in text
-    assert "| sqlite c16 +core+corescan |" in text
-
+    assert "| sqlite c8 |" in text
     if bench.postgres_url:
-        run = bench.run_workers(2, 16)  # raises unless every file was stored and downloaded once
-        assert run.files == 60 and sum(run.extra["stored_per_worker"]) == 60
-        assert "| 2 workers |" in backfill_bench.scaling_table([run])
+        assert any(r.extra["dialect"] == "postgresql" for r in runs)
+        (workers,) = results["scaling", 0.0]  # raises unless every file was stored once
+        assert workers.files == 60 and sum(workers.extra["stored_per_worker"]) == 60
+        assert "| 2 workers |" in text
     listed = [b["Name"] for b in bench.s3.list_buckets()["Buckets"]]
     assert not [b for b in listed if b.startswith("bench-")]
 
 
-def test_unknown_experiments_are_refused(backfill_bench) -> None:
-    with pytest.raises(SystemExit):
-        backfill_bench.main(["--experiment", "core+warp9"])
+def test_unknown_parts_and_latencies_are_refused(backfill_bench) -> None:
     with pytest.raises(SystemExit):
         backfill_bench.main(["--parts", "teleport"])
+    with pytest.raises(SystemExit):
+        backfill_bench.main(["--methods", "naive,warp9"])
+    with pytest.raises(SystemExit):
+        backfill_bench.main(["--latency-ms", "fast"])

@@ -1,5 +1,6 @@
-"""``bench/persist.py`` at small sizes: the machinery works and both ways of copying store
-byte-identical objects. Timings are printed by the bench, never asserted here."""
+"""``bench/persist.py`` at small sizes: the machinery works, both ways of copying store
+byte-identical objects and the catalog records what was stored, at 0 ms and with simulated
+latency. Timings are printed by the bench, never asserted here."""
 
 from __future__ import annotations
 
@@ -34,51 +35,65 @@ def _sha256(s3, bucket: str, key: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("size", [1 * MiB, 8 * MiB], ids=["1MiB", "8MiB-multipart"])
-def test_naive_and_pipeline_store_identical_objects(persist_bench, replicate_simulator,
-                                                     s3_server, s3_bucket, size) -> None:
+def test_naive_and_persist_store_identical_objects(
+    persist_bench, replicate_simulator, s3_server, s3_bucket, size
+) -> None:
     bench = persist_bench.Bench(sim=replicate_simulator, moto=s3_server, bucket=s3_bucket)
     try:
         naive = bench.measure("naive", size, seed=7, keep=True)
-        pipeline = bench.measure("pipeline", size, seed=7, keep=True)
+        persist = bench.measure("persist", size, seed=7, keep=True)
     finally:
         bench.close()
     assert s3_server.running and replicate_simulator.base_url  # shared ones left running
 
     want = (size, File(size=size, seed=7).sha256())
     s3 = s3_server.admin_client
-    naive_key, pipeline_key = naive.extra["key"], pipeline.extra["key"]
-    assert naive_key != pipeline_key
+    naive_key, persist_key = naive.extra["key"], persist.extra["key"]
+    assert naive_key != persist_key
     assert _sha256(s3, s3_bucket, naive_key) == want
-    assert _sha256(s3, s3_bucket, pipeline_key) == want
-    # The pipeline recorded what it stored: the catalog's size and SHA-256 match the bytes.
-    assert (pipeline.extra["bytes"], pipeline.extra["sha256"]) == want
+    assert _sha256(s3, s3_bucket, persist_key) == want
+    # persist recorded what it stored: the catalog's size and SHA-256 match the bytes.
+    assert (persist.extra["bytes"], persist.extra["sha256"]) == want
 
-    for m in (naive, pipeline):
+    for m in (naive, persist):
         assert m.size == size and m.seconds > 0 and m.mib_s > 0
         assert m.peak_rss_kib >= m.ready_rss_kib > 0  # the child's own VmHWM / VmRSS
         assert m.cpu_child >= 0
-    assert pipeline.extra["transfer_seconds"] > 0
+    assert persist.extra["transfer_seconds"] > 0
     if size >= 8 * MiB:  # at the multipart threshold: a multipart upload with one part
-        assert "CompleteMultipartUpload" in pipeline.extra["s3_seconds"]
+        assert "CompleteMultipartUpload" in persist.extra["s3_seconds"]
     else:
-        assert "PutObject" in pipeline.extra["s3_seconds"]
+        assert "PutObject" in persist.extra["s3_seconds"]
 
 
-def test_run_bench_prints_the_table(persist_bench, replicate_simulator, s3_server,
-                                    s3_bucket) -> None:
+def test_run_bench_prints_the_tables_at_each_latency(
+    persist_bench, replicate_simulator, s3_server, s3_bucket
+) -> None:
     bench = persist_bench.Bench(sim=replicate_simulator, moto=s3_server, bucket=s3_bucket)
     lines: list[str] = []
+    methods = ["naive", "persist:conc2+threshold16"]
     try:
-        results = persist_bench.run_bench([1], ["naive", "pipeline", "pipeline:smallput"], 1, 1,
-                                          verify="all", out=lines.append, bench=bench)
+        results = persist_bench.run_bench(
+            [1], methods, 1, 1, latency=[0.0, 0.02], verify="all", out=lines.append, bench=bench
+        )
     finally:
         bench.close()
-    assert set(results) == {("naive", MiB), ("pipeline", MiB), ("pipeline:smallput", MiB)}
+    assert replicate_simulator.latency == 0  # put back for whoever shares the simulator
+    assert set(results) == {(m, MiB, lat) for m in methods for lat in (0.0, 20.0)}
+    for ms in results.values():
+        assert ms[0].latency_ms in (0.0, 20.0)
+    # every persist run recorded exactly one stored file (one claim, one mark_stored)
+    for (method, _, _), ms in results.items():
+        if method.startswith("persist"):
+            calls = ms[0].extra["catalog_calls"]
+            assert calls["mark_stored"] == 1 and calls["claim"] == 1
+            assert ms[0].extra["get_seconds"] > 0
     text = "\n".join(lines)
-    assert "| size | runs | naive MiB/s (best / median) | pipeline MiB/s" in text
-    assert "| 1 MiB | 1 |" in text
-    assert "pipeline:smallput" in text
-    # Every object was checked and then deleted; nothing is left behind.
+    assert "Latency 0 ms" in text and "Latency 20 ms" in text
+    assert "| size | latency ms | runs | naive MiB/s (best / median) | persist MiB/s" in text
+    assert "| 1 MiB | 20 | 1 |" in text
+    assert "persist:conc2+threshold16" in text
+    # Every object was checked (verify="all" raises otherwise) and then deleted.
     listed = s3_server.admin_client.list_objects_v2(Bucket=s3_bucket)
     assert listed.get("KeyCount", 0) == 0
 
@@ -88,4 +103,6 @@ def test_unknown_methods_are_refused(persist_bench) -> None:
     with pytest.raises(SystemExit):
         persist_bench.main(["--methods", "naive,teleport"])
     with pytest.raises(SystemExit):
-        persist_bench.main(["--methods", "pipeline:warp9"])
+        persist_bench.main(["--methods", "persist:warp9"])
+    with pytest.raises(SystemExit):
+        persist_bench.main(["--latency-ms", "-5"])

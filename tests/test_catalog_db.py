@@ -19,12 +19,19 @@ def test_upgrade_creates_the_documented_schema(catalog_url):
     engine = make_engine(catalog_url)
     before, after = upgrade(engine)
     assert before is None and after == head_revision(engine)
-    assert upgrade(engine) == (after, after)               # idempotent
+    assert upgrade(engine) == (after, after)  # idempotent
     insp = inspect(engine)
     assert {"predictions", "output_files", "source_urls", "checkpoints"} <= set(insp.get_table_names())
-    uniques = {tuple(u["column_names"]) for u in insp.get_unique_constraints("output_files")}
-    assert ("prediction_id", "output_path") in uniques
-    indexed = {tuple(i["column_names"]) for i in insp.get_indexes("output_files")}
+    indexes = insp.get_indexes("output_files")
+    if engine.dialect.name == "postgresql":  # B-tree entries are bounded: md5() of the long column
+        uniques = {tuple(i["expressions"]) for i in indexes if i["unique"] and "expressions" in i}
+        assert ("prediction_id", "md5(output_path)") in uniques
+        using = {i["name"]: i["dialect_options"].get("postgresql_using") for i in indexes}
+        assert using["ix_output_files_source_url"] == "hash"
+    else:
+        uniques = {tuple(u["column_names"]) for u in insp.get_unique_constraints("output_files")}
+        assert ("prediction_id", "output_path") in uniques
+    indexed = {tuple(i["column_names"]) for i in indexes}
     assert ("source_url",) in indexed and ("model", "created_at", "id") in indexed
     assert any(cols[0] == "status" for cols in indexed)
     engine.dispose()
@@ -59,3 +66,86 @@ def test_shipped_head_constant_matches_alembic(tmp_path):
     from cachelayer.catalog.db import HEAD_REVISION
 
     assert head_revision(make_engine(f"sqlite:///{tmp_path}/c.db")) == HEAD_REVISION
+
+
+def test_revision_0003_keeps_old_rows_readable_and_redacts_data_uris(catalog_url):
+    """Rows written by cachelayer at revision 0002 (before the text rule and the redacted
+    data: form) read back unchanged after ``db upgrade``; data: payloads leave the catalog
+    and a stored data: file resolves by its new form."""
+    import base64
+    import hashlib
+    from datetime import datetime, timezone
+
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql
+
+    from cachelayer.catalog import Catalog
+
+    engine = make_engine(catalog_url)
+    upgrade(engine, "0002")
+    json_t = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+    preds = sa.table(
+        "predictions",
+        *(sa.column(c) for c in ("id", "status", "data_removed", "recorded_at", "updated_at", "error")),
+        sa.column("input", json_t),
+        sa.column("output", json_t),
+    )
+    files = sa.table(
+        "output_files",
+        *(
+            sa.column(c)
+            for c in (
+                "id",
+                "prediction_id",
+                "output_path",
+                "source_url",
+                "store",
+                "key",
+                "status",
+                "attempts",
+                "sha256",
+                "size",
+            )
+        ),
+    )
+    aliases = sa.table("source_urls", *(sa.column(c) for c in ("output_file_id", "url", "seen_at")))
+    payload = b"old png bytes"
+    uri = "data:image/png;base64," + base64.b64encode(payload).decode()
+    legacy = f"data:image/png;sha256,{hashlib.sha256(uri.encode()).hexdigest()}"
+    now = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    with engine.begin() as conn:
+        conn.execute(
+            preds.insert().values(
+                id="old",
+                status="succeeded",
+                data_removed=False,
+                recorded_at=now,
+                updated_at=now,
+                error="literal \\u0041 text",
+                input={"prompt": "say \\u00e9"},
+                output=[uri],
+            )
+        )
+        conn.execute(
+            files.insert().values(
+                id=1,
+                prediction_id="old",
+                output_path="/0",
+                source_url=legacy,
+                store="s3://b",
+                key="k/0.png",
+                status="stored",
+                attempts=1,
+                sha256=hashlib.sha256(payload).hexdigest(),
+                size=len(payload),
+            )
+        )
+        conn.execute(aliases.insert().values(output_file_id=1, url=legacy, seen_at=now))
+    assert upgrade(engine) == ("0002", head_revision(engine))
+    catalog = Catalog(engine)
+    rec = catalog.get_prediction("old")
+    redacted = f"data:image/png;sha256={hashlib.sha256(payload).hexdigest()},"
+    assert rec.error == "literal \\u0041 text" and rec.input == {"prompt": "say \\u00e9"}
+    assert rec.output == [redacted]
+    assert catalog.resolve(uri).id == 1 and catalog.files_of("old")[0].source_url == redacted
+    engine.dispose()

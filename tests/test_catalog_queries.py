@@ -8,7 +8,9 @@ directory; the CLI runs as the installed ``cachelayer`` console script in a subp
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import json
 import re
@@ -27,8 +29,9 @@ from cachelayer import CacheLayer
 from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.catalog.queries import Catalog, NewFile
 from cachelayer.catalog.reports import CursorError, decode_cursor, encode_cursor
+from cachelayer.cli.formatting import Column, write_fields, write_records
 from cachelayer.errors import ConfigError
-from cachelayer.formatting import Column, write_fields, write_records
+from cachelayer.prediction import Prediction
 from cachelayer.testing.simulator import File, ReplicateSimulator
 from cachelayer.timeparse import parse_duration, parse_when
 from cachelayer.verify import verify
@@ -51,8 +54,9 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
 
 def _store_file(c: Catalog, file_id: int, size: int) -> None:
     assert c.claim(file_id, "test", 60)
-    assert c.mark_stored(file_id, "test", size=size, sha256=f"{size:064x}",
-                         content_type="image/png", source_age_seconds=1.5)
+    assert c.mark_stored(
+        file_id, "test", size=size, sha256=f"{size:064x}", content_type="image/png", source_age_seconds=1.5
+    )
 
 
 def fill(c: Catalog) -> dict[str, Any]:
@@ -67,17 +71,26 @@ def fill(c: Catalog) -> dict[str, Any]:
         pid = f"p{k}"
         model = ["acme/a", "acme/b", None][k % 3]
         created = None if k >= 7 else BASE + timedelta(hours=k if k != 2 else 1)
-        c.record_prediction({
-            "id": pid, "model": model, "version": "v1", "status": "succeeded", "source": "api",
-            "input": {"prompt": f"cat {k}"}, "output": None,
-            "created_at": created.isoformat() if created else None,
-            "completed_at": created.isoformat() if created else None,
-        })
+        c.record_prediction(
+            Prediction.from_json(
+                {
+                    "id": pid,
+                    "model": model,
+                    "version": "v1",
+                    "status": "succeeded",
+                    "source": "api",
+                    "input": {"prompt": f"cat {k}"},
+                    "output": None,
+                    "created_at": created.isoformat() if created else None,
+                    "completed_at": created.isoformat() if created else None,
+                }
+            )
+        )
         files = []
         for j in range(k % 3 + 1):
             url = f"https://replicate.delivery/pbxt/{pid}-{j}/out-{j}.png"
             if k == 4 and j == 0:
-                url = "data:image/png;base64,iVBORw0KGgo" + "A" * 50
+                url = "data:image/png;base64,iVBORw0KGgo" + "A" * 49  # 60 base64 characters
                 info["data_uri"] = url
             files.append(NewFile(f"/{j}", url, f"replicate/{pid}/{j}-out-{j}.png"))
         rows = c.ensure_files(pid, files, store="s3://bucket", model=model, created_at=created)
@@ -100,8 +113,7 @@ def fill(c: Catalog) -> dict[str, Any]:
 def expected_order(c: Catalog, **where: Any) -> list[int]:
     every = [f for k in range(9) for f in c.files_of(f"p{k}")]
     keep = [f for f in every if all(getattr(f, k) == v for k, v in where.items())]
-    dated = sorted((f for f in keep if f.created_at), key=lambda f: (f.created_at, f.id),
-                   reverse=True)
+    dated = sorted((f for f in keep if f.created_at), key=lambda f: (f.created_at, f.id), reverse=True)
     undated = sorted((f for f in keep if not f.created_at), key=lambda f: f.id, reverse=True)
     return [f.id for f in dated + undated]
 
@@ -134,22 +146,26 @@ def test_listing_is_newest_first_and_cursor_pages_cover_everything(catalog):
     assert list(f.id for f in catalog.iter_files(batch_size=4)) == everything
     # a cursor is a position, not a snapshot: reusing it gives the same page
     first = catalog.list_files(limit=5)
-    assert catalog.list_files(limit=5, cursor=first.next_cursor) == \
-        catalog.list_files(limit=5, cursor=first.next_cursor)
+    assert catalog.list_files(limit=5, cursor=first.next_cursor) == catalog.list_files(
+        limit=5, cursor=first.next_cursor
+    )
 
 
 def test_filters_combine(catalog):
     fill(catalog)
     assert walk(catalog, 2, model="acme/a") == expected_order(catalog, model="acme/a")
     assert walk(catalog, 3, status="stored") == expected_order(catalog, status="stored")
-    assert walk(catalog, 2, model="acme/b", status="failed") == \
-        expected_order(catalog, model="acme/b", status="failed")
-    assert [f.id for f in catalog.list_files(prediction_id="p5").files] == \
-        expected_order(catalog, prediction_id="p5")
+    assert walk(catalog, 2, model="acme/b", status="failed") == expected_order(
+        catalog, model="acme/b", status="failed"
+    )
+    assert [f.id for f in catalog.list_files(prediction_id="p5").files] == expected_order(
+        catalog, prediction_id="p5"
+    )
     assert list(catalog.iter_files(model="nobody/none")) == []
     # since inclusive, until exclusive; files without a creation time never match
-    window = catalog.list_files(since=BASE + timedelta(hours=1), until=BASE + timedelta(hours=4),
-                                limit=100).files
+    window = catalog.list_files(
+        since=BASE + timedelta(hours=1), until=BASE + timedelta(hours=4), limit=100
+    ).files
     assert {f.prediction_id for f in window} == {"p1", "p2", "p3"}
     assert all(f.created_at is not None for f in catalog.iter_files(since=BASE))
     assert sum(1 for _ in catalog.iter_files(since=BASE)) == 18 - 5
@@ -185,16 +201,24 @@ def test_show_returns_prediction_and_files(catalog):
 def test_resolve_many_matches_resolve(catalog):
     info = fill(catalog)
     rot = info["rotated"]
-    urls = [*info["urls"].values(), rot["old"], rot["new"], "https://example.com/never-seen.png",
-            "data:image/png;base64,bm90IHNlZW4="]
+    urls = [
+        *info["urls"].values(),
+        rot["old"],
+        rot["new"],
+        "https://example.com/never-seen.png",
+        "data:image/png;base64,bm90IHNlZW4=",
+    ]
     many = catalog.resolve_many(urls)
     assert list(many) == list(dict.fromkeys(urls))  # input order
     for url in urls:
         one = catalog.resolve(url)
         assert (many[url].id if many[url] else None) == (one.id if one else None), url
     assert many[rot["old"]].id == many[rot["new"]].id == rot["id"]  # rotated URL still resolves
-    assert many[info["data_uri"]] is not None and many[info["data_uri"]].source_url.startswith(
-        "data:image/png;sha256,")
+    # a data: URI is recorded in the redacted form: the digest of its decoded bytes
+    decoded = base64.b64decode(info["data_uri"].split(",", 1)[1])
+    assert (
+        many[info["data_uri"]].source_url == f"data:image/png;sha256={hashlib.sha256(decoded).hexdigest()},"
+    )
     assert many["https://example.com/never-seen.png"] is None
     # files not stored (pending, expired, failed) are never answers
     for file_id, url in info["urls"].items():
@@ -228,16 +252,19 @@ def test_stats_counts_and_bytes_match_the_documented_sql(catalog):
     assert [r.group for r in days] == ["2026-11-01", None] and days[1].files == 5
     windowed = catalog.stats("model", since=BASE + timedelta(hours=3))
     assert sum(r.files for r in windowed) == sum(
-        1 for f in every if f.created_at and f.created_at >= BASE + timedelta(hours=3))
+        1 for f in every if f.created_at and f.created_at >= BASE + timedelta(hours=3)
+    )
 
     dialect = "SQLite" if catalog.dialect == "sqlite" else "PostgreSQL"
-    for by, title in (("model", "stats --by model"), ("status", "stats --by status"),
-                      ("day", f"stats --by day ({dialect})")):
+    for by, title in (
+        ("model", "stats --by model"),
+        ("status", "stats --by status"),
+        ("day", f"stats --by day ({dialect})"),
+    ):
         with catalog.engine.connect() as conn:
             rows = conn.execute(text(_schema_sql(title))).mappings().all()
         documented = {r[by]: {k: int(v) for k, v in r.items() if k != by} for r in rows}
-        ours = {r.group: {k: v for k, v in r.to_dict().items() if k != by}
-                for r in catalog.stats(by)}
+        ours = {r.group: {k: v for k, v in r.to_dict().items() if k != by} for r in catalog.stats(by)}
         assert documented == ours, by
 
 
@@ -251,13 +278,17 @@ def sim() -> Iterator[ReplicateSimulator]:
 
 
 def _layer(sim: ReplicateSimulator, catalog_url: str, **kw: Any) -> CacheLayer:
-    return CacheLayer(database_url=catalog_url, replicate_api_token=sim.token,
-                      replicate_base_url=sim.base_url, allowed_hosts=sim.host_port,
-                      auto_migrate=True, **kw)
+    return CacheLayer(
+        database_url=catalog_url,
+        replicate_api_token=sim.token,
+        replicate_base_url=sim.base_url,
+        allowed_hosts=sim.host_port,
+        auto_migrate=True,
+        **kw,
+    )
 
 
-def test_verify_finds_missing_and_corrupt_objects_and_repair_requeues(
-        sim, catalog_url, s3_store, s3_server):
+def test_verify_finds_missing_and_corrupt_objects_and_repair_requeues(sim, catalog_url, s3_store, s3_server):
     model = f"acme/verify-{s3_store.bucket[-6:]}"
     files = [File(size=3000 + i, seed=i, filename=f"out-{i}.png") for i in range(4)]
     sim.add_model(model, outputs=files)
@@ -267,14 +298,16 @@ def test_verify_finds_missing_and_corrupt_objects_and_repair_requeues(
         recs = layer.catalog.files_of(pid)
         s3 = s3_server.client()
         bucket = s3_store.bucket
-        s3.delete_object(Bucket=bucket, Key=recs[0].key)                      # missing
-        s3.put_object(Bucket=bucket, Key=recs[1].key, Body=b"x" * 10)         # wrong size
+        s3.delete_object(Bucket=bucket, Key=recs[0].key)  # missing
+        s3.put_object(Bucket=bucket, Key=recs[1].key, Body=b"x" * 10)  # wrong size
         s3.put_object(Bucket=bucket, Key=recs[2].key, Body=b"y" * recs[2].size)  # same size
 
         shallow = layer.verify()
         assert (shallow.checked, shallow.ok, shallow.missing, shallow.corrupt) == (4, 2, 1, 1)
         assert {p.file.id: p.problem for p in shallow.problems} == {
-            recs[0].id: "missing", recs[1].id: "corrupt"}
+            recs[0].id: "missing",
+            recs[1].id: "corrupt",
+        }
         assert "10 bytes" in next(p.detail for p in shallow.problems if p.problem == "corrupt")
 
         deep = layer.verify(deep=True, model=model)
@@ -300,14 +333,13 @@ def test_verify_finds_missing_and_corrupt_objects_and_repair_requeues(
         assert layer.verify(deep=True).clean
 
 
-def test_verify_repair_marks_failed_when_the_source_is_gone(sim, catalog_url, s3_store,
-                                                            s3_server):
+def test_verify_repair_marks_failed_when_the_source_is_gone(sim, catalog_url, s3_store, s3_server):
     model = f"acme/gone-{s3_store.bucket[-6:]}"
     sim.add_model(model, outputs=[File(b"only copy", filename="out.png")])
     with _layer(sim, catalog_url, store=s3_store) as layer:
         pid = layer.run_result(model).prediction_id
-        sim.remove_data(pid)                                  # Replicate's one-hour removal
-        layer.catalog.record_prediction(sim.prediction(pid))  # ... seen by the catalog
+        sim.remove_data(pid)  # Replicate's one-hour removal
+        layer.catalog.record_prediction(Prediction.from_json(sim.prediction(pid)))  # ... seen by the catalog
         assert layer.catalog.get_prediction(pid).data_removed
         (rec,) = layer.catalog.files_of(pid)
         s3_server.client().delete_object(Bucket=s3_store.bucket, Key=rec.key)
@@ -333,10 +365,8 @@ def test_verify_skips_files_of_another_store(catalog, local_store):
 # ---- CLI: the installed console script, in subprocesses -----------------------------------------
 
 
-def run_cli(env: dict[str, str], *args: str,
-            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=env,
-                          timeout=60)
+def run_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60)
 
 
 @pytest.fixture
@@ -345,18 +375,27 @@ def catalog_cli(sim, catalog_url, tmp_path) -> Iterator[dict[str, Any]]:
     import os
 
     name = f"acme/cli-{tmp_path.name[-8:].replace('_', '-')}"
-    sim.add_model(name, outputs=[File(size=1000 + i, seed=i, filename=f"o-{i}.png")
-                                 for i in range(3)])
+    sim.add_model(name, outputs=[File(size=1000 + i, seed=i, filename=f"o-{i}.png") for i in range(3)])
     storage = f"file://{tmp_path}/objects"
     with _layer(sim, catalog_url, storage_url=storage) as layer:
         pids = [layer.run_result(name).prediction_id for _ in range(2)]
         files = [f for p in pids for f in layer.catalog.files_of(p)]
         urls = {f.source_url: layer.durable_url(f) for f in files}
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHELAYER_")}
-    env.update(CACHELAYER_DATABASE_URL=catalog_url, CACHELAYER_STORAGE_URL=storage,
-               CACHELAYER_HOME=str(tmp_path / "home"), NO_COLOR="1")
-    yield {"env": env, "model": name, "pids": pids, "urls": urls, "root": tmp_path / "objects",
-           "files": files}
+    env.update(
+        CACHELAYER_DATABASE_URL=catalog_url,
+        CACHELAYER_STORAGE_URL=storage,
+        CACHELAYER_HOME=str(tmp_path / "home"),
+        NO_COLOR="1",
+    )
+    yield {
+        "env": env,
+        "model": name,
+        "pids": pids,
+        "urls": urls,
+        "root": tmp_path / "objects",
+        "files": files,
+    }
 
 
 def test_console_script_formats_and_exit_codes(catalog_cli):
@@ -378,10 +417,25 @@ def test_console_script_formats_and_exit_codes(catalog_cli):
     rows = [json.loads(line) for line in out["jsonl"].stdout.splitlines()]
     assert out["jsonl"].returncode == 0 and out["jsonl"].stderr == ""
     assert len(rows) == 6 and [r["prediction_id"] for r in rows[:3]] == [catalog_cli["pids"][1]] * 3
-    assert list(rows[0]) == ["id", "prediction_id", "output_path", "source_url", "store", "key",
-                             "status", "size", "sha256", "content_type", "attempts",
-                             "last_error", "source_age_seconds", "stored_at", "model",
-                             "created_at", "durable_url"]
+    assert list(rows[0]) == [
+        "id",
+        "prediction_id",
+        "output_path",
+        "source_url",
+        "store",
+        "key",
+        "status",
+        "size",
+        "sha256",
+        "content_type",
+        "attempts",
+        "last_error",
+        "source_age_seconds",
+        "stored_at",
+        "model",
+        "created_at",
+        "durable_url",
+    ]
     assert rows[0]["created_at"].endswith("Z") and isinstance(rows[0]["size"], int)
     assert {r["durable_url"] for r in rows} == set(urls.values())
 
@@ -392,13 +446,17 @@ def test_console_script_formats_and_exit_codes(catalog_cli):
 
     res = out["resolve"]
     answers = [json.loads(line) for line in res.stdout.splitlines()]
-    assert res.returncode == 1 and res.stderr.strip() == \
-        "cachelayer: 1 of 3 URLs unknown (no stored file was copied from them)"
+    assert (
+        res.returncode == 1
+        and res.stderr.strip() == "cachelayer: 1 of 3 URLs unknown (no stored file was copied from them)"
+    )
     assert [a["durable_url"] for a in answers] == [urls[known[2]], None, urls[known[3]]]
 
     assert out["unknown_show"].returncode == 1 and out["unknown_show"].stdout == ""
-    assert out["unknown_show"].stderr.strip() == \
-        "cachelayer: error: prediction no-such-prediction is not in the catalog"
+    assert (
+        out["unknown_show"].stderr.strip()
+        == "cachelayer: error: prediction no-such-prediction is not in the catalog"
+    )
     assert out["bad_since"].returncode == 2 and "yesterday-ish" in out["bad_since"].stderr
 
     victim = catalog_cli["files"][0]
@@ -408,8 +466,10 @@ def test_console_script_formats_and_exit_codes(catalog_cli):
     (problem,) = [json.loads(line) for line in broken.stdout.splitlines()]
     assert problem["file_id"] == victim.id and problem["problem"] == "missing"
     assert problem["action"] == "requeued"
-    assert broken.stderr.strip() == ("cachelayer: checked 6 objects (HEAD): 5 ok, 1 missing, "
-                                     "0 corrupt, 0 errors; repair: 1 re-queued, 0 marked failed")
+    assert broken.stderr.strip() == (
+        "cachelayer: checked 6 objects (HEAD): 5 ok, 1 missing, "
+        "0 corrupt, 0 errors; repair: 1 re-queued, 0 marked failed"
+    )
 
 
 @pytest.fixture
@@ -464,8 +524,17 @@ def test_cli_commands(cli, catalog_cli, tmp_path):
     assert "PATH" in show_table and urls[shown["files"][2]["source_url"]] in show_table
 
     stats = json.loads(cli("stats", "--format", "json").stdout)
-    assert stats == [{"model": catalog_cli["model"], "files": 6, "stored": 6, "pending": 0,
-                      "expired": 0, "failed": 0, "stored_bytes": 2 * (1000 + 1001 + 1002)}]
+    assert stats == [
+        {
+            "model": catalog_cli["model"],
+            "files": 6,
+            "stored": 6,
+            "pending": 0,
+            "expired": 0,
+            "failed": 0,
+            "stored_bytes": 2 * (1000 + 1001 + 1002),
+        }
+    ]
     day = list(csv.DictReader(io.StringIO(cli("stats", "--by", "day", "--format", "csv").stdout)))
     assert len(day) == 1 and re.fullmatch(r"\d{4}-\d\d-\d\d", day[0]["day"])
     assert cli("stats", "--since", "1h", "--format", "jsonl").stdout.count("\n") == 1
@@ -475,7 +544,10 @@ def test_cli_commands(cli, catalog_cli, tmp_path):
     both = cli("resolve", known[0], known[1])
     assert both.exit_code == 0 and both.stderr == ""
     assert [line.split() for line in both.stdout.splitlines()] == [
-        ["SOURCE", "URL", "DURABLE", "URL"], [known[0], urls[known[0]]], [known[1], urls[known[1]]]]
+        ["SOURCE", "URL", "DURABLE", "URL"],
+        [known[0], urls[known[0]]],
+        [known[1], urls[known[1]]],
+    ]
 
     target = tmp_path / "export.csv"
     exported = cli("export", "--format", "csv", "-o", str(target))
@@ -490,7 +562,7 @@ def test_cli_commands(cli, catalog_cli, tmp_path):
 
     victim = catalog_cli["files"][1]
     (catalog_cli["root"] / victim.key).write_bytes(b"z" * (victim.size or 0))  # same size
-    assert cli("verify").exit_code == 0            # HEAD sees the right size
+    assert cli("verify").exit_code == 0  # HEAD sees the right size
     deep = cli("verify", "--deep", "--repair")
     assert deep.exit_code == 1 and "corrupt" in deep.stdout and "requeued" in deep.stdout
     pending = cli("ls", "--status", "pending", "--format", "jsonl").stdout.splitlines()
@@ -507,11 +579,22 @@ class _Tty(io.StringIO):
 
 
 def test_formats_table_plain_rich_and_no_color(monkeypatch):
-    rows = [{"name": "a", "size": 5, "when": datetime(2026, 1, 2, tzinfo=timezone.utc),
-             "extra": None, "input": {"k": [1, 2]}},
-            {"name": "bbbb", "size": 12345, "when": None, "extra": True, "input": None}]
-    cols = [Column("name", "NAME"), Column("size", "SIZE", numeric=True), Column("when", "WHEN"),
-            Column("extra", "EXTRA")]
+    rows = [
+        {
+            "name": "a",
+            "size": 5,
+            "when": datetime(2026, 1, 2, tzinfo=timezone.utc),
+            "extra": None,
+            "input": {"k": [1, 2]},
+        },
+        {"name": "bbbb", "size": 12345, "when": None, "extra": True, "input": None},
+    ]
+    cols = [
+        Column("name", "NAME"),
+        Column("size", "SIZE", numeric=True),
+        Column("when", "WHEN"),
+        Column("extra", "EXTRA"),
+    ]
     plain = io.StringIO()
     write_records(rows, "table", columns=cols, out=plain)
     assert plain.getvalue().splitlines() == [
@@ -521,8 +604,13 @@ def test_formats_table_plain_rich_and_no_color(monkeypatch):
     ]
     js = io.StringIO()
     write_records(rows, "json", columns=cols, out=js)
-    assert json.loads(js.getvalue())[0] == {"name": "a", "size": 5, "when": "2026-01-02T00:00:00Z",
-                                           "extra": None, "input": {"k": [1, 2]}}
+    assert json.loads(js.getvalue())[0] == {
+        "name": "a",
+        "size": 5,
+        "when": "2026-01-02T00:00:00Z",
+        "extra": None,
+        "input": {"k": [1, 2]},
+    }
     c = io.StringIO()
     write_records(rows, "csv", columns=cols, out=c)
     assert c.getvalue().splitlines()[1] == 'a,5,2026-01-02T00:00:00Z,,"{""k"":[1,2]}"'

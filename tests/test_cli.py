@@ -32,8 +32,20 @@ def test_run_parses_inputs_and_prints_durable_urls(cli_env, replicate_simulator,
     replicate_simulator.add_model("acme/painter", outputs=model)
     photo = tmp_path / "photo.png"
     photo.write_bytes(b"\x89PNG local file")
-    out = cli(cli_env, "run", "acme/painter", "-i", "prompt=a cat", "-i", "num_outputs=2",
-              "-i", "flag=true", "-i", f"image=@{photo}", "--json")
+    out = cli(
+        cli_env,
+        "run",
+        "acme/painter",
+        "-i",
+        "prompt=a cat",
+        "-i",
+        "num_outputs=2",
+        "-i",
+        "flag=true",
+        "-i",
+        f"image=@{photo}",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     urls = json.loads(out.stdout)
     assert len(urls) == 2 and all(u.startswith("s3://") for u in urls)
@@ -56,11 +68,14 @@ def test_persist_twice_same_urls(cli_env, replicate_simulator):
     assert replicate_simulator.download_count(replicate_simulator.delivery_urls(pid)[0]) == 1
 
 
-@pytest.mark.parametrize(("args", "code", "needle"), [
-    (["run", "acme/missing"], 2, "acme/missing"),
-    (["run", "not a model"], 2, "bad model reference"),
-    (["run", "acme/m", "-i", "novalue"], 2, "key=value"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["run", "acme/missing"], 2, "acme/missing"),
+        (["run", "not a model"], 2, "bad model reference"),
+        (["run", "acme/m", "-i", "novalue"], 2, "key=value"),
+    ],
+)
 def test_usage_and_config_errors_exit_2(cli_env, args, code, needle):
     out = cli(cli_env, *args)
     assert out.returncode == code
@@ -71,8 +86,7 @@ def test_missing_bucket_and_bad_database_exit_2(cli_env):
     out = cli({**cli_env, "CACHELAYER_STORAGE_URL": "s3://no-such-bucket-x"}, "persist", "abc")
     assert out.returncode == 2 and "no-such-bucket-x" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
-    out = cli({**cli_env, "CACHELAYER_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"},
-              "persist", "abc")
+    out = cli({**cli_env, "CACHELAYER_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}, "persist", "abc")
     assert out.returncode == 2 and "catalog" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -85,11 +99,21 @@ def test_expired_prediction_exits_1_with_one_line(cli_env, replicate_simulator):
     assert "Traceback" not in out.stderr
 
 
-def test_two_processes_persisting_at_once_store_each_object_once(cli_env, replicate_simulator, s3_server, s3_bucket):
+def test_two_processes_persisting_at_once_store_each_object_once(
+    cli_env, replicate_simulator, s3_server, s3_bucket
+):
     files = [File(size=400_000, seed=i, filename=f"out-{i}.png") for i in range(6)]
     pid = replicate_simulator.seed_prediction("acme/x", input={}, output=files)
-    procs = [subprocess.Popen([CLI, "persist", pid, "--json"], env=cli_env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [CLI, "persist", pid, "--json"],
+            env=cli_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert json.loads(outs[0][0]) == json.loads(outs[1][0])
@@ -99,3 +123,22 @@ def test_two_processes_persisting_at_once_store_each_object_once(cli_env, replic
     assert len(listed) == 6
     body = s3_server.client().get_object(Bucket=s3_bucket, Key=listed[0]["Key"])["Body"].read()
     assert hashlib.sha256(body).hexdigest() in {f.sha256() for f in files}
+
+
+def test_wait_timeout_flag_is_one_line_exit_1(cli_env, replicate_simulator):
+    replicate_simulator.add_model("acme/slow", outputs=File(b"slow"), duration=600)
+    out = cli(cli_env, "run", "acme/slow", "--wait-timeout", "1")
+    assert out.returncode == 1, out.stderr
+    assert "still" in out.stderr and "--wait-timeout" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_worker_retry_failed_flag_requeues(cli_env, replicate_simulator):
+    pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[File(b"later")])
+    blocked = {**cli_env, "CACHELAYER_ALLOWED_HOSTS": "cdn.example.com"}
+    cli(blocked, "persist", pid)  # refused host: the file is recorded failed
+    out = cli(cli_env, "worker", "--once", "--json")
+    assert json.loads(out.stdout)["files_stored"] == 0
+    out = cli(cli_env, "worker", "--once", "--retry-failed", "--json")
+    summary = json.loads(out.stdout)
+    assert out.returncode == 0 and summary["files_requeued"] == 1 and summary["files_stored"] == 1

@@ -91,16 +91,19 @@ def test_404_is_source_gone_and_content_length_cap(replicate_simulator):
     assert err.value.status == 404
 
 
-@pytest.mark.parametrize(("url", "ok"), [
-    ("https://replicate.delivery/pbxt/a/out.png", True),
-    ("https://pbxt.replicate.delivery/a/out.png", True),
-    ("https://REPLICATE.delivery/a", True),
-    ("http://replicate.delivery.evil.com/a", False),
-    ("https://evilreplicate.delivery/a", False),
-    ("file:///etc/passwd", False),
-    ("https://169.254.169.254/latest/meta-data", False),
-    ("ftp://replicate.delivery/a", False),
-])
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://replicate.delivery/pbxt/a/out.png", True),
+        ("https://pbxt.replicate.delivery/a/out.png", True),
+        ("https://REPLICATE.delivery/a", True),
+        ("http://replicate.delivery.evil.com/a", False),
+        ("https://evilreplicate.delivery/a", False),
+        ("file:///etc/passwd", False),
+        ("https://169.254.169.254/latest/meta-data", False),
+        ("ftp://replicate.delivery/a", False),
+    ],
+)
 def test_host_patterns(url, ok):
     assert host_allowed(url, ("replicate.delivery", "*.replicate.delivery")) is ok
 

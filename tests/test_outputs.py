@@ -41,8 +41,12 @@ def test_find_files_every_shape(output, expected):
 def test_replace_keeps_shape_and_non_files():
     output = {"images": [FakeFileOutput(U1), U2], "caption": "a cat", "n": 2, "none": None}
     out = replace_files(output, lambda path, url: f"durable:{path}")
-    assert out == {"images": ["durable:/images/0", "durable:/images/1"],
-                   "caption": "a cat", "n": 2, "none": None}
+    assert out == {
+        "images": ["durable:/images/0", "durable:/images/1"],
+        "caption": "a cat",
+        "n": 2,
+        "none": None,
+    }
 
 
 def test_lookup_follows_pointers_and_raises_for_missing():

@@ -42,8 +42,9 @@ def test_run_stores_every_file_and_returns_durable_urls(layer, replicate_simulat
     for f, uri in zip(files, out):
         assert uri.startswith("s3://") and uri.endswith(f.filename)
         assert hashlib.sha256(s3_bytes(s3_server, uri)).hexdigest() == f.sha256()
-    pid = layer.catalog.resolve(replicate_simulator.delivery_urls(
-        replicate_simulator.prediction_ids[0])[0]).prediction_id
+    pid = layer.catalog.resolve(
+        replicate_simulator.delivery_urls(replicate_simulator.prediction_ids[0])[0]
+    ).prediction_id
     rows = layer.catalog.files_of(pid)
     assert [r.status for r in rows] == ["stored"] * 3
     assert [r.sha256 for r in rows] == [f.sha256() for f in files]
@@ -55,12 +56,23 @@ def test_run_stores_every_file_and_returns_durable_urls(layer, replicate_simulat
 
 
 def test_every_shape_and_non_files_untouched(layer, replicate_simulator, s3_server):
-    img, vid, webp = File(b"png-bytes"), File(b"mp4" * 1000, filename="output.mp4",
-                                                 content_type="video/mp4"), b"RIFFwebp"
-    replicate_simulator.add_model("acme/mixed", outputs={
-        "images": [img, {"nested": [vid]}], "caption": "a cat", "seed": 42, "none": None,
-        "ok": True, "inline": DataURI(webp, "image/webp"), "url_text": "not a url at all",
-    })
+    img, vid, webp = (
+        File(b"png-bytes"),
+        File(b"mp4" * 1000, filename="output.mp4", content_type="video/mp4"),
+        b"RIFFwebp",
+    )
+    replicate_simulator.add_model(
+        "acme/mixed",
+        outputs={
+            "images": [img, {"nested": [vid]}],
+            "caption": "a cat",
+            "seed": 42,
+            "none": None,
+            "ok": True,
+            "inline": DataURI(webp, "image/webp"),
+            "url_text": "not a url at all",
+        },
+    )
     out = layer.run("acme/mixed", input={})
     assert out["caption"] == "a cat" and out["seed"] == 42 and out["none"] is None
     assert out["ok"] is True and out["url_text"] == "not a url at all"
@@ -73,8 +85,10 @@ def test_every_shape_and_non_files_untouched(layer, replicate_simulator, s3_serv
 def test_bare_string_and_iterator_outputs(layer, replicate_simulator, s3_server):
     replicate_simulator.add_model("acme/one", outputs=File(b"single", filename="out.png"))
     replicate_simulator.add_model(
-        "acme/llm", outputs=["Hello", " world", File(b"chart", filename="chart.png")],
-        output_schema={"type": "array", "items": {"type": "string"}, "x-cog-array-type": "iterator"})
+        "acme/llm",
+        outputs=["Hello", " world", File(b"chart", filename="chart.png")],
+        output_schema={"type": "array", "items": {"type": "string"}, "x-cog-array-type": "iterator"},
+    )
     single = layer.run("acme/one")
     assert s3_bytes(s3_server, single) == b"single" and single.endswith("output-out.png")
     chunks = layer.run("acme/llm")
@@ -83,10 +97,11 @@ def test_bare_string_and_iterator_outputs(layer, replicate_simulator, s3_server)
 
 def test_persist_is_idempotent(layer, replicate_simulator):
     painter(replicate_simulator)
-    pred = make_client(replicate_simulator.token, replicate_simulator.base_url, None) \
-        .predictions.create(model="acme/painter", input={}, wait=True)
-    first = layer.persist(pred)          # a replicate Prediction object
-    second = layer.persist(pred.id)      # and an id
+    pred = make_client(replicate_simulator.token, replicate_simulator.base_url, None).predictions.create(
+        model="acme/painter", input={}, wait=True
+    )
+    first = layer.persist(pred)  # a replicate Prediction object
+    second = layer.persist(pred.id)  # and an id
     assert first == second
     for url in replicate_simulator.delivery_urls(pred.id):
         assert replicate_simulator.download_count(url) == 1
@@ -101,11 +116,11 @@ def test_https_simulator_and_file_output_objects(make_layer, s3_server):
         sim.add_model("acme/tls", outputs=[f])
         client = make_client(sim.token, sim.base_url, sim.ca_file)
         out = client.run("acme/tls", input={})
-        assert type(out[0]).__name__ == "FileOutput"     # what production users hold
+        assert type(out[0]).__name__ == "FileOutput"  # what production users hold
         layer = make_layer(simulator=sim)
         durable = layer.run("acme/tls")
         assert hashlib.sha256(s3_bytes(s3_server, durable[0])).hexdigest() == f.sha256()
-        assert layer.resolve(out[0].url) is None         # a different prediction's URL
+        assert layer.resolve(out[0].url) is None  # a different prediction's URL
 
 
 def test_expired_url_is_refreshed_through_predictions_get(layer, replicate_simulator, s3_server):
@@ -113,11 +128,10 @@ def test_expired_url_is_refreshed_through_predictions_get(layer, replicate_simul
     client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
     pred = client.predictions.create(model="acme/painter", input={}, wait=True)
     old = replicate_simulator.delivery_urls(pred.id)
-    replicate_simulator.rotate_urls(pred.id)          # old URLs now 404; get gives new ones
-    layer.pipeline.record(pred.dict())                # as if seen earlier with the old URLs
+    replicate_simulator.rotate_urls(pred.id)  # old URLs now 404; get gives new ones
+    layer.enqueue(pred.dict())  # as if seen earlier with the old URLs
     out = layer.persist(pred.id)
-    assert [hashlib.sha256(s3_bytes(s3_server, u)).hexdigest() for u in out] == \
-        [f.sha256() for f in files]
+    assert [hashlib.sha256(s3_bytes(s3_server, u)).hexdigest() for u in out] == [f.sha256() for f in files]
     # both the original and the rotated URL resolve to the same durable URL
     assert [layer.resolve(u) for u in old] == out
     assert [layer.resolve(u) for u in replicate_simulator.delivery_urls(pred.id)] == out
@@ -131,19 +145,18 @@ def test_expired_url_refresh_on_404_mid_persist(layer, replicate_simulator, s3_s
     out = layer.persist(pred.id)
     assert s3_bytes(s3_server, out[0])
     gets = [r for r in replicate_simulator.requests if r[1] == f"/v1/predictions/{pred.id}"]
-    assert len(gets) >= 2   # the first read and the refresh after the 404
+    assert len(gets) >= 2  # the first read and the refresh after the 404
 
 
 def test_data_removed_raises_expired_and_records_it(layer, replicate_simulator):
     painter(replicate_simulator, n=2)
     client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
     pred = client.predictions.create(model="acme/painter", input={"prompt": "x"}, wait=True)
-    layer.pipeline.record(pred.dict())
+    layer.enqueue(pred.dict())
     replicate_simulator.remove_data(pred.id)
     with pytest.raises(ExpiredDownloadUrlError) as err:
         layer.persist(pred.id)
-    assert "The output URL has expired and can no longer be used to download the result" \
-        in str(err.value)
+    assert "The output URL has expired and can no longer be used to download the result" in str(err.value)
     assert pred.id in str(err.value) and err.value.prediction_id == pred.id
     assert err.value.output_path in ("/0", "/1")
     assert [r.status for r in layer.catalog.files_of(pred.id)] == ["expired", "expired"]
@@ -154,7 +167,7 @@ def test_expired_at_download_time_is_detected_after_refresh(layer, replicate_sim
     painter(replicate_simulator, n=1)
     client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
     pred = client.predictions.create(model="acme/painter", input={}, wait=True)
-    replicate_simulator.expire_urls(pred.id)        # URL dead, prediction still has it
+    replicate_simulator.expire_urls(pred.id)  # URL dead, prediction still has it
     with pytest.raises(ExpiredDownloadUrlError, match="still failing"):
         layer.persist(pred.id)
     assert layer.catalog.files_of(pred.id)[0].status == "expired"
@@ -164,7 +177,7 @@ def test_on_expired_rerun_links_the_new_prediction(layer, replicate_simulator, s
     files = painter(replicate_simulator, n=2)
     client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
     pred = client.predictions.create(model="acme/painter", input={"num_outputs": 1}, wait=True)
-    layer.pipeline.record(pred.dict())
+    layer.enqueue(pred.dict())
     replicate_simulator.remove_data(pred.id)
     out = layer.persist(pred.id, on_expired="rerun")
     assert len(out) == 1 and hashlib.sha256(s3_bytes(s3_server, out[0])).hexdigest() == files[0].sha256()
@@ -174,8 +187,12 @@ def test_on_expired_rerun_links_the_new_prediction(layer, replicate_simulator, s
 
 
 def test_disallowed_urls_are_refused_recorded_and_never_requested(layer, replicate_simulator):
-    evil = [f"{replicate_simulator.base_url.replace('127.0.0.1', 'localhost')}/delivery/x/a.png",
-            "file:///etc/passwd", "http://169.254.169.254/latest/meta-data", "ftp://h/x.bin"]
+    evil = [
+        f"{replicate_simulator.base_url.replace('127.0.0.1', 'localhost')}/delivery/x/a.png",
+        "file:///etc/passwd",
+        "http://169.254.169.254/latest/meta-data",
+        "ftp://h/x.bin",
+    ]
     replicate_simulator.add_model("acme/evil", outputs=evil)
     with pytest.raises(DisallowedUrlError, match="CACHELAYER_ALLOWED_HOSTS"):
         layer.run("acme/evil")
@@ -229,8 +246,9 @@ def test_429_on_the_api_is_retried(layer, replicate_simulator):
     painter(replicate_simulator, n=1)
     client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
     pred = client.predictions.create(model="acme/painter", input={}, wait=True)
-    replicate_simulator.inject_fault("status", times=2, path_prefix=f"/v1/predictions/{pred.id}",
-                                     status=429, retry_after=0)
+    replicate_simulator.inject_fault(
+        "status", times=2, path_prefix=f"/v1/predictions/{pred.id}", status=429, retry_after=0
+    )
     assert len(layer.persist(pred.id)) == 1
 
 
@@ -238,8 +256,12 @@ def test_late_persist_logs_a_warning(layer, replicate_simulator, caplog):
     replicate_simulator.add_model("acme/painter", outputs=[File(b"x")])
     done = datetime.now(timezone.utc) - timedelta(minutes=55)
     pid = replicate_simulator.seed_prediction(
-        "acme/painter", input={}, output=[File(b"late")], created_at=done - timedelta(seconds=5),
-        completed_at=done)
+        "acme/painter",
+        input={},
+        output=[File(b"late")],
+        created_at=done - timedelta(seconds=5),
+        completed_at=done,
+    )
     with caplog.at_level(logging.WARNING, logger="cachelayer"):
         layer.persist(pid)
     assert any("Replicate removes API prediction files" in r.message for r in caplog.records)
@@ -247,10 +269,15 @@ def test_late_persist_logs_a_warning(layer, replicate_simulator, caplog):
 
 
 def test_typed_errors_for_bad_setup(make_layer, replicate_simulator, s3_server, tmp_path):
+    # Parts are built on first use: the bucket is checked before the first copy, the
+    # catalog when it is first needed.
+    painter(replicate_simulator)
+    created = len(replicate_simulator.prediction_ids)
     with pytest.raises(BucketNotFoundError):
-        make_layer(storage_url="s3://no-such-bucket-here")
+        make_layer(storage_url="s3://no-such-bucket-here").run("acme/painter", input={})
+    assert len(replicate_simulator.prediction_ids) == created  # checked before paying for a run
     with pytest.raises(CatalogUnavailableError):
-        make_layer(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+        make_layer(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none").catalog.show("x")
     layer = make_layer()
     with pytest.raises(ModelNotFoundError):
         layer.run("acme/does-not-exist")
@@ -269,4 +296,3 @@ def test_replicate_prediction_ids_are_recorded_as_json(layer, replicate_simulato
     assert rec.input == {"prompt": "ünïcode", "nested": {"a": [1, 2]}}
     assert json.loads(json.dumps(rec.to_dict()))["id"] == pid
     assert rec.model == "acme/painter" and rec.source == "api" and rec.status == "succeeded"
-

@@ -8,7 +8,6 @@ import hashlib
 import json
 import re
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,8 +20,7 @@ import urllib3
 from replicate.exceptions import ModelError, ReplicateError
 from replicate.helpers import FileOutput
 from replicate.pagination import paginate
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
+from sim_receiver import https_receiver
 
 from cachelayer.testing.simulator import (
     CHUNK_SIZE,
@@ -52,9 +50,7 @@ def client_for(sim: ReplicateSimulator, token: str | None = None) -> replicate.C
     kwargs: dict[str, Any] = {}
     if sim.ca_file:
         # The client builds its own transport and ignores verify=; pass the transport.
-        kwargs["transport"] = httpx.HTTPTransport(
-            verify=ssl.create_default_context(cafile=sim.ca_file)
-        )
+        kwargs["transport"] = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=sim.ca_file))
     client = replicate.Client(api_token=token or sim.token, base_url=sim.base_url, **kwargs)
     client.poll_interval = 0.02
     return client
@@ -94,9 +90,7 @@ def test_run_over_https_returns_file_outputs(https_sim: ReplicateSimulator) -> N
         assert fh.read().startswith("-----BEGIN CERTIFICATE-----")
     sim.add_model(
         "acme/https-painter",
-        outputs=lambda inp: [
-            File(PNG + bytes([i]), filename=f"out-{i}.png") for i in range(inp["n"])
-        ],
+        outputs=lambda inp: [File(PNG + bytes([i]), filename=f"out-{i}.png") for i in range(inp["n"])],
     )
     out: Any = client_for(sim).run("acme/https-painter", input={"n": 2})
     assert [type(o) for o in out] == [FileOutput, FileOutput]
@@ -215,7 +209,7 @@ def test_failing_model_and_cancel(sim: ReplicateSimulator) -> None:
 def test_list_paginates_newest_first_with_cursor_and_source_filter() -> None:
     with ReplicateSimulator(page_size=3) as sim:
         sim.add_model("acme/painter", outputs=File(PNG))
-        base = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        base = sim.now() - dt.timedelta(hours=1)  # web listings cover the last 14 days only
         ids = [
             sim.seed_prediction(
                 "acme/painter",
@@ -242,11 +236,13 @@ def test_list_paginates_newest_first_with_cursor_and_source_filter() -> None:
         web = api(sim, "GET", "/v1/predictions?source=web").json()
         assert [r["id"] for r in web["results"]] == [ids[6], ids[3], ids[0]]
         assert all(r["source"] == "web" for r in web["results"]) and web["next"] is None
+        # the API accepts only source=web ("Currently only web is supported") ...
+        assert api(sim, "GET", "/v1/predictions?source=api").status_code == 422
+        # ... unless a test opts in to filtering API predictions server-side
+        sim.accept_source_api = True
         api_only = api(sim, "GET", "/v1/predictions?source=api").json()
         assert "source=api" in api_only["next"]
-        second = httpx.get(
-            api_only["next"], headers={"Authorization": f"Bearer {sim.token}"}
-        ).json()
+        second = httpx.get(api_only["next"], headers={"Authorization": f"Bearer {sim.token}"}).json()
         assert [r["id"] for r in api_only["results"] + second["results"]][:5] == [
             created.id,
             ids[7],
@@ -382,7 +378,7 @@ def test_urls_expire_then_api_data_is_removed() -> None:
         sim.advance(60)
         obj = api(sim, "GET", f"/v1/predictions/{pred.id}").json()
         assert obj["data_removed"] is True and obj["output"] is None and "output" in obj
-        assert obj["input"] == {"p": 1}  # the simulator keeps the input (documented)
+        assert obj["input"] == {} and obj["logs"] == ""  # removal takes the input too
         kept = sim.prediction(web)
         assert kept["data_removed"] is False and kept["output"][0].startswith(sim.base_url)
         assert requests.get(kept["output"][0], timeout=5).status_code == 404  # TTL passed
@@ -509,9 +505,7 @@ def test_20_mb_generated_file_streams_with_correct_sha256(https_sim: ReplicateSi
         n += len(chunk)
     assert n == 20_000_000 and h.hexdigest() == big.sha256()
 
-    rng = requests.get(
-        out.url, headers={"Range": "bytes=1048570-1048585"}, verify=sim.ca_file, timeout=5
-    )
+    rng = requests.get(out.url, headers={"Range": "bytes=1048570-1048585"}, verify=sim.ca_file, timeout=5)
     assert rng.status_code == 206
     assert rng.headers["Content-Range"] == "bytes 1048570-1048585/20000000"
     assert rng.content == b"".join(big.iter_range(1048570, 1048586))
@@ -539,51 +533,64 @@ def test_file_generation_is_deterministic_and_chunked() -> None:
 
 
 def test_webhooks_are_signed_retried_and_cover_start_and_completed() -> None:
-    received: list[tuple[dict[str, str], str]] = []
-
-    def app(environ: Any, start_response: Any) -> Any:
-        req = Request(environ)
-        body = req.get_data(as_text=True)
-        received.append((dict(req.headers), body))
-        first_attempt = len(received) == 1
-        return Response("busy" if first_attempt else "ok", status=500 if first_attempt else 200)(
-            environ, start_response
+    with (
+        https_receiver(answer=lambda n: 500 if n == 1 else 200) as receiver,
+        ReplicateSimulator(prediction_duration=0.2, webhook_verify=receiver.ca_file) as sim,
+    ):
+        sim.add_model("acme/painter", outputs=File(PNG))
+        client = client_for(sim)
+        pred = client.predictions.create(
+            model="acme/painter",
+            input={},
+            webhook=receiver.url,
+            webhook_events_filter=["start", "completed"],
         )
+        deadline = time.monotonic() + 5
+        while len(sim.webhook_deliveries) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        secret = client.webhooks.default.secret()
+        received = receiver.received
+        bodies = []
+        for headers, body in received:
+            replicate.webhooks.validate(headers=headers, body=body, secret=secret, tolerance=300)
+            bodies.append(json.loads(body))
+        assert [b["id"] for b in bodies] == [pred.id] * 3
+        assert [b["status"] for b in bodies] == ["starting", "starting", "succeeded"]
+        deliveries = sim.webhook_deliveries
+        assert [(d.event, d.attempt, d.status) for d in deliveries] == [
+            ("start", 1, 500),
+            ("start", 2, 200),
+            ("completed", 1, 200),
+        ]
+        # retries of one event keep the webhook-id (receivers dedupe on it)
+        assert received[0][0]["Webhook-Id"] == received[1][0]["Webhook-Id"]
+        assert received[1][0]["Webhook-Id"] != received[2][0]["Webhook-Id"]
 
-    receiver = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    try:
-        with ReplicateSimulator(prediction_duration=0.2) as sim:
-            sim.add_model("acme/painter", outputs=File(PNG))
-            client = client_for(sim)
-            hook = f"http://127.0.0.1:{receiver.server_port}/hook"
-            pred = client.predictions.create(
-                model="acme/painter",
-                input={},
-                webhook=hook,
-                webhook_events_filter=["start", "completed"],
-            )
-            deadline = time.monotonic() + 5
-            while len(sim.webhook_deliveries) < 3 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            secret = client.webhooks.default.secret()
-            bodies = []
-            for headers, body in received:
-                replicate.webhooks.validate(
-                    headers=headers, body=body, secret=secret, tolerance=300
-                )
-                bodies.append(json.loads(body))
-            assert [b["id"] for b in bodies] == [pred.id] * 3
-            assert [b["status"] for b in bodies] == ["starting", "starting", "succeeded"]
-            deliveries = sim.webhook_deliveries
-            assert [(d.event, d.attempt, d.status) for d in deliveries] == [
-                ("start", 1, 500),
-                ("start", 2, 200),
-                ("completed", 1, 200),
-            ]
-            # retries of one event keep the webhook-id (receivers dedupe on it)
-            assert received[0][0]["Webhook-Id"] == received[1][0]["Webhook-Id"]
-            assert received[1][0]["Webhook-Id"] != received[2][0]["Webhook-Id"]
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
+
+# -- latency --------------------------------------------------------------------------------
+
+
+def test_latency_delays_api_and_delivery_requests_and_can_be_changed(sim: ReplicateSimulator) -> None:
+    sim.add_model("acme/painter", outputs=File(PNG))
+    client = client_for(sim)
+    pred = client.predictions.create(model="acme/painter", input={}, wait=True)
+    url = str(pred.output)
+    sim.latency = 0.3
+    session = requests.Session()  # one kept-alive connection: every request pays, not only the first
+    for target in (f"{sim.base_url}/v1/predictions/{pred.id}", url, url):
+        start = time.monotonic()
+        resp = session.get(target, headers={"Authorization": f"Bearer {sim.token}"}, timeout=10)
+        assert resp.status_code == 200
+        assert time.monotonic() - start >= 0.3, target  # at least the time to first byte
+    start = time.monotonic()
+    assert client.predictions.get(pred.id).status == "succeeded"  # through the real client too
+    assert time.monotonic() - start >= 0.3
+    assert [s for _, p, s in sim.requests if p == urlpath(url)] == [200, 200]
+
+    with ReplicateSimulator(latency=0.2) as slow:
+        assert slow.latency == 0.2
+        start = time.monotonic()
+        assert requests.get(f"{slow.base_url}/v1/account", timeout=10).status_code == 401
+        assert time.monotonic() - start >= 0.2  # even an unauthenticated answer waits
+    with pytest.raises(ValueError):
+        ReplicateSimulator(latency=-1)

@@ -3,6 +3,10 @@
 SQLite files are opened in WAL mode with a 30 s busy timeout and foreign keys on, so
 several threads and processes can share one catalog; PostgreSQL is used as it is. The
 schema is managed by the Alembic revisions shipped in ``cachelayer.migrations``.
+
+Opening a catalog (reading its revision, migrating) fails fast with
+:class:`~cachelayer.errors.CatalogUnavailableError`, so a mistyped URL is reported at once;
+work on an open catalog retries transient errors (:mod:`cachelayer.catalog.retry`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS
+from cachelayer.catalog.session import RETRY_OPTION
 from cachelayer.errors import CatalogUnavailableError, ConfigError
 
 log = logging.getLogger("cachelayer")
@@ -22,53 +28,90 @@ log = logging.getLogger("cachelayer")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: The newest migration shipped (kept equal to Alembic's head by a test), so opening an
 #: up-to-date catalog costs one SELECT and does not import Alembic at all.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0004"
+#: Pooled connections beyond the caller's concurrency (heartbeat, scan and main threads).
+POOL_SPARE = 5
+#: Seconds a new PostgreSQL connection may take (libpq ``connect_timeout``) unless the URL
+#: sets one; without it an unreachable host would hang a connect for minutes.
+PG_CONNECT_TIMEOUT = 10
 
 
-def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.close()
+def _sqlite_on_connect(busy_ms: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    return on_connect
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    retry_seconds: float = DEFAULT_RETRY_SECONDS,
+    sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT_MS / 1000,
+) -> Engine:
     """Create an engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
     ``postgresql://`` URLs are routed to the psycopg 3 driver. For SQLite the parent
-    directory is created. ``pool_size`` is the number of pooled connections (PostgreSQL).
-    Raises :class:`ConfigError` for a malformed URL or a missing driver.
+    directory is created.
+
+    ``pool_size``: how many threads of this process use the catalog at once (pass the
+    worker count); the pool keeps that many connections and opens up to
+    ``max(pool_size, 5)`` more under load, so ``pool_size + max_overflow >= pool_size + 5``
+    and workers never wait for a connection. PostgreSQL connections are checked with a
+    ping when taken from the pool (``pool_pre_ping``), so those a server restart killed are
+    replaced, and connect with a 10 s timeout unless the URL sets ``connect_timeout``.
+
+    ``retry_seconds`` (``CACHELAYER_DB_RETRY_SECONDS``): how long a catalog transaction is
+    retried after transient errors (:mod:`cachelayer.catalog.retry`); carried by the engine
+    to every :class:`~cachelayer.catalog.Catalog` built on it. ``sqlite_busy_timeout``:
+    seconds SQLite itself waits for another connection's write lock before reporting
+    "database is locked" (which is then retried).
+
+    Raises :class:`ConfigError` for a malformed URL, a missing driver or a bad number.
     """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise ConfigError(f"CACHELAYER_DATABASE_URL is not a database URL: {url!r}") from exc
+    if pool_size < 1:
+        raise ConfigError(f"pool_size must be at least 1, got {pool_size}")
+    if not retry_seconds >= 0 or retry_seconds == float("inf"):
+        raise ConfigError(f"CACHELAYER_DB_RETRY_SECONDS must be a finite number >= 0, got {retry_seconds!r}")
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"execution_options": {RETRY_OPTION: float(retry_seconds)}}
+    pool = {"pool_size": pool_size, "max_overflow": max(pool_size, POOL_SPARE)}
+    busy_ms = int(sqlite_busy_timeout * 1000)
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:" and not db.startswith("file:"):
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        if db and db != ":memory:" and "mode=memory" not in str(parsed):
+            kwargs.update(pool)  # a file: QueuePool (in-memory databases use one connection)
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": sqlite_busy_timeout}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        kwargs.update(pool, pool_pre_ping=True)
+        if "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT}
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
-        raise ConfigError(
-            f"no driver for {parsed.drivername}: install cachelayer[postgres] ({exc})"
-        ) from exc
+        raise ConfigError(f"no driver for {parsed.drivername}: install cachelayer[postgres] ({exc})") from exc
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "connect", _sqlite_on_connect(busy_ms))
     return engine
 
 
 def _alembic_config(engine: Engine) -> Any:
-    import cachelayer.migrations as migrations
     from alembic.config import Config
+
+    import cachelayer.migrations as migrations
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))

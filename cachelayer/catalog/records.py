@@ -1,19 +1,69 @@
-"""Typed, read-only records the catalog hands out (never raw rows)."""
+"""Typed values the catalog takes and hands out (never raw rows): :class:`FileStatus`,
+:class:`NewFile`, :class:`FileRecord`, :class:`PredictionRecord`.
+
+This module imports nothing from the rest of the catalog, so every other catalog module
+(and callers outside it) can use these types without pulling in SQL.
+"""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from cachelayer.catalog.models import OutputFile, Prediction
+__all__ = ["FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
+
+
+class FileStatus(str, enum.Enum):
+    """Status of an output file (``output_files.status``).
+
+    ``pending``: waiting to be copied (or in flight under a lease); ``stored``: the object
+    exists and matches size/sha256; ``expired``: the source is gone for good (data removed);
+    ``failed``: copying failed for another reason (see ``last_error``).
+
+    Members are ``str`` and compare (and hash) equal to their value, so
+    ``record.status == "stored"`` and ``{"stored": n}[record.status]`` keep working;
+    ``str()`` and f-strings give the value.
+    """
+
+    PENDING = "pending"
+    STORED = "stored"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @classmethod
+    def parse(cls, value: str | FileStatus) -> FileStatus:
+        """The status named ``value``. Raises ``ValueError`` naming the valid ones."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(
+                f"status must be one of {', '.join(s.value for s in cls)}, got {value!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A file to record: its output path (JSON Pointer), source URL (or ``data:`` URI) and
+    the key it will be stored under."""
+
+    output_path: str
+    source_url: str
+    key: str
 
 
 @dataclass(frozen=True)
 class FileRecord:
     """One output file as recorded. ``size`` in bytes, ``source_age_seconds`` in seconds
     (age of the source URL, measured from the prediction's completion, when the download
-    started); ``status`` is one of ``pending``, ``stored``, ``expired``, ``failed``."""
+    started); ``status`` is a :class:`FileStatus` (equal to its string value)."""
 
     id: int
     prediction_id: str
@@ -21,7 +71,7 @@ class FileRecord:
     source_url: str
     store: str
     key: str
-    status: str
+    status: FileStatus
     size: int | None
     sha256: str | None
     content_type: str | None
@@ -33,18 +83,22 @@ class FileRecord:
     created_at: datetime | None
 
     @classmethod
-    def of(cls, row: OutputFile) -> FileRecord:
+    def of(cls, row: Any) -> FileRecord:
+        """From an ``OutputFile`` ORM row (or anything with these attributes)."""
         return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: times as ISO 8601 UTC strings."""
-        return _jsonable(asdict(self))
+        """JSON-ready dict: times as ISO 8601 UTC strings, ``status`` as its string."""
+        d = _jsonable(asdict(self))
+        d["status"] = str(self.status)
+        return d
 
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """One prediction as recorded; ``output`` is Replicate's raw output (source URLs),
-    ``durable_output`` the same shape with each file replaced by its object URI."""
+    """One prediction as recorded; ``output`` is Replicate's raw output (source URLs;
+    ``data:`` URIs in their redacted form, see docs/SCHEMA.md), ``durable_output`` the same
+    shape with each stored file replaced by its object URI."""
 
     id: str
     model: str | None
@@ -62,7 +116,8 @@ class PredictionRecord:
     rerun_of: str | None
 
     @classmethod
-    def of(cls, row: Prediction) -> PredictionRecord:
+    def of(cls, row: Any) -> PredictionRecord:
+        """From a ``Prediction`` ORM row (or anything with these attributes)."""
         return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
 
     def to_dict(self) -> dict[str, Any]:

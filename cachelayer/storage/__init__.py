@@ -35,9 +35,7 @@ def open_store(url: str, **s3_options: Any) -> Store:
     Nothing is contacted; call :meth:`Store.check` to verify the store.
     """
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError(
-            f"unsupported storage URL {url!r}: expected s3://bucket[/prefix] or file:///path"
-        )
+        raise ConfigError(f"unsupported storage URL {url!r}: expected s3://bucket[/prefix] or file:///path")
     url = url.strip()
     if url.startswith("s3://"):
         parts = urlsplit(url)
@@ -53,9 +51,7 @@ def open_store(url: str, **s3_options: Any) -> Store:
     if url.startswith("file:"):
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
-            raise ConfigError(
-                f"unsupported storage URL {url!r}: file URLs must be local (file:///path)"
-            )
+            raise ConfigError(f"unsupported storage URL {url!r}: file URLs must be local (file:///path)")
         if parts.query or parts.fragment:
             raise ConfigError(f"unsupported storage URL {url!r}: no query or fragment allowed")
         path = unquote(parts.path)
@@ -71,6 +67,5 @@ def open_store(url: str, **s3_options: Any) -> Store:
 
         return LocalStore(Path(url))
     raise ConfigError(
-        f"unsupported storage URL {url!r}: expected s3://bucket[/prefix], file:///path "
-        "or a directory path"
+        f"unsupported storage URL {url!r}: expected s3://bucket[/prefix], file:///path or a directory path"
     )

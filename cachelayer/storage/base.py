@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 UrlMode = Literal["public", "presigned", "s3"]
 
@@ -20,13 +20,53 @@ class ObjectInfo:
     """What a store knows of one object without reading it.
 
     ``size`` is in bytes; ``metadata`` is the user metadata written with the object
-    (cachelayer writes ``sha256`` and ``source-url`` there); ``content_type`` as stored.
+    (stores write ``sha256`` there, cachelayer's copier ``prediction-id`` and
+    ``output-path``); ``content_type`` as stored (with its parameters, e.g. ``charset``);
+    ``sha256``: the SHA-256 (hex) of the object's bytes as the store recorded it when they
+    were written (metadata ``sha256``, or a full-object checksum of the service), ``None``
+    when it holds none (objects written by other tools or older releases): compare it to
+    know the bytes without reading them.
+    ``etag`` is the backend's entity tag (S3's ``ETag``, quotes included; ``None`` for the
+    local store); ``cache_control`` the ``Cache-Control`` stored with the object.
     """
 
     key: str
     size: int
     content_type: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    etag: str | None = None
+    sha256: str | None = None
+    cache_control: str | None = None
+
+
+class _Limited:
+    """At most ``remaining`` bytes of ``raw`` (closing it closes ``raw``)."""
+
+    def __init__(self, raw: BinaryIO, remaining: int | None) -> None:
+        self.raw = raw
+        self.remaining = remaining
+
+    def read(self, size: int = -1) -> bytes:
+        if self.remaining is not None:
+            size = self.remaining if size is None or size < 0 else min(size, self.remaining)
+            if size <= 0:
+                return b""
+        data = self.raw.read(size)
+        if self.remaining is not None:
+            self.remaining -= len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> _Limited:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Store(abc.ABC):
@@ -61,6 +101,8 @@ class Store(abc.ABC):
     ) -> None:
         """Stream ``body`` (read until ``b""``; it need not be seekable) into ``key``.
 
+        The SHA-256 of the bytes written is stored with the object (user metadata ``sha256``,
+        hex; a ``sha256`` in ``metadata`` is replaced) and reported by :meth:`head`.
         Memory use is bounded by the backend's part size, not by the object size.
         Raises :class:`cachelayer.errors.StorageError` on backend failure; an exception
         raised by ``body.read`` propagates unchanged after the partial upload is discarded.
@@ -73,6 +115,24 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def open(self, key: str) -> BinaryIO:
         """Open the object for streaming reads. Raises ``FileNotFoundError`` if absent."""
+
+    def open_range(self, key: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        """Open bytes ``start`` to ``end`` (inclusive, as in an HTTP ``Range``; ``None``: to
+        the end) of the object for streaming reads; close it when done. The caller keeps
+        ``start``/``end`` inside the object (``ValueError`` for negative or reversed ones).
+        Raises ``FileNotFoundError`` if absent, :class:`~cachelayer.errors.StorageError` on
+        backend failure. This default opens the whole object and skips ``start`` bytes;
+        backends override it with a ranged read."""
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad byte range {start}-{end}")
+        raw = self.open(key)
+        skip = start
+        while skip > 0:
+            chunk = raw.read(min(skip, 1 << 20))
+            if not chunk:
+                break
+            skip -= len(chunk)
+        return cast(BinaryIO, _Limited(raw, None if end is None else end - start + 1))
 
     @abc.abstractmethod
     def object_uri(self, key: str) -> str:

@@ -6,6 +6,7 @@ be served by any web server (``public`` URLs) or read directly (``file://`` URIs
 Content type, user metadata and cache control live in a JSON sidecar in a separate tree,
 ``<root>/.cachelayer-meta/a/b.png.json``, so object directories hold only objects and no key
 can collide with a sidecar (keys whose first segment is ``.cachelayer-meta`` are rejected).
+The SHA-256 of the bytes written is kept there as metadata ``sha256``.
 The sidecar records the data file's size and ``st_mtime_ns``; :meth:`LocalStore.head` uses
 its content only while both still match the file, so a sidecar never describes other bytes
 (after a crash between the two renames, or a copy that did not preserve mtimes, the object
@@ -20,11 +21,12 @@ file systems); the directory is ``fsync``-ed afterwards so the rename survives a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from cachelayer.errors import ConfigError, StorageConfigError, StorageError
@@ -55,9 +57,7 @@ def validate_key(key: str) -> list[str]:
     parts = key.split("/")
     for part in parts:
         if part in ("", ".", ".."):
-            raise ValueError(
-                f"invalid object key {key!r}: empty, '.' and '..' segments are not allowed"
-            )
+            raise ValueError(f"invalid object key {key!r}: empty, '.' and '..' segments are not allowed")
     if parts[0] == META_DIR:
         raise ValueError(f"invalid object key {key!r}: {META_DIR}/ is reserved")
     return parts
@@ -162,7 +162,8 @@ class LocalStore(Store):
 
         The sidecar (content type, metadata with lower-cased names, cache control, size,
         mtime) is always rewritten, so a new put never inherits the previous object's
-        metadata. Memory use is one 1 MiB read. An exception raised by ``body.read``
+        metadata; metadata ``sha256`` is the SHA-256 (hex) of the bytes written (a value
+        passed in is replaced). Memory use is one 1 MiB read. An exception raised by ``body.read``
         propagates unchanged and leaves the previous object (or none) in place; file system
         errors raise :class:`StorageError`; invalid keys raise ``ValueError``.
         """
@@ -170,6 +171,7 @@ class LocalStore(Store):
         meta_path = self._meta_path(key)
 
         body_errors: list[BaseException] = []
+        digest = hashlib.sha256()
 
         def copy(fh: BinaryIO) -> None:
             while True:
@@ -180,6 +182,7 @@ class LocalStore(Store):
                     raise
                 if not chunk:
                     return
+                digest.update(chunk)
                 fh.write(chunk)
 
         data_tmp: Path | None = None
@@ -191,15 +194,16 @@ class LocalStore(Store):
             st = data_tmp.stat()
             sidecar = {
                 "content_type": content_type,
-                "metadata": {str(k).lower(): str(v) for k, v in (metadata or {}).items()},
+                "metadata": {
+                    **{str(k).lower(): str(v) for k, v in (metadata or {}).items()},
+                    "sha256": digest.hexdigest(),
+                },
                 "cache_control": cache_control,
                 "size": st.st_size,
                 "mtime_ns": st.st_mtime_ns,
             }
             encoded = json.dumps(sidecar, sort_keys=True).encode("utf-8")
-            meta_tmp = self._write_temp(
-                meta_path.parent, meta_path.name, lambda f: f.write(encoded)
-            )
+            meta_tmp = self._write_temp(meta_path.parent, meta_path.name, lambda f: f.write(encoded))
             # Sidecar first: if the data rename fails, the old data stays and the new
             # sidecar does not match it (size/mtime), so head() shows no stale metadata.
             os.replace(meta_tmp, meta_path)
@@ -219,8 +223,8 @@ class LocalStore(Store):
                         tmp.unlink()
 
     def head(self, key: str) -> ObjectInfo | None:
-        """Size (bytes) from ``stat``; content type and metadata from the sidecar when it
-        matches the file. ``None`` if no regular file has that key. ``ValueError`` for
+        """Size (bytes) from ``stat``; content type, metadata and ``sha256`` from the sidecar
+        when it matches the file. ``None`` if no regular file has that key. ``ValueError`` for
         invalid keys; :class:`StorageError` for other file system errors.
         """
         path = self.path_for(key)
@@ -233,6 +237,7 @@ class LocalStore(Store):
         if not path.is_file():
             return None
         content_type: str | None = None
+        cache_control: str | None = None
         metadata: dict[str, str] = {}
         try:
             sidecar = json.loads(self._meta_path(key).read_bytes())
@@ -244,8 +249,16 @@ class LocalStore(Store):
             and sidecar.get("mtime_ns") == st.st_mtime_ns
         ):
             content_type = sidecar.get("content_type") or None
+            cache_control = sidecar.get("cache_control") or None
             metadata = {str(k): str(v) for k, v in (sidecar.get("metadata") or {}).items()}
-        return ObjectInfo(key=key, size=st.st_size, content_type=content_type, metadata=metadata)
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            content_type=content_type,
+            metadata=metadata,
+            cache_control=cache_control,
+            sha256=metadata.get("sha256") or None,
+        )
 
     def open(self, key: str) -> BinaryIO:
         """Open the file for binary reads. ``FileNotFoundError`` if absent (or a directory);
@@ -255,6 +268,17 @@ class LocalStore(Store):
             return open(path, "rb")  # noqa: SIM115 - the caller closes it
         except (IsADirectoryError, NotADirectoryError) as exc:
             raise FileNotFoundError(f"no object {key!r} in {self.uri}") from exc
+
+    def open_range(self, key: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        """The file opened and positioned at ``start``, reading up to ``end`` (inclusive;
+        ``None``: to the end). Errors as :meth:`open`; ``ValueError`` for a bad range."""
+        from cachelayer.storage.base import _Limited
+
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad byte range {start}-{end}")
+        fh = self.open(key)
+        fh.seek(start)
+        return fh if end is None else cast(BinaryIO, _Limited(fh, end - start + 1))
 
     def object_uri(self, key: str) -> str:
         """``file:///abs/root/key`` (percent-encoded as by ``Path.as_uri``)."""

@@ -1,48 +1,68 @@
-"""S3-compatible object storage (AWS S3, Cloudflare R2, MinIO, moto) through boto3.
+"""S3-compatible object storage (AWS S3, Cloudflare R2, MinIO, moto, s3rver) through boto3.
 
-Uploads go through boto3's managed transfer (``upload_fileobj`` -> s3transfer), which
-switches to a multipart upload once the body reaches ``multipart_threshold`` bytes.
+A body shorter than ``multipart_threshold`` goes up with one ``PutObject``; a longer one with
+a multipart upload this module drives itself (``CreateMultipartUpload``, ``UploadPart`` x N
+from a bounded thread pool, ``CompleteMultipartUpload``), so it knows the upload id (to abort
+it, and to name it when a server refuses the abort), the final ETag and the SHA-256 of the
+bytes it sent.
 
 S3 facts this module relies on (AWS S3 "Amazon S3 multipart upload limits" page):
 
 * every part except the last must be at least 5 MiB; a part is at most 5 GiB;
 * an upload has at most 10,000 parts, so a stream of unknown length can grow to at most
   ``10,000 x multipart_chunksize`` bytes (80,000 MiB, about 78 GiB, with the 8 MiB default);
-* an object written by a single PUT is at most 5 GiB.
+* an object written by a single PUT, or copied by one ``CopyObject``, is at most 5 GiB.
 
 SigV4 presigned URLs are valid for at most 604,800 seconds (seven days) (AWS S3
 "Sharing objects with presigned URLs"). User metadata travels as ``x-amz-meta-*`` HTTP
 headers: S3 returns the names lower-cased, values must be US-ASCII, and all user metadata
 together must stay under 2 KB (AWS S3 "Working with object metadata").
 
-Memory of an upload from a non-seekable stream (measured against s3transfer 0.19 source,
-``UploadNonSeekableInputManager``): each part is read fully into memory, wrapped in a
-``BytesIO`` and queued; the queue of in-memory parts is bounded by s3transfer's
-``max_in_memory_upload_chunks`` (default 10, not exposed by boto3's ``TransferConfig``
-constructor) and the reading thread blocks holding one more part. This store sets that
-bound to ``max_concurrency``, so one ``put`` holds at most about
-``(max_concurrency + 3) x multipart_chunksize`` bytes (the ``+3``: the part being read, its
-transient copy while joining short reads, and request-signing slack), 56 MiB with the
-defaults, whatever the object size. Measured with tracemalloc on a 200 MiB generator-backed
-upload to moto: peak 53 MiB at ``max_concurrency=4``, 85 MiB at 8; with s3transfer's default
-bound of 10 chunks the peak was 104 MiB at ``max_concurrency=8``.
-s3transfer also reads ``multipart_threshold`` bytes up front to decide single PUT vs
-multipart, and assumes ``read(n)`` returns ``n`` bytes unless at end of stream; a raw
-stream (socket, HTTP response) may return less, which would make s3transfer fall back to a
-single PUT that reads the *whole rest of the stream* into memory, or send parts smaller than
-5 MiB that S3 rejects. :class:`S3Store` therefore wraps the body in a reader that loops
-until ``n`` bytes or end of stream.
+**The sha256 written with each object.** User metadata can only be set when an object is
+created, before a streamed body has been read, and S3 has no full-object SHA-256 for
+multipart uploads (full-object checksums exist only for the CRC algorithms; AWS S3
+"Checking object integrity"). So: a single ``PutObject`` (the body is already in memory)
+carries metadata ``sha256`` (hex) and ``ChecksumSHA256`` (base64; AWS rejects the upload if
+the bytes do not match). A multipart upload sends ``ChecksumSHA256`` with every part (S3
+checks each part and keeps a composite checksum), and after ``CompleteMultipartUpload`` the
+object is copied onto itself (``CopyObject``, ``MetadataDirective=REPLACE``,
+``CopySourceIfMatch`` = the new ETag, so an object replaced meanwhile is left alone) to add
+metadata ``sha256``: a server-side copy, no bytes through this process, done for objects up
+to ``checksum_copy_max_bytes`` (default and maximum 5 GiB, the ``CopyObject`` limit). On a
+versioned bucket that copy is a second version. The copy also leaves the object an MD5 ETag
+(objects written by PUT or Copy, plaintext or SSE-S3, have MD5 ETags; multipart ones do not:
+AWS S3 API reference, ``Object.ETag``), so tools such as rclone can compare MD5s without
+downloading. If the copy fails the object stays, complete,
+without the metadata, and a warning says so. :meth:`S3Store.head` reports metadata
+``sha256``, else a ``ChecksumSHA256`` the server marks ``FULL_OBJECT``. Checksum headers are
+not sent when botocore is told ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (for
+services that reject them); the metadata is written either way.
+
+**Failed uploads.** Any failure during a multipart upload (the body's ``read`` raising, a
+part refused, the process interrupted) waits for the parts in flight, then aborts the upload.
+Some servers refuse the abort (s3rver 3.7.1 answers 405): then one warning names the upload
+id, and the parts stay until a bucket lifecycle rule (``AbortIncompleteMultipartUpload``)
+or :meth:`S3Store.cleanup_incomplete_uploads` removes them.
+
+**Memory.** One ``put`` holds at most ``max_concurrency`` parts being uploaded, the part being
+read, and a transient copy while short reads are joined: under
+``(max_concurrency + 3) x multipart_chunksize`` bytes (56 MiB with the defaults) whatever the
+object size. :class:`_FullReader` loops until ``n`` bytes or end of stream, since a raw
+stream (socket, HTTP response) may return fewer bytes than asked, which would otherwise make
+parts smaller than the 5 MiB S3 requires.
 """
 
 from __future__ import annotations
 
-import threading
+import base64
+import binascii
+import logging
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
 from urllib.parse import quote
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -60,19 +80,39 @@ from cachelayer.errors import (
     StorageError,
 )
 from cachelayer.storage.base import ObjectInfo, Store, UrlMode
+from cachelayer.storage.s3_upload import (
+    MAX_COPY_SIZE,
+    MAX_PART_SIZE,
+    MAX_PARTS,
+    MIN_PART_SIZE,
+    FullReader,
+    IncompleteUpload,
+    abort_upload,
+    list_incomplete_uploads,
+    put_multipart,
+    put_single,
+)
+from cachelayer.storage.s3_upload import describe as _describe
+from cachelayer.storage.s3_upload import error_code as _error_code
+from cachelayer.storage.s3_upload import http_status as _status
+from cachelayer.storage.s3_upload import one_line as _one_line
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["S3Store", "MIN_PART_SIZE", "MAX_PART_SIZE", "MAX_PARTS", "MAX_PRESIGN_TTL"]
+__all__ = [
+    "S3Store",
+    "IncompleteUpload",
+    "MIN_PART_SIZE",
+    "MAX_PART_SIZE",
+    "MAX_PARTS",
+    "MAX_COPY_SIZE",
+    "MAX_PRESIGN_TTL",
+]
+
+log = logging.getLogger("cachelayer")
 
 MiB = 1024 * 1024
-#: Smallest part S3 accepts, except the last one (AWS S3 multipart upload limits).
-MIN_PART_SIZE = 5 * MiB
-#: Largest part S3 accepts (AWS S3 multipart upload limits).
-MAX_PART_SIZE = 5 * 1024 * MiB
-#: Most parts in one multipart upload (AWS S3 multipart upload limits).
-MAX_PARTS = 10_000
 #: Longest validity of a SigV4 presigned URL, in seconds (seven days).
 MAX_PRESIGN_TTL = 7 * 24 * 3600
 
@@ -91,101 +131,6 @@ _AUTH_CODES = {
     "InvalidSecurity",
     "AccountProblem",
 }
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "") or "")
-
-
-def _status(exc: ClientError) -> int | None:
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return int(status) if status is not None else None
-
-
-def _describe(exc: ClientError) -> str:
-    """``Code (HTTP 403): message`` on one line."""
-    code = _error_code(exc) or "error"
-    status = _status(exc)
-    message = str(exc.response.get("Error", {}).get("Message", "") or "").strip()
-    text = f"{code} (HTTP {status})" if status is not None and str(status) != code else code
-    if message and message != code:
-        text += f": {message}"
-    return " ".join(text.split())
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-class _Chained:
-    """``head`` bytes already read, then the rest of ``reader``; ``read(n)`` fills ``n``."""
-
-    def __init__(self, head: bytes, reader: _FullReader) -> None:
-        self._head = head
-        self._reader = reader
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            size = len(self._head) + len(rest := self._reader.read(-1))
-            self._head += rest
-        if size >= len(self._head):
-            # hand the head over without copying it (s3transfer's first read is one part)
-            data, self._head = self._head, b""
-            return data + self._reader.read(size - len(data)) if size > len(data) else data
-        data, self._head = self._head[:size], self._head[size:]
-        return data
-
-
-class _FullReader:
-    """A read-only, deliberately non-seekable view of ``body`` whose ``read(n)`` returns
-    exactly ``n`` bytes unless the stream ends first.
-
-    Remembers the exception ``body.read`` raised (``error``) so :meth:`S3Store.put` can
-    re-raise it unchanged instead of wrapping it in :class:`StorageError`.
-    """
-
-    def __init__(self, body: BinaryIO) -> None:
-        self._body = body
-        self._lock = threading.Lock()
-        self.error: BaseException | None = None
-        self.bytes_read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        with self._lock:  # s3transfer reads from one submission thread; be safe anyway
-            try:
-                data = self._read_all() if size is None or size < 0 else self._read_exact(size)
-            except BaseException as exc:
-                self.error = exc
-                raise
-            self.bytes_read += len(data)
-            return data
-
-    def _read_exact(self, size: int) -> bytes:
-        chunks: list[bytes] = []
-        remaining = size
-        while remaining > 0:
-            chunk = self._body.read(remaining)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        if len(chunks) == 1:
-            return chunks[0]
-        return b"".join(chunks)
-
-    def _read_all(self) -> bytes:
-        chunks: list[bytes] = []
-        while True:
-            chunk = self._body.read(MIN_PART_SIZE)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
 
 
 class S3Store(Store):
@@ -209,16 +154,23 @@ class S3Store(Store):
     500 MiB persist under 150 MiB peak RSS, docs/BENCHMARKS.md),
     ``max_pool_connections`` (HTTP connections of the shared client; size it at least
     ``max_concurrency x`` concurrent puts). ``cache_control``: default ``Cache-Control``
-    for :meth:`put`. ``client``: a ready boto3 S3 client to use instead of building one
-    (then the connection arguments are ignored and :meth:`close` leaves it open).
+    for :meth:`put`. ``checksum_copy_max_bytes``: multipart objects up to this size (bytes,
+    at most 5 GiB; ``0`` never) get their ``sha256`` metadata through a server-side
+    ``CopyObject`` after the upload (module docstring). ``client``: a ready boto3 S3 client
+    to use instead of building one (then the connection arguments are ignored and
+    :meth:`close` leaves it open).
 
-    Checksums: botocore >= 1.36 adds a CRC32 checksum to uploads by default; for a service
-    that rejects it, set ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (read by
-    botocore itself; Cloudflare documents this workaround for its R2 examples).
+    Checksums: botocore >= 1.36 adds a CRC32 checksum to uploads by default, and this store
+    sends ``ChecksumSHA256``; for a service that rejects checksum headers, set
+    ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (read by botocore itself; Cloudflare
+    documents this workaround for its R2 examples): then neither is sent, and the ``sha256``
+    user metadata is still written.
 
     One boto3 client is built here and shared by all threads (boto3 clients are
     thread-safe, sessions are not). Raises :class:`ConfigError` for a bad
-    ``addressing_style`` and ``ValueError`` for out-of-range sizes.
+    ``addressing_style``, :class:`StorageConfigError` when boto3 cannot build a client from
+    its own settings (unknown ``AWS_PROFILE``, malformed endpoint or region) and
+    ``ValueError`` for out-of-range sizes.
     """
 
     def __init__(
@@ -237,14 +189,13 @@ class S3Store(Store):
         max_concurrency: int = 3,
         max_pool_connections: int = 32,
         cache_control: str | None = None,
+        checksum_copy_max_bytes: int = MAX_COPY_SIZE,
         client: Any = None,
     ) -> None:
         if not bucket:
             raise ConfigError("S3 bucket name is empty")
         if addressing_style not in ("auto", "path", "virtual"):
-            raise ConfigError(
-                f"S3 addressing style must be auto, path or virtual, got {addressing_style!r}"
-            )
+            raise ConfigError(f"S3 addressing style must be auto, path or virtual, got {addressing_style!r}")
         if not MIN_PART_SIZE <= multipart_chunksize <= MAX_PART_SIZE:
             raise ValueError(
                 f"multipart_chunksize must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} "
@@ -254,6 +205,10 @@ class S3Store(Store):
             raise ValueError(f"multipart_threshold must be positive, got {multipart_threshold}")
         if max_concurrency < 1 or max_pool_connections < 1:
             raise ValueError("max_concurrency and max_pool_connections must be at least 1")
+        if not 0 <= checksum_copy_max_bytes <= MAX_COPY_SIZE:
+            raise ValueError(
+                f"checksum_copy_max_bytes must be 0..{MAX_COPY_SIZE}, got {checksum_copy_max_bytes}"
+            )
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -262,23 +217,31 @@ class S3Store(Store):
         self.multipart_threshold = multipart_threshold
         self.multipart_chunksize = multipart_chunksize
         self.max_concurrency = max_concurrency
+        self.checksum_copy_max_bytes = checksum_copy_max_bytes
         self._owns_client = client is None
         if client is None:
-            session = boto3.session.Session(
-                aws_access_key_id=access_key_id,
-                aws_secret_access_key=secret_access_key,
-                aws_session_token=session_token,
-                region_name=region,
-            )
-            config = Config(
-                s3={"addressing_style": addressing_style},
-                signature_version="s3v4",
-                max_pool_connections=max_pool_connections,
-                retries={"mode": "standard"},
-                connect_timeout=10,
-                read_timeout=60,
-            )
-            client = session.client("s3", endpoint_url=endpoint_url, config=config)
+            try:
+                session = boto3.session.Session(
+                    aws_access_key_id=access_key_id,
+                    aws_secret_access_key=secret_access_key,
+                    aws_session_token=session_token,
+                    region_name=region,
+                )
+                config = Config(
+                    s3={"addressing_style": addressing_style},
+                    signature_version="s3v4",
+                    max_pool_connections=max_pool_connections,
+                    retries={"mode": "standard"},
+                    connect_timeout=10,
+                    read_timeout=60,
+                )
+                client = session.client("s3", endpoint_url=endpoint_url, config=config)
+            except (BotoCoreError, ValueError) as exc:
+                # boto3's own settings: a mistyped AWS_PROFILE, a bad AWS_ENDPOINT_URL_S3,
+                # AWS_REGION or AWS_MAX_ATTEMPTS, an unreadable AWS config file...
+                raise StorageConfigError(
+                    f"cannot use S3 for bucket {bucket}: {_one_line(exc)} (check the AWS_* settings)"
+                ) from exc
         self.client: S3Client = client
 
     # -- helpers -------------------------------------------------------------------------
@@ -288,17 +251,11 @@ class S3Store(Store):
         """The endpoint the client talks to (as resolved by botocore)."""
         return str(self.client.meta.endpoint_url)
 
-    def _transfer_config(self) -> TransferConfig:
-        config = TransferConfig(
-            multipart_threshold=self.multipart_threshold,
-            multipart_chunksize=self.multipart_chunksize,
-            max_concurrency=self.max_concurrency,
-            use_threads=True,
-            preferred_transfer_client="classic",
-        )
-        # Bound the parts buffered in memory for non-seekable bodies (s3transfer default 10).
-        config.max_in_memory_upload_chunks = self.max_concurrency
-        return config
+    @property
+    def _send_checksums(self) -> bool:
+        """Whether to send ``x-amz-checksum-sha256`` (not when botocore is told
+        ``when_required``, the setting for services that reject checksum headers)."""
+        return getattr(self.client.meta.config, "request_checksum_calculation", None) != "when_required"
 
     def _fail(self, op: str, key: str, exc: Exception) -> NoReturn:
         where = f"s3://{self.bucket}/{key}"
@@ -328,9 +285,7 @@ class S3Store(Store):
         except ClientError as exc:
             code = _error_code(exc)
             if code in _NOT_FOUND_CODES or _status(exc) == 404:
-                raise BucketNotFoundError(
-                    f"bucket {self.bucket} does not exist at {endpoint}"
-                ) from exc
+                raise BucketNotFoundError(f"bucket {self.bucket} does not exist at {endpoint}") from exc
             if code in _AUTH_CODES or _status(exc) == 403:
                 raise StorageAuthError(
                     f"access to bucket {self.bucket} at {endpoint} was refused "
@@ -370,18 +325,23 @@ class S3Store(Store):
         metadata: dict[str, str] | None = None,
         cache_control: str | None = None,
     ) -> None:
-        """Stream ``body`` into ``key`` with ``upload_fileobj``.
+        """Stream ``body`` into ``key``, with the SHA-256 of its bytes as metadata ``sha256``.
 
-        Bodies of at least ``multipart_threshold`` bytes go up as a multipart upload in
-        ``multipart_chunksize`` parts, ``max_concurrency`` at a time; memory stays under about
-        ``(max_concurrency + 3) x multipart_chunksize`` bytes (module docstring). Sets
-        ``ContentType``, ``Metadata`` (names are returned lower-cased by S3; values must be
-        ASCII) and ``CacheControl`` (``cache_control`` or the store default).
+        Bodies shorter than ``multipart_threshold`` go up with one ``PutObject`` (also
+        carrying ``ChecksumSHA256``); longer ones as a multipart upload in
+        ``multipart_chunksize`` parts, ``max_concurrency`` at a time, each with its
+        ``ChecksumSHA256``, then ``sha256`` is added by a server-side copy (objects up to
+        ``checksum_copy_max_bytes``; module docstring). Memory stays under about
+        ``(max_concurrency + 3) x multipart_chunksize`` bytes. Sets ``ContentType``,
+        ``Metadata`` (names are returned lower-cased by S3; values must be ASCII; a
+        ``sha256`` passed in is replaced by the hash of the bytes sent) and ``CacheControl``
+        (``cache_control`` or the store default).
 
-        If the upload fails the multipart upload is aborted by s3transfer, so no partial
-        object appears (S3 only shows an object after ``CompleteMultipartUpload``). An
-        exception raised by ``body.read`` propagates unchanged; S3 and transport failures
-        raise :class:`StorageError` (:class:`StorageConfigError` when no credentials exist);
+        If the upload fails, the multipart upload is aborted, so no partial object appears
+        (S3 only shows an object after ``CompleteMultipartUpload``); a server that refuses
+        the abort gets one warning naming the upload id. An exception raised by
+        ``body.read`` propagates unchanged; S3 and transport failures raise
+        :class:`StorageError` (:class:`StorageConfigError` when no credentials exist);
         ``ValueError`` for non-ASCII metadata.
         """
         extra: dict[str, Any] = {}
@@ -391,26 +351,29 @@ class S3Store(Store):
             for name, value in metadata.items():
                 if not (name.isascii() and str(value).isascii()):
                     raise ValueError(f"S3 user metadata must be US-ASCII, got {name!r}: {value!r}")
-            extra["Metadata"] = {str(k): str(v) for k, v in metadata.items()}
+            extra["Metadata"] = {str(k).lower(): str(v) for k, v in metadata.items()}
         cc = cache_control if cache_control is not None else self.cache_control
         if cc:
             extra["CacheControl"] = cc
-        reader = _FullReader(body)
+        reader = FullReader(body)
         try:
             # Read up to one threshold first: a smaller body (the usual image) goes up with
-            # one PutObject, skipping the transfer manager and its thread pool per call.
+            # one PutObject, its sha256 known before it is sent.
             head = reader.read(self.multipart_threshold)
             if len(head) < self.multipart_threshold:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=head, **extra)
+                put_single(self.client, self.bucket, key, head, extra, send_checksums=self._send_checksums)
                 return
-            chained = _Chained(head, reader)
-            del head  # the chain owns it now; s3transfer drops it once uploaded
-            self.client.upload_fileobj(
-                cast(Any, chained),
+            put_multipart(
+                self.client,
                 self.bucket,
                 key,
-                ExtraArgs=extra,
-                Config=self._transfer_config(),
+                head,
+                reader,
+                extra,
+                chunksize=self.multipart_chunksize,
+                max_concurrency=self.max_concurrency,
+                send_checksums=self._send_checksums,
+                copy_max_bytes=self.checksum_copy_max_bytes,
             )
         except Exception as exc:
             if reader.error is not None and exc is reader.error:
@@ -418,30 +381,37 @@ class S3Store(Store):
             if isinstance(exc, (ClientError, BotoCoreError)):
                 self._fail("upload to", key, exc)
             if reader.error is not None:
-                # s3transfer may surface a follow-up error; the body's own error is the cause.
+                # a follow-up error (e.g. from a part thread); the body's own error is the cause
                 raise reader.error  # noqa: B904 - keep the body's own cause chain
             raise
 
     def head(self, key: str) -> ObjectInfo | None:
-        """``HEAD`` the object: size (bytes) from ``ContentLength``, content type, metadata.
+        """``HEAD`` the object: size (bytes) from ``ContentLength``, content type, metadata,
+        and ``sha256`` (hex): metadata ``sha256``, else a ``ChecksumSHA256`` the server
+        marks ``FULL_OBJECT`` (``x-amz-checksum-type``; a composite multipart checksum is
+        not the object's hash), else ``None``.
 
         Returns ``None`` on 404. Other failures raise :class:`StorageError`. (On AWS, a
         missing key answers 403 instead of 404 when the caller lacks ``s3:ListBucket``;
         that surfaces as :class:`StorageError`.)
         """
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+            resp = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
             if _error_code(exc) in _NOT_FOUND_CODES or _status(exc) == 404:
                 return None
             self._fail("HEAD", key, exc)
         except BotoCoreError as exc:
             self._fail("HEAD", key, exc)
+        metadata = dict(resp.get("Metadata") or {})
         return ObjectInfo(
             key=key,
             size=int(resp.get("ContentLength", 0)),
             content_type=resp.get("ContentType") or None,
-            metadata=dict(resp.get("Metadata") or {}),
+            metadata=metadata,
+            sha256=_stored_sha256(metadata, resp),
+            etag=resp.get("ETag") or None,
+            cache_control=resp.get("CacheControl") or None,
         )
 
     def open(self, key: str) -> BinaryIO:
@@ -452,6 +422,26 @@ class S3Store(Store):
         """
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _error_code(exc) in _NOT_FOUND_CODES or _status(exc) == 404:
+                raise FileNotFoundError(f"no object s3://{self.bucket}/{key}") from exc
+            self._fail("GET", key, exc)
+        except BotoCoreError as exc:
+            self._fail("GET", key, exc)
+        return cast(BinaryIO, resp["Body"])
+
+    def open_range(self, key: str, start: int = 0, end: int | None = None) -> BinaryIO:
+        """``GET`` with ``Range: bytes=start-end`` (``end`` inclusive; ``None``: to the end)
+        and return the ``StreamingBody``; close it when done. Errors as :meth:`open`;
+        ``ValueError`` for a bad range."""
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"bad byte range {start}-{end}")
+        if start == 0 and end is None:
+            return self.open(key)
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{'' if end is None else end}"
+            )
         except ClientError as exc:
             if _error_code(exc) in _NOT_FOUND_CODES or _status(exc) == 404:
                 raise FileNotFoundError(f"no object s3://{self.bucket}/{key}") from exc
@@ -487,8 +477,7 @@ class S3Store(Store):
         if mode == "presigned":
             if not 1 <= presign_ttl <= MAX_PRESIGN_TTL:
                 raise ConfigError(
-                    f"presign TTL must be 1..{MAX_PRESIGN_TTL} seconds (SigV4 limit), "
-                    f"got {presign_ttl}"
+                    f"presign TTL must be 1..{MAX_PRESIGN_TTL} seconds (SigV4 limit), got {presign_ttl}"
                 )
             try:
                 return str(
@@ -498,13 +487,45 @@ class S3Store(Store):
                         ExpiresIn=presign_ttl,
                     )
                 )
-            except (NoCredentialsError, PartialCredentialsError) as exc:
+            except (BotoCoreError, ValueError) as exc:  # no credentials, bad endpoint...
                 raise StorageConfigError(
                     f"cannot presign s3://{self.bucket}/{key}: {_one_line(exc)}"
                 ) from exc
         if mode == "s3":
             return self.object_uri(key)
         raise ConfigError(f"URL mode must be public, presigned or s3, got {mode!r}")
+
+    def cleanup_incomplete_uploads(
+        self, older_than_seconds: float = 86400, *, dry_run: bool = False
+    ) -> list[IncompleteUpload]:
+        """Abort the multipart uploads under :attr:`prefix` started more than
+        ``older_than_seconds`` seconds ago (default one day, as the lifecycle rule in the
+        README) and never completed: a crash, or a server that refused the abort, leaves
+        them, invisible but billed. Returns the uploads aborted (with ``dry_run``, those that
+        would be; nothing is changed). An upload the server will not abort is logged and
+        left out. The prefix is matched as a key prefix (``replicate/`` for ``replicate``).
+
+        Raises ``ValueError`` for a negative age and :class:`StorageError` when the server
+        cannot list uploads (s3rver answers 501 ``NotImplemented``; use a lifecycle rule or
+        remove its data directory there) or refuses access.
+        """
+        if older_than_seconds < 0:
+            raise ValueError(f"older_than_seconds must be >= 0, got {older_than_seconds}")
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than_seconds)
+        try:
+            stale = [
+                up
+                for up in list_incomplete_uploads(self.client, self.bucket, prefix)
+                if up.initiated is None or up.initiated <= cutoff
+            ]
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"cannot list incomplete multipart uploads of s3://{self.bucket}/{prefix}: {_one_line(exc)}"
+            ) from exc
+        if dry_run:
+            return stale
+        return [up for up in stale if abort_upload(self.client, self.bucket, up.key, up.upload_id)]
 
     def close(self) -> None:
         """Close the client's connection pool (only if this store built the client)."""
@@ -515,3 +536,18 @@ class S3Store(Store):
 
     def __repr__(self) -> str:
         return f"<S3Store {self.uri} prefix={self.prefix!r}>"
+
+
+def _stored_sha256(metadata: dict[str, str], resp: Any) -> str | None:
+    """Metadata ``sha256`` if it is 64 hex digits, else a full-object ``ChecksumSHA256``."""
+    value = metadata.get("sha256", "").strip().lower()
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value
+    checksum = resp.get("ChecksumSHA256")
+    if checksum and resp.get("ChecksumType") == "FULL_OBJECT":
+        try:
+            raw = base64.b64decode(checksum, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return raw.hex() if len(raw) == 32 else None
+    return None

@@ -13,6 +13,10 @@ Fixtures:
                           afterwards.
 ``s3_store`` (function)   an :class:`~cachelayer.storage.s3.S3Store` on ``s3_bucket`` (path
                           addressing, moto's test credentials).
+``s3rver_server`` (session) an :class:`~cachelayer.testing.s3server.S3rverServer`: s3rver, a second
+                          S3 implementation (Node.js), installed with npm on first use; skips
+                          when Node.js/npm are missing or the install fails.
+``s3rver_bucket`` (function) name of a fresh bucket on it; emptied and deleted afterwards.
 ``local_store`` (function) a :class:`~cachelayer.storage.local.LocalStore` under ``tmp_path``.
 ``postgres_url`` (session) SQLAlchemy URL of a fresh database ``cachelayer_test_<hex>`` on the
                           local PostgreSQL, dropped at session end.
@@ -27,6 +31,8 @@ Environment:
     ``postgresql+psycopg://root@127.0.0.1:5432/postgres``); the user must be allowed to
     create databases. Test databases get the same URL with another database name.
 ``CACHELAYER_REQUIRE_POSTGRES=1``  fail instead of skip when PostgreSQL is unreachable.
+``CACHELAYER_REQUIRE_S3RVER=1``  fail instead of skip when s3rver cannot be installed or started.
+``CACHELAYER_S3RVER_DIR``  where s3rver is installed (default ``~/.cache/cachelayer/s3rver-<version>``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import pytest
 if TYPE_CHECKING:
     from cachelayer.storage.local import LocalStore
     from cachelayer.storage.s3 import S3Store
-    from cachelayer.testing.s3server import MotoS3Server
+    from cachelayer.testing.s3server import MotoS3Server, S3rverServer
 
 __all__ = [
     "DEFAULT_POSTGRES_URL",
@@ -54,6 +60,8 @@ __all__ = [
     "s3_bucket",
     "s3_server",
     "s3_store",
+    "s3rver_bucket",
+    "s3rver_server",
 ]
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
@@ -107,15 +115,15 @@ def s3_bucket(s3_server: MotoS3Server) -> Iterator[str]:
         _delete_bucket(s3_server, name)
 
 
-def _delete_bucket(server: MotoS3Server, name: str) -> None:
+def _delete_bucket(server: MotoS3Server | S3rverServer, name: str) -> None:
     client = server.admin_client
     with contextlib.suppress(Exception):
         for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
             for up in page.get("Uploads", []):
                 client.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])
     with contextlib.suppress(Exception):
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        for listing in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys: list[Any] = [{"Key": o["Key"]} for o in listing.get("Contents", [])]
             if keys:
                 client.delete_objects(Bucket=name, Delete={"Objects": keys})
     with contextlib.suppress(Exception):
@@ -140,6 +148,44 @@ def s3_store(s3_server: MotoS3Server, s3_bucket: str) -> Iterator[S3Store]:
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3rverServer]:
+    """An s3rver subprocess for the whole session (one per xdist worker), data and log under
+    ``<session tmp>/s3rver/``. s3rver is installed with npm into
+    ``~/.cache/cachelayer/s3rver-<version>`` the first time (once per machine, serialised
+    between workers). Skips, with the reason, when Node.js/npm are missing or the install
+    fails (``CACHELAYER_REQUIRE_S3RVER=1`` turns that skip into a failure); a server that
+    does not start is an error.
+    """
+    from cachelayer.testing.s3server import S3rverServer, S3rverUnavailableError
+
+    base = tmp_path_factory.mktemp("s3rver")
+    try:
+        # A server that installs but will not start is an error, not a skip.
+        server = S3rverServer(data_dir=base / "data", log_path=base / "s3rver.log")
+    except S3rverUnavailableError as exc:
+        message = f"s3rver not usable: {' '.join(str(exc).split())[:600]}"
+        if os.environ.get("CACHELAYER_REQUIRE_S3RVER", "") not in ("", "0"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3rver_bucket(s3rver_server: S3rverServer) -> Iterator[str]:
+    """Name of a new bucket ``cachelayer-test-<16 hex>`` on ``s3rver_server``; its objects and
+    then the bucket are deleted afterwards (cleanup errors ignored)."""
+    name = f"cachelayer-test-{secrets.token_hex(8)}"
+    s3rver_server.create_bucket(name)
+    try:
+        yield name
+    finally:
+        _delete_bucket(s3rver_server, name)
 
 
 # -- local files -----------------------------------------------------------------------

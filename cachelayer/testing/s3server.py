@@ -1,10 +1,17 @@
-"""A real S3-compatible endpoint for tests: moto's server mode in a child process.
+"""Real S3-compatible endpoints for tests, each in a child process.
 
-Tests talk to it over a real TCP socket with real boto3 clients, so request signing,
+:class:`MotoS3Server`: moto's server mode (Python). :class:`S3rverServer`: s3rver, a second,
+independent S3 implementation (Node.js, npm package ``s3rver``), used to check that objects
+look the same to other tools and that failures clean up on a server that behaves
+differently (s3rver 3.7.1 answers ``AbortMultipartUpload`` with 405 ``MethodNotAllowed`` and
+``ListMultipartUploads`` with 501 ``NotImplemented``).
+
+Tests talk to them over a real TCP socket with real boto3 clients, so request signing,
 multipart uploads, presigned URLs and error responses go through the same code paths as
 against AWS S3, Cloudflare R2 or MinIO. Nothing is mocked in-process.
 
-Needs the ``moto[server]`` extra (``pip install 'cachelayer[dev]'``).
+moto needs the ``moto[server]`` extra (``pip install 'cachelayer[dev]'``); s3rver needs
+Node.js and npm on ``PATH`` (it is installed on first use, see :func:`install_s3rver`).
 """
 
 from __future__ import annotations
@@ -24,12 +31,20 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MotoNotInstalledError", "MotoS3Server", "MotoServerError"]
+__all__ = [
+    "S3RVER_VERSION",
+    "MotoNotInstalledError",
+    "MotoS3Server",
+    "MotoServerError",
+    "S3rverServer",
+    "S3rverUnavailableError",
+    "install_s3rver",
+]
 
 
 class MotoNotInstalledError(RuntimeError):
@@ -37,7 +52,16 @@ class MotoNotInstalledError(RuntimeError):
 
 
 class MotoServerError(RuntimeError):
-    """The moto server process exited or did not answer within the startup timeout."""
+    """The server process exited or did not answer within the startup timeout."""
+
+
+class S3rverUnavailableError(RuntimeError):
+    """s3rver cannot be installed or started here (no Node.js/npm, or ``npm install``
+    failed); the message says which and carries the end of npm's output."""
+
+
+#: The s3rver release the test kit installs (npm ``s3rver``; needs Node.js >= 12).
+S3RVER_VERSION = "3.7.1"
 
 
 def _free_port(host: str) -> int:
@@ -51,48 +75,30 @@ def _require_moto() -> None:
     missing = [m for m in ("moto", "flask", "flask_cors") if importlib.util.find_spec(m) is None]
     if missing:
         raise MotoNotInstalledError(
-            f"moto's S3 server needs moto[server] (missing: {', '.join(missing)}); "
-            "install cachelayer[dev]"
+            f"moto's S3 server needs moto[server] (missing: {', '.join(missing)}); install cachelayer[dev]"
         )
 
 
-class MotoS3Server:
-    """moto's S3 server running as a subprocess on ``127.0.0.1:<free port>``.
+_S = TypeVar("_S", bound="_ChildS3Server")
 
-    The constructor starts ``python -m moto.server -H 127.0.0.1 -p PORT`` (stdout and
-    stderr go to :attr:`log_path`) and returns once the server answers HTTP, so the
-    object is usable immediately::
 
-        with MotoS3Server() as server:
-            server.create_bucket("b")
-            store = S3Store("b", endpoint_url=server.endpoint_url, ...)
+class _ChildS3Server:
+    """An S3-compatible server in a child process on ``host:<free port>``: start, readiness
+    probe, boto3 clients, stop. Subclasses set the credentials and build the command."""
 
-    ``env`` adds environment variables for the server process only, e.g.
-    ``{"INITIAL_NO_AUTH_ACTION_COUNT": "0"}`` makes moto check every request's access key
-    against its (empty) IAM backend, so any credentials are refused with 403
-    ``InvalidAccessKeyId`` (moto ``settings.INITIAL_NO_AUTH_ACTION_COUNT``). By default moto
-    accepts any credentials.
-
-    ``startup_timeout`` is in seconds. Raises :class:`MotoNotInstalledError` if
-    ``moto[server]`` is missing and :class:`MotoServerError` if the process exits early or
-    never answers (the message carries the end of the log). The process is also stopped at
-    interpreter exit if :meth:`stop` was never called.
-    """
-
-    #: Credentials moto accepts (any value works unless auth is enforced).
-    access_key_id = "testing"
-    secret_access_key = "testing"
+    access_key_id = ""
+    secret_access_key = ""
     region = "us-east-1"
+    _name = "S3 server"
 
     def __init__(
         self,
         *,
-        host: str = "127.0.0.1",
-        log_path: str | Path | None = None,
-        env: Mapping[str, str] | None = None,
-        startup_timeout: float = 30.0,
+        host: str,
+        log_path: str | Path | None,
+        env: Mapping[str, str] | None,
+        startup_timeout: float,
     ) -> None:
-        _require_moto()
         self.host = host
         self._extra_env = dict(env or {})
         self._startup_timeout = startup_timeout
@@ -101,14 +107,18 @@ class MotoS3Server:
         self._admin_client: Any = None
         self._admin_lock = threading.Lock()
         if log_path is None:
-            fd, name = tempfile.mkstemp(prefix="moto-s3-", suffix=".log")
+            fd, name = tempfile.mkstemp(prefix="s3-server-", suffix=".log")
             os.close(fd)
             log_path = name
         #: Where the server's stdout/stderr go (kept after :meth:`stop` for post-mortems).
         self.log_path = Path(log_path)
         self.port = 0
-        self._start()
-        atexit.register(self.stop)
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _probe_url(self) -> str:
+        return f"{self.endpoint_url}/"
 
     @property
     def endpoint_url(self) -> str:
@@ -122,6 +132,7 @@ class MotoS3Server:
             self.port = _free_port(self.host)
             try:
                 self._spawn_and_wait()
+                atexit.register(self.stop)
                 return
             except MotoServerError as exc:
                 last_error = exc
@@ -133,9 +144,8 @@ class MotoS3Server:
         env = dict(os.environ)
         env.update(self._extra_env)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
-        cmd = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
         self._proc = subprocess.Popen(
-            cmd,
+            self._command(),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -146,21 +156,21 @@ class MotoS3Server:
             code = self._proc.poll()
             if code is not None:
                 raise MotoServerError(
-                    f"moto server exited with status {code} during startup; "
+                    f"{self._name} exited with status {code} during startup; "
                     f"log {self.log_path}:\n{self._log_tail()}"
                 )
             if self._answers():
                 return
             if time.monotonic() > deadline:
                 raise MotoServerError(
-                    f"moto server on {self.endpoint_url} did not answer within "
+                    f"{self._name} on {self.endpoint_url} did not answer within "
                     f"{self._startup_timeout:g} s; log {self.log_path}:\n{self._log_tail()}"
                 )
             time.sleep(0.05)
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=2):
+            with urllib.request.urlopen(self._probe_url(), timeout=2):
                 return True
         except urllib.error.HTTPError:
             return True  # it answered HTTP, which is all we wait for
@@ -175,7 +185,7 @@ class MotoS3Server:
         return data[-max_bytes:].decode("utf-8", "replace")
 
     def client(self) -> S3Client:
-        """A new boto3 S3 client for this server (path-style addressing, test credentials)."""
+        """A new boto3 S3 client for this server (path-style addressing, its credentials)."""
         import boto3
         from botocore.config import Config
 
@@ -236,7 +246,7 @@ class MotoS3Server:
         """Whether the server process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def __enter__(self) -> MotoS3Server:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(
@@ -249,4 +259,179 @@ class MotoS3Server:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"<MotoS3Server {self.endpoint_url} {state}>"
+        return f"<{type(self).__name__} {self.endpoint_url} {state}>"
+
+
+class MotoS3Server(_ChildS3Server):
+    """moto's S3 server running as a subprocess on ``127.0.0.1:<free port>``.
+
+    The constructor starts ``python -m moto.server -H 127.0.0.1 -p PORT`` (stdout and
+    stderr go to :attr:`log_path`) and returns once the server answers HTTP, so the
+    object is usable immediately::
+
+        with MotoS3Server() as server:
+            server.create_bucket("b")
+            store = S3Store("b", endpoint_url=server.endpoint_url, ...)
+
+    ``env`` adds environment variables for the server process only, e.g.
+    ``{"INITIAL_NO_AUTH_ACTION_COUNT": "0"}`` makes moto check every request's access key
+    against its (empty) IAM backend, so any credentials are refused with 403
+    ``InvalidAccessKeyId`` (moto ``settings.INITIAL_NO_AUTH_ACTION_COUNT``). By default moto
+    accepts any credentials.
+
+    ``startup_timeout`` is in seconds. Raises :class:`MotoNotInstalledError` if
+    ``moto[server]`` is missing and :class:`MotoServerError` if the process exits early or
+    never answers (the message carries the end of the log). The process is also stopped at
+    interpreter exit if :meth:`stop` was never called.
+    """
+
+    #: Credentials moto accepts (any value works unless auth is enforced).
+    access_key_id = "testing"
+    secret_access_key = "testing"
+    region = "us-east-1"
+    _name = "moto server"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        log_path: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        _require_moto()
+        super().__init__(host=host, log_path=log_path, env=env, startup_timeout=startup_timeout)
+        self._start()
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+
+    def _probe_url(self) -> str:
+        return f"{self.endpoint_url}/moto-api/data.json"
+
+
+def s3rver_install_dir() -> Path:
+    """Where :func:`install_s3rver` puts s3rver: ``$CACHELAYER_S3RVER_DIR`` if set, else
+    ``~/.cache/cachelayer/s3rver-<version>`` (``$XDG_CACHE_HOME`` respected), else, when the
+    home directory is not writable, ``<tmp>/cachelayer-s3rver-<version>``."""
+    explicit = os.environ.get("CACHELAYER_S3RVER_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    candidate = cache / "cachelayer" / f"s3rver-{S3RVER_VERSION}"
+    try:
+        candidate.mkdir(parents=True, exist_ok=True)
+        if os.access(candidate, os.W_OK):
+            return candidate
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / f"cachelayer-s3rver-{S3RVER_VERSION}"
+
+
+def install_s3rver(directory: str | Path | None = None, *, timeout: float = 300.0) -> Path:
+    """Install s3rver :data:`S3RVER_VERSION` once per machine and return its entry script.
+
+    Runs ``npm install --prefix <directory> s3rver@<version>`` unless
+    ``<directory>/node_modules/s3rver/bin/s3rver.js`` already exists (``directory``
+    defaults to :func:`s3rver_install_dir`). Concurrent callers (pytest-xdist workers) are
+    serialised with an ``flock`` on ``<directory>.lock``, so only one of them installs.
+    ``timeout`` is in seconds. Raises :class:`S3rverUnavailableError` when ``node`` or
+    ``npm`` is not on ``PATH`` or the install fails (with the end of npm's output).
+    """
+    import fcntl
+    import shutil
+
+    root = Path(directory) if directory is not None else s3rver_install_dir()
+    script = root / "node_modules" / "s3rver" / "bin" / "s3rver.js"
+    if script.is_file():
+        return script
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise S3rverUnavailableError(f"s3rver needs Node.js: {tool!r} is not on PATH")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if script.is_file():  # another process installed it while we waited
+            return script
+        cmd = [
+            "npm",
+            "install",
+            "--prefix",
+            str(root),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            f"s3rver@{S3RVER_VERSION}",
+        ]
+        try:
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise S3rverUnavailableError(f"npm install s3rver@{S3RVER_VERSION} failed: {exc}") from exc
+        if done.returncode != 0 or not script.is_file():
+            tail = (done.stderr or done.stdout or "")[-2000:].strip()
+            raise S3rverUnavailableError(
+                f"npm install s3rver@{S3RVER_VERSION} into {root} exited {done.returncode}: {tail}"
+            )
+    return script
+
+
+class S3rverServer(_ChildS3Server):
+    """s3rver (:data:`S3RVER_VERSION`, npm) as a subprocess on ``127.0.0.1:<free port>``,
+    storing objects under ``data_dir`` (a fresh temporary directory by default, removed by
+    :meth:`stop`).
+
+    Installs s3rver on first use (:func:`install_s3rver`), starts
+    ``node s3rver.js -d DIR -a 127.0.0.1 -p PORT --no-vhost-buckets`` and returns once it
+    answers HTTP. Its credentials are s3rver's fixed ``S3RVER`` / ``S3RVER`` (SigV4 is
+    checked). Differences from AWS that matter to cachelayer, seen with 3.7.1:
+    ``AbortMultipartUpload`` answers 405, ``ListMultipartUploads`` and bucket lifecycle
+    configuration answer 501, ``x-amz-checksum-*`` headers are accepted but neither checked
+    nor stored, ``CopySourceIfMatch`` is ignored.
+
+    Raises :class:`S3rverUnavailableError` if it cannot be installed and
+    :class:`MotoServerError` if the process exits early or never answers.
+    """
+
+    access_key_id = "S3RVER"
+    secret_access_key = "S3RVER"
+    region = "us-east-1"
+    _name = "s3rver"
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        data_dir: str | Path | None = None,
+        log_path: str | Path | None = None,
+        install_dir: str | Path | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.script = install_s3rver(install_dir)
+        super().__init__(host=host, log_path=log_path, env=None, startup_timeout=startup_timeout)
+        self._own_data_dir = data_dir is None
+        #: Where s3rver keeps buckets, objects and unfinished multipart parts.
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="s3rver-"))
+        self._start()
+
+    def _command(self) -> list[str]:
+        return [
+            "node",
+            str(self.script),
+            "-d",
+            str(self.data_dir),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "--no-vhost-buckets",
+        ]
+
+    def stop(self) -> None:
+        """Terminate the process (kill after 10 s) and remove a temporary data directory."""
+        super().stop()
+        if self._own_data_dir:
+            import shutil
+
+            shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -7,10 +7,37 @@ always printed on stdout: a ``name  value`` table, or one JSON object with ``--j
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Protocol
 
-from cachelayer.backfill import BackfillSummary
-from cachelayer.formatting import write_fields, write_json
+from cachelayer.cli.formatting import write_fields, write_json
+
+__all__ = ["LiveProgress", "RunSummary", "human_bytes", "print_summary", "status_line"]
+
+
+class RunSummary(Protocol):
+    """What this module reads of a run's summary
+    (:class:`cachelayer.workers.BackfillSummary`): counts, bytes, seconds."""
+
+    predictions_scanned: int
+    predictions_removed: int
+    predictions_rerun: int
+    files_queued: int
+    files_stored: int
+    files_skipped: int
+    files_expired: int
+    files_failed: int
+    files_retrying: int
+    files_to_copy: int
+    bytes_stored: int
+    elapsed_seconds: float
+    failures: dict[str, int]
+    dry_run: bool
+    scan_complete: bool
+
+    @property
+    def rate_bytes_per_second(self) -> float: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def human_bytes(n: float) -> str:
@@ -22,16 +49,18 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def status_line(s: BackfillSummary) -> str:
+def status_line(s: RunSummary) -> str:
     """One line: predictions scanned, files stored/skipped/expired/failed, bytes, rate, ETA."""
     done = s.files_stored + s.files_expired + s.files_failed
     left = max(0, s.files_queued - done)
     files_per_s = s.files_stored / s.elapsed_seconds if s.elapsed_seconds else 0.0
     eta = f"{left / files_per_s:.0f}s" if files_per_s and s.scan_complete else "-"
-    return (f"predictions {s.predictions_scanned}  files stored {s.files_stored} "
-            f"skipped {s.files_skipped} expired {s.files_expired} failed {s.files_failed}  "
-            f"queued {left}  {human_bytes(s.bytes_stored)}  "
-            f"{human_bytes(s.rate_bytes_per_second)}/s  ETA {eta}")
+    return (
+        f"predictions {s.predictions_scanned}  files stored {s.files_stored} "
+        f"skipped {s.files_skipped} expired {s.files_expired} failed {s.files_failed}  "
+        f"queued {left}  {human_bytes(s.bytes_stored)}  "
+        f"{human_bytes(s.rate_bytes_per_second)}/s  ETA {eta}"
+    )
 
 
 class LiveProgress:
@@ -47,12 +76,11 @@ class LiveProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live("", console=Console(file=sys.stderr), refresh_per_second=5,
-                              transient=True)
+            self._live = Live("", console=Console(file=sys.stderr), refresh_per_second=5, transient=True)
             self._live.__enter__()
         return self
 
-    def update(self, summary: BackfillSummary) -> None:
+    def update(self, summary: RunSummary) -> None:
         if self._live is not None:
             self._live.update(status_line(summary))
 
@@ -61,7 +89,7 @@ class LiveProgress:
             self._live.__exit__(None, None, None)
 
 
-def print_summary(s: BackfillSummary, *, as_json: bool) -> None:
+def print_summary(s: RunSummary, *, as_json: bool) -> None:
     """The final summary on stdout: one JSON object, or an aligned table with the
     failures grouped by reason (and a dry-run notice when nothing was written)."""
     if as_json:

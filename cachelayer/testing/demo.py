@@ -1,5 +1,8 @@
 """``cachelayer demo``: the whole story offline, on the embedded defaults.
 
+It lives in :mod:`cachelayer.testing` because it runs the Replicate simulator; the CLI
+imports it lazily, so the library itself never imports test code.
+
 Starts the Replicate simulator (HTTPS, so the real client wraps files in ``FileOutput`` as
 in production), runs a model that paints several PNG images through ``CacheLayer.run``,
 runs the same model the naive way (keep the URLs, use them later), waits until the source
@@ -13,10 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import struct
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,24 +27,9 @@ from urllib.request import url2pathname
 import requests
 
 from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError
+from cachelayer.testing.simulator.examples import png
 
-
-def png(width: int, height: int, seed: int) -> bytes:
-    """A valid RGB PNG of ``width`` x ``height`` pixels: a gradient that depends on ``seed``."""
-    rows = []
-    for y in range(height):
-        row = bytearray([0])
-        for x in range(width):
-            row += bytes(((x * 255 // width + seed * 70) % 256, (y * 255 // height) % 256,
-                          (seed * 97 + x + y) % 256))
-        rows.append(bytes(row))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b""))
+__all__ = ["png", "read_durable", "run_demo"]
 
 
 def read_durable(url: str) -> bytes:
@@ -55,8 +41,9 @@ def read_durable(url: str) -> bytes:
     return resp.content
 
 
-def run_demo(*, images: int = 3, url_ttl: float = 3.0, keep: bool = False,
-             echo: Callable[[str], Any] = print) -> None:
+def run_demo(
+    *, images: int = 3, url_ttl: float = 3.0, keep: bool = False, echo: Callable[[str], Any] = print
+) -> None:
     """Run the demo, printing what happens through ``echo``. Raises
     :class:`~cachelayer.errors.CacheLayerError` if any step does not behave as promised."""
     from cachelayer.layer import CacheLayer
@@ -67,28 +54,32 @@ def run_demo(*, images: int = 3, url_ttl: float = 3.0, keep: bool = False,
     contents = {i: png(64, 64, i) for i in range(images)}
     try:
         with ReplicateSimulator(https=True, url_ttl=url_ttl, data_removal_after=url_ttl) as sim:
-            sim.add_model("demo/painter", outputs=lambda inp: [
-                File(contents[i], content_type="image/png", filename=f"out-{i}.png")
-                for i in range(int(inp.get("num_outputs", images)))
-            ])
+            sim.add_model(
+                "demo/painter",
+                outputs=lambda inp: [
+                    File(contents[i], content_type="image/png", filename=f"out-{i}.png")
+                    for i in range(int(inp.get("num_outputs", images)))
+                ],
+            )
             echo(f"simulator   {sim.base_url} (HTTPS, self-signed CA {sim.ca_file})")
             echo(f"catalog     sqlite:///{home}/catalog.db")
             echo(f"storage     {(home / 'objects').as_uri()}")
             layer = CacheLayer(
                 database_url=f"sqlite:///{home}/catalog.db",
                 storage_url=(home / "objects").as_uri(),
-                replicate_api_token=sim.token, replicate_base_url=sim.base_url,
-                ca_bundle=sim.ca_file, allowed_hosts=sim.host_port,
+                replicate_api_token=sim.token,
+                replicate_base_url=sim.base_url,
+                ca_bundle=sim.ca_file,
+                allowed_hosts=sim.host_port,
             )
             with layer:
-                result = layer.run_result("demo/painter",
-                                          input={"prompt": "a cat", "num_outputs": images})
+                result = layer.run_result("demo/painter", input={"prompt": "a cat", "num_outputs": images})
                 durable = layer.output_of(result)
                 echo(f"\n1. layer.run('demo/painter') stored {len(durable)} images:")
                 # The naive app: keep Replicate's URLs and use them later.
                 naive = make_client(sim.token, sim.base_url, sim.ca_file).predictions.create(
-                    model="demo/painter", input={"prompt": "a dog", "num_outputs": images},
-                    wait=True)
+                    model="demo/painter", input={"prompt": "a dog", "num_outputs": images}, wait=True
+                )
                 sources = [f.record for f in result.files]
                 for f, url in zip(sources, durable):
                     echo(f"   {f.source_url}\n     -> {url}")
@@ -109,8 +100,7 @@ def run_demo(*, images: int = 3, url_ttl: float = 3.0, keep: bool = False,
                     original = hashlib.sha256(contents[i]).hexdigest()
                     now = hashlib.sha256(read_durable(url)).hexdigest()
                     mark = "identical" if original == now == f.sha256 else "DIFFERENT"
-                    echo(f"   {f.output_path}: source sha256 {original}\n"
-                         f"      durable sha256 {now}  {mark}")
+                    echo(f"   {f.output_path}: source sha256 {original}\n      durable sha256 {now}  {mark}")
                     if mark != "identical":
                         raise CacheLayerError(f"demo: durable copy of {f.output_path} differs")
         echo("\ndemo ok: every output survived its source URL.")

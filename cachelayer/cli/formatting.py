@@ -6,10 +6,16 @@ Conventions (clig.dev, and what ``docker ps`` / ``kubectl get`` do):
   grep``, ``| less`` and ``| head`` show what the terminal shows; scripts ask for a stable
   machine format explicitly with ``--format json|jsonl|csv``. Output never switches shape
   silently because it is piped.
-* ``table`` on a terminal is drawn with rich (bold headers, colors unless ``NO_COLOR`` is
-  set to a non-empty value or ``TERM=dumb``); anywhere else it is plain aligned text, one
-  row per line, columns separated by at least two spaces, no color, no truncation. Unknown
-  values print as ``-``.
+* ``table`` anywhere but a terminal is plain aligned text, one row per line, columns
+  separated by at least two spaces, no color, no truncation. Unknown values print as ``-``;
+  control characters in a value print escaped (``\\n``, ``\\x1b``), so a row stays one line.
+* ``table`` on a terminal (bold headers unless ``NO_COLOR`` is set to a non-empty value or
+  ``TERM=dumb``) never cuts, folds or drops a value, and never breaks a URL over lines: at
+  the terminal's width it is the same aligned table when that fits; otherwise the short
+  columns stay a table and each long value (a ``Column(long=True)``: URLs, keys, errors)
+  goes on its own line under its row, ``  URL  https://...``; when even the short columns
+  do not fit, each record is a block of ``NAME  value`` lines. A value wider than the
+  terminal is written as one line (the terminal soft-wraps it; copying it gives the URL).
 * ``json`` is one JSON document (an array of records, or an object where a command says
   so); ``jsonl`` one compact JSON object per line; ``csv`` RFC 4180 with a header row.
   Field names are the records' stable names (``FileRecord.to_dict()`` keys and the extra
@@ -28,7 +34,12 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from rich.cells import cell_len
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -48,13 +59,14 @@ DEFAULT_FORMAT = "table"
 @dataclass(frozen=True)
 class Column:
     """A table column: the record ``key`` it shows, its ``header``, whether numbers
-    right-align (``numeric``) and whether a terminal table may wrap it (``wrap``: long
-    values such as URLs; the other columns are never wrapped)."""
+    right-align (``numeric``) and whether its values are long (``long``: URLs, keys,
+    errors), which on a narrow terminal go on their own line under the row instead of in
+    a column. No value is ever cut or wrapped."""
 
     key: str
     header: str
     numeric: bool = False
-    wrap: bool = False
+    long: bool = False
 
 
 def jsonable(value: Any) -> Any:
@@ -84,8 +96,12 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
 
 
+_ESCAPES = {i: f"\\x{i:02x}" for i in [*range(32), 127]}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
 def _cell(value: Any) -> str:
-    """Text of one table cell."""
+    """Text of one table cell: one line, control characters escaped."""
     if value is None or value == "":
         return "-"
     if isinstance(value, bool):
@@ -94,7 +110,7 @@ def _cell(value: Any) -> str:
         return _dumps(value, separators=(",", ":"))
     if isinstance(value, datetime):
         return str(jsonable(value))
-    return str(value)
+    return str(value).translate(_ESCAPES)
 
 
 def _csv_cell(value: Any) -> Any:
@@ -116,18 +132,20 @@ def write_records(
     columns: Sequence[Column],
     fields: Sequence[str] | None = None,
     out: TextIO | None = None,
+    console: Console | None = None,
 ) -> int:
     """Write ``records`` (dicts) in ``fmt`` to ``out`` (default stdout); returns how many.
 
     ``columns`` choose what a ``table`` shows; ``json``/``jsonl``/``csv`` carry every
     field, in the order of ``fields`` (default: the first record's keys). ``jsonl``,
     ``csv`` and ``json`` stream (constant memory); ``table`` holds the rows to align them.
-    Raises ``ValueError`` for an unknown format.
+    ``console``: draw the table on this rich console (its width decides the layout)
+    instead of choosing by ``out``. Raises ``ValueError`` for an unknown format.
     """
     out = out or sys.stdout
     if fmt == "table":
         rows = [[_cell(r.get(c.key)) for c in columns] for r in records]
-        _table(columns, rows, out)
+        _table(columns, rows, out, console)
         return len(rows)
     n = 0
     if fmt == "jsonl":
@@ -166,53 +184,100 @@ def write_json(document: Any, *, out: TextIO | None = None, compact: bool = Fals
         out.write(_dumps(document, indent=2) + "\n")
 
 
-def write_fields(pairs: Sequence[tuple[str, Any]], *, out: TextIO | None = None) -> None:
-    """A ``name  value`` block (a record shown vertically), aligned; rich on a terminal."""
+def write_fields(
+    pairs: Sequence[tuple[str, Any]], *, out: TextIO | None = None, console: Console | None = None
+) -> None:
+    """A ``name  value`` block (a record shown vertically), aligned, one line per field
+    (bold names on a terminal; values never wrapped or cut)."""
     out = out or sys.stdout
     cells = [(name, _cell(value)) for name, value in pairs]
-    if use_rich(out):
-        from rich.console import Console
-        from rich.table import Table
-
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column(overflow="fold")
-        for name, value in cells:
-            grid.add_row(name, value)
-        Console(file=out, no_color=_no_color(), highlight=False).print(grid)
+    if console is not None or use_rich(out):
+        _block(console or _console(out), cells)
         return
     width = max((len(name) for name, _ in cells), default=0)
     for name, value in cells:
         out.write(f"{name.ljust(width)}  {value}".rstrip() + "\n")
 
 
-def _table(columns: Sequence[Column], rows: list[list[str]], out: TextIO) -> None:
-    if use_rich(out):
-        from rich import box
-        from rich.console import Console
-        from rich.table import Table
+def _console(out: TextIO) -> Console:
+    from rich.console import Console
 
-        table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False,
-                      show_edge=False)
-        for i, c in enumerate(columns):
-            # short columns keep their full width; only ``wrap`` columns (URLs) fold
-            widest = max([len(c.header), *(len(row[i]) for row in rows)])
-            table.add_column(c.header, justify="right" if c.numeric else "left",
-                             overflow="fold", no_wrap=not c.wrap,
-                             min_width=None if c.wrap else widest)
-        for row in rows:
-            table.add_row(*row)
-        Console(file=out, no_color=_no_color(), highlight=False).print(table)
+    return Console(file=out, no_color=_no_color(), highlight=False)
+
+
+def _print(console: Console, parts: Sequence[tuple[str, str]]) -> None:
+    """One physical line from ``(text, style)`` parts; never wrapped, cut or highlighted."""
+    from rich.text import Text
+
+    line = Text(no_wrap=True, overflow="ignore", end="\n")
+    for text, style in parts:
+        line.append(text, style=style or None)
+    line.rstrip()
+    console.print(line, soft_wrap=True, highlight=False, markup=False, emoji=False)
+
+
+def _block(console: Console, cells: Sequence[tuple[str, str]]) -> None:
+    width = max((cell_len(name) for name, _ in cells), default=0)
+    for name, value in cells:
+        _print(console, [*_padded(name, width, "bold"), ("  " + value, "")])
+
+
+def _padded(text: str, width: int, style: str, right: bool = False) -> list[tuple[str, str]]:
+    """``text`` (styled) and the spaces that pad it to ``width`` cells (unstyled)."""
+    room = (" " * max(0, width - cell_len(text)), "")
+    return [room, (text, style)] if right else [(text, style), room]
+
+
+def _table(columns: Sequence[Column], rows: list[list[str]], out: TextIO, console: Console | None) -> None:
+    if console is not None or use_rich(out):
+        _terminal_table(columns, rows, console or _console(out))
         return
     widths = [len(c.header) for c in columns]
     for row in rows:
         widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if c.numeric else v.ljust(w)
-                 for c, v, w in zip(columns, values, widths, strict=True)]
+        parts = [
+            v.rjust(w) if c.numeric else v.ljust(w) for c, v, w in zip(columns, values, widths, strict=True)
+        ]
         return "  ".join(parts).rstrip() + "\n"
 
     out.write(line([c.header for c in columns]))
     for row in rows:
         out.write(line(row))
+
+
+def _terminal_table(columns: Sequence[Column], rows: list[list[str]], console: Console) -> None:
+    """The layout that shows every value whole at ``console.width`` (see the module doc)."""
+    widths = [max([cell_len(c.header), *(cell_len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
+
+    def span(idx: Sequence[int]) -> int:
+        return sum(widths[i] for i in idx) + 2 * max(0, len(idx) - 1)
+
+    every = list(range(len(columns)))
+    short = [i for i in every if not columns[i].long]
+    long = [i for i in every if columns[i].long]
+    if span(every) <= console.width:
+        short, long = every, []
+    elif not short or span(short) > console.width:
+        for n, row in enumerate(rows):
+            if n:
+                console.print()
+            _block(console, [(c.header, row[i]) for i, c in enumerate(columns)])
+        return
+
+    def line(values: Sequence[str], style: str) -> list[tuple[str, str]]:
+        parts: list[tuple[str, str]] = []
+        for k, i in enumerate(short):
+            parts.append(("  " if k else "", ""))
+            parts += _padded(values[i], widths[i], style, right=columns[i].numeric)
+        return parts
+
+    _print(console, line([c.header for c in columns], "bold"))
+    name_width = max((cell_len(columns[i].header) for i in long), default=0)
+    for row in rows:
+        _print(console, line(row, ""))
+        for i in long:
+            if row[i] != "-":
+                name = _padded(columns[i].header, name_width, "bold")
+                _print(console, [("  ", ""), *name, ("  " + row[i], "")])

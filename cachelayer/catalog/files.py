@@ -1,0 +1,206 @@
+"""The ``output_files`` rows of a prediction and their ``source_urls`` aliases: record the
+files of a prediction, read them, remember rotated URLs, resolve a source URL to its file.
+
+Source URLs are recorded and looked up in :func:`~cachelayer.catalog.encoding.catalog_url`
+form (``data:`` URIs redacted to their digest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cachelayer.catalog.encoding import catalog_url
+from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, SourceUrl
+from cachelayer.catalog.predictions import check_prediction_id
+from cachelayer.catalog.records import FileRecord, FileStatus, NewFile
+from cachelayer.catalog.session import Database, chunked, utcnow
+from cachelayer.errors import CatalogWriteError
+
+__all__ = ["RESOLVE_BATCH", "FileRepository"]
+
+#: URLs looked up per statement by :meth:`FileRepository.resolve_many` (stays well under
+#: SQLite's 32,766 bound-parameter limit and keeps PostgreSQL plans on the index).
+RESOLVE_BATCH = 500
+
+_T = OutputFile.__table__.c
+_ALIASES = SourceUrl.__table__
+
+
+class FileRepository:
+    """Named queries over ``output_files`` (as records) and ``source_urls``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _file_conflict(self) -> list[Any]:
+        if self.db.dialect == "postgresql":  # the unique index is on md5(output_path) there
+            return [OutputFile.prediction_id, func.md5(OutputFile.output_path)]
+        return ["prediction_id", "output_path"]
+
+    def _alias_conflict(self) -> list[Any]:
+        if self.db.dialect == "postgresql":
+            return [SourceUrl.output_file_id, func.md5(SourceUrl.url)]
+        return ["output_file_id", "url"]
+
+    def _insert_aliases(self, s: Session, aliases: Sequence[dict[str, Any]]) -> None:
+        for chunk in chunked(aliases):
+            s.execute(
+                self.db.insert(SourceUrl)
+                .values(list(chunk))
+                .on_conflict_do_nothing(index_elements=self._alias_conflict())
+            )
+
+    def ensure(
+        self,
+        prediction_id: str,
+        files: Sequence[NewFile],
+        *,
+        store: str,
+        model: str | None,
+        created_at: datetime | None,
+    ) -> list[FileRecord]:
+        """Record each file as ``pending`` unless a row for its output path exists.
+
+        An existing row whose source URL changed (Replicate rotated it) gets the new URL
+        unless it is stored; every URL is remembered in ``source_urls``. Any number of files
+        (inserted 1,000 rows per statement, in one transaction). Returns every file row of
+        the prediction, ordered by output path. Raises
+        :class:`~cachelayer.errors.CatalogWriteError` (nothing written) and
+        :class:`~cachelayer.errors.CatalogOutageError`.
+        """
+        check_prediction_id(prediction_id, model)
+        wanted = [(f.output_path, catalog_url(f.source_url), f.key) for f in files]
+
+        def work(s: Session) -> list[FileRecord]:
+            now = utcnow()
+            new = [
+                {
+                    "prediction_id": prediction_id,
+                    "output_path": path,
+                    "source_url": url,
+                    "store": store,
+                    "key": key,
+                    "status": FileStatus.PENDING,
+                    "attempts": 0,
+                    "model": model,
+                    "created_at": created_at,
+                    "available_at": now,
+                }
+                for path, url, key in wanted
+            ]
+            for chunk in chunked(new):
+                s.execute(
+                    self.db.insert(OutputFile)
+                    .values(list(chunk))
+                    .on_conflict_do_nothing(index_elements=self._file_conflict())
+                )
+            rows = list(
+                s.scalars(
+                    select(OutputFile)
+                    .where(OutputFile.prediction_id == prediction_id)
+                    .order_by(OutputFile.output_path)
+                )
+            )
+            by_path = {r.output_path: r for r in rows}
+            aliases = []
+            for path, url, _key in wanted:
+                row = by_path.get(path)
+                if row is None:  # only an MD5 collision of two paths gets here (PostgreSQL)
+                    raise CatalogWriteError(f"output path {path[:80]!r} collides with another (MD5)")
+                if row.source_url != url and row.status != FileStatus.STORED:
+                    row.source_url = url
+                aliases.append({"output_file_id": row.id, "url": url, "seen_at": now})
+            s.flush()
+            self._insert_aliases(s, aliases)
+            return [FileRecord.of(r) for r in rows]
+
+        return self.db.write(work, prediction_id=prediction_id)
+
+    def add_source_url(self, file_id: int, url: str) -> None:
+        """Remember another URL (a refreshed one) the file was served from; it becomes the
+        row's ``source_url`` unless the file is stored."""
+        recorded = catalog_url(url)
+
+        def work(s: Session) -> None:
+            self._insert_aliases(s, [{"output_file_id": file_id, "url": recorded, "seen_at": utcnow()}])
+            s.execute(
+                update(OutputFile)
+                .where(OutputFile.id == file_id, OutputFile.status != FileStatus.STORED)
+                .values(source_url=recorded)
+            )
+
+        self.db.write(work)
+
+    def get(self, file_id: int) -> FileRecord | None:
+        """One file row by id."""
+
+        def work(s: Session) -> FileRecord | None:
+            row = s.execute(select(*FILE_COLUMNS).where(_T.id == file_id)).first()
+            return FileRecord(**row._mapping) if row is not None else None
+
+        return self.db.read(work)
+
+    def of_prediction(self, prediction_id: str) -> list[FileRecord]:
+        """Every file row of a prediction, ordered by output path."""
+        return self.db.read(
+            lambda s: [
+                FileRecord(**r._mapping)
+                for r in s.execute(
+                    select(*FILE_COLUMNS).where(_T.prediction_id == prediction_id).order_by(_T.output_path)
+                )
+            ]
+        )
+
+    def resolve(self, url: str) -> FileRecord | None:
+        """The stored file that ``url`` (current or any earlier source URL, or a ``data:``
+        URI) was copied into, or ``None`` (see :meth:`resolve_many`)."""
+        return self.resolve_many([url])[url]
+
+    def resolve_many(self, urls: Iterable[str]) -> dict[str, FileRecord | None]:
+        """For each URL (a current or earlier source URL, or a ``data:`` URI) the stored file
+        copied from it, or ``None`` if no stored file was ever served from it. Unknown URLs
+        are reported as ``None``, never guessed.
+
+        Keys are the given URLs in input order (duplicates collapse). Lookups are batched
+        (:data:`RESOLVE_BATCH` URLs per statement: first ``output_files.source_url``, then
+        the ``source_urls`` aliases for the rest); when several stored files share a URL
+        (identical ``data:`` URIs) the oldest row (lowest id) wins.
+        """
+        wanted = {url: catalog_url(url) for url in urls}
+        keys = list(dict.fromkeys(wanted.values()))
+        alias = _ALIASES.c
+
+        # The status test is applied here, not in SQL: with ``status = 'stored'`` in the
+        # WHERE clause SQLite (without ANALYZE statistics) drives the query from the
+        # (status, available_at) index and scans every stored row instead of looking the
+        # URLs up. Rows per URL are ~1, so filtering afterwards costs nothing.
+        def work(s: Session) -> dict[str, FileRecord]:
+            found: dict[str, FileRecord] = {}
+            for chunk in chunked(keys, RESOLVE_BATCH):
+                rows = s.execute(select(*FILE_COLUMNS).where(_T.source_url.in_(chunk)).order_by(_T.id)).all()
+                for r in rows:
+                    if r.status == FileStatus.STORED:
+                        found.setdefault(r.source_url, FileRecord(**r._mapping))
+                rest = [k for k in chunk if k not in found]
+                if not rest:
+                    continue
+                rows = s.execute(
+                    select(alias.url, *FILE_COLUMNS)
+                    .join_from(_ALIASES, OutputFile.__table__, alias.output_file_id == _T.id)
+                    .where(alias.url.in_(rest))
+                    .order_by(_T.id)
+                ).all()
+                for r in rows:
+                    data = dict(r._mapping)
+                    url = data.pop("url")
+                    if data["status"] == FileStatus.STORED:
+                        found.setdefault(url, FileRecord(**data))
+            return found
+
+        found = self.db.read(work)
+        return {url: found.get(key) for url, key in wanted.items()}

@@ -1,0 +1,159 @@
+"""The ``predictions`` table: record a typed prediction, read it back, follow reruns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cachelayer.catalog.encoding import escape_text
+from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, Prediction
+from cachelayer.catalog.records import PredictionRecord
+from cachelayer.catalog.session import Database, chunked, utcnow
+from cachelayer.datauri import redact_data_uris
+from cachelayer.errors import CatalogWriteError
+from cachelayer.prediction import Prediction as PredictionIn
+
+__all__ = ["PredictionRepository", "check_prediction_id"]
+
+#: Ids looked up per statement by :meth:`PredictionRepository.get_many`.
+LOOKUP_BATCH = 500
+
+
+def check_prediction_id(prediction_id: str, model: str | None = None) -> None:
+    """Raise :class:`~cachelayer.errors.CatalogWriteError` for an id or model the catalog
+    cannot record, on both databases alike: an id that is empty or over 64 characters, a
+    model over 1,024 bytes of UTF-8 (lengths once escaped; both columns are indexed, and a
+    PostgreSQL index entry holds at most 2,704 bytes)."""
+    n = len(escape_text(prediction_id))
+    if not prediction_id or n > MAX_PREDICTION_ID:
+        raise CatalogWriteError(
+            f"a prediction id must have 1 to {MAX_PREDICTION_ID} characters, this one has {n}",
+            prediction_id=prediction_id,
+        )
+    size = len(escape_text(model).encode("utf-8")) if model is not None else 0
+    if size > MAX_MODEL:
+        raise CatalogWriteError(
+            f"a model name may have at most {MAX_MODEL} bytes (UTF-8), this one has {size}",
+            prediction_id=prediction_id,
+        )
+
+
+def prediction_values(prediction: PredictionIn, *, rerun_of: str | None = None) -> dict[str, Any]:
+    """The ``predictions`` row of ``prediction``, as every writer records it: ids checked,
+    ``data:`` payloads redacted from the output, ``recorded_at``/``updated_at`` now. Raises
+    :class:`~cachelayer.errors.CatalogWriteError` for an id or model the catalog cannot hold."""
+    p = prediction
+    check_prediction_id(p.id, p.model)
+    if rerun_of is not None:
+        check_prediction_id(rerun_of)
+    now = utcnow()
+    return {
+        "id": p.id,
+        "model": p.model,
+        "version": p.version,
+        "status": p.status.value,
+        "source": p.source,
+        "input": p.input or None,
+        "output": redact_data_uris(p.output),
+        "error": p.error,
+        "created_at": p.created_at,
+        "started_at": p.started_at,
+        "completed_at": p.completed_at,
+        "data_removed": p.data_removed,
+        "rerun_of": rerun_of,
+        "recorded_at": now,
+        "updated_at": now,
+    }
+
+
+class PredictionRepository:
+    """Named queries over ``predictions`` (see docs/SCHEMA.md)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(self, prediction: PredictionIn, *, rerun_of: str | None = None) -> None:
+        """Insert or update a prediction (the typed :class:`cachelayer.prediction.Prediction`).
+
+        A later snapshot updates status, times and ``data_removed``; a recorded ``input``
+        or ``output`` is never overwritten by the ``null`` Replicate shows after removal.
+        ``data:`` URIs in the output are recorded in their redacted form (their payload
+        never enters the catalog). Raises :class:`~cachelayer.errors.CatalogWriteError`
+        when the prediction cannot be recorded (then nothing of it is) and
+        :class:`~cachelayer.errors.CatalogOutageError`.
+        """
+        values = prediction_values(prediction, rerun_of=rerun_of)
+        p = prediction
+        stmt = self.db.insert(Prediction).values(**values)
+        ex = stmt.excluded
+        keep = Prediction.__table__.c
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "model": ex.model,
+                "version": ex.version,
+                "status": ex.status,
+                "source": ex.source,
+                "error": ex.error,
+                "created_at": ex.created_at,
+                "started_at": ex.started_at,
+                "completed_at": ex.completed_at,
+                "data_removed": or_(keep.data_removed, ex.data_removed),
+                "input": func.coalesce(ex.input, keep.input),
+                "output": func.coalesce(ex.output, keep.output),
+                "rerun_of": func.coalesce(keep.rerun_of, ex.rerun_of),
+                "updated_at": ex.updated_at,
+            },
+        )
+        self.db.write(lambda s: s.execute(stmt), prediction_id=p.id)
+
+    def set_durable_output(self, prediction_id: str, durable_output: Any) -> None:
+        """Record the output with each stored file replaced by its object URI (``data:``
+        URIs of files not stored are redacted)."""
+        durable = redact_data_uris(durable_output)
+        self.db.write(
+            lambda s: s.execute(
+                update(Prediction)
+                .where(Prediction.id == prediction_id)
+                .values(durable_output=durable, updated_at=utcnow())
+            ),
+            prediction_id=prediction_id,
+        )
+
+    def get(self, prediction_id: str) -> PredictionRecord | None:
+        """The recorded prediction, or ``None``."""
+
+        def work(s: Session) -> PredictionRecord | None:
+            row = s.get(Prediction, prediction_id)
+            return PredictionRecord.of(row) if row else None
+
+        return self.db.read(work)
+
+    def get_many(self, prediction_ids: Iterable[str]) -> dict[str, PredictionRecord]:
+        """The recorded predictions among ``prediction_ids`` (unknown ids are absent)."""
+        ids = list(dict.fromkeys(prediction_ids))
+
+        def work(s: Session) -> dict[str, PredictionRecord]:
+            found: dict[str, PredictionRecord] = {}
+            for chunk in chunked(ids, LOOKUP_BATCH):
+                for row in s.scalars(select(Prediction).where(Prediction.id.in_(chunk))):
+                    found[row.id] = PredictionRecord.of(row)
+            return found
+
+        return self.db.read(work)
+
+    def reruns_of(self, prediction_id: str) -> list[PredictionRecord]:
+        """Predictions recorded as reruns of ``prediction_id``, oldest first."""
+        return self.db.read(
+            lambda s: [
+                PredictionRecord.of(r)
+                for r in s.scalars(
+                    select(Prediction)
+                    .where(Prediction.rerun_of == prediction_id)
+                    .order_by(Prediction.recorded_at)
+                )
+            ]
+        )

@@ -1,0 +1,306 @@
+"""``output_files`` as the work queue: claims (leases), outcomes, counts.
+
+As in procrastinate, the catalog is also the queue: a file is *claimed* by setting a lease
+(``lease_owner``, ``lease_expires_at``); a claim whose lease has passed may be taken over,
+so a crashed process never strands work. Lease times come from the clock of the process
+taking the claim (keep hosts on NTP). Every status change of a file happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from cachelayer.catalog.models import OutputFile
+from cachelayer.catalog.records import FileRecord, FileStatus
+from cachelayer.catalog.session import Database, chunked, utcnow
+
+__all__ = ["MAX_ERROR_CHARS", "QueueRepository"]
+
+#: Characters of an error message kept in ``last_error``.
+MAX_ERROR_CHARS = 2000
+
+
+def _status(value: str | FileStatus, allowed: tuple[FileStatus, ...]) -> FileStatus:
+    status = FileStatus.parse(value)
+    if status not in allowed:
+        raise ValueError(f"status must be one of {', '.join(map(str, allowed))}, got {value!r}")
+    return status
+
+
+class QueueRepository:
+    """Claims, outcomes and counts over ``output_files`` (see the module docstring)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _update_returning(self, stmt: Any) -> FileRecord | None:
+        """Run an ``UPDATE`` of ``output_files``; the updated row as a record, or ``None``."""
+        stmt = stmt.returning(OutputFile).execution_options(synchronize_session=False)
+
+        def work(s: Session) -> FileRecord | None:
+            row = s.scalars(stmt).first()
+            return FileRecord.of(row) if row is not None else None
+
+        return self.db.write(work)
+
+    def _rowcount(self, stmt: Any) -> int:
+        stmt = stmt.execution_options(synchronize_session=False)
+        return self.db.write(lambda s: int(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
+
+    # ---- claims ---------------------------------------------------------------------------
+
+    def claim(self, file_id: int, owner: str, lease_seconds: float) -> FileRecord | None:
+        """Take the lease on a file that is not stored and not leased by someone else.
+
+        Returns the row (``attempts`` already bumped) when this ``owner`` now holds it,
+        ``None`` otherwise.
+        """
+        now = utcnow()
+        return self._update_returning(
+            update(OutputFile)
+            .where(
+                OutputFile.id == file_id,
+                OutputFile.status != FileStatus.STORED,
+                or_(
+                    OutputFile.lease_expires_at.is_(None),
+                    OutputFile.lease_expires_at < now,
+                    OutputFile.lease_owner == owner,
+                ),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=OutputFile.attempts + 1,
+            )
+        )
+
+    def claim_next(self, owner: str, lease_seconds: float) -> FileRecord | None:
+        """Claim the oldest claimable ``pending`` file (its ``available_at`` has come and no
+        live lease holds it) for ``owner``; ``None`` when the queue has nothing to hand out.
+
+        On PostgreSQL the candidate row is locked with ``FOR UPDATE SKIP LOCKED``, so many
+        workers on many machines claim disjoint files without waiting on each other; on
+        SQLite the database's single writer lock serialises claims.
+        """
+        now = utcnow()
+        candidate = (
+            select(OutputFile.id)
+            .where(
+                OutputFile.status == FileStatus.PENDING,
+                or_(OutputFile.available_at.is_(None), OutputFile.available_at <= now),
+                or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now),
+            )
+            .order_by(OutputFile.available_at, OutputFile.id)
+            .limit(1)
+        )
+        if self.db.dialect == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        return self._update_returning(
+            update(OutputFile)
+            .where(OutputFile.id == candidate.scalar_subquery())
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=OutputFile.attempts + 1,
+            )
+        )
+
+    def renew(self, file_ids: Iterable[int], owner: str, lease_seconds: float) -> None:
+        """Extend the leases ``owner`` holds on ``file_ids`` (heartbeat of long transfers)."""
+        ids = list(file_ids)
+
+        def work(s: Session) -> None:
+            until = utcnow() + timedelta(seconds=lease_seconds)
+            for chunk in chunked(ids):
+                s.execute(
+                    update(OutputFile)
+                    .where(OutputFile.id.in_(chunk), OutputFile.lease_owner == owner)
+                    .values(lease_expires_at=until)
+                    .execution_options(synchronize_session=False)
+                )
+
+        if ids:
+            self.db.write(work)
+
+    def release_leases(self, owners: Iterable[str]) -> int:
+        """Drop the leases of ``owners`` (processes known to be dead); returns how many."""
+        names = list(owners)
+
+        def work(s: Session) -> int:
+            n = 0
+            for chunk in chunked(names):
+                result = s.execute(
+                    update(OutputFile)
+                    .where(OutputFile.lease_owner.in_(chunk))
+                    .values(lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+                n += int(result.rowcount)  # type: ignore[attr-defined]
+            return n
+
+        return self.db.write(work) if names else 0
+
+    def lease_owners(self) -> list[str]:
+        """Distinct owners currently holding a lease (live or lapsed)."""
+        return self.db.read(
+            lambda s: list(
+                s.scalars(
+                    select(OutputFile.lease_owner).where(OutputFile.lease_owner.is_not(None)).distinct()
+                )
+            )
+        )
+
+    # ---- outcomes -------------------------------------------------------------------------
+
+    def mark_stored(
+        self,
+        file_id: int,
+        owner: str,
+        *,
+        size: int,
+        sha256: str,
+        content_type: str | None,
+        source_age_seconds: float | None,
+    ) -> FileRecord | None:
+        """Record a completed copy (``size`` in bytes, hex ``sha256``, ``content_type`` of
+        any length) and release the lease; returns the stored row, or ``None`` if another
+        process had already recorded the file as stored."""
+        return self._update_returning(
+            update(OutputFile)
+            .where(OutputFile.id == file_id, OutputFile.status != FileStatus.STORED)
+            .values(
+                status=FileStatus.STORED,
+                size=size,
+                sha256=sha256,
+                content_type=content_type,
+                source_age_seconds=source_age_seconds,
+                stored_at=utcnow(),
+                last_error=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+
+    def mark_unstored(
+        self,
+        file_id: int,
+        owner: str,
+        *,
+        status: str | FileStatus,
+        error: str,
+        source_age_seconds: float | None = None,
+        retry_after: float | None = None,
+    ) -> FileRecord | None:
+        """Record a failed attempt (``status`` ``failed``, ``expired`` or ``pending`` to
+        retry) and release the lease; returns the row, or ``None`` if ``owner`` no longer
+        held it. ``retry_after`` (seconds) keeps the queue from handing it out before then.
+        ``error`` is kept to its first 2,000 characters. Raises ``ValueError`` for another
+        status."""
+        st = _status(status, (FileStatus.FAILED, FileStatus.EXPIRED, FileStatus.PENDING))
+        now = utcnow()
+        return self._update_returning(
+            update(OutputFile)
+            .where(
+                OutputFile.id == file_id,
+                OutputFile.status != FileStatus.STORED,
+                or_(OutputFile.lease_owner == owner, OutputFile.lease_owner.is_(None)),
+            )
+            .values(
+                status=st,
+                last_error=error[:MAX_ERROR_CHARS],
+                lease_owner=None,
+                lease_expires_at=None,
+                source_age_seconds=source_age_seconds,
+                available_at=now + timedelta(seconds=retry_after or 0),
+            )
+        )
+
+    def mark_prediction_expired(self, prediction_id: str, error: str) -> int:
+        """Mark every not-yet-stored, unleased file of a prediction ``expired``; returns how
+        many."""
+        return self._rowcount(
+            update(OutputFile)
+            .where(
+                OutputFile.prediction_id == prediction_id,
+                OutputFile.status != FileStatus.STORED,
+                OutputFile.lease_owner.is_(None),
+            )
+            .values(status=FileStatus.EXPIRED, last_error=error[:MAX_ERROR_CHARS])
+        )
+
+    def mark_unverified(
+        self, file_id: int, *, status: str | FileStatus, error: str, expected_sha256: str | None = None
+    ) -> bool:
+        """Take a stored file whose object failed verification out of ``stored``:
+        ``status`` ``pending`` (re-queued: available now, lease cleared, so a worker or
+        ``persist`` copies it again) or ``failed``; ``error`` goes to ``last_error``. Only a
+        row still ``stored`` (and, if given, still recording ``expected_sha256``) changes,
+        so a concurrent re-copy is not undone. Nothing is deleted. Returns whether the row
+        changed. Raises ``ValueError`` for another status."""
+        st = _status(status, (FileStatus.PENDING, FileStatus.FAILED))
+        conds = [OutputFile.id == file_id, OutputFile.status == FileStatus.STORED]
+        if expected_sha256 is not None:
+            conds.append(OutputFile.sha256 == expected_sha256)
+        return bool(
+            self._rowcount(
+                update(OutputFile)
+                .where(*conds)
+                .values(
+                    status=st,
+                    last_error=error[:MAX_ERROR_CHARS],
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    available_at=utcnow(),
+                )
+            )
+        )
+
+    # ---- counts ---------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Number of output files per status, e.g. ``{"pending": 3, "stored": 10}``."""
+        return self.db.read(
+            lambda s: {
+                str(status): int(n)
+                for status, n in s.execute(
+                    select(OutputFile.status, func.count()).group_by(OutputFile.status)
+                )
+            }
+        )
+
+    def count_leased_pending(self) -> int:
+        """Pending files a live lease holds (being copied by some process now); uses the
+        status index, not a scan of the table."""
+        now = utcnow()
+        return self.db.read(
+            lambda s: int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(OutputFile)
+                    .where(OutputFile.status == FileStatus.PENDING, OutputFile.lease_expires_at >= now)
+                )
+                or 0
+            )
+        )
+
+    def count_unleased_pending(self) -> int:
+        """Pending files no live lease holds (claimable now or after their backoff)."""
+        now = utcnow()
+        return self.db.read(
+            lambda s: int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(OutputFile)
+                    .where(
+                        OutputFile.status == FileStatus.PENDING,
+                        or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now),
+                    )
+                )
+                or 0
+            )
+        )

@@ -1,0 +1,97 @@
+"""Session and dialect plumbing shared by the catalog's repositories.
+
+:class:`Database` wraps one engine: every repository method runs its statements through
+:meth:`Database.write` (one transaction) or :meth:`Database.read`, which retry transient
+errors within the engine's budget (:mod:`cachelayer.catalog.retry`) and turn anything else
+into a typed error, so no SQLAlchemy exception leaves the catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+
+from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS, first_line, run_with_retries
+from cachelayer.errors import CatalogError, CatalogWriteError
+
+__all__ = ["RETRY_OPTION", "Database", "chunked", "utcnow"]
+
+T = TypeVar("T")
+
+#: Execution option of an engine made by :func:`cachelayer.catalog.db.make_engine` that
+#: carries its retry budget in seconds.
+RETRY_OPTION = "cachelayer_retry_seconds"
+#: Rows per multi-row INSERT: 1,000 rows of at most 10 columns stay far below SQLite's
+#: 32,766 and PostgreSQL's 65,535 bind parameters per statement.
+INSERT_CHUNK = 1000
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def chunked(items: Sequence[T], size: int = INSERT_CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class Database:
+    """One catalog database: its engine, a session factory, its dialect and the retry
+    budget (seconds; default: the engine's ``cachelayer_retry_seconds`` option, else 60).
+    Thread-safe; holds no connection between calls."""
+
+    def __init__(self, engine: Engine, *, retry_seconds: float | None = None) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        if retry_seconds is None:
+            retry_seconds = float(engine.get_execution_options().get(RETRY_OPTION, DEFAULT_RETRY_SECONDS))
+        self.retry_seconds = retry_seconds
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    def insert(self, model: Any) -> Any:
+        """The dialect's ``INSERT`` (with ``on_conflict_do_*``) for ``model``."""
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(model)
+
+    def write(self, work: Callable[[Session], T], *, prediction_id: str | None = None) -> T:
+        """``work(session)`` in one transaction, committed when it returns; re-run from the
+        start after a transient error (see :mod:`~cachelayer.catalog.retry`).
+
+        Raises :class:`~cachelayer.errors.CatalogOutageError` past the retry budget and
+        :class:`~cachelayer.errors.CatalogWriteError` (naming ``prediction_id``) when the
+        database refuses the statement; nothing of the transaction is then written.
+        """
+
+        def attempt() -> T:
+            with self.sessions.begin() as s:
+                return work(s)
+
+        try:
+            return run_with_retries(attempt, self.retry_seconds)
+        except (sa_exc.SQLAlchemyError, RecursionError) as exc:  # transient ones became outages
+            raise CatalogWriteError(first_line(exc), prediction_id=prediction_id) from exc
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in a read-only session (rolled back at the end), retried like
+        :meth:`write`. Raises :class:`~cachelayer.errors.CatalogOutageError` or
+        :class:`~cachelayer.errors.CatalogError`."""
+
+        def attempt() -> T:
+            with self.sessions() as s:
+                return work(s)
+
+        try:
+            return run_with_retries(attempt, self.retry_seconds)
+        except sa_exc.SQLAlchemyError as exc:
+            raise CatalogError(f"catalog query failed: {first_line(exc)}") from exc

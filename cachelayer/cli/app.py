@@ -1,0 +1,82 @@
+"""The ``cachelayer`` group: logging on stderr and the one place errors become exit statuses.
+
+Every command module (:mod:`cachelayer.cli.copy`, :mod:`~cachelayer.cli.backfill`,
+:mod:`~cachelayer.cli.catalog`, :mod:`~cachelayer.cli.db`, :mod:`~cachelayer.cli.demo`)
+adds its commands to :data:`main` with ``@main.command()``; :mod:`cachelayer.cli` imports
+them all. Nothing here imports a command module.
+
+Exit statuses (the same for every command):
+
+* ``0`` success;
+* ``1`` work failed (:class:`~cachelayer.errors.CacheLayerError` other than a
+  ``ConfigError``: a download, storage or Replicate failure; a command may also exit 1 on
+  its own, e.g. ``resolve`` with unknown URLs);
+* ``2`` usage or configuration error (click's usage errors, bad option values,
+  :class:`~cachelayer.errors.ConfigError` and its subclasses);
+* ``130`` interrupted (Ctrl-C).
+
+Each error is one line on stderr, ``cachelayer: error: <message>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from cachelayer import __version__
+from cachelayer.errors import CacheLayerError
+
+__all__ = ["Group", "main", "setup_logging"]
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    """Send the ``cachelayer`` logger to stderr: warnings by default, ``-v`` info,
+    ``-vv`` debug, ``-q`` errors only."""
+    level = logging.WARNING
+    if quiet:
+        level = logging.ERROR
+    elif verbose == 1:
+        level = logging.INFO
+    elif verbose > 1:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cachelayer: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("cachelayer")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class Group(click.Group):
+    """A click group that turns cachelayer errors into one line and the right exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CacheLayerError as exc:
+            click.echo(f"cachelayer: error: {_one_line(str(exc))}", err=True)
+            ctx.exit(exc.exit_code)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"cachelayer: error: {_one_line(exc.format_message())}{hint}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("cachelayer: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cachelayer")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def main(verbose: int, quiet: bool) -> None:
+    """Make Replicate model outputs permanent: copy every output file to S3-compatible
+    storage, record it in SQL and print durable URLs."""
+    setup_logging(verbose, quiet)

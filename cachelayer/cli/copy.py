@@ -1,0 +1,135 @@
+"""``cachelayer run`` and ``cachelayer persist``: copy the files of one prediction now.
+
+Both need everything (Replicate token, reachable store, catalog); both print the durable
+output on stdout (one URL per line, or JSON with ``--json``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cachelayer.cli.app import main
+from cachelayer.cli.options import open_layer, settings_options
+from cachelayer.errors import CacheLayerError, ConfigError
+
+__all__ = ["parse_inputs", "persist", "print_output", "run"]
+
+
+def print_output(output: Any, as_json: bool) -> None:
+    """Durable output on stdout: JSON with ``--json``; otherwise one URL per line for a
+    string or a flat list of strings, indented JSON for anything else."""
+    if as_json:
+        click.echo(json.dumps(output))
+    elif isinstance(output, str):
+        click.echo(output)
+    elif isinstance(output, list) and all(isinstance(v, str) for v in output):
+        for v in output:
+            click.echo(v)
+    else:
+        click.echo(json.dumps(output, indent=2))
+
+
+def parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs to a model input. Values parse as JSON when they can
+    (``2`` is a number, ``true`` a boolean), else stay strings; ``@path`` sends a local file.
+    Raises ``click.BadParameter`` (exit status 2) for a pair without ``=`` or a missing file."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="-i/--input")
+        value: Any
+        if raw.startswith("@"):
+            path = Path(raw[1:]).expanduser()
+            if not path.is_file():
+                raise click.BadParameter(f"no such file: {path}", param_hint="-i/--input")
+            value = path
+        else:
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+        result[key] = value
+    return result
+
+
+_wait_timeout = click.option(
+    "--wait-timeout",
+    "wait_timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for the prediction to finish; 0 waits forever [env CACHELAYER_WAIT_TIMEOUT, 1800].",
+)
+_on_expired = click.option(
+    "--on-expired", type=click.Choice(["raise", "rerun"]), default="raise", show_default=True
+)
+
+
+@main.command()
+@click.argument("model")
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Model input; JSON values parse (num_outputs=2), @path sends a file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the durable output as JSON.")
+@_on_expired
+@click.option(
+    "--file-encoding",
+    type=click.Choice(["base64", "upload"]),
+    default="base64",
+    show_default=True,
+    help="How @path inputs are sent: data: URI or Replicate's files API.",
+)
+@_wait_timeout
+@settings_options
+def run(
+    model: str, inputs: tuple[str, ...], as_json: bool, on_expired: str, file_encoding: str, **options: Any
+) -> None:
+    """Run MODEL (owner/name[:version] or deployments/owner/name), store its files,
+    print the output with durable URLs."""
+    data = parse_inputs(inputs)
+    params: dict[str, Any] = {}
+    if any(isinstance(v, Path) for v in data.values()) and file_encoding == "base64":
+        params["file_encoding_strategy"] = "base64"
+    with open_layer(options) as layer:
+        print_output(layer.run(model, input=data, on_expired=on_expired, **params), as_json)  # type: ignore[arg-type]
+
+
+@main.command()
+@click.argument("prediction_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {id: durable output} as JSON.")
+@_on_expired
+@_wait_timeout
+@settings_options
+def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: str, **options: Any) -> None:
+    """Copy the files of existing predictions; print their durable outputs.
+
+    Every id is attempted; the exit status is 1 if any failed."""
+    results: dict[str, Any] = {}
+    failed: list[str] = []
+    with open_layer(options) as layer:
+        for pid in prediction_ids:
+            try:
+                results[pid] = layer.persist(pid, on_expired=on_expired)  # type: ignore[arg-type]
+            except ConfigError:
+                raise
+            except CacheLayerError as exc:
+                click.echo(f"cachelayer: error: {pid}: {' '.join(str(exc).split())}", err=True)
+                failed.append(pid)
+    if as_json:
+        click.echo(json.dumps(results))
+    else:
+        for pid, output in results.items():
+            if len(prediction_ids) > 1:
+                click.echo(f"# {pid}")
+            print_output(output, False)
+    if failed:
+        sys.exit(1)

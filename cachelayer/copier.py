@@ -1,0 +1,238 @@
+"""The copier: one output file, fetch -> store -> record.
+
+Each file is claimed in the catalog before any byte moves (:mod:`cachelayer.leases`), so two
+processes copying the same prediction store every object once. The download streams straight
+into the store's upload (download and upload overlap; memory stays bounded by the part size)
+and is verified on the way (size, SHA-256). A source URL that stops answering (404/403/410
+or an expired signature) is refreshed through ``predictions.get`` and retried at the same
+output path (:data:`MAX_REFRESHES` times); a transient failure (truncation, a 5xx, a storage
+error) goes back to the queue with a backoff until ``settings.max_attempts`` claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, cast
+from urllib.parse import quote
+
+from cachelayer import expiry
+from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog.records import FileRecord
+from cachelayer.config import Settings
+from cachelayer.errors import (
+    CacheLayerError,
+    DisallowedUrlError,
+    DownloadError,
+    ExpiredDownloadUrlError,
+    SourceGoneError,
+    StorageError,
+    TruncatedDownloadError,
+)
+from cachelayer.fetch import Fetcher, parse_content_type
+from cachelayer.leases import Heartbeat, claim_or_wait
+from cachelayer.outputs import file_url, lookup
+from cachelayer.prediction import Prediction
+from cachelayer.storage.base import Store
+
+__all__ = ["MAX_REFRESHES", "Copier", "FileOutcome", "Refresher"]
+
+log = logging.getLogger("cachelayer")
+
+#: Times a source URL is refreshed through ``predictions.get`` before giving up on it.
+MAX_REFRESHES = 2
+
+#: ``refresh(prediction_id) -> Prediction``: re-reads a prediction (``predictions.get``).
+Refresher = Callable[[str], Prediction]
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one file: its final record and the error, if it was not stored."""
+
+    record: FileRecord
+    error: CacheLayerError | None = None
+    skipped: bool = False  # already stored before this call; nothing was downloaded
+
+
+class Copier:
+    """Copies single output files into ``store`` and records them in ``catalog``; thread-safe.
+
+    ``owner`` is this process's lease owner id (:func:`cachelayer.leases.new_owner`);
+    ``refresh`` re-reads a prediction when a source URL stops answering (``None``: no
+    refresh, the file is recorded expired).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: Store,
+        fetcher: Fetcher,
+        refresh: Refresher | None,
+        *,
+        owner: str,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.fetcher = fetcher
+        self.refresh = refresh
+        self.owner = owner
+        self.lease_seconds = settings.lease_seconds
+        self.heartbeat = Heartbeat(catalog, owner, self.lease_seconds)
+
+    def copy(self, row: FileRecord, url: str, finished_at: datetime | None) -> FileOutcome:
+        """Claim (or wait for another process's claim), fetch, store and record one file.
+
+        ``url`` is the file's current source URL (or ``data:`` URI); ``finished_at`` when
+        its prediction completed (for the source's age). Returns the outcome; never raises
+        a :class:`CacheLayerError`."""
+        claimed = claim_or_wait(self.catalog, row.id, self.owner, self.lease_seconds)
+        if claimed is None:
+            final = self.catalog.files.get(row.id) or row
+            err = (
+                None
+                if final.status == "stored"
+                else DownloadError(f"another worker left {row.key} {final.status}: {final.last_error}")
+            )
+            return FileOutcome(final, error=err, skipped=final.status == "stored")
+        return self.copy_claimed(claimed, url, finished_at)
+
+    def copy_claimed(self, row: FileRecord, url: str, finished_at: datetime | None) -> FileOutcome:
+        """Copy a file this process has already claimed (from the queue)."""
+        self.heartbeat.add(row.id)
+        try:
+            return self._transfer(row, url, finished_at)
+        finally:
+            self.heartbeat.discard(row.id)
+
+    def _transfer(self, row: FileRecord, url: str, finished_at: datetime | None) -> FileOutcome:
+        pid, path = row.prediction_id, row.output_path
+        refreshes = 0
+        attempt = 0
+        age: float | None = None
+        while True:
+            attempt += 1
+            age = expiry.source_age(finished_at)
+            try:
+                size, sha, ctype = self._fetch_and_put(row, url)
+            except DisallowedUrlError as exc:
+                return self._fail(row, exc, "failed", age)
+            except SourceGoneError as exc:
+                if refreshes >= MAX_REFRESHES:
+                    return self._expired(row, url, age, f"still failing after refresh: {exc}")
+                refreshes += 1
+                log.info(
+                    "source URL of %s %s stopped answering (%s); re-reading the prediction",
+                    pid,
+                    path or "(root)",
+                    exc,
+                )
+                if self.refresh is None:
+                    return self._expired(row, url, age, f"source stopped answering: {exc}")
+                try:
+                    prediction = self.refresh(pid)
+                except CacheLayerError as rexc:
+                    return self._fail(row, rexc, "failed", age, retryable=True)
+                if prediction.data_removed or prediction.output is None:
+                    return self._expired(row, url, age, "prediction data removed by Replicate")
+                finished_at = prediction.finished_at or finished_at
+                try:
+                    new_url = file_url(lookup(prediction.output, path))
+                except KeyError:
+                    new_url = None
+                if new_url is None:
+                    return self._expired(row, url, age, f"no file at output path {path!r} any more")
+                if new_url != url:
+                    self.catalog.files.add_source_url(row.id, new_url)
+                url = new_url
+                continue
+            except TruncatedDownloadError as exc:
+                if attempt >= self.settings.download_retries:
+                    return self._fail(row, exc, "failed", age, retryable=True)
+                delay = min(10.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
+                log.info("download of %s %s broke (%s); retry %d in %.2f s", pid, path, exc, attempt, delay)
+                time.sleep(delay)
+                continue
+            except StorageError as exc:
+                return self._fail(row, exc, "failed", age, retryable=True)
+            except DownloadError as exc:
+                return self._fail(row, exc, "failed", age)
+            final = self.catalog.queue.mark_stored(
+                row.id, self.owner, size=size, sha256=sha, content_type=ctype, source_age_seconds=age
+            )
+            if final is None:
+                log.info("%s was recorded by another worker first", row.key)
+                final = self.catalog.files.get(row.id)
+                assert final is not None
+            log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
+            return FileOutcome(final)
+
+    def _fetch_and_put(self, row: FileRecord, url: str) -> tuple[int, str, str]:
+        with self.fetcher.open(url) as dl:
+            ctype = (
+                _source_content_type(dl.content_type, url)
+                or _guess_type(row.key)
+                or "application/octet-stream"
+            )
+            metadata = {"prediction-id": row.prediction_id, "output-path": quote(row.output_path, safe="/~")}
+            self.store.put(
+                row.key,
+                cast(BinaryIO, dl),  # a readable stream: put() only calls read(n)
+                content_type=ctype,
+                metadata=metadata,
+                cache_control=self.settings.cache_control,
+            )
+            return dl.size, dl.sha256, ctype
+
+    def _fail(
+        self,
+        row: FileRecord,
+        exc: CacheLayerError,
+        status: str,
+        age: float | None,
+        *,
+        retryable: bool = False,
+    ) -> FileOutcome:
+        """Record a failure. A transient one (``retryable``) goes back to ``pending`` with an
+        exponential backoff (``available_at``) until the file has been claimed
+        ``settings.max_attempts`` times; after that, and for permanent ones, ``status``."""
+        log.warning("could not copy %s %s: %s", row.prediction_id, row.output_path or "(root)", exc)
+        retry_after = None
+        if retryable and row.attempts < self.settings.max_attempts:
+            status = "pending"
+            retry_after = min(300.0, 2.0**row.attempts) * (0.5 + random.random())
+        final = self.catalog.queue.mark_unstored(
+            row.id, self.owner, status=status, error=str(exc), source_age_seconds=age, retry_after=retry_after
+        )
+        return FileOutcome(final or self.catalog.files.get(row.id) or row, error=exc)
+
+    def _expired(self, row: FileRecord, url: str, age: float | None, reason: str) -> FileOutcome:
+        exc = ExpiredDownloadUrlError(row.prediction_id, row.output_path, url, reason)
+        return self._fail(row, exc, "expired", age)
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+
+
+def _source_content_type(declared: str | None, url: str) -> str | None:
+    """The source's ``Content-Type`` with its parameters (``text/plain; charset=utf-8``: text
+    keeps its charset, :func:`parse_content_type`). For a ``data:`` URI, ``declared`` is its
+    media type and the parameters come from its header (``base64`` dropped, RFC 2397)."""
+    if declared and url[:5].lower() == "data:":
+        comma = url.find(",", 5, 5 + 4096)
+        params = (
+            [p for p in url[5:comma].split(";")[1:] if p.strip().lower() != "base64"] if comma > 0 else []
+        )
+        declared = ";".join([declared, *params])
+    return parse_content_type(declared)
+
+
+def _guess_type(key: str) -> str | None:
+    return mimetypes.guess_type(key)[0]

@@ -1,0 +1,292 @@
+"""Persisting one prediction: the policy, in one place.
+
+1. **Record** the prediction and queue each output file (``pending``) in the catalog.
+2. **Copy** every file not yet stored (:class:`cachelayer.copier.Copier`, concurrently).
+   If Replicate has removed the data (``data_removed``), unstored files are marked
+   ``expired`` without a download.
+3. **Fallback**: a prediction shown with ``output: null`` (after removal) is persisted from
+   the output the catalog recorded earlier.
+4. **Expired files**: raise :class:`ExpiredDownloadUrlError` (naming prediction and output
+   path), or with ``on_expired="rerun"`` rerun the prediction **at most once** (a claim in
+   the catalog, safe across processes) from its *recorded* input (Replicate removes the
+   input too) and return the rerun's output. Once a rerun exists, every later call (with or
+   without ``rerun``) returns the rerun's durable output instead of paying again.
+5. **Durable output**: the output with each stored file replaced by its object URI is
+   recorded; callers get it rendered as durable URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cachelayer import expiry
+from cachelayer.catalog.queries import Catalog, NewFile
+from cachelayer.catalog.records import FileRecord, PredictionRecord
+from cachelayer.catalog.reruns import RerunClaims
+from cachelayer.config import Settings
+from cachelayer.copier import Copier, FileOutcome
+from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError, RerunError
+from cachelayer.keys import object_key
+from cachelayer.outputs import find_files, replace_files
+from cachelayer.prediction import Prediction, PredictionStatus
+from cachelayer.replicate_api import ReplicateApi, check_succeeded, rerun_ref
+from cachelayer.storage.base import Store
+
+__all__ = ["OnExpired", "PersistResult", "Persister"]
+
+log = logging.getLogger("cachelayer")
+
+OnExpired = Literal["raise", "rerun"]
+
+#: Seconds to wait for another process's rerun claim to name its new prediction.
+RERUN_CLAIM_WAIT = 60.0
+
+
+@dataclass
+class PersistResult:
+    """Result of persisting one prediction.
+
+    ``files`` has one outcome per output file; ``error`` is the first error (files that
+    failed are recorded, the others still stored); ``rerun`` is the result for the
+    prediction created (or found) by the rerun policy.
+    """
+
+    prediction_id: str
+    prediction: Prediction
+    files: list[FileOutcome] = field(default_factory=list)
+    rerun: PersistResult | None = None
+
+    @property
+    def error(self) -> CacheLayerError | None:
+        return next((f.error for f in self.files if f.error is not None), None)
+
+    @property
+    def stored(self) -> list[FileRecord]:
+        return [f.record for f in self.files if f.record.status == "stored"]
+
+    @property
+    def final(self) -> PersistResult:
+        """The result whose output callers get: the rerun's, if there was one."""
+        return self.rerun.final if self.rerun is not None else self
+
+
+def recorded_prediction(rec: PredictionRecord) -> Prediction:
+    """The typed prediction as the catalog recorded it (its ``output`` holds source URLs)."""
+    return Prediction(
+        id=rec.id,
+        status=PredictionStatus.parse(rec.status),
+        model=rec.model,
+        version=rec.version,
+        source=rec.source,
+        input=rec.input,
+        output=rec.output,
+        error=rec.error,
+        created_at=rec.created_at,
+        started_at=rec.started_at,
+        completed_at=rec.completed_at,
+        data_removed=rec.data_removed,
+    )
+
+
+class Persister:
+    """Persists predictions (see the module docstring); thread-safe.
+
+    ``api()`` returns the Replicate API, built on first need (reruns, re-reads).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: Store,
+        copier: Copier,
+        api: Callable[[], ReplicateApi],
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.copier = copier
+        self.api = api
+        self.prefix = str(getattr(store, "prefix", ""))
+        self.reruns = RerunClaims(catalog.engine)
+
+    # ---- record and copy ----------------------------------------------------------------
+
+    def record(self, prediction: Prediction, *, rerun_of: str | None = None) -> list[FileRecord]:
+        """Record ``prediction`` and queue each of its files (``pending``); nothing is
+        downloaded. Returns every file row of the prediction. Idempotent."""
+        self.catalog.predictions.record(prediction, rerun_of=rerun_of)
+        files = [
+            NewFile(f.path, f.url, object_key(self.prefix, prediction.id, f.path, f.url))
+            for f in find_files(prediction.output)
+        ]
+        return self.catalog.files.ensure(
+            prediction.id,
+            files,
+            store=self.store.uri,
+            model=prediction.model,
+            created_at=prediction.created_at,
+        )
+
+    def copy_files(self, prediction: Prediction, *, rerun_of: str | None = None) -> PersistResult:
+        """Record ``prediction`` and copy every file not yet stored, ``settings.concurrency``
+        at once. Never raises for a single file's failure: each outcome is in the result."""
+        pid = prediction.id
+        rows = self.record(prediction, rerun_of=rerun_of)
+        urls = {f.path: f.url for f in find_files(prediction.output)}
+        removed = prediction.data_removed
+        if removed and any(r.status != "stored" for r in rows):
+            # Data is gone: whatever is not stored yet can never be fetched again.
+            self.catalog.queue.mark_prediction_expired(
+                pid, "prediction data removed by Replicate (data_removed)"
+            )
+            rows = self.catalog.files.of_prediction(pid)
+        if any(r.status != "stored" for r in rows):
+            expiry.warn_if_late(prediction, self.settings.expiry_margin)
+        todo = [] if removed else [r for r in rows if r.status != "stored" and r.output_path in urls]
+        done = {r.id: FileOutcome(r, skipped=True) for r in rows if r not in todo}
+        for r in rows:
+            if r.id in done and r.status == "expired":
+                err = ExpiredDownloadUrlError(
+                    pid, r.output_path, r.source_url, r.last_error or "data removed"
+                )
+                done[r.id] = FileOutcome(r, error=err)
+        if todo:
+
+            def copy(r: FileRecord) -> FileOutcome:
+                return self.copier.copy(r, urls[r.output_path], prediction.finished_at)
+
+            workers = min(self.settings.concurrency, len(todo))
+            if workers == 1:
+                outcomes = [copy(r) for r in todo]
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="cachelayer-copy") as pool:
+                    outcomes = list(pool.map(copy, todo))
+            done.update({o.record.id: o for o in outcomes})
+        result = PersistResult(pid, prediction)
+        result.files = sorted(done.values(), key=lambda o: o.record.output_path)
+        return result
+
+    # ---- the policy -------------------------------------------------------------------
+
+    def persist(
+        self, prediction: Prediction, on_expired: OnExpired = "raise", *, rerun_of: str | None = None
+    ) -> PersistResult:
+        """Persist ``prediction`` (a terminal, succeeded one) with the policy of the module
+        docstring. Raises :class:`ExpiredDownloadUrlError` when Replicate removed the data
+        before the catalog ever recorded the output (and no rerun applies); the errors of
+        :meth:`rerun` with ``on_expired="rerun"``."""
+        if prediction.output is None:
+            recorded = self.catalog.predictions.get(prediction.id)
+            if recorded is not None and recorded.output is not None:
+                prediction = prediction.with_output(recorded.output)
+        result = self.copy_files(prediction, rerun_of=rerun_of)
+        self.save_durable_output(prediction, [f.record for f in result.files])
+        expired = any(isinstance(f.error, ExpiredDownloadUrlError) for f in result.files)
+        unknown = prediction.output is None and prediction.data_removed
+        if not (expired or unknown) or rerun_of is not None:
+            return result
+        earlier = self._existing_rerun(prediction.id)
+        if earlier is not None:
+            result.rerun = self._persist_rerun(earlier, prediction.id)
+        elif on_expired == "rerun":
+            result.rerun = self.rerun(prediction.id)
+        elif unknown:
+            # Removed before we ever saw it: not even the file URLs are left to record.
+            raise ExpiredDownloadUrlError(
+                prediction.id,
+                None,
+                None,
+                "Replicate removed the prediction's data (data_removed) before it was recorded",
+            )
+        return result
+
+    def rerun(self, prediction_id: str) -> PersistResult:
+        """Rerun a prediction whose data is gone, at most once across processes.
+
+        Reruns from the input the catalog recorded (Replicate removes the input with the
+        output), through the version, the model endpoint (official models report ``version:
+        "hidden"``) or the deployment; records the new prediction with ``rerun_of`` and
+        persists it. A rerun that already exists is persisted and returned instead.
+        Raises :class:`RerunError` (no recorded input, model or version), and the errors of
+        creating and waiting for a prediction (``ModelNotFoundError``,
+        ``PredictionFailedError``, ``WaitTimeoutError``...)."""
+        existing = self._existing_rerun(prediction_id)
+        if existing is not None:
+            return self._persist_rerun(existing, prediction_id)
+        rec = self.catalog.predictions.get(prediction_id)
+        if rec is None or rec.input is None:
+            raise RerunError(
+                f"cannot rerun {prediction_id}: Replicate removed its input and the catalog never "
+                "recorded it (persist predictions within the hour, or run `cachelayer serve` for webhooks)"
+            )
+        ref = rerun_ref(recorded_prediction(rec))
+        owner = self.copier.owner
+        claim = self.reruns.claim(prediction_id, owner, stale_after=self.settings.wait_timeout + 300)
+        if not claim.mine:
+            return self._persist_rerun(self._wait_for_claim(prediction_id), prediction_id)
+        log.info("rerunning %s (%s) with its recorded input", prediction_id, ref)
+        try:
+            created = self.api().create(ref, dict(rec.input), wait=True)
+        except BaseException:
+            self.reruns.release(prediction_id, owner)
+            raise
+        self.reruns.set_rerun(prediction_id, owner, created.id)
+        self.catalog.predictions.record(created, rerun_of=prediction_id)
+        return self._persist_rerun(created.id, prediction_id, created)
+
+    def _existing_rerun(self, prediction_id: str) -> str | None:
+        reruns = self.catalog.predictions.reruns_of(prediction_id)
+        if reruns:
+            return reruns[-1].id
+        return self.reruns.get(prediction_id).rerun_id
+
+    def _wait_for_claim(self, prediction_id: str) -> str:
+        deadline = time.monotonic() + RERUN_CLAIM_WAIT
+        while time.monotonic() < deadline:
+            rerun_id = self.reruns.get(prediction_id).rerun_id
+            if rerun_id:
+                return rerun_id
+            time.sleep(0.5)
+        raise RerunError(f"another process is rerunning {prediction_id}; try again later")
+
+    def _persist_rerun(self, rerun_id: str, of: str, created: Prediction | None = None) -> PersistResult:
+        """Persist the rerun ``rerun_id`` of ``of``: from the catalog when every file is
+        stored already, else from Replicate (waiting for it to finish)."""
+        rec = self.catalog.predictions.get(rerun_id)
+        files = self.catalog.files.of_prediction(rerun_id)
+        if rec is not None and rec.output is not None and files and all(f.status == "stored" for f in files):
+            done = [FileOutcome(f, skipped=True) for f in files]
+            return PersistResult(
+                rerun_id, recorded_prediction(rec), sorted(done, key=lambda o: o.record.output_path)
+            )
+        final = created if created is not None and created.terminal else self.api().wait(rerun_id)
+        self.catalog.predictions.record(final, rerun_of=of)
+        check_succeeded(final)
+        return self.persist(final, "raise", rerun_of=of)
+
+    # ---- durable output -----------------------------------------------------------------
+
+    @staticmethod
+    def durable_output(output: Any, files: Sequence[FileRecord], render: Callable[[FileRecord], str]) -> Any:
+        """``output`` with each stored file replaced by ``render(record)``; files not
+        stored keep their source URL (``FileOutput`` objects become plain strings)."""
+        by_path = {f.output_path: f for f in files}
+
+        def swap(path: str, url: str) -> str:
+            rec = by_path.get(path)
+            return render(rec) if rec is not None and rec.status == "stored" else url
+
+        return replace_files(output, swap)
+
+    def save_durable_output(self, prediction: Prediction, files: Sequence[FileRecord]) -> None:
+        """Record the output with object URIs (``s3://bucket/key``) in place of files."""
+        if prediction.output is None:
+            return
+        durable = self.durable_output(prediction.output, files, lambda f: self.store.object_uri(f.key))
+        self.catalog.predictions.set_durable_output(prediction.id, durable)

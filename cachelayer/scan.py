@@ -1,0 +1,293 @@
+"""The history scan and the backfill that runs it beside a worker pool.
+
+The **scan** pages through ``GET /v1/predictions`` (newest first, cursor pagination),
+records every prediction it sees in the catalog and queues each of its files as ``pending``;
+after each page it saves a checkpoint (cursor, counts and the newest creation time the
+campaign has seen), so a rerun continues where a stopped one left off. A resumed scan first
+takes the predictions created since the interrupted run began (from the top down to that
+newest time), then continues from the saved cursor, so nothing created meanwhile is missed.
+
+Facts (shared/reference/replicate-api.md): ``GET /v1/predictions?source=`` accepts only
+``web``, and web listings cover only the last 14 days; ``created_after``/``created_before``
+(RFC 3339) narrow the listing server-side. ``--source api`` is therefore filtered here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+from cachelayer.catalog import checkpoint_name
+from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog.reruns import requeue_failed
+from cachelayer.copier import Copier
+from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError
+from cachelayer.leases import release_dead_local_leases
+from cachelayer.outputs import find_files
+from cachelayer.persist import Persister
+from cachelayer.prediction import Prediction, parse_time
+from cachelayer.replicate_api import ReplicateApi
+from cachelayer.workers import BackfillSummary, ProgressFn, Tally, WorkerPool, finish
+
+__all__ = ["WEB_LISTING_DAYS", "ScanFilter", "backfill"]
+
+log = logging.getLogger("cachelayer")
+
+#: Days of history a ``source=web`` listing covers (Replicate's API reference).
+WEB_LISTING_DAYS = 14
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ScanFilter:
+    """Which predictions a backfill takes: created in ``[since, until]``, of ``models``
+    (``owner/name``; empty = all), from ``source`` (``api``/``web``; ``None`` = both),
+    with a status in ``statuses`` (empty = all). ``since_ago``: ``since`` was given as a
+    duration ("6h ago"); checkpoints are keyed by it rather than by the resolved time, so
+    the same command line always resumes (:func:`cachelayer.catalog.checkpoint_name`)."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    models: tuple[str, ...] = ()
+    source: str | None = None
+    statuses: tuple[str, ...] = ()
+    since_ago: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in (None, "api", "web"):
+            raise ConfigError(f"source must be api or web, got {self.source!r}")
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        since: datetime | timedelta | None = None,
+        until: datetime | None = None,
+        models: Sequence[str] = (),
+        source: str | None = None,
+        statuses: Sequence[str] = (),
+    ) -> ScanFilter:
+        """A filter; ``since`` as a ``timedelta`` means that long before now."""
+        ago = since if isinstance(since, timedelta) else None
+        start = datetime.now(timezone.utc) - ago if ago is not None else since
+        assert not isinstance(start, timedelta)
+        return cls(start, until, tuple(sorted(models)), source, tuple(sorted(statuses)), ago)
+
+    def checkpoint_name(self) -> str:
+        """The checkpoint of this filter's meaning: different backfills do not resume each
+        other, while the same command line (``--since 6h`` included) always does."""
+        spec = {
+            "since": self.since_ago if self.since_ago is not None else self.since,
+            "until": self.until,
+            "models": sorted(self.models),
+            "source": self.source,
+            "statuses": sorted(self.statuses),
+        }
+        return checkpoint_name("backfill", spec)
+
+    def wants(self, p: Prediction) -> bool:
+        if self.models and p.model not in self.models:
+            return False
+        if self.statuses and p.status.value not in self.statuses:
+            return False
+        return not (self.source and p.source and p.source != self.source)
+
+    def first_page(self) -> str:
+        """The path of the first listing page: ``source=web`` and the time window
+        server-side (``created_after``/``created_before``)."""
+        query: dict[str, str] = {}
+        if self.source == "web":
+            query["source"] = "web"
+        if self.since is not None:
+            query["created_after"] = str(_iso(self.since))
+        if self.until is not None:
+            query["created_before"] = str(_iso(self.until))
+        return "/v1/predictions" + (f"?{urlencode(query)}" if query else "")
+
+
+class Scan:
+    """One scan of the history into the catalog (see the module docstring)."""
+
+    def __init__(
+        self,
+        api: ReplicateApi,
+        catalog: Catalog,
+        persister: Persister,
+        flt: ScanFilter,
+        tally: Tally,
+        *,
+        limit: int | None,
+        dry_run: bool,
+    ) -> None:
+        self.api, self.catalog, self.persister = api, catalog, persister
+        self.flt, self.tally, self.limit, self.dry_run = flt, tally, limit, dry_run
+        self.seen = 0
+
+    def run(self) -> None:
+        flt = self.flt
+        if flt.source == "web" and (
+            flt.since is None or flt.since < datetime.now(timezone.utc) - timedelta(days=WEB_LISTING_DAYS)
+        ):
+            self._warn(
+                f"Replicate lists web predictions of the last {WEB_LISTING_DAYS} days only; "
+                "older ones are not reachable through the API"
+            )
+        name = flt.checkpoint_name()
+        saved = None if self.dry_run else self.catalog.checkpoints.load(name)
+        cursor, state = (saved.cursor, dict(saved.state)) if saved is not None else (None, {})
+        if state.get("complete"):
+            cursor, state = None, {}
+        self.seen = int(state.get("predictions_scanned", 0))
+        newest = parse_time(state.get("newest"))
+        if cursor:
+            self.tally.summary.resumed = True
+            log.info("resuming backfill scan from checkpoint %s", name)
+            # Predictions created since the interrupted run began come first.
+            top_newest = self._pages(None, stop_at=newest, name=None, state=state)
+            state["newest"] = _iso(top_newest or newest)
+            self._pages(cursor, stop_at=None, name=name, state=state)
+        else:
+            self._pages(None, stop_at=None, name=name, state=state)
+        self.tally.summary.scan_complete = True
+
+    def _warn(self, text: str) -> None:
+        log.warning("%s", text)
+        self.tally.summary.warnings.append(text)
+
+    def _pages(
+        self, cursor: str | None, *, stop_at: datetime | None, name: str | None, state: dict[str, Any]
+    ) -> datetime | None:
+        """Scan from ``cursor`` (``None``: the top) until ``since``, ``stop_at`` (exclusive:
+        a prediction created at or before it was seen already) or the end; saves the
+        checkpoint ``name`` after each page. Returns the newest creation time seen."""
+        newest_seen: datetime | None = None
+        link: str | None = cursor or self.flt.first_page()
+        while link:
+            page, next_link = self.api.list_page(link)
+            stop = False
+            for p in page:
+                created = p.created_at
+                if created and (newest_seen is None or created > newest_seen):
+                    newest_seen = created
+                if stop_at is not None and created is not None and created <= stop_at:
+                    stop = True
+                    break
+                if self.flt.until and created and created > self.flt.until:
+                    continue
+                if self.flt.since and created and created < self.flt.since:
+                    stop = True
+                    break
+                if not self.flt.wants(p):
+                    continue
+                if self.limit is not None and self.seen >= self.limit:
+                    stop = True
+                    break
+                self.seen += 1
+                self.tally.add(predictions_scanned=1)
+                try:
+                    self._take(p)
+                except CatalogWriteError as exc:  # one bad record never stops the rest
+                    log.warning("could not record prediction %s: %s", p.id, exc)
+                    self.tally.prediction_failed(type(exc).__name__)
+            link = None if stop else next_link
+            if name is not None and not self.dry_run:
+                if newest_seen and not state.get("newest"):
+                    state["newest"] = _iso(newest_seen)
+                state.update(predictions_scanned=self.seen, complete=link is None)
+                self.catalog.checkpoints.save(name, link, state)
+        return newest_seen
+
+    def _take(self, p: Prediction) -> None:
+        tally = self.tally
+        if self.dry_run:
+            stored = {r.output_path for r in self.catalog.files.of_prediction(p.id) if r.status == "stored"}
+            files = find_files(p.output)
+            todo = [f for f in files if f.path not in stored]
+            tally.add(
+                files_to_copy=0 if p.data_removed else len(todo),
+                files_skipped=len(files) - len(todo),
+                predictions_removed=int(p.data_removed),
+            )
+            return
+        if p.data_removed:
+            tally.add(predictions_removed=1)
+            for o in self.persister.copy_files(p).files:  # marks unstored files expired; no download
+                tally.outcome(o)
+            return
+        rows = self.persister.record(p)
+        tally.add(
+            files_queued=sum(r.status != "stored" for r in rows),
+            files_skipped=sum(r.status == "stored" for r in rows),
+        )
+        # data: payloads are not kept in the catalog: copy them now, while they are in hand.
+        inline = {f.path: f.url for f in find_files(p.output) if f.url.startswith("data:")}
+        for row in rows:
+            if row.status != "stored" and row.output_path in inline:
+                tally.outcome(self.persister.copier.copy(row, inline[row.output_path], p.finished_at))
+
+
+def backfill(
+    api: ReplicateApi,
+    catalog: Catalog,
+    copier: Copier,
+    persister: Persister,
+    flt: ScanFilter,
+    *,
+    concurrency: int,
+    limit: int | None = None,
+    dry_run: bool = False,
+    scan_only: bool = False,
+    on_expired: str = "skip",
+    retry_failed: bool = False,
+    progress: ProgressFn | None = None,
+) -> BackfillSummary:
+    """Scan and copy concurrently; returns the summary. See :meth:`CacheLayer.backfill`.
+    ``scan_only``: record and queue, copy nothing (``cachelayer worker`` processes copy).
+    ``retry_failed``: put files that failed earlier back in the queue first."""
+    if on_expired not in ("skip", "rerun"):
+        raise ConfigError(f"on_expired must be skip or rerun, got {on_expired!r}")
+    tally = Tally(BackfillSummary(dry_run=dry_run), progress)
+    if dry_run:
+        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=True).run()
+        tally.tick(force=True)
+        return tally.summary
+    if retry_failed:
+        tally.add(files_requeued=requeue_failed(catalog.engine))
+    release_dead_local_leases(catalog)
+    scan_done = threading.Event()
+    pool = WorkerPool(catalog, copier, tally, 0 if scan_only else concurrency, scan_done=scan_done, once=True)
+    threads = pool.start()
+    try:
+        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False).run()
+    finally:
+        scan_done.set()
+        pool.join(threads)
+    if on_expired == "rerun":
+        _rerun_expired(catalog, persister, tally, sorted(tally.expired_predictions))
+    finish(catalog, tally)
+    return tally.summary
+
+
+def _rerun_expired(catalog: Catalog, persister: Persister, tally: Tally, ids: Sequence[str]) -> None:
+    """After the copies: rerun each prediction of this run that has expired files and a
+    recorded input (at most once; see :meth:`Persister.rerun`)."""
+    for pid in ids:
+        rec = catalog.predictions.get(pid)
+        if rec is None or rec.input is None or catalog.predictions.reruns_of(pid):
+            continue
+        try:
+            result = persister.rerun(pid)
+        except CacheLayerError as exc:
+            log.warning("rerun of %s failed: %s", pid, exc)
+            continue
+        tally.add(predictions_rerun=1)
+        for o in result.files:
+            tally.outcome(o)

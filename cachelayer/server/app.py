@@ -1,0 +1,218 @@
+"""The ASGI application of ``cachelayer serve`` (Starlette).
+
+Routes:
+
+==================================  =========================================================
+``POST /webhooks/replicate``         Replicate's webhook: verified (Standard Webhooks), de-duplicated
+                                     by ``webhook-id``, recorded, files queued; answered at once
+                                     (see :mod:`cachelayer.webhooks`).
+``GET|HEAD /files/{sig}/{key}``      the gateway (see :mod:`cachelayer.server.gateway`).
+``GET /healthz``                     ``200 {"status": "ok"}`` when the catalog answers, else 503.
+``GET /metrics``                     Prometheus text (see :mod:`cachelayer.server.metrics`).
+==================================  =========================================================
+
+The app builds only what a route needs: the gateway needs the catalog and the store object
+(no Replicate token); webhooks need the catalog and, unless ``CACHELAYER_WEBHOOK_SECRET`` is
+set, the token to read the signing secret once. When the app runs as the top-level ASGI app
+its lifespan starts ``workers`` copy threads (``CacheLayer.work``) that drain the queue
+webhooks fill, and on shutdown (uvicorn turns SIGTERM/SIGINT into it) stops them, waits up to
+``grace`` seconds for files in flight, and releases the leases of any still in flight, so
+another worker (or the next start) takes them over at once: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cachelayer.errors import CacheLayerError, WebhookVerificationError
+from cachelayer.server.gateway import Gateway
+from cachelayer.server.metrics import CONTENT_TYPE, ServerMetrics
+from cachelayer.webhooks import MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from cachelayer.layer import CacheLayer
+
+log = logging.getLogger("cachelayer.server")
+
+__all__ = ["Service", "create_app"]
+
+
+class Service:
+    """What one app serves from: the :class:`~cachelayer.CacheLayer`, its metrics, the
+    gateway and the copy workers. Reachable as ``app.state.cachelayer``; an app mounted inside
+    another (whose lifespan Starlette does not run) can call :meth:`start_workers` /
+    :meth:`stop_workers` from the host app's own lifespan.
+
+    ``workers``: copy threads (``0``: none; run ``cachelayer worker`` elsewhere).
+    ``grace``: seconds :meth:`stop_workers` waits for files in flight.
+    """
+
+    def __init__(self, layer: CacheLayer, *, workers: int, grace: float) -> None:
+        from cachelayer.catalog.server_state import ServerState
+
+        self.layer = layer
+        self.workers = workers
+        self.grace = grace
+        self.metrics = ServerMetrics(
+            lambda: ServerState(layer.engine).file_totals(),
+            lambda: layer.catalog.queue.count_unleased_pending(),
+        )
+        self.gateway = Gateway(layer, self.metrics)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.worker_error: BaseException | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Open the catalog and, with workers, check the store (blocking; raises the typed
+        errors of :class:`~cachelayer.CacheLayer`). Idempotent."""
+        self.layer.catalog  # noqa: B018 -- opens the catalog (migrates SQLite)
+        self.gateway._prepare_sync()
+        if self.workers:
+            self.layer.copier  # noqa: B018 -- checks the bucket once
+
+    def start_workers(self) -> None:
+        """Start the copy threads (no-op with ``workers=0`` or when running)."""
+        if not self.workers or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._work, name="cachelayer-serve-workers", daemon=True)
+        self._thread.start()
+        log.info("started %d copy worker(s)", self.workers)
+
+    def _work(self) -> None:
+        try:
+            self.layer.work(
+                concurrency=self.workers, once=False, stop=self._stop, progress=self.metrics.worker_progress
+            )
+        except BaseException as exc:  # keep serving the gateway; /healthz shows it
+            self.worker_error = exc
+            log.error("copy workers stopped: %s", exc)
+
+    def stop_workers(self) -> int:
+        """Stop the copy threads: wait up to ``grace`` seconds for files in flight, then
+        release this process's leases (files still in flight go back to ``pending`` for any
+        worker). Returns how many leases were released. Blocking."""
+        thread = self._thread
+        if thread is None:
+            return 0
+        self._stop.set()
+        thread.join(self.grace)
+        released = 0
+        if "copier" in self.layer.__dict__:
+            released = self.layer.catalog.queue.release_leases([self.layer.owner])
+        if thread.is_alive() or released:
+            log.warning("shutdown: released %d file(s) in flight back to the queue", released)
+        self._thread = None
+        return released
+
+    @property
+    def workers_state(self) -> str:
+        """``off`` (none configured), ``running``, ``failed`` or ``stopped``."""
+        if not self.workers:
+            return "off"
+        if self.worker_error is not None:
+            return "failed"
+        return "running" if self._thread is not None and self._thread.is_alive() else "stopped"
+
+    # ---- routes ---------------------------------------------------------------------------
+
+    async def webhook(self, request: Request) -> Response:
+        declared = request.headers.get("content-length", "")
+        body = bytearray()
+        too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+        if not too_large:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    too_large = True
+                    break
+        if too_large:
+            return self._reject(WebhookVerificationError("too_large", "webhook body too large", 413))
+        try:
+            outcome = await run_in_threadpool(self.layer.handle_webhook, request.headers, bytes(body))
+        except WebhookVerificationError as exc:
+            return self._reject(exc)
+        except CacheLayerError as exc:  # secret unreadable, catalog down: let Replicate retry
+            log.error("webhook not handled: %s", exc)
+            self.metrics.webhook_rejections.labels("unavailable").inc()
+            return JSONResponse({"error": "unavailable", "detail": str(exc)}, 503)
+        kind = "duplicate" if outcome.duplicate else ("queued" if outcome.files else "recorded")
+        self.metrics.webhook_deliveries.labels(kind).inc()
+        return JSONResponse(outcome.to_dict(), 200)
+
+    def _reject(self, exc: WebhookVerificationError) -> Response:
+        log.warning("webhook refused (%s): %s", exc.reason, exc)
+        self.metrics.webhook_rejections.labels(exc.reason).inc()
+        return JSONResponse({"error": exc.reason, "detail": str(exc)}, exc.status)
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            await run_in_threadpool(self.layer.catalog.ping)
+        except Exception as exc:
+            detail = " ".join(str(exc).split())[:300]
+            body = {"status": "unavailable", "catalog": detail, "workers": self.workers_state}
+            return JSONResponse(body, 503)
+        return JSONResponse({"status": "ok", "catalog": "ok", "workers": self.workers_state})
+
+    async def metrics_route(self, request: Request) -> Response:
+        body = await run_in_threadpool(self.metrics.render)
+        return Response(body, 200, media_type=CONTENT_TYPE)
+
+
+def create_app(
+    layer: CacheLayer | None = None, *, workers: int | None = 0, grace: float = 10.0, **options: Any
+) -> Starlette:
+    """The ASGI app of ``cachelayer serve`` for ``layer`` (default: ``CacheLayer(**options)``
+    from the environment), e.g. to mount in your own app::
+
+        app.mount("/cachelayer", create_app(layer))   # then CACHELAYER_GATEWAY_URL=.../cachelayer
+
+    ``workers``: copy threads started by the app's lifespan (``None``: the ``concurrency``
+    setting; the default ``0`` starts none, so a mounted app only receives and serves while
+    ``cachelayer worker`` copies). A mounted app's lifespan does not run: start them from
+    yours with ``app.state.cachelayer.start_workers()`` / ``stop_workers()``.
+    ``grace``: seconds shutdown waits for files in flight before releasing them to the queue.
+
+    Nothing is opened here; the catalog and store are opened at startup (or first request).
+    Raises :class:`~cachelayer.errors.ConfigError` for bad settings.
+    """
+    if layer is None:
+        from cachelayer.layer import CacheLayer
+
+        layer = CacheLayer(**options)
+    elif options:
+        raise TypeError("pass either a layer or settings keywords, not both")
+    service = Service(layer, workers=layer.settings.concurrency if workers is None else workers, grace=grace)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await run_in_threadpool(service.warm)
+        service.start_workers()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop_workers)
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/replicate", service.webhook, methods=["POST"]),
+            Route("/files/{sig}/{key:path}", service.gateway.handle, methods=["GET", "HEAD"]),
+            Route("/healthz", service.healthz, methods=["GET"]),
+            Route("/metrics", service.metrics_route, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.cachelayer = service
+    return app

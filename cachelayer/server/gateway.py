@@ -1,0 +1,289 @@
+"""The gateway route: ``GET``/``HEAD /files/{signature}/{key}``.
+
+A gateway URL (:mod:`cachelayer.gateway_urls`) never expires. Each ``GET`` is answered with
+
+* **redirect** (S3 stores, the default): ``302 Found`` to a URL presigned for
+  ``CACHELAYER_PRESIGN_TTL`` seconds. A presigned URL is reused for a quarter of the TTL and
+  the redirect may be cached (``Cache-Control: public, max-age=<TTL/4>``), so a client or
+  CDN following a cached redirect still holds a URL valid for at least half the TTL. Rails
+  Active Storage's ``RedirectController`` does the same with a 5-minute URL.
+* **proxy** (``CACHELAYER_GATEWAY_PROXY=1``, and always for the local store, which cannot
+  presign): the bytes themselves with ``Content-Type``, ``Content-Length``, ``ETag`` (the
+  file's sha256), the configured ``Cache-Control``, ``Accept-Ranges: bytes``, single
+  ``Range`` requests (``206``/``416``, RFC 9110 section 14), ``If-None-Match`` (``304``) and
+  ``If-Range``.
+
+``HEAD`` answers ``200`` with the object's headers in both modes, from the catalog, without
+touching the store: a presigned URL is bound to its HTTP method (SigV4 signs it), so a
+redirected ``HEAD`` would be refused by S3.
+
+A signature that does not match its key answers ``403``; a well-signed key with no stored
+file ``404``; neither reaches the store. Lookups by key are cached in memory for
+``meta_ttl`` seconds (a stored object is immutable).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from cachelayer import gateway_urls
+from cachelayer.errors import CacheLayerError
+
+if TYPE_CHECKING:
+    from cachelayer.layer import CacheLayer
+    from cachelayer.server.metrics import ServerMetrics
+
+log = logging.getLogger("cachelayer.server")
+
+__all__ = ["Gateway", "parse_range"]
+
+#: Bytes read from the store per chunk when proxying.
+CHUNK = 256 * 1024
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_SECURITY = {"x-content-type-options": "nosniff"}
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """The byte range ``(first, last)`` (inclusive) a ``Range`` header asks of a
+    ``size``-byte object; ``None`` to send the whole object (no header, a malformed one, or
+    several ranges, which RFC 9110 lets a server ignore); ``"unsatisfiable"`` when the range
+    starts past the end (answer ``416``)."""
+    if not header:
+        return None
+    m = _RANGE.match(header)
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            return "unsatisfiable"
+        return (max(0, size - n), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        return "unsatisfiable"
+    return (start, min(end, size - 1))
+
+
+@dataclass(frozen=True)
+class _Meta:
+    key: str
+    size: int
+    content_type: str
+    etag: str | None
+
+
+class Gateway:
+    """Answers gateway requests for one :class:`~cachelayer.CacheLayer` (its settings, store
+    and catalog). Build it cheaply; :meth:`prepare` (called at startup or on the first
+    request) reads the secret and builds the store off the event loop."""
+
+    def __init__(
+        self,
+        layer: CacheLayer,
+        metrics: ServerMetrics,
+        *,
+        meta_ttl: float = 60.0,
+        negative_ttl: float = 5.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self.layer = layer
+        self.metrics = metrics
+        self.meta_ttl = meta_ttl
+        self.negative_ttl = negative_ttl
+        self.max_entries = max_entries
+        s = layer.settings
+        self.ttl = s.presign_ttl
+        self.reuse = s.presign_ttl // 4
+        self.cache_control = s.cache_control or "public, max-age=31536000, immutable"
+        self._secret: bytes | None = None
+        self._state: Any = None
+        self._proxy = s.gateway_proxy
+        self._meta: dict[str, tuple[float, _Meta | None]] = {}
+        self._signed: dict[str, tuple[float, str]] = {}
+
+    # ---- parts ----------------------------------------------------------------------------
+
+    def _prepare_sync(self) -> None:
+        from cachelayer.catalog.server_state import ServerState, gateway_secret
+        from cachelayer.storage.local import LocalStore
+
+        layer = self.layer
+        store = layer.store
+        self._proxy = self._proxy or isinstance(store, LocalStore)
+        self._state = ServerState(layer.engine)
+        self._secret = gateway_secret(layer.engine, layer.settings.gateway_secret)
+
+    async def prepare(self) -> None:
+        """Read the gateway secret (generating it on first use) and build the store."""
+        if self._secret is None:
+            await run_in_threadpool(self._prepare_sync)
+
+    @property
+    def proxy(self) -> bool:
+        """Whether bytes are streamed (``True``) or redirected to a presigned URL."""
+        return self._proxy
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def _lookup_sync(self, key: str) -> _Meta | None:
+        rec = self._state.stored_file(key, self.layer.store.uri)
+        if rec is None:
+            return None
+        size, ctype = rec.size, rec.content_type
+        if size is None:
+            info = self.layer.store.head(key)
+            if info is None:
+                return None
+            size, ctype = info.size, ctype or info.content_type
+        etag = f'"{rec.sha256}"' if rec.sha256 else None
+        return _Meta(key, int(size), ctype or "application/octet-stream", etag)
+
+    def _lookup_and_sign(self, key: str, sign: bool) -> tuple[_Meta | None, str | None]:
+        """One trip off the event loop on a cache miss: the file and, if ``sign``, its URL."""
+        meta = self._lookup_sync(key)
+        return meta, self._presign_sync(key) if meta is not None and sign else None
+
+    async def _lookup(self, key: str, *, sign: bool) -> tuple[_Meta | None, str | None]:
+        """The stored file of ``key`` (cached) and, when ``sign`` and both caches missed, a
+        freshly presigned URL fetched in the same thread hop."""
+        now = time.monotonic()
+        hit = self._meta.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1], None
+        sign = sign and self._cached_url(key) is None
+        meta, url = await run_in_threadpool(self._lookup_and_sign, key, sign)
+        if len(self._meta) >= self.max_entries:
+            self._meta.clear()
+        self._meta[key] = (now + (self.meta_ttl if meta else self.negative_ttl), meta)
+        if url is not None:
+            self._remember_url(key, url, now)
+        return meta, url
+
+    def _presign_sync(self, key: str) -> str:
+        return self.layer.store.url(key, "presigned", presign_ttl=self.ttl)
+
+    def _cached_url(self, key: str) -> str | None:
+        hit = self._signed.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def _remember_url(self, key: str, url: str, signed_at: float) -> None:
+        if self.reuse >= 1:
+            if len(self._signed) >= self.max_entries:
+                self._signed.clear()
+            self._signed[key] = (signed_at + self.reuse, url)
+
+    async def _presigned(self, key: str) -> str:
+        url = self._cached_url(key)
+        if url is None:
+            now = time.monotonic()
+            url = await run_in_threadpool(self._presign_sync, key)
+            self._remember_url(key, url, now)
+        return url
+
+    # ---- the route ---------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        """The route's endpoint: answer one ``GET``/``HEAD`` (never raises; storage or
+        catalog failures answer ``503``)."""
+        started = time.perf_counter()
+        try:
+            response = await self._answer(request)
+        except CacheLayerError as exc:  # the store or catalog failed: not the client's doing
+            log.warning("gateway: %s", exc)
+            response = Response("storage unavailable\n", 503, media_type="text/plain")
+        self.metrics.gateway(response.status_code, time.perf_counter() - started)
+        return response
+
+    async def _answer(self, request: Request) -> Response:
+        await self.prepare()
+        assert self._secret is not None
+        sig = request.path_params.get("sig", "")
+        key = request.path_params.get("key", "")
+        if not key:
+            return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)
+        if not gateway_urls.verify(self._secret, key, sig):
+            return Response("forbidden: bad signature\n", 403, media_type="text/plain", headers=_SECURITY)
+        redirect = not self.proxy and request.method == "GET"
+        meta, fresh = await self._lookup(key, sign=redirect)
+        if meta is None:
+            return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)
+        if request.method == "HEAD":
+            headers = self._object_headers(meta)
+            if not self.proxy:
+                headers["cache-control"] = "no-store"
+            return Response(b"", 200, headers=headers)
+        if redirect:
+            url = fresh or await self._presigned(key)
+            cache = f"public, max-age={self.reuse}" if self.reuse >= 1 else "no-store"
+            return Response(b"", 302, headers={"location": url, "cache-control": cache, **_SECURITY})
+        return await self._stream(request, meta)
+
+    def _object_headers(self, meta: _Meta) -> dict[str, str]:
+        headers = {
+            "content-type": meta.content_type,
+            "content-length": str(meta.size),
+            "accept-ranges": "bytes",
+            "cache-control": self.cache_control,
+            **_SECURITY,
+        }
+        if meta.etag:
+            headers["etag"] = meta.etag
+        return headers
+
+    async def _stream(self, request: Request, meta: _Meta) -> Response:
+        headers = self._object_headers(meta)
+        inm = request.headers.get("if-none-match")
+        if meta.etag and inm and (inm.strip() == "*" or meta.etag in [t.strip() for t in inm.split(",")]):
+            del headers["content-length"]
+            return Response(b"", 304, headers=headers)
+        wanted = request.headers.get("range")
+        if_range = request.headers.get("if-range")
+        if wanted and if_range and if_range.strip() != meta.etag:
+            wanted = None  # the client's copy is another version: send it all
+        rng = parse_range(wanted, meta.size)
+        if rng == "unsatisfiable":
+            return Response(
+                b"",
+                416,
+                headers={"content-range": f"bytes */{meta.size}", "accept-ranges": "bytes", **_SECURITY},
+            )
+        status, start, end = 200, 0, meta.size - 1
+        if isinstance(rng, tuple):
+            status, (start, end) = 206, rng
+            headers["content-range"] = f"bytes {start}-{end}/{meta.size}"
+        headers["content-length"] = str(max(0, end - start + 1))
+        if meta.size == 0:
+            return Response(b"", 200, headers=headers)
+        try:
+            stream = await run_in_threadpool(self.layer.store.open_range, meta.key, start, end)
+        except FileNotFoundError:
+            self._meta.pop(meta.key, None)
+            return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)
+        return StreamingResponse(_chunks(stream), status, headers=headers)
+
+
+async def _chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+    """The stream's bytes, read off the event loop; always closed (also on disconnect)."""
+    try:
+        while True:
+            chunk = await run_in_threadpool(stream.read, CHUNK)
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        stream.close()

@@ -1,0 +1,297 @@
+"""The worker pool: threads that claim queued files and copy them.
+
+Files are claimed with leases (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so several
+processes on several machines pointed at one catalog and one bucket split the queue; a file
+is ``stored`` only after its object is complete, and a claim of a dead process lapses (at
+once for processes of this host, after the lease for others). With ``once``, the pool runs
+until nothing is left: it also waits for files other processes hold until they are stored
+or their leases lapse (then takes them over), so a survivor of a killed worker finishes its
+work. :class:`BackfillSummary` counts what a run did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog.records import FileRecord
+from cachelayer.catalog.reruns import requeue_failed
+from cachelayer.copier import Copier, FileOutcome
+from cachelayer.errors import ExpiredDownloadUrlError
+from cachelayer.leases import release_dead_local_leases
+from cachelayer.outputs import file_url, lookup
+
+__all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "work"]
+
+log = logging.getLogger("cachelayer")
+
+ProgressFn = Callable[["BackfillSummary"], None]
+
+
+@dataclass
+class BackfillSummary:
+    """Counts of one backfill or worker run. Sizes in bytes, times in seconds.
+
+    ``files_stored`` were copied by this run; ``files_skipped`` were already stored;
+    ``files_expired`` can never be copied (Replicate removed the data); ``files_failed``
+    failed for good (see ``failures``, counts per reason); ``files_retrying`` failed for
+    now and are back in the queue with a backoff; ``predictions_failed`` could not be
+    recorded at all (e.g. ``CatalogWriteError``); ``files_requeued`` failed files put back
+    in the queue by ``retry_failed``; ``files_leased_elsewhere`` were still held by other
+    processes when this run ended.
+    """
+
+    predictions_scanned: int = 0
+    predictions_failed: int = 0
+    predictions_removed: int = 0
+    predictions_rerun: int = 0
+    files_queued: int = 0
+    files_stored: int = 0
+    files_skipped: int = 0
+    files_expired: int = 0
+    files_failed: int = 0
+    files_retrying: int = 0
+    files_requeued: int = 0
+    files_leased_elsewhere: int = 0
+    bytes_stored: int = 0
+    elapsed_seconds: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+    files_to_copy: int = 0
+    scan_complete: bool = False
+    resumed: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every retrievable file is stored, 1 when some failed."""
+        return 1 if (self.files_failed or self.files_retrying or self.predictions_failed) else 0
+
+    @property
+    def rate_bytes_per_second(self) -> float:
+        return self.bytes_stored / self.elapsed_seconds if self.elapsed_seconds else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every count (stable field names)."""
+        d = asdict(self)
+        d["rate_bytes_per_second"] = round(self.rate_bytes_per_second, 1)
+        d["exit_code"] = self.exit_code
+        d["elapsed_seconds"] = round(self.elapsed_seconds, 3)
+        return d
+
+
+class Tally:
+    """Thread-safe summary updates and rate-limited progress callbacks (every 0.2 s)."""
+
+    def __init__(self, summary: BackfillSummary, progress: ProgressFn | None) -> None:
+        self.summary = summary
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self._last = 0.0
+        self.reasons: Counter[str] = Counter()
+        self.expired_predictions: set[str] = set()
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for k, v in counts.items():
+                setattr(self.summary, k, getattr(self.summary, k) + v)
+        self.tick()
+
+    def outcome(self, o: FileOutcome) -> None:
+        status = o.record.status
+        with self.lock:
+            if status == "expired":
+                self.expired_predictions.add(o.record.prediction_id)
+            s = self.summary
+            if o.error is None:
+                if o.skipped:
+                    s.files_skipped += 1
+                else:
+                    s.files_stored += 1
+                    s.bytes_stored += o.record.size or 0
+            elif status == "expired" or isinstance(o.error, ExpiredDownloadUrlError):
+                s.files_expired += 1
+            elif status == "pending":
+                s.files_retrying += 1  # back in the queue with a backoff
+            else:
+                s.files_failed += 1
+                self.reasons[type(o.error).__name__] += 1
+        self.tick()
+
+    def prediction_failed(self, reason: str) -> None:
+        """A prediction that could not be recorded at all (counted, its reason kept)."""
+        with self.lock:
+            self.summary.predictions_failed += 1
+            self.reasons[reason] += 1
+        self.tick()
+
+    def retried(self) -> None:
+        with self.lock:
+            self.summary.files_retrying = max(0, self.summary.files_retrying - 1)
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.summary.elapsed_seconds = now - self.started
+            self.summary.failures = {k: v for k, v in self.reasons.items() if v}
+            if self.progress is None or (not force and now - self._last < 0.2):
+                return
+            self._last = now
+        self.progress(self.summary)
+
+
+class WorkerPool:
+    """``concurrency`` threads that claim pending files and copy them until the queue has
+    nothing left for them (``once``; after ``scan_done`` is set, if given) or ``stop`` is set."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        copier: Copier,
+        tally: Tally,
+        concurrency: int,
+        *,
+        scan_done: threading.Event | None,
+        once: bool,
+        stop: threading.Event | None = None,
+        idle_poll: float = 0.1,
+    ) -> None:
+        self.catalog = catalog
+        self.copier = copier
+        self.tally = tally
+        self.concurrency = concurrency
+        self.scan_done = scan_done
+        self.once = once
+        self.stop = stop or threading.Event()
+        self.idle_poll = idle_poll
+        self._finished: dict[str, datetime | None] = {}
+        self._lock = threading.Lock()
+        self.errors: list[BaseException] = []
+
+    def _finished_at(self, pid: str) -> datetime | None:
+        with self._lock:
+            if pid in self._finished:
+                return self._finished[pid]
+        rec = self.catalog.predictions.get(pid)
+        stamp = (rec.completed_at or rec.created_at) if rec is not None else None
+        with self._lock:
+            if len(self._finished) > 10_000:
+                self._finished.clear()
+            self._finished[pid] = stamp
+        return stamp
+
+    def _source_url(self, row: FileRecord) -> str:
+        """The row's source URL; a ``data:`` URI is recorded as a digest, so the payload
+        comes from the recorded output at the row's output path (when kept there)."""
+        url = row.source_url
+        if url.startswith("data:"):
+            rec = self.catalog.predictions.get(row.prediction_id)
+            if rec is not None:
+                with contextlib.suppress(KeyError):
+                    url = file_url(lookup(rec.output, row.output_path)) or url
+        return url
+
+    def _idle(self) -> bool:
+        """Whether this run is done: the scan (if any) finished and no pending file is left
+        that this pool could ever claim. Files others hold are waited for (their holder
+        stores them, or their lease lapses and this pool takes them over)."""
+        if self.scan_done is not None and not self.scan_done.is_set():
+            return False
+        if not self.once:
+            return False
+        if self.catalog.queue.count_unleased_pending():
+            return False
+        if release_dead_local_leases(self.catalog):
+            return False
+        return self.catalog.queue.count_leased_pending() == 0
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            row = self.catalog.queue.claim_next(self.copier.owner, self.copier.lease_seconds)
+            if row is None:
+                if self._idle():
+                    return
+                self.stop.wait(self.idle_poll)
+                continue
+            if row.attempts > 1:
+                self.tally.retried()
+            url = self._source_url(row)
+            self.tally.outcome(self.copier.copy_claimed(row, url, self._finished_at(row.prediction_id)))
+
+    def _guarded(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # surface crashes of worker threads to the caller
+            self.errors.append(exc)
+            self.stop.set()
+
+    def start(self) -> list[threading.Thread]:
+        threads = [
+            threading.Thread(target=self._guarded, name=f"cachelayer-worker-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for t in threads:
+            t.start()
+        return threads
+
+    def join(self, threads: Sequence[threading.Thread]) -> None:
+        """Wait for ``threads``; Ctrl-C stops them (in-flight files finish or lapse).
+        Re-raises the first crash of a worker thread."""
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.2)
+        except KeyboardInterrupt:
+            self.stop.set()
+            for t in threads:
+                t.join(30)
+            raise
+        if self.errors:
+            raise self.errors[0]
+
+
+def work(
+    catalog: Catalog,
+    copier: Copier,
+    *,
+    concurrency: int,
+    once: bool,
+    retry_failed: bool = False,
+    stop: threading.Event | None = None,
+    progress: ProgressFn | None = None,
+) -> BackfillSummary:
+    """Drain the queue (``once``) or keep draining until ``stop`` is set; ``retry_failed``
+    first puts failed files back in the queue. Returns the run's summary."""
+    tally = Tally(BackfillSummary(), progress)
+    if retry_failed:
+        tally.add(files_requeued=requeue_failed(catalog.engine))
+    release_dead_local_leases(catalog)
+    pool = WorkerPool(
+        catalog,
+        copier,
+        tally,
+        concurrency,
+        scan_done=None,
+        once=once,
+        stop=stop,
+        idle_poll=0.1 if once else 1.0,
+    )
+    pool.join(pool.start())
+    finish(catalog, tally)
+    return tally.summary
+
+
+def finish(catalog: Catalog, tally: Tally) -> None:
+    """Close a run's summary: what is still leased elsewhere, the final progress call."""
+    tally.summary.files_leased_elsewhere = catalog.queue.count_leased_pending()
+    tally.summary.scan_complete = True
+    tally.tick(force=True)

@@ -1,0 +1,104 @@
+"""Running `cachelayer serve` as a real process for tests (``python -m cachelayer.server``).
+
+The server binds port 0 and logs ``cachelayer serve listening on http://127.0.0.1:PORT``;
+:class:`ServeProcess` waits for that line and stops the process with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+_LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+class ServeProcess:
+    """``python -m cachelayer.server --port 0 *args`` with ``env``; output in ``log``."""
+
+    def __init__(self, env: dict[str, str], log: Path, *args: str, timeout: float = 60.0) -> None:
+        self.log = log
+        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cachelayer.server", "--host", "127.0.0.1", "--port", "0", *args],
+            env=env,
+            cwd=log.parent,  # not the checkout: `-m` would import its sources, not the install
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        self.url = ""
+        while time.monotonic() < deadline:
+            m = _LISTENING.search(self.output())
+            if m:
+                self.url = m.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError(f"serve did not start:\n{self.output()}")
+        # the socket is bound before the log line; wait for the app's startup to finish
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"serve never became healthy:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Send ``sig`` and wait for the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+        return int(self.proc.returncode)
+
+
+def serve_env(sim: Any, s3_server: Any, bucket: str, catalog_url: str, **extra: str) -> dict[str, str]:
+    """Environment of a serve process on the simulator, the bucket (prefix ``replicate``, as
+    the ``make_layer`` fixture) and the catalog. ``extra``: more variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_", "AWS_"))}
+    env.update(
+        CACHELAYER_DATABASE_URL=catalog_url,
+        CACHELAYER_STORAGE_URL=f"s3://{bucket}/replicate",
+        CACHELAYER_ALLOWED_HOSTS=sim.host_port,
+        CACHELAYER_LEASE_SECONDS="5",
+        AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
+        AWS_ACCESS_KEY_ID=s3_server.access_key_id,
+        AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
+        AWS_REGION=s3_server.region,
+        REPLICATE_API_TOKEN=sim.token,
+        REPLICATE_BASE_URL=sim.base_url,
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll ``predicate()`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,42 @@
+"""``bench/serve.py`` at a tiny size: the machinery works (servers start, the load generator
+gets the answers it should, every webhook's file is copied). Timings are printed by the
+bench, never asserted here."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "serve.py"
+
+
+def test_bench_serve_small(s3_server):
+    spec = importlib.util.spec_from_file_location("bench_serve", BENCH)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+
+    results = bench.run(
+        modes=("baseline", "redirect", "proxy"),
+        files=20,
+        connections=4,
+        duration=1,
+        loadgen="python",
+        webhooks=20,
+        webhook_file_kb=64,
+        webhook_concurrency=(4,),
+        workers=2,
+        moto=s3_server,
+    )
+
+    gateway = results["gateway"]
+    assert gateway["files"] == 20
+    for mode, status in (("baseline", "302"), ("redirect", "302"), ("proxy", "200")):
+        stats = gateway[mode]
+        assert stats["errors"] == 0 and stats["requests"] > 0
+        assert stats["statuses"] == {status: stats["requests"]}, (mode, stats["statuses"])
+    (hooks,) = results["webhooks"]
+    assert hooks["statuses"] == {"200": 20} and hooks["errors"] == 0
+    assert hooks["all_stored_seconds"] > 0
