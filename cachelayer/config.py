@@ -122,8 +122,6 @@ REPLICATE_RETENTION_SECONDS = 3600.0
 #: Longest validity of a SigV4 presigned URL, in seconds (seven days; AWS S3 "Sharing
 #: objects with presigned URLs").
 MAX_PRESIGN_TTL = 7 * 24 * 3600
-#: The first 16 bytes of every SQLite 3 database file (sqlite.org/fileformat.html, 1.3).
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -272,13 +270,9 @@ def _check_database_url(url: str) -> None:
     if path.is_dir():
         raise ConfigError(f"CACHELAYER_DATABASE_URL names a directory, not a SQLite file: {str(path)!r}")
     if path.exists():
-        try:
-            with path.open("rb") as fh:
-                head = fh.read(len(SQLITE_HEADER))
-        except OSError as exc:
-            raise ConfigError(f"cannot read the catalog file {str(path)!r}: {exc.strerror or exc}") from None
-        if head and head != SQLITE_HEADER:
-            raise ConfigError(f"CACHELAYER_DATABASE_URL names {str(path)!r}, which is not a SQLite database")
+        # Whether it holds a SQLite database is left to SQLite (at the first connection,
+        # cachelayer.catalog.db): reading the file here would drop this process's POSIX
+        # locks on it when the descriptor closes, under any catalog already open.
         return
     for parent in path.parents:
         if parent.exists():

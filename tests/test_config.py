@@ -38,7 +38,8 @@ BAD_SETTINGS = [
     ("CACHELAYER_DATABASE_URL", "not a url"),
     ("CACHELAYER_DATABASE_URL", "mysql://x/y"),
     ("CACHELAYER_DATABASE_URL", "foo://x"),
-    ("CACHELAYER_DATABASE_URL", "sqlite:///{tmp}/afile"),
+    # a file that is not SQLite is refused when the catalog opens, by SQLite itself
+    # (test_catalog_sqlite_locks.py, and the CLI's one line in test_cli_mistakes.py)
     ("CACHELAYER_DATABASE_URL", "sqlite:///{tmp}"),
     ("CACHELAYER_DATABASE_URL", "sqlite:///{tmp}/afile/catalog.db"),
     ("CACHELAYER_STORAGE_URL", "ftp://x"),

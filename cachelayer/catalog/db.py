@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS
 from cachelayer.catalog.session import RETRY_OPTION
@@ -131,14 +131,22 @@ def head_revision(engine: Engine) -> str:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or ``None`` for an empty database.
 
-    Raises :class:`CatalogUnavailableError` if the database cannot be reached.
+    Raises :class:`CatalogUnavailableError` if the database cannot be reached and
+    :class:`ConfigError` if a SQLite URL names a file that is not a SQLite database (SQLite
+    itself decides: reading the file from Python would drop this process's POSIX locks on it).
     """
     from alembic.runtime.migration import MigrationContext
 
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
+    except DatabaseError as exc:
+        if getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_NOTADB":
+            raise ConfigError(
+                f"CACHELAYER_DATABASE_URL names {engine.url.database!r}, which is not a SQLite database"
+            ) from None
+        if not isinstance(exc, OperationalError):
+            raise
         raise CatalogUnavailableError(
             f"cannot open the catalog at {engine.url.render_as_string(hide_password=True)}: "
             f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
