@@ -49,7 +49,9 @@ def test_a_second_layer_keeps_the_first_ones_locks(tmp_path):
 
     # Another process opens and closes a connection. Were our locks gone, it would think
     # itself the last user, checkpoint and delete the WAL under our connections.
-    probe = f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT 1 FROM predictions'); c.close()"
+    probe = (
+        f"import sqlite3; c = sqlite3.connect({str(db)!r}); c.execute('SELECT 1 FROM predictions'); c.close()"
+    )
     subprocess.run([sys.executable, "-c", probe], check=True, timeout=60)
     assert wal.exists(), "another process deleted the WAL while this one had the catalog open"
 
