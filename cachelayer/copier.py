@@ -16,7 +16,7 @@ import mimetypes
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, cast
 from urllib.parse import quote
@@ -53,11 +53,14 @@ Refresher = Callable[[str], Prediction]
 
 @dataclass
 class FileOutcome:
-    """What happened to one file: its final record and the error, if it was not stored."""
+    """What happened to one file: its final record and the error, if it was not stored;
+    ``claimed``: files claimed for this owner in the same transaction that recorded this
+    one stored (``copy_claimed(..., claim_next=n)``), leased and on the heartbeat."""
 
     record: FileRecord
     error: CacheLayerError | None = None
     skipped: bool = False  # already stored before this call; nothing was downloaded
+    claimed: list[FileRecord] = field(default_factory=list)
 
 
 class Copier:
@@ -104,15 +107,32 @@ class Copier:
             return FileOutcome(final, error=err, skipped=final.status == "stored")
         return self.copy_claimed(claimed, url, finished_at)
 
-    def copy_claimed(self, row: FileRecord, url: str, finished_at: datetime | None) -> FileOutcome:
-        """Copy a file this process has already claimed (from the queue)."""
+    def copy_claimed(
+        self, row: FileRecord, url: str, finished_at: datetime | None, *, claim_next: int = 0
+    ) -> FileOutcome:
+        """Copy a file this process has already claimed (from the queue). ``claim_next``:
+        when the file is stored, claim up to that many more files in the same transaction
+        (they come back in ``FileOutcome.claimed``, leased and renewed by the heartbeat
+        until the caller copies or :meth:`release` s them)."""
         self.heartbeat.add(row.id)
         try:
-            return self._transfer(row, url, finished_at)
+            outcome = self._transfer(row, url, finished_at, claim_next)
         finally:
             self.heartbeat.discard(row.id)
+        for nxt in outcome.claimed:
+            self.heartbeat.add(nxt.id)
+        return outcome
 
-    def _transfer(self, row: FileRecord, url: str, finished_at: datetime | None) -> FileOutcome:
+    def release(self, rows: list[FileRecord]) -> None:
+        """Give back files claimed ahead and not copied (a stopping worker)."""
+        for r in rows:
+            self.heartbeat.discard(r.id)
+        if rows:
+            self.catalog.queue.release([r.id for r in rows], self.owner)
+
+    def _transfer(
+        self, row: FileRecord, url: str, finished_at: datetime | None, claim_next: int
+    ) -> FileOutcome:
         pid, path = row.prediction_id, row.output_path
         refreshes = 0
         attempt = 0
@@ -164,15 +184,22 @@ class Copier:
                 return self._fail(row, exc, "failed", age, retryable=True)
             except DownloadError as exc:
                 return self._fail(row, exc, "failed", age)
-            final = self.catalog.queue.mark_stored(
-                row.id, self.owner, size=size, sha256=sha, content_type=ctype, source_age_seconds=age
+            final, claimed = self.catalog.queue.mark_stored_and_claim(
+                row.id,
+                self.owner,
+                size=size,
+                sha256=sha,
+                content_type=ctype,
+                source_age_seconds=age,
+                lease_seconds=self.lease_seconds,
+                claim=claim_next,
             )
             if final is None:
                 log.info("%s was recorded by another worker first", row.key)
                 final = self.catalog.files.get(row.id)
                 assert final is not None
             log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
-            return FileOutcome(final)
+            return FileOutcome(final, claimed=claimed)
 
     def _fetch_and_put(self, row: FileRecord, url: str) -> tuple[int, str, str]:
         with self.fetcher.open(url) as dl:

@@ -199,8 +199,11 @@ class CacheLayer:
         """Copy every file of an existing prediction; return its durable output.
 
         ``prediction``: an id, a :class:`~cachelayer.prediction.Prediction`, Replicate JSON
-        or a ``replicate`` ``Prediction`` (re-read with ``predictions.get`` so the URLs are
-        current; one still running is waited for, up to ``CACHELAYER_WAIT_TIMEOUT``).
+        or a ``replicate`` ``Prediction``. An id, or a prediction not yet succeeded, is read
+        with ``predictions.get`` (one still running is waited for, up to
+        ``CACHELAYER_WAIT_TIMEOUT``); a succeeded one in hand (``run``'s, a webhook's) is
+        used as it is, with no API call, and a URL of it that stopped answering is refreshed
+        with ``predictions.get`` then.
         URLs in a given object are remembered as aliases, so :meth:`resolve` answers for
         them after Replicate rotates URLs. Idempotent: files already stored are not
         downloaded again and the same durable URLs come back. If the data is gone
@@ -221,8 +224,11 @@ class CacheLayer:
         not be copied (their errors are in it)."""
         held = _held_prediction(prediction)
         persister = self.persister  # checks the store before waiting on Replicate
-        pid = prediction if held is None else held.id
-        result = self._persist_finished(persister, self.api.wait(pid), on_expired)
+        if held is not None and held.succeeded and held.output is not None:
+            current = held  # in hand and finished: no re-read (the copier refreshes dead URLs)
+        else:
+            current = self.api.wait(prediction if held is None else held.id)
+        result = self._persist_finished(persister, current, on_expired)
         if held is not None:
             self._remember_urls(held, result)
         return result

@@ -119,8 +119,8 @@ class Persister:
 
     def record(self, prediction: Prediction, *, rerun_of: str | None = None) -> list[FileRecord]:
         """Record ``prediction`` and queue each of its files (``pending``); nothing is
-        downloaded. Returns every file row of the prediction. Idempotent."""
-        self.catalog.predictions.record(prediction, rerun_of=rerun_of)
+        downloaded. Returns every file row of the prediction. Idempotent. One transaction:
+        a prediction the catalog refuses leaves neither it nor any of its files."""
         files = [
             NewFile(f.path, f.url, object_key(self.prefix, prediction.id, f.path, f.url))
             for f in find_files(prediction.output)
@@ -131,6 +131,8 @@ class Persister:
             store=self.store.uri,
             model=prediction.model,
             created_at=prediction.created_at,
+            prediction=prediction,
+            rerun_of=rerun_of,
         )
 
     def copy_files(self, prediction: Prediction, *, rerun_of: str | None = None) -> PersistResult:

@@ -215,17 +215,31 @@ class WorkerPool:
         return self.catalog.queue.count_leased_pending() == 0
 
     def _loop(self) -> None:
-        while not self.stop.is_set():
-            row = self.catalog.queue.claim_next(self.copier.owner, self.copier.lease_seconds)
-            if row is None:
-                if self._idle():
-                    return
-                self.stop.wait(self.idle_poll)
-                continue
-            if row.attempts > 1:
-                self.tally.retried()
-            url = self._source_url(row)
-            self.tally.outcome(self.copier.copy_claimed(row, url, self._finished_at(row.prediction_id)))
+        # Steady state is one catalog transaction per file: recording a file stored also
+        # claims this thread's next one (Copier.copy_claimed(claim_next=1)).
+        ahead: list[FileRecord] = []
+        try:
+            while not self.stop.is_set():
+                row = (
+                    ahead.pop(0)
+                    if ahead
+                    else self.catalog.queue.claim_next(self.copier.owner, self.copier.lease_seconds)
+                )
+                if row is None:
+                    if self._idle():
+                        return
+                    self.stop.wait(self.idle_poll)
+                    continue
+                if row.attempts > 1:
+                    self.tally.retried()
+                url = self._source_url(row)
+                outcome = self.copier.copy_claimed(
+                    row, url, self._finished_at(row.prediction_id), claim_next=0 if ahead else 1
+                )
+                ahead.extend(outcome.claimed)
+                self.tally.outcome(outcome)
+        finally:
+            self.copier.release(ahead)
 
     def _guarded(self) -> None:
         try:

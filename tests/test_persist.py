@@ -296,3 +296,44 @@ def test_replicate_prediction_ids_are_recorded_as_json(layer, replicate_simulato
     assert rec.input == {"prompt": "ünïcode", "nested": {"a": [1, 2]}}
     assert json.loads(json.dumps(rec.to_dict()))["id"] == pid
     assert rec.model == "acme/painter" and rec.source == "api" and rec.status == "succeeded"
+
+
+def _api_gets(sim, pid: str) -> int:
+    return sum(1 for m, path, _ in sim.requests if m == "GET" and path == f"/v1/predictions/{pid}")
+
+
+def test_a_succeeded_prediction_in_hand_is_not_read_again(layer, replicate_simulator):
+    """Issue 11: what ``run`` or a webhook just delivered is used as it is (no
+    ``predictions.get``), like the naive loop that holds the URL."""
+    sim = replicate_simulator
+    pid = sim.seed_prediction("acme/held", {}, [File(b"held-bytes", filename="h.png")])
+    held = sim.prediction(pid)
+    out = layer.persist(held)
+    assert _api_gets(sim, pid) == 0
+    (row,) = layer.catalog.files_of(pid)
+    assert row.status == "stored" and out == [layer.durable_url(row)]
+
+
+def test_a_dead_url_in_a_held_prediction_is_refreshed(layer, replicate_simulator):
+    """The held copy's URL stopped answering: the copier re-reads the prediction once and
+    stores the file from its current URL."""
+    sim = replicate_simulator
+    pid = sim.seed_prediction("acme/held", {}, [File(b"rotated-bytes", filename="r.png")])
+    held = sim.prediction(pid)
+    sim.expire_urls(pid)
+    sim.rotate_urls(pid)
+    layer.persist(held)
+    assert _api_gets(sim, pid) == 1
+    (row,) = layer.catalog.files_of(pid)
+    assert row.status == "stored" and row.sha256 == hashlib.sha256(b"rotated-bytes").hexdigest()
+    # the held (dead) URL still resolves to the stored file
+    assert layer.resolve(held["output"][0]) == layer.durable_url(row)
+
+
+def test_a_held_prediction_still_running_is_waited_for(layer, replicate_simulator):
+    sim = replicate_simulator
+    pid = sim.seed_prediction("acme/held", {}, [File(b"late", filename="l.png")])
+    held = dict(sim.prediction(pid), status="processing", output=None)
+    layer.persist(held)
+    assert _api_gets(sim, pid) >= 1
+    assert [r.status for r in layer.catalog.files_of(pid)] == ["stored"]

@@ -16,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from cachelayer.catalog.encoding import catalog_url
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, SourceUrl
-from cachelayer.catalog.predictions import check_prediction_id
+from cachelayer.catalog.predictions import check_prediction_id, upsert_statement
 from cachelayer.catalog.records import FileRecord, FileStatus, NewFile
 from cachelayer.catalog.session import Database, chunked, utcnow
 from cachelayer.errors import CatalogWriteError
+from cachelayer.prediction import Prediction as PredictionIn
 
 __all__ = ["RESOLVE_BATCH", "FileRepository"]
 
@@ -63,8 +64,13 @@ class FileRepository:
         store: str,
         model: str | None,
         created_at: datetime | None,
+        prediction: PredictionIn | None = None,
+        rerun_of: str | None = None,
     ) -> list[FileRecord]:
-        """Record each file as ``pending`` unless a row for its output path exists.
+        """Record each file as ``pending`` unless a row for its output path exists; with
+        ``prediction`` (whose id is ``prediction_id``), record it first in the same
+        transaction (:meth:`PredictionRepository.record
+        <cachelayer.catalog.predictions.PredictionRepository.record>`, ``rerun_of`` as there).
 
         An existing row whose source URL changed (Replicate rotated it) gets the new URL
         unless it is stored; every URL is remembered in ``source_urls``. Any number of files
@@ -76,7 +82,11 @@ class FileRepository:
         check_prediction_id(prediction_id, model)
         wanted = [(f.output_path, catalog_url(f.source_url), f.key) for f in files]
 
+        upsert = upsert_statement(self.db, prediction, rerun_of=rerun_of) if prediction is not None else None
+
         def work(s: Session) -> list[FileRecord]:
+            if upsert is not None:
+                s.execute(upsert)
             now = utcnow()
             new = [
                 {

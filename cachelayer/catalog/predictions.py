@@ -16,7 +16,7 @@ from cachelayer.datauri import redact_data_uris
 from cachelayer.errors import CatalogWriteError
 from cachelayer.prediction import Prediction as PredictionIn
 
-__all__ = ["PredictionRepository", "check_prediction_id"]
+__all__ = ["PredictionRepository", "check_prediction_id", "upsert_statement"]
 
 #: Ids looked up per statement by :meth:`PredictionRepository.get_many`.
 LOOKUP_BATCH = 500
@@ -69,6 +69,32 @@ def prediction_values(prediction: PredictionIn, *, rerun_of: str | None = None) 
     }
 
 
+def upsert_statement(db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> Any:
+    """The ``INSERT .. ON CONFLICT DO UPDATE`` that records ``prediction`` (the rules of
+    :meth:`PredictionRepository.record`), for running inside a caller's transaction."""
+    stmt = db.insert(Prediction).values(**prediction_values(prediction, rerun_of=rerun_of))
+    ex = stmt.excluded
+    keep = Prediction.__table__.c
+    return stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "model": ex.model,
+            "version": ex.version,
+            "status": ex.status,
+            "source": ex.source,
+            "error": ex.error,
+            "created_at": ex.created_at,
+            "started_at": ex.started_at,
+            "completed_at": ex.completed_at,
+            "data_removed": or_(keep.data_removed, ex.data_removed),
+            "input": func.coalesce(ex.input, keep.input),
+            "output": func.coalesce(ex.output, keep.output),
+            "rerun_of": func.coalesce(keep.rerun_of, ex.rerun_of),
+            "updated_at": ex.updated_at,
+        },
+    )
+
+
 class PredictionRepository:
     """Named queries over ``predictions`` (see docs/SCHEMA.md)."""
 
@@ -85,30 +111,8 @@ class PredictionRepository:
         when the prediction cannot be recorded (then nothing of it is) and
         :class:`~cachelayer.errors.CatalogOutageError`.
         """
-        values = prediction_values(prediction, rerun_of=rerun_of)
-        p = prediction
-        stmt = self.db.insert(Prediction).values(**values)
-        ex = stmt.excluded
-        keep = Prediction.__table__.c
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "model": ex.model,
-                "version": ex.version,
-                "status": ex.status,
-                "source": ex.source,
-                "error": ex.error,
-                "created_at": ex.created_at,
-                "started_at": ex.started_at,
-                "completed_at": ex.completed_at,
-                "data_removed": or_(keep.data_removed, ex.data_removed),
-                "input": func.coalesce(ex.input, keep.input),
-                "output": func.coalesce(ex.output, keep.output),
-                "rerun_of": func.coalesce(keep.rerun_of, ex.rerun_of),
-                "updated_at": ex.updated_at,
-            },
-        )
-        self.db.write(lambda s: s.execute(stmt), prediction_id=p.id)
+        stmt = upsert_statement(self.db, prediction, rerun_of=rerun_of)
+        self.db.write(lambda s: s.execute(stmt), prediction_id=prediction.id)
 
     def set_durable_output(self, prediction_id: str, durable_output: Any) -> None:
         """Record the output with each stored file replaced by its object URI (``data:``

@@ -10,19 +10,70 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from cachelayer.catalog.models import OutputFile
+from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
-__all__ = ["MAX_ERROR_CHARS", "QueueRepository"]
+__all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository"]
 
 #: Characters of an error message kept in ``last_error``.
 MAX_ERROR_CHARS = 2000
+#: Most files one :meth:`QueueRepository.claim_batch` hands out.
+MAX_CLAIM_BATCH = 1000
+
+# The statements a worker runs for every file, built once (Core, on the table, bound
+# parameters): no ORM bookkeeping, and SQLAlchemy's compiled cache hits on every call.
+_TABLE = cast(Table, OutputFile.__table__)
+_F = _TABLE.c
+
+
+def _claim_next_statement(skip_locked: bool) -> Any:
+    """``UPDATE .. WHERE id IN (the :limit oldest claimable) RETURNING``, parameters
+    ``now``, ``limit``, ``owner``, ``until``."""
+    now: Any = bindparam("now")
+    candidates = (
+        select(_F.id)
+        .where(
+            _F.status == FileStatus.PENDING,
+            or_(_F.available_at.is_(None), _F.available_at <= now),
+            or_(_F.lease_expires_at.is_(None), _F.lease_expires_at < now),
+        )
+        .order_by(_F.available_at, _F.id)
+        .limit(bindparam("limit"))
+    )
+    if skip_locked:  # PostgreSQL: many claimers take disjoint rows without waiting
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (
+        update(_TABLE)
+        .where(_F.id.in_(candidates.scalar_subquery()))
+        .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"), attempts=_F.attempts + 1)
+        .returning(*FILE_COLUMNS)
+    )
+
+
+_CLAIM_NEXT = {False: _claim_next_statement(False), True: _claim_next_statement(True)}
+
+_MARK_STORED = (
+    update(_TABLE)
+    .where(_F.id == bindparam("file_id"), _F.status != FileStatus.STORED)
+    .values(
+        status=FileStatus.STORED,
+        size=bindparam("p_size"),
+        sha256=bindparam("p_sha256"),
+        content_type=bindparam("p_content_type"),
+        source_age_seconds=bindparam("p_age"),
+        stored_at=bindparam("now"),
+        last_error=None,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(*FILE_COLUMNS)
+)
 
 
 def _status(value: str | FileStatus, allowed: tuple[FileStatus, ...]) -> FileStatus:
@@ -40,10 +91,10 @@ class QueueRepository:
 
     def _update_returning(self, stmt: Any) -> FileRecord | None:
         """Run an ``UPDATE`` of ``output_files``; the updated row as a record, or ``None``."""
-        stmt = stmt.returning(OutputFile).execution_options(synchronize_session=False)
+        stmt = stmt.returning(*FILE_COLUMNS).execution_options(synchronize_session=False)
 
         def work(s: Session) -> FileRecord | None:
-            row = s.scalars(stmt).first()
+            row = s.execute(stmt).first()
             return FileRecord.of(row) if row is not None else None
 
         return self.db.write(work)
@@ -87,28 +138,27 @@ class QueueRepository:
         workers on many machines claim disjoint files without waiting on each other; on
         SQLite the database's single writer lock serialises claims.
         """
+        claimed = self.claim_batch(owner, lease_seconds, 1)
+        return claimed[0] if claimed else None
+
+    def claim_batch(self, owner: str, lease_seconds: float, limit: int) -> list[FileRecord]:
+        """Claim up to ``limit`` (1..:data:`MAX_CLAIM_BATCH`) of the oldest claimable files
+        for ``owner`` in one transaction, oldest first (as :meth:`claim_next`); every lease
+        runs ``lease_seconds`` from now, so the caller renews them (the heartbeat) until it
+        gets to each. ``[]`` when nothing is claimable. Raises ``ValueError`` for a bad
+        ``limit``."""
+        if not 1 <= limit <= MAX_CLAIM_BATCH:
+            raise ValueError(f"limit must be 1..{MAX_CLAIM_BATCH}, got {limit!r}")
+        params = self._claim_params(owner, lease_seconds, limit)
+        return self.db.write(lambda s: self._claim(s, params))
+
+    def _claim_params(self, owner: str, lease_seconds: float, limit: int) -> dict[str, Any]:
         now = utcnow()
-        candidate = (
-            select(OutputFile.id)
-            .where(
-                OutputFile.status == FileStatus.PENDING,
-                or_(OutputFile.available_at.is_(None), OutputFile.available_at <= now),
-                or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now),
-            )
-            .order_by(OutputFile.available_at, OutputFile.id)
-            .limit(1)
-        )
-        if self.db.dialect == "postgresql":
-            candidate = candidate.with_for_update(skip_locked=True)
-        return self._update_returning(
-            update(OutputFile)
-            .where(OutputFile.id == candidate.scalar_subquery())
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=OutputFile.attempts + 1,
-            )
-        )
+        return {"now": now, "until": now + timedelta(seconds=lease_seconds), "owner": owner, "limit": limit}
+
+    def _claim(self, s: Session, params: dict[str, Any]) -> list[FileRecord]:
+        rows = s.execute(_CLAIM_NEXT[self.db.dialect == "postgresql"], params).all()
+        return sorted((FileRecord.of(r) for r in rows), key=lambda r: r.id)
 
     def renew(self, file_ids: Iterable[int], owner: str, lease_seconds: float) -> None:
         """Extend the leases ``owner`` holds on ``file_ids`` (heartbeat of long transfers)."""
@@ -145,6 +195,25 @@ class QueueRepository:
 
         return self.db.write(work) if names else 0
 
+    def release(self, file_ids: Iterable[int], owner: str) -> int:
+        """Give back files ``owner`` claimed and never started: the lease is dropped and
+        the claim's ``attempts`` increment undone. Returns how many."""
+        ids = list(file_ids)
+
+        def work(s: Session) -> int:
+            n = 0
+            for chunk in chunked(ids):
+                result = s.execute(
+                    update(OutputFile)
+                    .where(OutputFile.id.in_(chunk), OutputFile.lease_owner == owner)
+                    .values(lease_owner=None, lease_expires_at=None, attempts=OutputFile.attempts - 1)
+                    .execution_options(synchronize_session=False)
+                )
+                n += int(result.rowcount)  # type: ignore[attr-defined]
+            return n
+
+        return self.db.write(work) if ids else 0
+
     def lease_owners(self) -> list[str]:
         """Distinct owners currently holding a lease (live or lapsed)."""
         return self.db.read(
@@ -170,21 +239,46 @@ class QueueRepository:
         """Record a completed copy (``size`` in bytes, hex ``sha256``, ``content_type`` of
         any length) and release the lease; returns the stored row, or ``None`` if another
         process had already recorded the file as stored."""
-        return self._update_returning(
-            update(OutputFile)
-            .where(OutputFile.id == file_id, OutputFile.status != FileStatus.STORED)
-            .values(
-                status=FileStatus.STORED,
-                size=size,
-                sha256=sha256,
-                content_type=content_type,
-                source_age_seconds=source_age_seconds,
-                stored_at=utcnow(),
-                last_error=None,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+        stored, _ = self.mark_stored_and_claim(
+            file_id,
+            owner,
+            size=size,
+            sha256=sha256,
+            content_type=content_type,
+            source_age_seconds=source_age_seconds,
         )
+        return stored
+
+    def mark_stored_and_claim(
+        self,
+        file_id: int,
+        owner: str,
+        *,
+        size: int,
+        sha256: str,
+        content_type: str | None,
+        source_age_seconds: float | None,
+        lease_seconds: float = 0.0,
+        claim: int = 0,
+    ) -> tuple[FileRecord | None, list[FileRecord]]:
+        """:meth:`mark_stored`, then (``claim`` > 0) :meth:`claim_batch` of up to ``claim``
+        files for ``owner``, in one transaction: a worker's steady state is one
+        transaction per file. Returns ``(stored row or None, claimed rows)``."""
+        params = {
+            "file_id": file_id,
+            "p_size": size,
+            "p_sha256": sha256,
+            "p_content_type": content_type,
+            "p_age": source_age_seconds,
+            "now": utcnow(),
+        }
+        more = self._claim_params(owner, lease_seconds, claim) if claim > 0 else None
+
+        def work(s: Session) -> tuple[FileRecord | None, list[FileRecord]]:
+            row = s.execute(_MARK_STORED, params).first()
+            return (FileRecord.of(row) if row is not None else None), (self._claim(s, more) if more else [])
+
+        return self.db.write(work)
 
     def mark_unstored(
         self,

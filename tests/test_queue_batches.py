@@ -1,0 +1,159 @@
+"""The queue's batched forms (issue 11): a batch claim, recording a file stored and claiming
+the next in one transaction, giving back files claimed ahead; on SQLite and PostgreSQL,
+and with several processes claiming from one catalog at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import event
+
+from cachelayer.catalog import Catalog, NewFile
+from cachelayer.catalog.db import make_engine, upgrade
+from cachelayer.catalog.queue import MAX_CLAIM_BATCH
+from cachelayer.prediction import Prediction
+
+CREATED = datetime(2026, 11, 21, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    engine = make_engine(catalog_url)
+    upgrade(engine)
+    yield Catalog(engine)
+    engine.dispose()
+
+
+def _fill(c: Catalog, predictions: int, files: int) -> list[int]:
+    ids = []
+    for p in range(predictions):
+        pid = f"pred{p:04d}queuebatchxxxx"
+        c.predictions.record(
+            Prediction.from_json(
+                {"id": pid, "model": "acme/q", "status": "succeeded", "created_at": CREATED.isoformat()}
+            )
+        )
+        rows = c.files.ensure(
+            pid,
+            [
+                NewFile(f"/{i}", f"https://replicate.delivery/{pid}/{i}.png", f"k/{pid}/{i}")
+                for i in range(files)
+            ],
+            store="s3://b",
+            model="acme/q",
+            created_at=CREATED,
+        )
+        ids += [r.id for r in rows]
+    return ids
+
+
+def _store(c: Catalog, file_id: int, owner: str, *, claim: int = 0):
+    return c.queue.mark_stored_and_claim(
+        file_id,
+        owner,
+        size=10,
+        sha256="0" * 64,
+        content_type="image/png",
+        source_age_seconds=1.0,
+        lease_seconds=60,
+        claim=claim,
+    )
+
+
+def _transactions(c: Catalog) -> list[int]:
+    """A counter of COMMITs on ``c``'s engine (the list's length)."""
+    commits: list[int] = []
+    event.listen(c.engine, "commit", lambda conn: commits.append(1))
+    return commits
+
+
+def test_a_batch_claim_hands_out_the_oldest_files_once(catalog):
+    ids = _fill(catalog, 3, 4)
+    first = catalog.queue.claim_batch("a", 60, 5)
+    second = catalog.queue.claim_batch("b", 60, 5)
+    rest = catalog.queue.claim_batch("c", 60, 5)
+    got = [r.id for r in first + second + rest]
+    assert got == sorted(ids) and len(set(got)) == 12
+    assert [len(first), len(second), len(rest)] == [5, 5, 2]
+    assert all(r.attempts == 1 for r in first + second + rest)
+    assert catalog.queue.claim_batch("d", 60, 5) == []
+    assert sorted(catalog.queue.lease_owners()) == ["a", "b", "c"]
+    for bad in (0, MAX_CLAIM_BATCH + 1):
+        with pytest.raises(ValueError):
+            catalog.queue.claim_batch("a", 60, bad)
+
+
+def test_storing_a_file_claims_the_next_in_the_same_transaction(catalog):
+    ids = _fill(catalog, 2, 3)
+    commits = _transactions(catalog)
+    (row,) = catalog.queue.claim_batch("w", 60, 1)
+    seen = [row.id]
+    while True:
+        stored, claimed = _store(catalog, row.id, "w", claim=1)
+        assert stored is not None and stored.status == "stored" and stored.id == row.id
+        if not claimed:
+            break
+        (row,) = claimed
+        assert row.attempts == 1
+        seen.append(row.id)
+    assert seen == sorted(ids)
+    assert len(commits) == 1 + len(ids)  # one claim, then one transaction per file
+    assert catalog.queue.counts() == {"stored": 6}
+    assert catalog.queue.lease_owners() == []
+
+
+def test_a_file_stored_by_another_returns_none_and_still_claims(catalog):
+    ids = _fill(catalog, 1, 2)
+    catalog.queue.claim(ids[0], "x", 60)
+    assert _store(catalog, ids[0], "x")[0] is not None
+    stored, claimed = _store(catalog, ids[0], "y", claim=3)
+    assert stored is None and [r.id for r in claimed] == [ids[1]]
+
+
+def test_files_claimed_ahead_are_given_back_with_their_attempts(catalog):
+    ids = _fill(catalog, 1, 3)
+    claimed = catalog.queue.claim_batch("w", 60, 3)
+    assert catalog.queue.release([r.id for r in claimed[1:]], "other") == 0  # not its lease
+    assert catalog.queue.release([r.id for r in claimed[1:]], "w") == 2
+    assert catalog.queue.lease_owners() == ["w"]
+    again = catalog.queue.claim_batch("v", 60, 5)
+    assert [r.id for r in again] == ids[1:]
+    assert [r.attempts for r in again] == [1, 1]  # the give-back undid the first claim
+
+
+_CLAIMER = """
+import sys
+from cachelayer.catalog import Catalog
+from cachelayer.catalog.db import make_engine
+c = Catalog(make_engine(sys.argv[1]))
+owner = sys.argv[2]
+got = []
+batch = c.queue.claim_batch(owner, 60, 3)
+while batch:
+    row, ahead = batch[0], batch[1:]
+    got.append(row.id)
+    _, more = c.queue.mark_stored_and_claim(row.id, owner, size=1, sha256="0" * 64,
+        content_type=None, source_age_seconds=None, lease_seconds=60, claim=0 if ahead else 1)
+    batch = ahead + more
+print(" ".join(map(str, got)))
+"""
+
+
+def test_processes_claiming_at_once_store_every_file_exactly_once(catalog, catalog_url):
+    ids = _fill(catalog, 20, 5)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, catalog_url, f"p{i}"], stdout=subprocess.PIPE, text=True
+        )
+        for i in range(4)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    got = [int(x) for out in outs for x in out.split()]
+    assert sorted(got) == sorted(ids)  # each file stored by exactly one process
+    assert catalog.queue.counts() == {"stored": 100}
+    assert catalog.queue.lease_owners() == []
