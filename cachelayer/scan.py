@@ -40,6 +40,9 @@ log = logging.getLogger("cachelayer")
 
 #: Days of history a ``source=web`` listing covers (Replicate's API reference).
 WEB_LISTING_DAYS = 14
+#: Files queued by a scan after which it has PostgreSQL refresh the queue's planner
+#: statistics once (:meth:`~cachelayer.catalog.queue.QueueRepository.analyze`).
+ANALYZE_AFTER_FILES = 1000
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -130,6 +133,7 @@ class Scan:
         self.api, self.catalog, self.persister = api, catalog, persister
         self.flt, self.tally, self.limit, self.dry_run = flt, tally, limit, dry_run
         self.seen = 0
+        self.analyzed = False
 
     def run(self) -> None:
         flt = self.flt
@@ -203,6 +207,9 @@ class Scan:
                     state["newest"] = _iso(newest_seen)
                 state.update(predictions_scanned=self.seen, complete=link is None)
                 self.catalog.checkpoints.save(name, link, state)
+            if not self.analyzed and self.tally.summary.files_queued >= ANALYZE_AFTER_FILES:
+                self.analyzed = True
+                self.catalog.queue.analyze()
         return newest_seen
 
     def _take(self, p: Prediction) -> None:

@@ -166,7 +166,7 @@ def test_past_the_budget_one_typed_line(own_postgres):
         assert err.value.exit_code == 1
     finally:
         own_postgres.start()
-    _write(catalog, 900_002)  # the pool replaced its dead connections (pool_pre_ping)
+    _write(catalog, 900_002)  # the dead pooled connection failed "invalidated"; retried on a new one
     engine.dispose()
 
 

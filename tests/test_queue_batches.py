@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from cachelayer.catalog import Catalog, NewFile
 from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.catalog.queue import MAX_CLAIM_BATCH
 from cachelayer.prediction import Prediction
+from cachelayer.testing.simulator import File
 
 CREATED = datetime(2026, 11, 21, tzinfo=timezone.utc)
 
@@ -157,3 +158,30 @@ def test_processes_claiming_at_once_store_every_file_exactly_once(catalog, catal
     assert sorted(got) == sorted(ids)  # each file stored by exactly one process
     assert catalog.queue.counts() == {"stored": 100}
     assert catalog.queue.lease_owners() == []
+
+
+def _last_analyze(engine):
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'output_files'")
+        ).scalar()
+
+
+def test_a_scan_refreshes_postgresql_statistics_once_files_are_queued(
+    make_layer, replicate_simulator, catalog_url, monkeypatch
+):
+    """Issue 11: a fresh queue has no planner statistics, so every claim would sort all
+    pending rows until autovacuum analyzes; the scan runs ANALYZE once it has queued
+    ANALYZE_AFTER_FILES files (lowered here to 4)."""
+    if not catalog_url.startswith("postgresql"):
+        pytest.skip("ANALYZE is PostgreSQL's")
+    import cachelayer.scan
+
+    monkeypatch.setattr(cachelayer.scan, "ANALYZE_AFTER_FILES", 4)
+    sim = replicate_simulator
+    for i in range(3):
+        sim.seed_prediction("acme/q", {}, [File(f"f{i}-{j}".encode(), filename=f"{j}.png") for j in range(2)])
+    layer = make_layer()
+    assert _last_analyze(layer.engine) is None
+    layer.backfill(scan_only=True)
+    assert _last_analyze(layer.engine) is not None

@@ -29,6 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cachelayer.catalog.checkpoints import CheckpointRecord, CheckpointRepository, checkpoint_name
@@ -85,10 +86,17 @@ class Catalog:
         self.checkpoints = CheckpointRepository(self.db)
 
     def ping(self) -> None:
-        """One ``SELECT 1``, not retried: raises whatever the database raises when it does
-        not answer (for health checks)."""
-        with self.db.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        """One ``SELECT 1``: raises whatever the database raises when it does not answer
+        (for health checks). Tried a second time only when the first failed on a pooled
+        connection the server had closed (a restart), so a database that is back answers."""
+        try:
+            with self.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            with self.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
 
     @property
     def dialect(self) -> str:

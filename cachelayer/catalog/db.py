@@ -31,6 +31,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 HEAD_REVISION = "0004"
 #: Pooled connections beyond the caller's concurrency (heartbeat, scan and main threads).
 POOL_SPARE = 5
+#: Seconds after which a pooled PostgreSQL connection is replaced instead of reused (before
+#: idle timeouts of servers, proxies and NATs can cut it).
+PG_POOL_RECYCLE = 300
 #: Seconds a new PostgreSQL connection may take (libpq ``connect_timeout``) unless the URL
 #: sets one; without it an unreachable host would hang a connect for minutes.
 PG_CONNECT_TIMEOUT = 10
@@ -63,9 +66,11 @@ def make_engine(
     ``pool_size``: how many threads of this process use the catalog at once (pass the
     worker count); the pool keeps that many connections and opens up to
     ``max(pool_size, 5)`` more under load, so ``pool_size + max_overflow >= pool_size + 5``
-    and workers never wait for a connection. PostgreSQL connections are checked with a
-    ping when taken from the pool (``pool_pre_ping``), so those a server restart killed are
-    replaced, and connect with a 10 s timeout unless the URL sets ``connect_timeout``.
+    and workers never wait for a connection. PostgreSQL connections are not pinged when
+    taken from the pool (one round trip less per transaction): one a server restart killed
+    fails as "invalidated" and the transaction is retried on a new connection; they are
+    replaced after ``PG_POOL_RECYCLE`` (300) seconds, and connect with a 10 s timeout
+    unless the URL sets ``connect_timeout``.
 
     ``retry_seconds`` (``CACHELAYER_DB_RETRY_SECONDS``): how long a catalog transaction is
     retried after transient errors (:mod:`cachelayer.catalog.retry`); carried by the engine
@@ -96,7 +101,10 @@ def make_engine(
             kwargs.update(pool)  # a file: QueuePool (in-memory databases use one connection)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": sqlite_busy_timeout}
     else:
-        kwargs.update(pool, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per transaction, and a connection a server
+        # restart killed fails its first statement as "invalidated", which every catalog
+        # transaction retries (cachelayer.catalog.retry) on a fresh connection.
+        kwargs.update(pool, pool_pre_ping=False, pool_recycle=PG_POOL_RECYCLE)
         if "connect_timeout" not in parsed.query:
             kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT}
     try:

@@ -8,11 +8,11 @@ taking the claim (keep hosts on NTP). Every status change of a file happens here
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
@@ -20,6 +20,8 @@ from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
 __all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository"]
+
+T = TypeVar("T")
 
 #: Characters of an error message kept in ``last_error``.
 MAX_ERROR_CHARS = 2000
@@ -88,6 +90,25 @@ class QueueRepository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._async_commit = (
+            text("SET LOCAL synchronous_commit TO off") if db.dialect == "postgresql" else None
+        )
+
+    def _write(self, work: Callable[[Session], T]) -> T:
+        """``work`` in one transaction (:meth:`Database.write`). On PostgreSQL the commit
+        does not wait for the WAL flush (``synchronous_commit`` off for this transaction
+        only): every queue write is idempotent, so what a server crash could lose (the last
+        fraction of a second of commits) only lets a claim lapse or has a file copied again
+        to the same key. Records of predictions and files keep the default."""
+        if self._async_commit is None:
+            return self.db.write(work)
+        stmt = self._async_commit
+
+        def unhurried(s: Session) -> T:
+            s.execute(stmt)
+            return work(s)
+
+        return self.db.write(unhurried)
 
     def _update_returning(self, stmt: Any) -> FileRecord | None:
         """Run an ``UPDATE`` of ``output_files``; the updated row as a record, or ``None``."""
@@ -97,11 +118,11 @@ class QueueRepository:
             row = s.execute(stmt).first()
             return FileRecord.of(row) if row is not None else None
 
-        return self.db.write(work)
+        return self._write(work)
 
     def _rowcount(self, stmt: Any) -> int:
         stmt = stmt.execution_options(synchronize_session=False)
-        return self.db.write(lambda s: int(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
+        return self._write(lambda s: int(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
 
     # ---- claims ---------------------------------------------------------------------------
 
@@ -150,7 +171,7 @@ class QueueRepository:
         if not 1 <= limit <= MAX_CLAIM_BATCH:
             raise ValueError(f"limit must be 1..{MAX_CLAIM_BATCH}, got {limit!r}")
         params = self._claim_params(owner, lease_seconds, limit)
-        return self.db.write(lambda s: self._claim(s, params))
+        return self._write(lambda s: self._claim(s, params))
 
     def _claim_params(self, owner: str, lease_seconds: float, limit: int) -> dict[str, Any]:
         now = utcnow()
@@ -175,7 +196,7 @@ class QueueRepository:
                 )
 
         if ids:
-            self.db.write(work)
+            self._write(work)
 
     def release_leases(self, owners: Iterable[str]) -> int:
         """Drop the leases of ``owners`` (processes known to be dead); returns how many."""
@@ -193,7 +214,7 @@ class QueueRepository:
                 n += int(result.rowcount)  # type: ignore[attr-defined]
             return n
 
-        return self.db.write(work) if names else 0
+        return self._write(work) if names else 0
 
     def release(self, file_ids: Iterable[int], owner: str) -> int:
         """Give back files ``owner`` claimed and never started: the lease is dropped and
@@ -212,7 +233,7 @@ class QueueRepository:
                 n += int(result.rowcount)  # type: ignore[attr-defined]
             return n
 
-        return self.db.write(work) if ids else 0
+        return self._write(work) if ids else 0
 
     def lease_owners(self) -> list[str]:
         """Distinct owners currently holding a lease (live or lapsed)."""
@@ -278,7 +299,7 @@ class QueueRepository:
             row = s.execute(_MARK_STORED, params).first()
             return (FileRecord.of(row) if row is not None else None), (self._claim(s, more) if more else [])
 
-        return self.db.write(work)
+        return self._write(work)
 
     def mark_unstored(
         self,
@@ -353,6 +374,14 @@ class QueueRepository:
                 )
             )
         )
+
+    def analyze(self) -> None:
+        """Refresh PostgreSQL's planner statistics of ``output_files`` (``ANALYZE``; a no-op
+        on SQLite). A scan calls it once its first pages are queued: until autovacuum gets
+        there, the planner takes a fresh queue for empty and sorts every pending row on
+        each claim instead of reading the queue index in order."""
+        if self.db.dialect == "postgresql":
+            self.db.write(lambda s: s.execute(text("ANALYZE output_files")))
 
     # ---- counts ---------------------------------------------------------------------------
 
