@@ -121,11 +121,16 @@ class Persister:
         """Record ``prediction`` and queue each of its files (``pending``); nothing is
         downloaded. Returns every file row of the prediction. Idempotent. One transaction:
         a prediction the catalog refuses leaves neither it nor any of its files."""
+        return self._record(prediction, rerun_of=rerun_of, claim=False)[0]
+
+    def _record(
+        self, prediction: Prediction, *, rerun_of: str | None, claim: bool
+    ) -> tuple[list[FileRecord], set[int]]:
         files = [
             NewFile(f.path, f.url, object_key(self.prefix, prediction.id, f.path, f.url))
             for f in find_files(prediction.output)
         ]
-        return self.catalog.files.ensure(
+        return self.catalog.files.ensure_and_claim(
             prediction.id,
             files,
             store=self.store.uri,
@@ -133,15 +138,17 @@ class Persister:
             created_at=prediction.created_at,
             prediction=prediction,
             rerun_of=rerun_of,
+            claim_for=(self.copier.owner, self.copier.lease_seconds) if claim else None,
         )
 
     def copy_files(self, prediction: Prediction, *, rerun_of: str | None = None) -> PersistResult:
         """Record ``prediction`` and copy every file not yet stored, ``settings.concurrency``
         at once. Never raises for a single file's failure: each outcome is in the result."""
         pid = prediction.id
-        rows = self.record(prediction, rerun_of=rerun_of)
-        urls = {f.path: f.url for f in find_files(prediction.output)}
         removed = prediction.data_removed
+        # recorded and (unless the data is gone) claimed in one transaction
+        rows, claimed = self._record(prediction, rerun_of=rerun_of, claim=not removed)
+        urls = {f.path: f.url for f in find_files(prediction.output)}
         if removed and any(r.status != "stored" for r in rows):
             # Data is gone: whatever is not stored yet can never be fetched again.
             self.catalog.queue.mark_prediction_expired(
@@ -151,6 +158,7 @@ class Persister:
         if any(r.status != "stored" for r in rows):
             expiry.warn_if_late(prediction, self.settings.expiry_margin)
         todo = [] if removed else [r for r in rows if r.status != "stored" and r.output_path in urls]
+        self.copier.release([r for r in rows if r.id in claimed and r not in todo])
         done = {r.id: FileOutcome(r, skipped=True) for r in rows if r not in todo}
         for r in rows:
             if r.id in done and r.status == "expired":
@@ -161,6 +169,8 @@ class Persister:
         if todo:
 
             def copy(r: FileRecord) -> FileOutcome:
+                if r.id in claimed:
+                    return self.copier.copy_claimed(r, urls[r.output_path], prediction.finished_at)
                 return self.copier.copy(r, urls[r.output_path], prediction.finished_at)
 
             workers = min(self.settings.concurrency, len(todo))

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from cachelayer.catalog.encoding import catalog_url
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, SourceUrl
 from cachelayer.catalog.predictions import check_prediction_id, upsert_statement
+from cachelayer.catalog.queue import claim_prediction_files
 from cachelayer.catalog.records import FileRecord, FileStatus, NewFile
 from cachelayer.catalog.session import Database, chunked, utcnow
 from cachelayer.errors import CatalogWriteError
@@ -67,6 +68,32 @@ class FileRepository:
         prediction: PredictionIn | None = None,
         rerun_of: str | None = None,
     ) -> list[FileRecord]:
+        """Record each file as ``pending`` unless a row for its output path exists (and,
+        with ``prediction``, the prediction first, in the same transaction); returns every
+        file row of the prediction by output path. See :meth:`ensure_and_claim`."""
+        rows, _ = self.ensure_and_claim(
+            prediction_id,
+            files,
+            store=store,
+            model=model,
+            created_at=created_at,
+            prediction=prediction,
+            rerun_of=rerun_of,
+        )
+        return rows
+
+    def ensure_and_claim(
+        self,
+        prediction_id: str,
+        files: Sequence[NewFile],
+        *,
+        store: str,
+        model: str | None,
+        created_at: datetime | None,
+        prediction: PredictionIn | None = None,
+        rerun_of: str | None = None,
+        claim_for: tuple[str, float] | None = None,
+    ) -> tuple[list[FileRecord], set[int]]:
         """Record each file as ``pending`` unless a row for its output path exists; with
         ``prediction`` (whose id is ``prediction_id``), record it first in the same
         transaction (:meth:`PredictionRepository.record
@@ -78,13 +105,18 @@ class FileRepository:
         the prediction, ordered by output path. Raises
         :class:`~cachelayer.errors.CatalogWriteError` (nothing written) and
         :class:`~cachelayer.errors.CatalogOutageError`.
+
+        ``claim_for`` ``(owner, lease_seconds)``: in the same transaction, claim the files
+        that are not stored and not leased by another (:func:`claim_prediction_files
+        <cachelayer.catalog.queue.claim_prediction_files>`). Returns the rows (claimed ones
+        as claimed) and the ids claimed.
         """
         check_prediction_id(prediction_id, model)
         wanted = [(f.output_path, catalog_url(f.source_url), f.key) for f in files]
 
         upsert = upsert_statement(self.db, prediction, rerun_of=rerun_of) if prediction is not None else None
 
-        def work(s: Session) -> list[FileRecord]:
+        def work(s: Session) -> tuple[list[FileRecord], set[int]]:
             if upsert is not None:
                 s.execute(upsert)
             now = utcnow()
@@ -127,7 +159,11 @@ class FileRepository:
                 aliases.append({"output_file_id": row.id, "url": url, "seen_at": now})
             s.flush()
             self._insert_aliases(s, aliases)
-            return [FileRecord.of(r) for r in rows]
+            records = [FileRecord.of(r) for r in rows]
+            if claim_for is None:
+                return records, set()
+            claimed = {r.id: r for r in claim_prediction_files(s, prediction_id, *claim_for)}
+            return [claimed.get(r.id, r) for r in records], set(claimed)
 
         return self.db.write(work, prediction_id=prediction_id)
 

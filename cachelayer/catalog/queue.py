@@ -19,7 +19,7 @@ from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
-__all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository"]
+__all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository", "claim_prediction_files"]
 
 T = TypeVar("T")
 
@@ -83,6 +83,37 @@ def _status(value: str | FileStatus, allowed: tuple[FileStatus, ...]) -> FileSta
     if status not in allowed:
         raise ValueError(f"status must be one of {', '.join(map(str, allowed))}, got {value!r}")
     return status
+
+
+_CLAIM_PREDICTION = (
+    update(_TABLE)
+    .where(
+        _F.prediction_id == bindparam("p_prediction_id"),
+        _F.status != FileStatus.STORED,
+        or_(
+            _F.lease_expires_at.is_(None),
+            _F.lease_expires_at < bindparam("now"),
+            _F.lease_owner == bindparam("owner"),
+        ),
+    )
+    .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"), attempts=_F.attempts + 1)
+    .returning(*FILE_COLUMNS)
+)
+
+
+def claim_prediction_files(
+    s: Session, prediction_id: str, owner: str, lease_seconds: float
+) -> list[FileRecord]:
+    """In the caller's transaction: claim every file of ``prediction_id`` that is not stored
+    and that no other live lease holds (as :meth:`QueueRepository.claim` does one file)."""
+    now = utcnow()
+    params = {
+        "p_prediction_id": prediction_id,
+        "owner": owner,
+        "now": now,
+        "until": now + timedelta(seconds=lease_seconds),
+    }
+    return [FileRecord.of(r) for r in s.execute(_CLAIM_PREDICTION, params)]
 
 
 class QueueRepository:
