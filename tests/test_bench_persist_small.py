@@ -71,7 +71,7 @@ def test_run_bench_prints_the_tables_at_each_latency(
 ) -> None:
     bench = persist_bench.Bench(sim=replicate_simulator, moto=s3_server, bucket=s3_bucket)
     lines: list[str] = []
-    methods = ["naive", "persist:conc2+threshold16"]
+    methods = ["naive", "persist:conc2+threshold16", "persist:byid"]
     try:
         results = persist_bench.run_bench(
             [1], methods, 1, 1, latency=[0.0, 0.02], verify="all", out=lines.append, bench=bench
@@ -82,12 +82,15 @@ def test_run_bench_prints_the_tables_at_each_latency(
     assert set(results) == {(m, MiB, lat) for m in methods for lat in (0.0, 20.0)}
     for ms in results.values():
         assert ms[0].latency_ms in (0.0, 20.0)
-    # every persist run recorded exactly one stored file (one claim, one mark_stored)
+    # every persist run recorded exactly one stored file: the prediction, its file and the
+    # claim in one transaction (files.ensure_and_claim), then one mark_stored; with the
+    # prediction in hand no predictions.get, by id one
     for (method, _, _), ms in results.items():
         if method.startswith("persist"):
             calls = ms[0].extra["catalog_calls"]
-            assert calls["mark_stored"] == 1 and calls["claim"] == 1
-            assert ms[0].extra["get_seconds"] > 0
+            assert calls["ensure_and_claim"] == 1 and calls["mark_stored_and_claim"] == 1
+            assert "claim" not in calls and "record" not in calls
+            assert (ms[0].extra["get_seconds"] > 0) == ("byid" in method)
     text = "\n".join(lines)
     assert "Latency 0 ms" in text and "Latency 20 ms" in text
     assert "| size | latency ms | runs | naive MiB/s (best / median) | persist MiB/s" in text
