@@ -105,6 +105,7 @@ def test_run_all_prints_both_tables(rclone_bench, s3_server) -> None:
         history.close()
     text = "\n".join(lines)
     assert "| 0.0625 MiB | 0 | 1 |" in text and "| startup | 0 | 1 |" in text
+    assert "| persist, already stored | 0 | 1 | - |" in text
     assert "| rclone | 0 | 1 |" in text and "| cachelayer | 0 | 1 |" in text
     assert {c.tool for c in results["files"]} == {"rclone", "cachelayer"}
     assert all(c.extra.get("verified", True) for c in results["files"])
