@@ -52,6 +52,30 @@ def communicate_wait4(proc: subprocess.Popen[bytes]) -> tuple[str, str, int, Any
     return out.decode(), b"".join(err_chunks).decode(errors="replace"), proc.returncode, usage
 
 
+#: ``python -S -c LAUNCHER REPORT CMD...``: runs ``CMD`` as a child of a small process and
+#: writes its wall seconds (fork to reaped), CPU seconds and ``ru_maxrss`` (KiB) to
+#: ``REPORT``; exits with its status. Linux keeps the largest RSS a process had across
+#: ``execve``, and a child forked from the bench (which holds boto3, moto's client, ...)
+#: starts with the bench's RSS: ``wait4`` on such a child reports the bench's size for any
+#: program smaller than it. Forked from this launcher (a few MiB), the program's own peak.
+LAUNCHER = """
+import json, os, sys, time
+report, cmd = sys.argv[1], sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+seconds = time.perf_counter() - t0
+with open(report, "w") as f:
+    json.dump({"seconds": seconds, "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}, f)
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
+
 def json_out(out: str) -> dict[str, Any]:
     """The JSON object a child printed: all of stdout (the CLI's indented ``--json``) or its
     last line starting with ``{`` (bench children, after any other chatter)."""
@@ -446,6 +470,41 @@ class Servers:
                 raise RuntimeError(f"{label} failed ({status}):\n{err[-4000:]}\n{out[-1000:]}")
         child = sum(u.ru_utime + u.ru_stime for _, _, _, u in done)
         return [json_out(out) for out, _, _, _ in done], {**meter.cpu, "child": child}
+
+    def run_rusage(
+        self, label: str, cmds: Sequence[list[str]], env: dict[str, str]
+    ) -> tuple[list[tuple[str, str, dict[str, float]]], dict[str, float]]:
+        """:meth:`run` for commands that print anything, each started by :data:`LAUNCHER`:
+        ``(stdout, stderr, own)`` of each, ``own`` its ``seconds`` (launch to exit), ``cpu``
+        seconds and ``maxrss_kib`` (peak RSS; for ``xargs`` and the like, the largest among
+        the processes it waited for), and the CPU seconds as :meth:`run` gives them
+        (``child``: the commands' own). Raises ``RuntimeError`` when one fails."""
+        reports = [Path(self.tmp.name) / f"rusage-{secrets.token_hex(4)}.json" for _ in cmds]
+        launched = [[sys.executable, "-S", "-c", LAUNCHER, str(r), *c] for r, c in zip(reports, cmds)]
+        with self.measured(label, *launched) as (wrapped, meter):
+            procs = [
+                subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in wrapped
+            ]
+            done = [communicate_wait4(p) for p in procs]
+        for out, err, status, _ in done:
+            if status != 0:
+                raise RuntimeError(f"{label} failed ({status}):\n{err[-4000:]}\n{out[-1000:]}")
+        own = [json.loads(r.read_text()) for r in reports]
+        for r in reports:
+            r.unlink()
+        child = sum(o["cpu"] for o in own)
+        return [(out, err, o) for (out, err, _, _), o in zip(done, own)], {**meter.cpu, "child": child}
+
+    def object_sha256(self, bucket: str, key: str) -> tuple[int, str]:
+        """``(size, SHA-256 hex)`` of an object's bytes, read back in 1 MiB chunks."""
+        import hashlib
+
+        body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        h, n = hashlib.sha256(), 0
+        for chunk in body.iter_chunks(MiB):
+            h.update(chunk)
+            n += len(chunk)
+        return n, h.hexdigest()
 
 
 @dataclass
