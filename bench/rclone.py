@@ -23,6 +23,11 @@ every other one):
    cachelayer's time includes its own listing. rclone writes the keys cachelayer uses
    (``PID/I-NAME``) so both buckets are checked against the same generated files (size and
    MD5); every file must be downloaded exactly once per run.
+   Third, **cachelayer as a library in a warm process** (``library``), which is how an app
+   calling ``run``/``persist`` or ``cachelayer serve`` copies: a child builds
+   ``CacheLayer()`` from the same environment, makes one 1 KiB copy first, reads the
+   prediction, and only ``layer.persist(prediction)`` is timed (no interpreter start-up,
+   imports or client construction; the same checks of the stored object).
 3. **start-up**: ``rclone version`` against ``cachelayer --version`` (launch to exit), the
    floor of every fresh process above; and, after the smallest file's copy, the same
    ``cachelayer persist`` run again on its catalog (``persist, already stored``: it finds
@@ -124,6 +129,25 @@ def _seed_file(sim: Any, arg: str) -> dict[str, str]:
     return {"pid": pid, "url": url}
 
 
+# ---- cachelayer as a library, in a warm process ------------------------------------------
+
+
+def library_child(pid: str, warm_pid: str) -> None:
+    """``CacheLayer()`` from the environment, as a long-lived app (or ``cachelayer serve``)
+    has it: built, then one small copy (``warm_pid``) so clients, pools and statement caches
+    are warm; then the prediction ``pid`` is read (what ``run()`` or a webhook hands over)
+    and the timed part is ``layer.persist(prediction)``. Prints ``{"seconds": ...}``."""
+    from cachelayer import CacheLayer
+
+    layer = CacheLayer()
+    layer.persist(warm_pid)
+    held = layer.api.get(pid)
+    t0 = time.perf_counter()
+    layer.persist(held)
+    print(json.dumps({"seconds": time.perf_counter() - t0}))
+    layer.close()
+
+
 # ---- measurements ---------------------------------------------------------------------
 
 
@@ -203,10 +227,15 @@ class OneFile(bu.Servers):
         path = "/" + url.split("/", 3)[3]
         before = self.sim.downloads().get(path, 0)
         with self.bucket(tool, keep=keep) as bucket:
+            warm = ""
             if tool == "rclone":
                 no_head = ["--s3-no-head"] if size >= RCLONE_UPLOAD_CUTOFF else []
                 cmd = [self.rclone, "copyurl", *no_head, url, f"{REMOTE}:{bucket}/rclone/{pid}/out.bin"]
                 env = self.rclone_env
+            elif tool == "library":
+                warm, _ = self.seed(1024, 999)
+                cmd = [sys.executable, str(BENCH), "--library-child", pid, warm]
+                env = self.cli_env(self.catalog(), bucket, "library")
             else:
                 cmd = [CLI, "persist", "--json", pid]
                 env = self.cli_env(self.catalog(), bucket, "cachelayer")
@@ -217,7 +246,9 @@ class OneFile(bu.Servers):
                 second = Copy(
                     tool, "persist, already stored", lat, own2["seconds"], 0, own2["maxrss_kib"], cpu2
                 )
-            objects = self.objects(bucket, tool)
+            objects = {
+                k: v for k, v in self.objects(bucket, tool).items() if not (warm and k.startswith(warm))
+            }
             if len(objects) != 1:
                 raise RuntimeError(f"{tool}: {len(objects)} objects stored, expected 1: {sorted(objects)}")
             ((rel, (stored, _)),) = objects.items()
@@ -232,9 +263,11 @@ class OneFile(bu.Servers):
         extra = {"bucket": bucket, "key": key, "verified": verify, "stdout": out[-2000:]}
         if again and tool == "cachelayer":
             extra["again"] = second
-        return Copy(
-            tool, fmt_size(size), self.latency * 1000, own["seconds"], size, own["maxrss_kib"], cpu, extra
-        )
+        seconds = own["seconds"]
+        if tool == "library":  # the persist call alone, in the warm process
+            extra["process_seconds"] = seconds
+            seconds = float(json.loads(out.strip().splitlines()[-1])["seconds"])
+        return Copy(tool, fmt_size(size), self.latency * 1000, seconds, size, own["maxrss_kib"], cpu, extra)
 
     def startup(self, tool: str) -> Copy:
         """``rclone version`` / ``cachelayer --version``: a fresh process doing nothing."""
@@ -329,13 +362,18 @@ def files_table(copies: Sequence[Copy]) -> str:
             secs = [c.seconds for c in by["cachelayer"]]
             cpu = statistics.median(c.cpu["child"] for c in by["cachelayer"])
             rss = max(c.rss_kib for c in by["cachelayer"]) / 1024
-            rows.append([case, f"{lat:g}", len(secs), "-", _pair(secs, "{:.3f}"), "-", "-"])
+            rows.append([case, f"{lat:g}", len(secs), "-", _pair(secs, "{:.3f}"), "-", "-", "-", "-"])
             rows[-1] += [f"- / {rss:.0f}", f"- / {cpu:.2f}"]
             continue
         secs = {t: [c.seconds for c in cs] for t, cs in by.items()}
         best = {t: min(v) for t, v in secs.items()}
         med = {t: statistics.median(v) for t, v in secs.items()}
         ratio = f"**{best['cachelayer'] / best['rclone']:.2f}** / {med['cachelayer'] / med['rclone']:.2f}"
+        lib = [c.seconds for c in copies if (c.case, c.latency_ms, c.tool) == (case, lat, "library")]
+        lib_cells = ["-", "-"]
+        if lib:
+            lib_ratio = f"**{min(lib) / best['rclone']:.2f}** / {statistics.median(lib) / med['rclone']:.2f}"
+            lib_cells = [_pair(lib, "{:.3f}"), lib_ratio]
         rate = "-"
         if by["rclone"][0].size:
             rate = " / ".join(f"{by[t][0].size / MiB / best[t]:.3g}" for t in TOOLS)
@@ -347,12 +385,14 @@ def files_table(copies: Sequence[Copy]) -> str:
                 _pair(secs["rclone"], "{:.3f}"),
                 _pair(secs["cachelayer"], "{:.3f}"),
             ]
-            + [ratio, rate]
+            + [ratio, *lib_cells, rate]
             + [" / ".join(f"{max(c.rss_kib for c in by[t]) / 1024:.0f}" for t in TOOLS)]
             + [" / ".join(f"{statistics.median(c.cpu['child'] for c in by[t]):.2f}" for t in TOOLS)]
         )
     head = ["case", "latency ms", "runs", "rclone s (best / median)", "cachelayer s (best / median)"]
-    head += ["time ratio cachelayer/rclone (best / median)", "MiB/s best: rclone / cachelayer"]
+    head += ["time ratio cachelayer/rclone (best / median)"]
+    head += ["library s, warm process (best / median)", "time ratio library/rclone (best / median)"]
+    head += ["MiB/s best: rclone / cachelayer"]
     return bu.md_table(
         [*head, "peak RSS MiB: rclone / cachelayer", "CPU s (median): rclone / cachelayer"], rows
     )
@@ -421,7 +461,7 @@ def run_all(
                 if rep >= (reps if size < 100 * MiB else big_reps):
                     continue
                 pid, url = one.seed(size, 1)
-                for tool in order:
+                for tool in (*order, "library"):
                     c = one.copy(tool, pid, url, size, 1, verify=verify, again=size == min(sizes))
                     copies.append(c)
                     if "again" in c.extra:
@@ -469,7 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rclone", default=RCLONE, help=f"rclone binary [{RCLONE}]")
     ap.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     ap.add_argument("--serve-sim", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--library-child", nargs=2, metavar=("PID", "WARM_PID"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.library_child:
+        library_child(*args.library_child)
+        return 0
     if args.serve_sim:
         bu.serve_simulator(_seed_model, {"seed": _seed_file})
         return 0

@@ -49,7 +49,7 @@ def test_one_file_both_tools_store_the_generated_bytes(rclone_bench, s3_server) 
     copies = {}
     try:
         pid, url = one.seed(size, seed)
-        for tool in ("rclone", "cachelayer"):
+        for tool in ("rclone", "cachelayer", "library"):
             # raises unless the object matches and the URL was downloaded once
             copies[tool] = one.copy(tool, pid, url, size, seed, keep=True)
         want = (size, File(size=size, seed=seed).sha256())
@@ -59,6 +59,8 @@ def test_one_file_both_tools_store_the_generated_bytes(rclone_bench, s3_server) 
             assert c.size == size and c.seconds > 0 and c.rss_kib > 0 and c.cpu["child"] > 0
         assert copies["rclone"].extra["key"] == f"rclone/{pid}/out.bin"
         assert pid in copies["cachelayer"].extra["stdout"]  # persist --json printed the output
+        # the library's time is its persist call alone, inside the process's lifetime
+        assert copies["library"].seconds < copies["library"].extra["process_seconds"]
         for tool in ("rclone", "cachelayer"):
             assert one.startup(tool).seconds > 0
     finally:
@@ -107,7 +109,7 @@ def test_run_all_prints_both_tables(rclone_bench, s3_server) -> None:
     assert "| 0.0625 MiB | 0 | 1 |" in text and "| startup | 0 | 1 |" in text
     assert "| persist, already stored | 0 | 1 | - |" in text
     assert "| rclone | 0 | 1 |" in text and "| cachelayer | 0 | 1 |" in text
-    assert {c.tool for c in results["files"]} == {"rclone", "cachelayer"}
+    assert {c.tool for c in results["files"]} == {"rclone", "cachelayer", "library"}
     assert all(c.extra.get("verified", True) for c in results["files"])
     listed = [b["Name"] for b in s3_server.admin_client.list_buckets()["Buckets"]]
     assert not [b for b in listed if b.startswith("bench-")]
