@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from cachelayer.catalog.claims import claim_prediction_files
 from cachelayer.catalog.encoding import catalog_url
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, SourceUrl
 from cachelayer.catalog.predictions import check_prediction_id, upsert_statement
-from cachelayer.catalog.queue import claim_prediction_files
 from cachelayer.catalog.records import FileRecord, FileStatus, NewFile
 from cachelayer.catalog.session import Database, chunked, utcnow
 from cachelayer.errors import CatalogWriteError
@@ -108,7 +108,7 @@ class FileRepository:
 
         ``claim_for`` ``(owner, lease_seconds)``: in the same transaction, claim the files
         that are not stored and not leased by another (:func:`claim_prediction_files
-        <cachelayer.catalog.queue.claim_prediction_files>`). Returns the rows (claimed ones
+        <cachelayer.catalog.claims.claim_prediction_files>`). Returns the rows (claimed ones
         as claimed) and the ids claimed.
         """
         check_prediction_id(prediction_id, model)

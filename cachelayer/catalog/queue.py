@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, func, or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
+from cachelayer.catalog.claims import CLAIM_NEXT, MARK_STORED, claim_params
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
-__all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository", "claim_prediction_files"]
+__all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository"]
 
 T = TypeVar("T")
 
@@ -28,92 +29,12 @@ MAX_ERROR_CHARS = 2000
 #: Most files one :meth:`QueueRepository.claim_batch` hands out.
 MAX_CLAIM_BATCH = 1000
 
-# The statements a worker runs for every file, built once (Core, on the table, bound
-# parameters): no ORM bookkeeping, and SQLAlchemy's compiled cache hits on every call.
-_TABLE = cast(Table, OutputFile.__table__)
-_F = _TABLE.c
-
-
-def _claim_next_statement(skip_locked: bool) -> Any:
-    """``UPDATE .. WHERE id IN (the :limit oldest claimable) RETURNING``, parameters
-    ``now``, ``limit``, ``owner``, ``until``."""
-    now: Any = bindparam("now")
-    candidates = (
-        select(_F.id)
-        .where(
-            _F.status == FileStatus.PENDING,
-            or_(_F.available_at.is_(None), _F.available_at <= now),
-            or_(_F.lease_expires_at.is_(None), _F.lease_expires_at < now),
-        )
-        .order_by(_F.available_at, _F.id)
-        .limit(bindparam("limit"))
-    )
-    if skip_locked:  # PostgreSQL: many claimers take disjoint rows without waiting
-        candidates = candidates.with_for_update(skip_locked=True)
-    return (
-        update(_TABLE)
-        .where(_F.id.in_(candidates.scalar_subquery()))
-        .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"), attempts=_F.attempts + 1)
-        .returning(*FILE_COLUMNS)
-    )
-
-
-_CLAIM_NEXT = {False: _claim_next_statement(False), True: _claim_next_statement(True)}
-
-_MARK_STORED = (
-    update(_TABLE)
-    .where(_F.id == bindparam("file_id"), _F.status != FileStatus.STORED)
-    .values(
-        status=FileStatus.STORED,
-        size=bindparam("p_size"),
-        sha256=bindparam("p_sha256"),
-        content_type=bindparam("p_content_type"),
-        source_age_seconds=bindparam("p_age"),
-        stored_at=bindparam("now"),
-        last_error=None,
-        lease_owner=None,
-        lease_expires_at=None,
-    )
-    .returning(*FILE_COLUMNS)
-)
-
 
 def _status(value: str | FileStatus, allowed: tuple[FileStatus, ...]) -> FileStatus:
     status = FileStatus.parse(value)
     if status not in allowed:
         raise ValueError(f"status must be one of {', '.join(map(str, allowed))}, got {value!r}")
     return status
-
-
-_CLAIM_PREDICTION = (
-    update(_TABLE)
-    .where(
-        _F.prediction_id == bindparam("p_prediction_id"),
-        _F.status != FileStatus.STORED,
-        or_(
-            _F.lease_expires_at.is_(None),
-            _F.lease_expires_at < bindparam("now"),
-            _F.lease_owner == bindparam("owner"),
-        ),
-    )
-    .values(lease_owner=bindparam("owner"), lease_expires_at=bindparam("until"), attempts=_F.attempts + 1)
-    .returning(*FILE_COLUMNS)
-)
-
-
-def claim_prediction_files(
-    s: Session, prediction_id: str, owner: str, lease_seconds: float
-) -> list[FileRecord]:
-    """In the caller's transaction: claim every file of ``prediction_id`` that is not stored
-    and that no other live lease holds (as :meth:`QueueRepository.claim` does one file)."""
-    now = utcnow()
-    params = {
-        "p_prediction_id": prediction_id,
-        "owner": owner,
-        "now": now,
-        "until": now + timedelta(seconds=lease_seconds),
-    }
-    return [FileRecord.of(r) for r in s.execute(_CLAIM_PREDICTION, params)]
 
 
 class QueueRepository:
@@ -201,15 +122,11 @@ class QueueRepository:
         ``limit``."""
         if not 1 <= limit <= MAX_CLAIM_BATCH:
             raise ValueError(f"limit must be 1..{MAX_CLAIM_BATCH}, got {limit!r}")
-        params = self._claim_params(owner, lease_seconds, limit)
+        params = claim_params(owner, lease_seconds, limit)
         return self._write(lambda s: self._claim(s, params))
 
-    def _claim_params(self, owner: str, lease_seconds: float, limit: int) -> dict[str, Any]:
-        now = utcnow()
-        return {"now": now, "until": now + timedelta(seconds=lease_seconds), "owner": owner, "limit": limit}
-
     def _claim(self, s: Session, params: dict[str, Any]) -> list[FileRecord]:
-        rows = s.execute(_CLAIM_NEXT[self.db.dialect == "postgresql"], params).all()
+        rows = s.execute(CLAIM_NEXT[self.db.dialect == "postgresql"], params).all()
         return sorted((FileRecord.of(r) for r in rows), key=lambda r: r.id)
 
     def renew(self, file_ids: Iterable[int], owner: str, lease_seconds: float) -> None:
@@ -324,10 +241,10 @@ class QueueRepository:
             "p_age": source_age_seconds,
             "now": utcnow(),
         }
-        more = self._claim_params(owner, lease_seconds, claim) if claim > 0 else None
+        more = claim_params(owner, lease_seconds, claim) if claim > 0 else None
 
         def work(s: Session) -> tuple[FileRecord | None, list[FileRecord]]:
-            row = s.execute(_MARK_STORED, params).first()
+            row = s.execute(MARK_STORED, params).first()
             return (FileRecord.of(row) if row is not None else None), (self._claim(s, more) if more else [])
 
         return self._write(work)
