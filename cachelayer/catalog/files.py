@@ -8,10 +8,11 @@ form (``data:`` URIs redacted to their digest).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.claims import claim_prediction_files
@@ -29,8 +30,9 @@ __all__ = ["RESOLVE_BATCH", "FileRepository"]
 #: SQLite's 32,766 bound-parameter limit and keeps PostgreSQL plans on the index).
 RESOLVE_BATCH = 500
 
-_T = OutputFile.__table__.c
-_ALIASES = SourceUrl.__table__
+_FILES = cast(Table, OutputFile.__table__)
+_T = _FILES.c
+_ALIASES = cast(Table, SourceUrl.__table__)
 
 
 class FileRepository:
@@ -41,18 +43,18 @@ class FileRepository:
 
     def _file_conflict(self) -> list[Any]:
         if self.db.dialect == "postgresql":  # the unique index is on md5(output_path) there
-            return [OutputFile.prediction_id, func.md5(OutputFile.output_path)]
+            return [_T.prediction_id, func.md5(_T.output_path)]
         return ["prediction_id", "output_path"]
 
     def _alias_conflict(self) -> list[Any]:
         if self.db.dialect == "postgresql":
-            return [SourceUrl.output_file_id, func.md5(SourceUrl.url)]
+            return [_ALIASES.c.output_file_id, func.md5(_ALIASES.c.url)]
         return ["output_file_id", "url"]
 
     def _insert_aliases(self, s: Session, aliases: Sequence[dict[str, Any]]) -> None:
         for chunk in chunked(aliases):
             s.execute(
-                self.db.insert(SourceUrl)
+                self.db.insert(_ALIASES)
                 .values(list(chunk))
                 .on_conflict_do_nothing(index_elements=self._alias_conflict())
             )
@@ -137,33 +139,33 @@ class FileRepository:
             ]
             for chunk in chunked(new):
                 s.execute(
-                    self.db.insert(OutputFile)
+                    self.db.insert(_FILES)
                     .values(list(chunk))
                     .on_conflict_do_nothing(index_elements=self._file_conflict())
                 )
-            rows = list(
-                s.scalars(
-                    select(OutputFile)
-                    .where(OutputFile.prediction_id == prediction_id)
-                    .order_by(OutputFile.output_path)
+            # Core rows, not ORM objects: no identity map or flush for a scan's many files
+            rows = [
+                FileRecord(**r._mapping)
+                for r in s.execute(
+                    select(*FILE_COLUMNS).where(_T.prediction_id == prediction_id).order_by(_T.output_path)
                 )
-            )
-            by_path = {r.output_path: r for r in rows}
+            ]
+            by_path = {r.output_path: i for i, r in enumerate(rows)}
             aliases = []
             for path, url, _key in wanted:
-                row = by_path.get(path)
-                if row is None:  # only an MD5 collision of two paths gets here (PostgreSQL)
+                i = by_path.get(path)
+                if i is None:  # only an MD5 collision of two paths gets here (PostgreSQL)
                     raise CatalogWriteError(f"output path {path[:80]!r} collides with another (MD5)")
+                row = rows[i]
                 if row.source_url != url and row.status != FileStatus.STORED:
-                    row.source_url = url
+                    s.execute(update(_FILES).where(_T.id == row.id).values(source_url=url))
+                    rows[i] = replace(row, source_url=url)
                 aliases.append({"output_file_id": row.id, "url": url, "seen_at": now})
-            s.flush()
             self._insert_aliases(s, aliases)
-            records = [FileRecord.of(r) for r in rows]
             if claim_for is None:
-                return records, set()
+                return rows, set()
             claimed = {r.id: r for r in claim_prediction_files(s, prediction_id, *claim_for)}
-            return [claimed.get(r.id, r) for r in records], set(claimed)
+            return [claimed.get(r.id, r) for r in rows], set(claimed)
 
         return self.db.write(work, prediction_id=prediction_id)
 

@@ -72,7 +72,7 @@ def prediction_values(prediction: PredictionIn, *, rerun_of: str | None = None) 
 def upsert_statement(db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> Any:
     """The ``INSERT .. ON CONFLICT DO UPDATE`` that records ``prediction`` (the rules of
     :meth:`PredictionRepository.record`), for running inside a caller's transaction."""
-    stmt = db.insert(Prediction).values(**prediction_values(prediction, rerun_of=rerun_of))
+    stmt = db.insert(Prediction.__table__).values(**prediction_values(prediction, rerun_of=rerun_of))
     ex = stmt.excluded
     keep = Prediction.__table__.c
     return stmt.on_conflict_do_update(
