@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from cachelayer.catalog.claims import claim_prediction_files
 from cachelayer.catalog.encoding import catalog_url
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, SourceUrl
-from cachelayer.catalog.predictions import check_prediction_id, upsert_statement
+from cachelayer.catalog.predictions import check_prediction_id, record_in
 from cachelayer.catalog.records import FileRecord, FileStatus, NewFile
 from cachelayer.catalog.session import Database, chunked, utcnow
 from cachelayer.errors import CatalogWriteError
@@ -40,6 +40,9 @@ class FileRepository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        # built once: executed many rows at a time with parameters
+        self._insert_files = db.insert(_FILES).on_conflict_do_nothing(index_elements=self._file_conflict())
+        self._insert_alias = db.insert(_ALIASES).on_conflict_do_nothing(index_elements=self._alias_conflict())
 
     def _file_conflict(self) -> list[Any]:
         if self.db.dialect == "postgresql":  # the unique index is on md5(output_path) there
@@ -53,11 +56,7 @@ class FileRepository:
 
     def _insert_aliases(self, s: Session, aliases: Sequence[dict[str, Any]]) -> None:
         for chunk in chunked(aliases):
-            s.execute(
-                self.db.insert(_ALIASES)
-                .values(list(chunk))
-                .on_conflict_do_nothing(index_elements=self._alias_conflict())
-            )
+            s.execute(self._insert_alias, list(chunk))
 
     def ensure(
         self,
@@ -116,11 +115,9 @@ class FileRepository:
         check_prediction_id(prediction_id, model)
         wanted = [(f.output_path, catalog_url(f.source_url), f.key) for f in files]
 
-        upsert = upsert_statement(self.db, prediction, rerun_of=rerun_of) if prediction is not None else None
-
         def work(s: Session) -> tuple[list[FileRecord], set[int]]:
-            if upsert is not None:
-                s.execute(upsert)
+            if prediction is not None:
+                record_in(s, self.db, prediction, rerun_of=rerun_of)
             now = utcnow()
             new = [
                 {
@@ -137,12 +134,8 @@ class FileRepository:
                 }
                 for path, url, key in wanted
             ]
-            for chunk in chunked(new):
-                s.execute(
-                    self.db.insert(_FILES)
-                    .values(list(chunk))
-                    .on_conflict_do_nothing(index_elements=self._file_conflict())
-                )
+            for chunk in chunked(new):  # executemany of one statement, compiled once
+                s.execute(self._insert_files, list(chunk))
             # Core rows, not ORM objects: no identity map or flush for a scan's many files
             rows = [
                 FileRecord(**r._mapping)

@@ -16,7 +16,7 @@ from cachelayer.datauri import redact_data_uris
 from cachelayer.errors import CatalogWriteError
 from cachelayer.prediction import Prediction as PredictionIn
 
-__all__ = ["PredictionRepository", "check_prediction_id", "upsert_statement"]
+__all__ = ["PredictionRepository", "check_prediction_id", "record_in"]
 
 #: Ids looked up per statement by :meth:`PredictionRepository.get_many`.
 LOOKUP_BATCH = 500
@@ -69,30 +69,44 @@ def prediction_values(prediction: PredictionIn, *, rerun_of: str | None = None) 
     }
 
 
-def upsert_statement(db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> Any:
-    """The ``INSERT .. ON CONFLICT DO UPDATE`` that records ``prediction`` (the rules of
-    :meth:`PredictionRepository.record`), for running inside a caller's transaction."""
-    stmt = db.insert(Prediction.__table__).values(**prediction_values(prediction, rerun_of=rerun_of))
-    ex = stmt.excluded
-    keep = Prediction.__table__.c
-    return stmt.on_conflict_do_update(
-        index_elements=["id"],
-        set_={
-            "model": ex.model,
-            "version": ex.version,
-            "status": ex.status,
-            "source": ex.source,
-            "error": ex.error,
-            "created_at": ex.created_at,
-            "started_at": ex.started_at,
-            "completed_at": ex.completed_at,
-            "data_removed": or_(keep.data_removed, ex.data_removed),
-            "input": func.coalesce(ex.input, keep.input),
-            "output": func.coalesce(ex.output, keep.output),
-            "rerun_of": func.coalesce(keep.rerun_of, ex.rerun_of),
-            "updated_at": ex.updated_at,
-        },
-    )
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert(db: Database) -> Any:
+    """The ``INSERT .. ON CONFLICT DO UPDATE`` of the rules of
+    :meth:`PredictionRepository.record`, built once per dialect (values come as parameters,
+    so SQLAlchemy compiles it once)."""
+    stmt = _UPSERTS.get(db.dialect)
+    if stmt is None:
+        ins = db.insert(Prediction.__table__)
+        ex = ins.excluded
+        keep = Prediction.__table__.c
+        stmt = ins.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "model": ex.model,
+                "version": ex.version,
+                "status": ex.status,
+                "source": ex.source,
+                "error": ex.error,
+                "created_at": ex.created_at,
+                "started_at": ex.started_at,
+                "completed_at": ex.completed_at,
+                "data_removed": or_(keep.data_removed, ex.data_removed),
+                "input": func.coalesce(ex.input, keep.input),
+                "output": func.coalesce(ex.output, keep.output),
+                "rerun_of": func.coalesce(keep.rerun_of, ex.rerun_of),
+                "updated_at": ex.updated_at,
+            },
+        )
+        _UPSERTS[db.dialect] = stmt
+    return stmt
+
+
+def record_in(s: Session, db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> None:
+    """Record ``prediction`` (the rules of :meth:`PredictionRepository.record`) inside the
+    caller's transaction ``s``."""
+    s.execute(_upsert(db), prediction_values(prediction, rerun_of=rerun_of))
 
 
 class PredictionRepository:
@@ -111,8 +125,9 @@ class PredictionRepository:
         when the prediction cannot be recorded (then nothing of it is) and
         :class:`~cachelayer.errors.CatalogOutageError`.
         """
-        stmt = upsert_statement(self.db, prediction, rerun_of=rerun_of)
-        self.db.write(lambda s: s.execute(stmt), prediction_id=prediction.id)
+        self.db.write(
+            lambda s: record_in(s, self.db, prediction, rerun_of=rerun_of), prediction_id=prediction.id
+        )
 
     def set_durable_output(self, prediction_id: str, durable_output: Any) -> None:
         """Record the output with each stored file replaced by its object URI (``data:``
