@@ -6,27 +6,19 @@ Timings are printed by the bench, never asserted here."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benches import load_bench
 
 from cachelayer.testing.simulator import File
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "backfill.py"
 PREDICTIONS, FILES_PER, SIZE = 12, 5, 20_000  # 60 files
 
 
 @pytest.fixture(scope="module")
 def backfill_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_backfill", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("backfill")
 
 
 @pytest.fixture

@@ -5,27 +5,19 @@ latency. Timings are printed by the bench, never asserted here."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benches import load_bench
 
 from cachelayer.testing.simulator import File
 
 MiB = 1 << 20
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "persist.py"
 
 
 @pytest.fixture(scope="module")
 def persist_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_persist", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("persist")
 
 
 def _sha256(s3, bucket: str, key: str) -> tuple[int, str]:

@@ -5,26 +5,19 @@ never asserted here."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benches import load_bench
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "queue_ceiling.py"
 FILES, PROCESSES, THREADS = 300, 2, 2
 
 
 @pytest.fixture(scope="module")
 def queue_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_queue_ceiling", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("queue_ceiling")
 
 
 def _bench(module: ModuleType, postgres_url: str | None) -> Iterator[ModuleType]:

@@ -7,18 +7,15 @@ Skipped when ``/usr/bin/rclone`` is missing, unless ``CACHELAYER_REQUIRE_RCLONE=
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benches import load_bench
 
 from cachelayer.testing.simulator import File
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "rclone.py"
 RCLONE = "/usr/bin/rclone"
 KiB = 1 << 10
 
@@ -30,12 +27,7 @@ if not (os.path.exists(RCLONE) and shutil.which("xargs")):
 
 @pytest.fixture(scope="module")
 def rclone_bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_rclone", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("rclone")
 
 
 def _sha256(s3, bucket: str, key: str) -> tuple[int, str]:

@@ -4,19 +4,11 @@ bench, never asserted here."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "serve.py"
+from benches import load_bench
 
 
 def test_bench_serve_small(s3_server):
-    spec = importlib.util.spec_from_file_location("bench_serve", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench("serve")
 
     results = bench.run(
         modes=("baseline", "redirect", "proxy"),

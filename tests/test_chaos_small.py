@@ -6,24 +6,17 @@ The full campaign and its figures: ``docs/RELIABILITY.md``."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "chaos.py"
+from benches import load_bench
 
 
 @pytest.fixture(scope="module")
 def chaos() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_chaos", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("chaos")
 
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
