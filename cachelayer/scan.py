@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -129,9 +129,11 @@ class Scan:
         *,
         limit: int | None,
         dry_run: bool,
+        on_page: Callable[[], None] | None = None,
     ) -> None:
         self.api, self.catalog, self.persister = api, catalog, persister
         self.flt, self.tally, self.limit, self.dry_run = flt, tally, limit, dry_run
+        self.on_page = on_page  # called after each page is recorded (wakes the workers)
         self.seen = 0
         self.analyzed = False
 
@@ -207,6 +209,8 @@ class Scan:
                     state["newest"] = _iso(newest_seen)
                 state.update(predictions_scanned=self.seen, complete=link is None)
                 self.catalog.checkpoints.save(name, link, state)
+            if self.on_page is not None:
+                self.on_page()
             if not self.analyzed and self.tally.summary.files_queued >= ANALYZE_AFTER_FILES:
                 self.analyzed = True
                 self.catalog.queue.analyze()
@@ -273,9 +277,10 @@ def backfill(
     pool = WorkerPool(catalog, copier, tally, 0 if scan_only else concurrency, scan_done=scan_done, once=True)
     threads = pool.start()
     try:
-        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False).run()
+        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_page=pool.notify).run()
     finally:
         scan_done.set()
+        pool.notify()
         pool.join(threads)
     if on_expired == "rerun":
         _rerun_expired(catalog, persister, tally, sorted(tally.expired_predictions))

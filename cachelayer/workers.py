@@ -33,6 +33,10 @@ __all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "work"]
 
 log = logging.getLogger("cachelayer")
 
+#: Seconds an idle worker waits for the scan's wake-up before looking at the queue again
+#: (files queued by other processes; the scan itself wakes the workers after each page).
+SCAN_POLL = 0.5
+
 ProgressFn = Callable[["BackfillSummary"], None]
 
 
@@ -175,14 +179,30 @@ class WorkerPool:
         self.idle_poll = idle_poll
         self._finished: dict[str, datetime | None] = {}
         self._lock = threading.Lock()
+        self._queued = threading.Condition()
         self.errors: list[BaseException] = []
+
+    def notify(self) -> None:
+        """Wake idle threads now: files were just queued (the scan calls it after each page),
+        so they do not poll the catalog while the queue is empty."""
+        with self._queued:
+            self._queued.notify_all()
+
+    def _wait(self) -> None:
+        """An empty queue: while the scan runs, wait for its :meth:`notify` (at most
+        :data:`SCAN_POLL` seconds, for files another process queues); else ``idle_poll``
+        seconds or until ``stop``."""
+        if self.scan_done is not None and not self.scan_done.is_set():
+            with self._queued:
+                self._queued.wait(SCAN_POLL)
+        else:
+            self.stop.wait(self.idle_poll)
 
     def _finished_at(self, pid: str) -> datetime | None:
         with self._lock:
             if pid in self._finished:
                 return self._finished[pid]
-        rec = self.catalog.predictions.get(pid)
-        stamp = (rec.completed_at or rec.created_at) if rec is not None else None
+        stamp = self.catalog.predictions.finished_at(pid)
         with self._lock:
             if len(self._finished) > 10_000:
                 self._finished.clear()
@@ -228,7 +248,7 @@ class WorkerPool:
                 if row is None:
                     if self._idle():
                         return
-                    self.stop.wait(self.idle_poll)
+                    self._wait()
                     continue
                 if row.attempts > 1:
                     self.tally.retried()

@@ -185,3 +185,22 @@ def test_a_scan_refreshes_postgresql_statistics_once_files_are_queued(
     assert _last_analyze(layer.engine) is None
     layer.backfill(scan_only=True)
     assert _last_analyze(layer.engine) is not None
+
+
+def test_finished_at_reads_completion_else_creation(catalog):
+    done = Prediction.from_json(
+        {
+            "id": "finishedatdonexxxxxxxxxxxx",
+            "status": "succeeded",
+            "created_at": "2026-11-21T10:00:00Z",
+            "completed_at": "2026-11-21T10:00:07Z",
+        }
+    )
+    running = Prediction.from_json(
+        {"id": "finishedatrunningxxxxxxxxx", "status": "processing", "created_at": "2026-11-21T11:00:00Z"}
+    )
+    for p in (done, running):
+        catalog.predictions.record(p)
+    assert catalog.predictions.finished_at(done.id) == done.completed_at
+    assert catalog.predictions.finished_at(running.id) == running.created_at
+    assert catalog.predictions.finished_at("finishedatunknownxxxxxxxxx") is None

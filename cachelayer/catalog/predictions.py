@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -150,6 +151,16 @@ class PredictionRepository:
             return PredictionRecord.of(row) if row else None
 
         return self.db.read(work)
+
+    def finished_at(self, prediction_id: str) -> datetime | None:
+        """When the recorded prediction completed (else when it was created); ``None`` for
+        an unknown one. Reads two columns, not the JSON of input and output."""
+        row = self.db.read(
+            lambda s: s.execute(
+                select(Prediction.completed_at, Prediction.created_at).where(Prediction.id == prediction_id)
+            ).first()
+        )
+        return (row[0] or row[1]) if row is not None else None
 
     def get_many(self, prediction_ids: Iterable[str]) -> dict[str, PredictionRecord]:
         """The recorded predictions among ``prediction_ids`` (unknown ids are absent)."""
