@@ -267,6 +267,43 @@ def test_multipart_upload_from_non_seekable_stream(store: Store) -> None:
         assert raw["CacheControl"] == "max-age=60"
 
 
+def test_multipart_objects_above_the_copy_limit_skip_the_sha256_copy(
+    s3_server: MotoS3Server, s3_bucket: str
+) -> None:
+    """Issue 11: the server-side copy that writes metadata ``sha256`` after a multipart
+    upload is a second full write of the object; above ``checksum_copy_max_bytes`` (64 MiB
+    by default) it is skipped. Below, the object gets it; above, S3 keeps the parts'
+    checksums and the object is intact, without the metadata (verify compares its size)."""
+    from cachelayer.storage.s3 import DEFAULT_CHECKSUM_COPY_MAX
+
+    def store(limit: int) -> S3Store:
+        return S3Store(
+            s3_bucket,
+            endpoint_url=s3_server.endpoint_url,
+            region=s3_server.region,
+            addressing_style="path",
+            access_key_id="testing",
+            secret_access_key="testing",
+            multipart_chunksize=5 * MiB,
+            multipart_threshold=5 * MiB,
+            checksum_copy_max_bytes=limit,
+        )
+
+    assert DEFAULT_CHECKSUM_COPY_MAX == 64 * MiB
+    assert S3Store(s3_bucket, endpoint_url=s3_server.endpoint_url).checksum_copy_max_bytes == 64 * MiB
+    total = 12 * MiB
+    copies: list[str] = []
+    for limit, key in ((total, "copy/under.bin"), (total - 1, "copy/over.bin")):
+        st = store(limit)
+        st.client.meta.events.register("before-call.s3.CopyObject", lambda **kw: copies.append(key))
+        st.put(key, GeneratedStream(total))  # type: ignore[arg-type]
+        info = st.head(key)
+        assert info is not None and info.size == total
+        assert read_digest(st.open(key)) == (total, expected_digest(total))
+        assert info.sha256 == (expected_digest(total) if key.endswith("under.bin") else None)
+    assert copies == ["copy/under.bin"]
+
+
 def test_s3_upload_memory_is_bounded_by_part_size(s3_server: MotoS3Server, s3_bucket: str) -> None:
     """64 MiB through a store with 2 parts in flight stays far below the object size."""
     store = S3Store(

@@ -28,7 +28,12 @@ checks each part and keeps a composite checksum), and after ``CompleteMultipartU
 object is copied onto itself (``CopyObject``, ``MetadataDirective=REPLACE``,
 ``CopySourceIfMatch`` = the new ETag, so an object replaced meanwhile is left alone) to add
 metadata ``sha256``: a server-side copy, no bytes through this process, done for objects up
-to ``checksum_copy_max_bytes`` (default and maximum 5 GiB, the ``CopyObject`` limit). On a
+to ``checksum_copy_max_bytes`` (default 64 MiB, :data:`DEFAULT_CHECKSUM_COPY_MAX`; at most
+5 GiB, the ``CopyObject`` limit). The copy is not free: on moto a 500 MiB persist took
+13.3 s with it and 7.9 s without (naive loop 7.9 s; docs/BENCHMARKS.md, issue 11), and S3
+copies server-side at a rate of its own, so larger objects skip it: their sha256 stays in
+the catalog, S3 checked every part's ``ChecksumSHA256`` on upload, and ``verify --deep``
+re-reads them (shallow ``verify`` compares their size). On a
 versioned bucket that copy is a second version. The copy also leaves the object an MD5 ETag
 (objects written by PUT or Copy, plaintext or SSE-S3, have MD5 ETags; multipart ones do not:
 AWS S3 API reference, ``Object.ETag``), so tools such as rclone can compare MD5s without
@@ -106,6 +111,7 @@ __all__ = [
     "MIN_PART_SIZE",
     "MAX_PART_SIZE",
     "MAX_PARTS",
+    "DEFAULT_CHECKSUM_COPY_MAX",
     "MAX_COPY_SIZE",
     "MAX_PRESIGN_TTL",
 ]
@@ -133,6 +139,11 @@ _AUTH_CODES = {
 }
 
 
+#: Default ``checksum_copy_max_bytes``: multipart objects up to 64 MiB get metadata
+#: ``sha256`` by a server-side copy; larger ones skip that second full write (module docstring).
+DEFAULT_CHECKSUM_COPY_MAX = 64 * MiB
+
+
 class S3Store(Store):
     """A bucket on any S3-compatible service.
 
@@ -155,8 +166,8 @@ class S3Store(Store):
     ``max_pool_connections`` (HTTP connections of the shared client; size it at least
     ``max_concurrency x`` concurrent puts). ``cache_control``: default ``Cache-Control``
     for :meth:`put`. ``checksum_copy_max_bytes``: multipart objects up to this size (bytes,
-    at most 5 GiB; ``0`` never) get their ``sha256`` metadata through a server-side
-    ``CopyObject`` after the upload (module docstring). ``client``: a ready boto3 S3 client
+    default 64 MiB, at most 5 GiB; ``0`` never) get their ``sha256`` metadata through a
+    server-side ``CopyObject`` after the upload (module docstring). ``client``: a ready boto3 S3 client
     to use instead of building one (then the connection arguments are ignored and
     :meth:`close` leaves it open).
 
@@ -189,7 +200,7 @@ class S3Store(Store):
         max_concurrency: int = 3,
         max_pool_connections: int = 32,
         cache_control: str | None = None,
-        checksum_copy_max_bytes: int = MAX_COPY_SIZE,
+        checksum_copy_max_bytes: int = DEFAULT_CHECKSUM_COPY_MAX,
         client: Any = None,
     ) -> None:
         if not bucket:
