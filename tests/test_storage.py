@@ -289,13 +289,13 @@ def test_multipart_objects_above_the_copy_limit_skip_the_sha256_copy(
             checksum_copy_max_bytes=limit,
         )
 
-    assert DEFAULT_CHECKSUM_COPY_MAX == 64 * MiB
-    assert S3Store(s3_bucket, endpoint_url=s3_server.endpoint_url).checksum_copy_max_bytes == 64 * MiB
+    default = S3Store(s3_bucket, endpoint_url=s3_server.endpoint_url).checksum_copy_max_bytes
+    assert default == DEFAULT_CHECKSUM_COPY_MAX == 64 * MiB
     total = 12 * MiB
     copies: list[str] = []
     for limit, key in ((total, "copy/under.bin"), (total - 1, "copy/over.bin")):
         st = store(limit)
-        st.client.meta.events.register("before-call.s3.CopyObject", lambda **kw: copies.append(key))
+        st.client.meta.events.register("before-call.s3.CopyObject", lambda k=key, **kw: copies.append(k))
         st.put(key, GeneratedStream(total))  # type: ignore[arg-type]
         info = st.head(key)
         assert info is not None and info.size == total
