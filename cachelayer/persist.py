@@ -159,6 +159,9 @@ class Persister:
             expiry.warn_if_late(prediction, self.settings.expiry_margin)
         todo = [] if removed else [r for r in rows if r.status != "stored" and r.output_path in urls]
         self.copier.release([r for r in rows if r.id in claimed and r not in todo])
+        for r in todo:  # claimed files waiting for a copy thread keep their leases alive
+            if r.id in claimed:
+                self.copier.heartbeat.add(r.id)
         done = {r.id: FileOutcome(r, skipped=True) for r in rows if r not in todo}
         for r in rows:
             if r.id in done and r.status == "expired":
@@ -174,11 +177,15 @@ class Persister:
                 return self.copier.copy(r, urls[r.output_path], prediction.finished_at)
 
             workers = min(self.settings.concurrency, len(todo))
-            if workers == 1:
-                outcomes = [copy(r) for r in todo]
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="cachelayer-copy") as pool:
-                    outcomes = list(pool.map(copy, todo))
+            try:
+                if workers == 1:
+                    outcomes = [copy(r) for r in todo]
+                else:
+                    with ThreadPoolExecutor(workers, thread_name_prefix="cachelayer-copy") as pool:
+                        outcomes = list(pool.map(copy, todo))
+            finally:
+                for r in todo:  # none left renewed if a copy raised before reaching it
+                    self.copier.heartbeat.discard(r.id)
             done.update({o.record.id: o for o in outcomes})
         result = PersistResult(pid, prediction)
         result.files = sorted(done.values(), key=lambda o: o.record.output_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -337,3 +338,34 @@ def test_a_held_prediction_still_running_is_waited_for(layer, replicate_simulato
     layer.persist(held)
     assert _api_gets(sim, pid) >= 1
     assert [r.status for r in layer.catalog.files_of(pid)] == ["stored"]
+
+
+def test_files_waiting_for_a_copy_thread_keep_their_leases(make_layer, replicate_simulator):
+    """persist claims all of a prediction's files in its first transaction; those waiting
+    for a copy thread are on the heartbeat, so a worker elsewhere never takes them over
+    (each file is downloaded exactly once)."""
+    sim = replicate_simulator
+    pid = sim.seed_prediction(
+        "acme/slow", {}, [File(f"slow {i}".encode(), filename=f"{i}.png") for i in range(3)]
+    )
+    held = sim.prediction(pid)
+    layer = make_layer(concurrency=1, lease_seconds=1)
+    other = make_layer(lease_seconds=1)
+    sim.latency = 0.8  # each download waits 0.8 s: the last file waits ~1.6 s for its turn
+    stop = threading.Event()
+
+    def steal() -> None:
+        while not stop.is_set():
+            other.work(once=True, concurrency=2)
+            stop.wait(0.1)
+
+    thief = threading.Thread(target=steal)
+    try:
+        thief.start()
+        layer.persist(held)
+    finally:
+        stop.set()
+        thief.join(30)
+        sim.latency = 0
+    assert [r.status for r in layer.catalog.files_of(pid)] == ["stored"] * 3
+    assert [sim.download_count(u) for u in sim.delivery_urls(pid)] == [1, 1, 1]
