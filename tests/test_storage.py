@@ -267,6 +267,21 @@ def test_multipart_upload_from_non_seekable_stream(store: Store) -> None:
         assert raw["CacheControl"] == "max-age=60"
 
 
+def _five_mib_parts(s3_server: MotoS3Server, bucket: str, **tuning: Any) -> S3Store:
+    """A store on moto that goes multipart from 5 MiB in 5 MiB parts (S3's smallest)."""
+    return S3Store(
+        bucket,
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        addressing_style="path",
+        access_key_id="testing",
+        secret_access_key="testing",
+        multipart_chunksize=5 * MiB,
+        multipart_threshold=5 * MiB,
+        **tuning,
+    )
+
+
 def test_multipart_objects_above_the_copy_limit_skip_the_sha256_copy(
     s3_server: MotoS3Server, s3_bucket: str
 ) -> None:
@@ -276,25 +291,12 @@ def test_multipart_objects_above_the_copy_limit_skip_the_sha256_copy(
     checksums and the object is intact, without the metadata (verify compares its size)."""
     from cachelayer.storage.s3 import DEFAULT_CHECKSUM_COPY_MAX
 
-    def store(limit: int) -> S3Store:
-        return S3Store(
-            s3_bucket,
-            endpoint_url=s3_server.endpoint_url,
-            region=s3_server.region,
-            addressing_style="path",
-            access_key_id="testing",
-            secret_access_key="testing",
-            multipart_chunksize=5 * MiB,
-            multipart_threshold=5 * MiB,
-            checksum_copy_max_bytes=limit,
-        )
-
     default = S3Store(s3_bucket, endpoint_url=s3_server.endpoint_url).checksum_copy_max_bytes
     assert default == DEFAULT_CHECKSUM_COPY_MAX == 64 * MiB
     total = 12 * MiB
     copies: list[str] = []
     for limit, key in ((total, "copy/under.bin"), (total - 1, "copy/over.bin")):
-        st = store(limit)
+        st = _five_mib_parts(s3_server, s3_bucket, checksum_copy_max_bytes=limit)
         st.client.meta.events.register("before-call.s3.CopyObject", lambda k=key, **kw: copies.append(k))
         st.put(key, GeneratedStream(total))  # type: ignore[arg-type]
         info = st.head(key)
@@ -306,17 +308,7 @@ def test_multipart_objects_above_the_copy_limit_skip_the_sha256_copy(
 
 def test_s3_upload_memory_is_bounded_by_part_size(s3_server: MotoS3Server, s3_bucket: str) -> None:
     """64 MiB through a store with 2 parts in flight stays far below the object size."""
-    store = S3Store(
-        s3_bucket,
-        endpoint_url=s3_server.endpoint_url,
-        region=s3_server.region,
-        addressing_style="path",
-        access_key_id="testing",
-        secret_access_key="testing",
-        multipart_chunksize=5 * MiB,
-        multipart_threshold=5 * MiB,
-        max_concurrency=2,
-    )
+    store = _five_mib_parts(s3_server, s3_bucket, max_concurrency=2)
     total = 64 * MiB
     tracemalloc.start()
     try:
