@@ -238,11 +238,12 @@ def test_s3_store_default_cache_control(s3_server: MotoS3Server, s3_bucket: str)
 def test_multipart_upload_from_non_seekable_stream(store: Store) -> None:
     total = 20 * MiB + 12345  # > 8 MiB threshold: 3 parts of 8, 8 and ~4 MiB
     stream = GeneratedStream(total)
-    parts: list[int] = []
+    sent: dict[int, int] = {}
     if isinstance(store, S3Store):
-        # Watch the requests boto3 sends (an observer, not a stand-in: the server does the work).
+        # Watch the requests boto3 sends (an observer, not a stand-in: the server does the work);
+        # parts go up concurrently, so they are keyed by part number, not arrival order.
         def seen(params: dict[str, Any], **_: Any) -> None:
-            parts.append(len(params["Body"]))
+            sent[params["PartNumber"]] = len(params["Body"])
 
         store.client.meta.events.register("provide-client-params.s3.UploadPart", seen)
     store.put(
@@ -262,7 +263,7 @@ def test_multipart_upload_from_non_seekable_stream(store: Store) -> None:
     assert info.content_type == "video/mp4" and info.metadata["prediction-id"] == "p"
     if isinstance(store, S3Store):
         # the short reads (64 KiB per call) still made full 8 MiB parts
-        assert parts == [8 * MiB, 8 * MiB, total - 16 * MiB]
+        assert [sent[n] for n in sorted(sent)] == [8 * MiB, 8 * MiB, total - 16 * MiB]
         raw = store.client.head_object(Bucket=store.bucket, Key="big/video.mp4")
         assert raw["CacheControl"] == "max-age=60"
 
