@@ -97,3 +97,25 @@ def http_webhooks(replicate_simulator):
     sends webhooks to HTTPS URLs (in production serve sits behind a TLS proxy)."""
     replicate_simulator.allow_http_webhooks = True
     return replicate_simulator
+
+
+@pytest.fixture
+def served(make_layer, replicate_simulator, s3_server, s3_bucket, catalog_url, tmp_path):
+    """Start ``cachelayer serve`` processes (``served(*args, **env)``) on the test's
+    simulator, bucket and catalog (migrated first: PostgreSQL is not auto-migrated); each
+    is stopped afterwards and must not have printed a traceback."""
+    from serving import ServeProcess, serve_env
+
+    make_layer().catalog  # noqa: B018 -- migrate first
+    procs: list[ServeProcess] = []
+
+    def start(*args: str, **env: str) -> ServeProcess:
+        full = serve_env(replicate_simulator, s3_server, s3_bucket, catalog_url, **env)
+        proc = ServeProcess(full, tmp_path / f"serve-{len(procs)}.log", *args)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        p.stop()
+        assert "Traceback" not in p.output(), p.output()

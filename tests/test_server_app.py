@@ -14,7 +14,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
-from serving import ServeProcess, serve_env, wait_for
+from serving import serve_env, wait_for
 
 from cachelayer.server.command import serve_command
 from cachelayer.testing.simulator import File
@@ -23,22 +23,6 @@ pytestmark = pytest.mark.usefixtures("http_webhooks")
 
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def served(make_layer, replicate_simulator, s3_server, s3_bucket, catalog_url, tmp_path):
-    make_layer().catalog  # noqa: B018 -- migrate first
-    procs: list[ServeProcess] = []
-
-    def start(*args: str, **env: str) -> ServeProcess:
-        full = serve_env(replicate_simulator, s3_server, s3_bucket, catalog_url, **env)
-        proc = ServeProcess(full, tmp_path / f"serve-{len(procs)}.log", *args)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for p in procs:
-        p.stop()
 
 
 def _signed_post(sim, server, data) -> httpx.Response:

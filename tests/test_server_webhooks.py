@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-from serving import ServeProcess, serve_env, wait_for
+from serving import ServeProcess, wait_for
 
 from cachelayer.catalog.server_state import ServerState
 from cachelayer.testing.simulator import File
@@ -23,24 +23,6 @@ pytestmark = pytest.mark.usefixtures("http_webhooks")
 
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def served(make_layer, replicate_simulator, s3_server, s3_bucket, catalog_url, tmp_path):
-    """Start serve processes on the test's simulator, bucket and (migrated) catalog."""
-    make_layer().catalog  # noqa: B018 -- migrate first (PostgreSQL is not auto-migrated)
-    procs: list[ServeProcess] = []
-
-    def start(*args: str, **env: str) -> ServeProcess:
-        full = serve_env(replicate_simulator, s3_server, s3_bucket, catalog_url, **env)
-        proc = ServeProcess(full, tmp_path / f"serve-{len(procs)}.log", *args)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for p in procs:
-        p.stop()
-        assert "Traceback" not in p.output(), p.output()
 
 
 def _post(server: ServeProcess, body: bytes, headers: dict[str, str]) -> httpx.Response:
