@@ -202,21 +202,23 @@ class Copier:
             return FileOutcome(final, claimed=claimed)
 
     def _fetch_and_put(self, row: FileRecord, url: str) -> tuple[int, str, str]:
-        with self.fetcher.open(url) as dl:
+        # the store hashes what it writes (and returns it): no second SHA-256 of the bytes
+        with self.fetcher.open(url, hashing=False) as dl:
             ctype = (
                 _source_content_type(dl.content_type, url)
                 or _guess_type(row.key)
                 or "application/octet-stream"
             )
             metadata = {"prediction-id": row.prediction_id, "output-path": quote(row.output_path, safe="/~")}
-            self.store.put(
+            sha256 = self.store.put(
                 row.key,
                 cast(BinaryIO, dl),  # a readable stream: put() only calls read(n)
                 content_type=ctype,
                 metadata=metadata,
                 cache_control=self.settings.cache_control,
+                size=dl.content_length,
             )
-            return dl.size, dl.sha256, ctype
+            return dl.size, sha256, ctype
 
     def _fail(
         self,

@@ -168,9 +168,10 @@ class _Retry(Retry):
 class Download:
     """A readable stream over one source; ``read(n)`` as in ``io.RawIOBase``.
 
-    After the stream is exhausted, ``size`` (bytes) and ``sha256`` (hex) describe exactly
-    the bytes handed out. ``content_type`` and ``content_length`` come from the response
-    headers (``None`` when absent). Close it (or use ``with``) to release the connection.
+    When exhausted, ``size`` (bytes) and ``sha256`` (hex; ``hashing=False``: not computed,
+    ``sha256`` raises ``ValueError``) describe exactly the bytes handed out. ``content_type``
+    and ``content_length`` come from the response headers (``None`` when absent). Close it
+    (or use ``with``) to release the connection.
 
     ``deadline``: ``time.monotonic()`` value past which ``read`` raises
     :class:`DownloadTimeoutError` (``None``: none). ``stall_bytes_per_second`` /
@@ -192,6 +193,7 @@ class Download:
         stall_bytes_per_second: float = 0,
         stall_window: float = 0,
         read_timeout: float | None = None,
+        hashing: bool = True,
     ) -> None:
         self.url = url
         self._response = response
@@ -201,7 +203,7 @@ class Download:
             chunks, content_length = [data], len(data)
         if chunks is not None:
             self._chunks = iter(chunks)
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashing else None
         self.size = 0
         self.max_bytes = max_bytes
         self.content_type = content_type
@@ -228,7 +230,9 @@ class Download:
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of the bytes read so far (the whole body once exhausted)."""
+        """Hex SHA-256 of the bytes read so far; ``ValueError`` if opened with ``hashing=False``."""
+        if self._hash is None:
+            raise ValueError(f"{self.url[:200]}: opened without hashing")
         return self._hash.hexdigest()
 
     def readable(self) -> bool:
@@ -325,7 +329,8 @@ class Download:
                 raise DownloadTooLargeError(
                     f"{self.url[:200]}: body exceeds the cap of {self.max_bytes} bytes", url=self.url
                 )
-            self._hash.update(chunk)
+            if self._hash is not None:
+                self._hash.update(chunk)
             if self._response is not None:
                 self._check_stall()
         elif self.content_length is not None and self.size != self.content_length:
@@ -472,8 +477,9 @@ class Fetcher:
             )
         return left
 
-    def open(self, url: str) -> Download:
-        """Start downloading ``url``; returns a :class:`Download` positioned at byte 0.
+    def open(self, url: str, *, hashing: bool = True) -> Download:
+        """Start downloading ``url``; returns a :class:`Download` positioned at byte 0
+        (``hashing=False``: without its SHA-256, see :class:`Download`).
 
         Redirects are followed (at most 5), each target checked like ``url``. Raises
         :class:`~cachelayer.errors.MalformedUrlError`, :class:`DisallowedUrlError`
@@ -493,6 +499,7 @@ class Fetcher:
                 content_type=data.content_type,
                 content_length=data.decoded_size,
                 max_bytes=self.max_bytes,
+                hashing=hashing,
             )
         for _ in range(MAX_REDIRECTS + 1):
             resp = self._get(parsed, url, deadline)
@@ -527,6 +534,7 @@ class Fetcher:
                 stall_bytes_per_second=self.stall_bytes_per_second,
                 stall_window=self.stall_window,
                 read_timeout=self.timeout[1],
+                hashing=hashing,
             )
         raise DownloadError(f"{url[:200]}: more than {MAX_REDIRECTS} redirects", url=url)
 

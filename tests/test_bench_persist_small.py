@@ -26,14 +26,22 @@ def _sha256(s3, bucket: str, key: str) -> tuple[int, str]:
     return len(data), hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("size", [1 * MiB, 8 * MiB], ids=["1MiB", "8MiB-multipart"])
+@pytest.mark.parametrize(
+    "size, label, operation",
+    [
+        (1 * MiB, "persist", "PutObject"),
+        (9 * MiB, "persist", "PutObject"),  # past spool_memory_bytes: spooled, one PutObject
+        (8 * MiB, "persist:threshold8", "CompleteMultipartUpload"),  # a multipart upload, one part
+    ],
+    ids=["1MiB", "9MiB-spooled", "8MiB-multipart"],
+)
 def test_naive_and_persist_store_identical_objects(
-    persist_bench, replicate_simulator, s3_server, s3_bucket, size
+    persist_bench, replicate_simulator, s3_server, s3_bucket, size, label, operation
 ) -> None:
     bench = persist_bench.Bench(sim=replicate_simulator, moto=s3_server, bucket=s3_bucket)
     try:
         naive = bench.measure("naive", size, seed=7, keep=True)
-        persist = bench.measure("persist", size, seed=7, keep=True)
+        persist = bench.measure(label, size, seed=7, keep=True)
     finally:
         bench.close()
     assert s3_server.running and replicate_simulator.base_url  # shared ones left running
@@ -52,10 +60,7 @@ def test_naive_and_persist_store_identical_objects(
         assert m.peak_rss_kib >= m.ready_rss_kib > 0  # the child's own VmHWM / VmRSS
         assert m.cpu_child >= 0
     assert persist.extra["transfer_seconds"] > 0
-    if size >= 8 * MiB:  # at the multipart threshold: a multipart upload with one part
-        assert "CompleteMultipartUpload" in persist.extra["s3_seconds"]
-    else:
-        assert "PutObject" in persist.extra["s3_seconds"]
+    assert operation in persist.extra["s3_seconds"]
 
 
 def test_run_bench_prints_the_tables_at_each_latency(

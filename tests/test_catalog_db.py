@@ -149,3 +149,136 @@ def test_revision_0003_keeps_old_rows_readable_and_redacts_data_uris(catalog_url
     assert rec.output == [redacted]
     assert catalog.resolve(uri).id == 1 and catalog.files_of("old")[0].source_url == redacted
     engine.dispose()
+
+
+def _schema(engine) -> dict[str, object]:
+    """Everything reflection sees of the catalog's tables: columns (type, nullability,
+    default), primary and foreign keys, unique constraints and indexes (names, columns or
+    expressions, uniqueness, method), and the revision. SQLite column types are compared by
+    their affinity ("Datatypes In SQLite", 3.1): migration 0003 widened VARCHAR(n) to TEXT
+    with no DDL there, which changes nothing SQLite stores or checks."""
+
+    def coltype(t: object) -> str:
+        name = str(t).upper()
+        if engine.dialect.name != "sqlite":
+            return name
+        if any(k in name for k in ("CHAR", "CLOB", "TEXT")):
+            return "TEXT-affinity"
+        return name
+
+    insp = inspect(engine)
+    out: dict[str, object] = {}
+    for table in sorted(insp.get_table_names()):
+        out[table] = {
+            "columns": [
+                (c["name"], coltype(c["type"]), c["nullable"], str(c.get("default")))
+                for c in insp.get_columns(table)
+            ],
+            "pk": insp.get_pk_constraint(table)["constrained_columns"],
+            "fks": sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+                for f in insp.get_foreign_keys(table)
+            ),
+            "uniques": sorted(
+                (u["name"], tuple(u["column_names"])) for u in insp.get_unique_constraints(table)
+            ),
+            "indexes": sorted(
+                (
+                    i["name"],
+                    tuple(str(c) for c in i["column_names"]),
+                    tuple(i.get("expressions", ())),
+                    bool(i["unique"]),
+                    str(i.get("dialect_options", {}).get("postgresql_using", "")),
+                )
+                for i in insp.get_indexes(table)
+            ),
+        }
+    with engine.connect() as conn:
+        out["revision"] = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return out
+
+
+def test_fresh_catalog_is_created_at_once_with_the_migrated_schema(catalog_url, request):
+    """Issue 11: an empty catalog gets its schema from the models in one transaction (no
+    Alembic import, no migration run: the CLI's first run on a new SQLite file) and it is
+    the schema the migrations build, on SQLite and PostgreSQL, so later migrations apply to
+    both alike. A catalog that has tables is left to the migrations."""
+    from cachelayer.catalog.db import HEAD_REVISION, create_fresh
+
+    if catalog_url.startswith("sqlite"):
+        migrated_url = catalog_url.replace("catalog.db", "migrated.db")
+        drop = None
+    else:
+        admin = request.getfixturevalue("_cachelayer_postgres_admin")
+        migrated_url = admin.create_database()
+        drop = admin.drop_database
+    try:
+        migrated, fresh = make_engine(migrated_url), make_engine(catalog_url)
+        upgrade(migrated)
+        ensure_schema(fresh, auto_migrate=True)
+        assert _fast_revision_of(fresh) == HEAD_REVISION
+        assert _schema(fresh) == _schema(migrated)
+        assert create_fresh(fresh) is False and create_fresh(migrated) is False  # not empty: untouched
+        assert _schema(fresh) == _schema(migrated)
+        migrated.dispose()
+        fresh.dispose()
+    finally:
+        if drop is not None:
+            drop(migrated_url)
+
+
+def _fast_revision_of(engine) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def test_concurrent_first_opens_of_one_sqlite_catalog_all_succeed(tmp_path):
+    """Four processes open the same new SQLite file at once: one creates the schema, the
+    others wait for its lock (BEGIN IMMEDIATE) and find it there; none fails."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/race.db"
+    code = (
+        "import sys; from cachelayer.catalog.db import make_engine, ensure_schema; "
+        "e = make_engine(sys.argv[1]); ensure_schema(e, auto_migrate=True); print('ok')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    done = [p.communicate(timeout=120) for p in procs]
+    outs = [out.strip() for out, _ in done]
+    assert outs == ["ok"] * 4 and [p.returncode for p in procs] == [0] * 4, [err[-800:] for _, err in done]
+    engine = make_engine(url)
+    assert current_revision(engine) == head_revision(engine)
+    engine.dispose()
+
+
+def test_migrations_are_found_from_the_root_of_a_source_checkout(tmp_path):
+    """``python -c`` (or ``python -m cachelayer``) in the repository's root imports the
+    checkout's ``cachelayer/``, which has no ``migrations`` subpackage: that is only made by
+    installing (pyproject's ``package-dir``). CI installs non-editable and one racing
+    first-opener failed there with ``No module named 'cachelayer.migrations'``. The editable
+    install's finder is removed here so the test sees what CI saw."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+        "import cachelayer; assert cachelayer.__file__.startswith(sys.argv[2]), cachelayer.__file__; "
+        "from cachelayer.catalog.db import make_engine, head_revision, upgrade; "
+        "e = make_engine(sys.argv[1]); print(upgrade(e)[1], head_revision(e))"
+    )
+    url = f"sqlite:///{tmp_path}/checkout.db"
+    done = subprocess.run(
+        [sys.executable, "-c", code, url, str(root)], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    engine = make_engine(url)
+    assert done.stdout.split() == [head_revision(engine)] * 2 == [current_revision(engine)] * 2
+    engine.dispose()

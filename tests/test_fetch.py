@@ -124,3 +124,20 @@ def test_data_uris():
         fetcher.open("data:application/octet-stream;base64," + "A" * 400)
     with pytest.raises(DownloadError):
         fetcher.open("data:no-comma")
+
+
+def test_download_without_hashing_hands_out_the_same_bytes(replicate_simulator):
+    """``hashing=False`` (the copier's, since its store hashes what it writes): same bytes
+    and size, and asking for a SHA-256 that was never computed is an error, not a wrong hash."""
+    f = File(size=200_000, seed=7)
+    pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[f])
+    (url,) = replicate_simulator.delivery_urls(pid)
+    fetcher = Fetcher((replicate_simulator.host_port,), max_bytes=10**6)
+    dl = fetcher.open(url, hashing=False)
+    assert hashlib.sha256(read_all(dl)).hexdigest() == f.sha256() and dl.size == 200_000
+    with pytest.raises(ValueError, match="without hashing"):
+        _ = dl.sha256
+    data = fetcher.open("data:,hello", hashing=False)
+    assert read_all(data) == b"hello"
+    with pytest.raises(ValueError):
+        _ = data.sha256

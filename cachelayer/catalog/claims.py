@@ -9,36 +9,42 @@ Used by :mod:`cachelayer.catalog.queue` and :mod:`cachelayer.catalog.files`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, false, func, null, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import utcnow
 
-__all__ = ["CLAIM_NEXT", "MARK_STORED", "claim_params", "claim_prediction_files"]
+__all__ = [
+    "CLAIM_NEXT",
+    "MARK_STORED",
+    "STORE_AND_CLAIM",
+    "claim_params",
+    "claim_prediction_files",
+    "stored_and_claimed",
+]
 
 _TABLE = cast(Table, OutputFile.__table__)
 _F = _TABLE.c
 
 
-def _claim_next_statement(skip_locked: bool) -> Any:
+def _claim_next_statement(skip_locked: bool, *, but: Any = None) -> Any:
     """``UPDATE .. WHERE id IN (the :limit oldest claimable) RETURNING``, parameters
-    ``now``, ``limit``, ``owner``, ``until``."""
+    ``now``, ``limit``, ``owner``, ``until``; never the row ``id = but`` (when given)."""
     now: Any = bindparam("now")
-    candidates = (
-        select(_F.id)
-        .where(
-            _F.status == FileStatus.PENDING,
-            or_(_F.available_at.is_(None), _F.available_at <= now),
-            or_(_F.lease_expires_at.is_(None), _F.lease_expires_at < now),
-        )
-        .order_by(_F.available_at, _F.id)
-        .limit(bindparam("limit"))
-    )
+    conds = [
+        _F.status == FileStatus.PENDING,
+        or_(_F.available_at.is_(None), _F.available_at <= now),
+        or_(_F.lease_expires_at.is_(None), _F.lease_expires_at < now),
+    ]
+    if but is not None:
+        conds.append(_F.id != but)
+    candidates = select(_F.id).where(*conds).order_by(_F.available_at, _F.id).limit(bindparam("limit"))
     if skip_locked:  # PostgreSQL: many claimers take disjoint rows without waiting
         candidates = candidates.with_for_update(skip_locked=True)
     return (
@@ -67,6 +73,48 @@ MARK_STORED = (
     )
     .returning(*FILE_COLUMNS)
 )
+
+
+def _store_and_claim_statement() -> Any:
+    """PostgreSQL: :data:`MARK_STORED` and :data:`CLAIM_NEXT` (``SKIP LOCKED``) as one
+    statement of two data-modifying CTEs, so in autocommit it is one implicit transaction
+    and one round trip. Both CTEs see the same snapshot, so the claim excludes ``file_id``
+    explicitly: its row may still look pending there (claimable once its lease lapsed),
+    and PostgreSQL leaves it undefined which update wins when one statement changes a row
+    twice. A third ``UNION ALL`` branch calls ``set_config('synchronous_commit', 'off',
+    true)`` in its ``WHERE`` and returns no row: every branch of a ``UNION ALL`` is run and
+    a volatile condition is never folded away, and a local setting lasts until the end of
+    the (implicit) transaction, whose commit then does not wait for the WAL flush (see
+    :meth:`QueueRepository._write <cachelayer.catalog.queue.QueueRepository._write>`);
+    the session's setting is untouched. Rows: ``stored`` (true for the row stored, false
+    for each claimed one), then the columns of a :class:`FileRecord`."""
+    stored = MARK_STORED.cte("stored")
+    claimed = _claim_next_statement(True, but=bindparam("file_id")).cte("claimed")
+    cols = [c.name for c in FILE_COLUMNS]
+    unhurried = select(false(), *[null() for _ in cols]).where(
+        func.set_config("synchronous_commit", "off", True).is_(None)
+    )
+    return select(true().label("stored"), *[stored.c[n] for n in cols]).union_all(
+        select(false(), *[claimed.c[n] for n in cols]), unhurried
+    )
+
+
+#: PostgreSQL's store-and-claim-next in one statement (:func:`_store_and_claim_statement`);
+#: the parameters of :data:`MARK_STORED` and :func:`claim_params` together.
+STORE_AND_CLAIM = _store_and_claim_statement()
+
+
+def stored_and_claimed(rows: Iterable[Any]) -> tuple[FileRecord | None, list[FileRecord]]:
+    """The rows of :data:`STORE_AND_CLAIM` as ``(the stored row or None, the claimed rows
+    ordered by id)``."""
+    stored: FileRecord | None = None
+    claimed = []
+    for row in rows:
+        if row.stored:
+            stored = FileRecord.of(row)
+        else:
+            claimed.append(FileRecord.of(row))
+    return stored, sorted(claimed, key=lambda r: r.id)
 
 
 _CLAIM_PREDICTION = (

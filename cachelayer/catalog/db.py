@@ -116,13 +116,32 @@ def make_engine(
     return engine
 
 
+def migrations_dir() -> Path:
+    """The folder of the shipped Alembic migrations (``env.py``, ``versions/``).
+
+    Installed, it is the package ``cachelayer.migrations`` (the repository's top-level
+    ``migrations/``, mapped by ``package-dir`` in pyproject.toml). A source checkout imported
+    from its root (``python -m cachelayer`` or ``python -c`` there put the checkout's
+    ``cachelayer/`` first on ``sys.path``) has no such subpackage: its ``migrations/`` folder
+    beside the package is used. Raises :class:`ModuleNotFoundError` if neither exists.
+    """
+    try:
+        import cachelayer.migrations as migrations
+    except ModuleNotFoundError:
+        import cachelayer
+
+        checkout = Path(cachelayer.__file__).resolve().parent.parent / "migrations"
+        if (checkout / "env.py").is_file():
+            return checkout
+        raise
+    return Path(migrations.__file__).parent
+
+
 def _alembic_config(engine: Engine) -> Any:
     from alembic.config import Config
 
-    import cachelayer.migrations as migrations
-
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
     return cfg
 
@@ -192,14 +211,60 @@ def _fast_revision(engine: Engine) -> str | None:
         return None
 
 
+#: An arbitrary key for ``pg_advisory_xact_lock``: creators of a fresh catalog take turns.
+_CREATE_LOCK = 0x6361636865  # "cache"
+
+
+def create_fresh(engine: Engine) -> bool:
+    """Give an empty database the catalog's schema in one transaction: the tables and
+    indexes of :mod:`cachelayer.catalog.models` and :mod:`cachelayer.catalog.server_state`
+    (``create_all``) and ``alembic_version`` at
+    :data:`HEAD_REVISION`, without importing Alembic or running every migration (as Rails'
+    ``db:schema:load`` does for a new database). A test keeps the result identical to the
+    migrated schema on SQLite and PostgreSQL (tests/test_catalog_db.py).
+
+    Returns ``False``, changing nothing, when the database already has tables (another
+    process may have just created them: creators take turns, SQLite's ``BEGIN IMMEDIATE``
+    or a PostgreSQL advisory lock) or when creation fails; the migrations then decide.
+    """
+    from cachelayer.catalog import server_state  # noqa: F401 - its two tables are on Base too
+    from cachelayer.catalog.models import Base
+
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        with engine.connect() as conn:
+            if sqlite:  # pysqlite runs DDL outside any transaction unless one is begun
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CREATE_LOCK})
+            if inspect(conn).get_table_names():
+                conn.rollback()
+                return False
+            Base.metadata.create_all(conn)
+            conn.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": HEAD_REVISION})
+            conn.commit()
+    except SQLAlchemyError as exc:
+        log.debug("creating a fresh catalog failed, migrating instead: %s", exc)
+        return False
+    log.info("created a fresh catalog at revision %s", HEAD_REVISION)
+    return True
+
+
 def ensure_schema(engine: Engine, *, auto_migrate: bool) -> None:
     """Make sure the catalog is at the shipped head revision.
 
-    With ``auto_migrate`` (the default for SQLite) missing migrations are applied;
+    With ``auto_migrate`` (the default for SQLite) an empty database gets the schema at
+    once (:func:`create_fresh`) and an older one its missing migrations;
     otherwise :class:`CatalogUnavailableError` tells the user to run
     ``cachelayer db upgrade``.
     """
     if _fast_revision(engine) == HEAD_REVISION:
+        return
+    if auto_migrate and create_fresh(engine):
         return
     current = current_revision(engine)
     head = head_revision(engine)

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.claims import claim_prediction_files
@@ -32,6 +32,16 @@ RESOLVE_BATCH = 500
 
 _FILES = cast(Table, OutputFile.__table__)
 _T = _FILES.c
+#: Every file row of the prediction ``p_prediction_id``, by output path (built once).
+_FILES_OF = (
+    select(*FILE_COLUMNS).where(_T.prediction_id == bindparam("p_prediction_id")).order_by(_T.output_path)
+)
+
+
+def _files_of(s: Session, prediction_id: str) -> list[FileRecord]:
+    return [FileRecord(**r._mapping) for r in s.execute(_FILES_OF, {"p_prediction_id": prediction_id})]
+
+
 _ALIASES = cast(Table, SourceUrl.__table__)
 
 
@@ -137,12 +147,7 @@ class FileRepository:
             for chunk in chunked(new):  # executemany of one statement, compiled once
                 s.execute(self._insert_files, list(chunk))
             # Core rows, not ORM objects: no identity map or flush for a scan's many files
-            rows = [
-                FileRecord(**r._mapping)
-                for r in s.execute(
-                    select(*FILE_COLUMNS).where(_T.prediction_id == prediction_id).order_by(_T.output_path)
-                )
-            ]
+            rows = _files_of(s, prediction_id)
             by_path = {r.output_path: i for i, r in enumerate(rows)}
             aliases = []
             for path, url, _key in wanted:
@@ -188,14 +193,7 @@ class FileRepository:
 
     def of_prediction(self, prediction_id: str) -> list[FileRecord]:
         """Every file row of a prediction, ordered by output path."""
-        return self.db.read(
-            lambda s: [
-                FileRecord(**r._mapping)
-                for r in s.execute(
-                    select(*FILE_COLUMNS).where(_T.prediction_id == prediction_id).order_by(_T.output_path)
-                )
-            ]
-        )
+        return self.db.read(lambda s: _files_of(s, prediction_id))
 
     def resolve(self, url: str) -> FileRecord | None:
         """The stored file that ``url`` (current or any earlier source URL, or a ``data:``

@@ -121,6 +121,8 @@ class OutputFile(Base):
         Index("ix_output_files_status_created", "status", "created_at", "id"),
         Index("ix_output_files_queue", "status", "available_at"),
         Index("ix_output_files_source_url", "source_url", postgresql_using="hash"),
+        # the gateway finds a file by its object key on every cache miss (migration 0004)
+        Index("ix_output_files_key", "key"),
     )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.encoding import escape_text
@@ -72,6 +72,14 @@ def prediction_values(prediction: PredictionIn, *, rerun_of: str | None = None) 
 
 _UPSERTS: dict[str, Any] = {}
 
+_PREDICTIONS = cast(Table, Prediction.__table__)
+#: Core ``UPDATE`` of a prediction's ``durable_output``, built once (no ORM bookkeeping).
+_SET_DURABLE = (
+    _PREDICTIONS.update()
+    .where(_PREDICTIONS.c.id == bindparam("p_id"))
+    .values(durable_output=bindparam("p_durable"), updated_at=bindparam("p_now"))
+)
+
 
 def _upsert(db: Database) -> Any:
     """The ``INSERT .. ON CONFLICT DO UPDATE`` of the rules of
@@ -133,15 +141,8 @@ class PredictionRepository:
     def set_durable_output(self, prediction_id: str, durable_output: Any) -> None:
         """Record the output with each stored file replaced by its object URI (``data:``
         URIs of files not stored are redacted)."""
-        durable = redact_data_uris(durable_output)
-        self.db.write(
-            lambda s: s.execute(
-                update(Prediction)
-                .where(Prediction.id == prediction_id)
-                .values(durable_output=durable, updated_at=utcnow())
-            ),
-            prediction_id=prediction_id,
-        )
+        params = {"p_id": prediction_id, "p_durable": redact_data_uris(durable_output), "p_now": utcnow()}
+        self.db.write(lambda s: s.execute(_SET_DURABLE, params), prediction_id=prediction_id)
 
     def get(self, prediction_id: str) -> PredictionRecord | None:
         """The recorded prediction, or ``None``."""

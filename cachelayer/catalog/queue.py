@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from cachelayer.catalog.claims import CLAIM_NEXT, MARK_STORED, claim_params
+from cachelayer.catalog.claims import (
+    CLAIM_NEXT,
+    MARK_STORED,
+    STORE_AND_CLAIM,
+    claim_params,
+    stored_and_claimed,
+)
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
@@ -51,7 +57,8 @@ class QueueRepository:
         does not wait for the WAL flush (``synchronous_commit`` off for this transaction
         only): every queue write is idempotent, so what a server crash could lose (the last
         fraction of a second of commits) only lets a claim lapse or has a file copied again
-        to the same key. Records of predictions and files keep the default."""
+        to the same key. Records of predictions and files keep the default. (The one
+        statement of :meth:`mark_stored_and_claim` on PostgreSQL sets it itself.)"""
         if self._async_commit is None:
             return self.db.write(work)
         stmt = self._async_commit
@@ -231,8 +238,15 @@ class QueueRepository:
         claim: int = 0,
     ) -> tuple[FileRecord | None, list[FileRecord]]:
         """:meth:`mark_stored`, then (``claim`` > 0) :meth:`claim_batch` of up to ``claim``
-        files for ``owner``, in one transaction: a worker's steady state is one
-        transaction per file. Returns ``(stored row or None, claimed rows)``."""
+        files for ``owner``, atomically: a worker's steady state is one transaction per
+        file. Returns ``(stored row or None, claimed rows by id)``; the file being stored is
+        never among the claimed rows.
+
+        On PostgreSQL both are one statement (:data:`~cachelayer.catalog.claims.STORE_AND_CLAIM`)
+        run in autocommit: one round trip, no ``BEGIN``/``COMMIT``, committed without
+        waiting for the WAL flush as every queue write is (:meth:`_write`). Raises
+        :class:`~cachelayer.errors.CatalogWriteError` and
+        :class:`~cachelayer.errors.CatalogOutageError`."""
         params = {
             "file_id": file_id,
             "p_size": size,
@@ -241,6 +255,9 @@ class QueueRepository:
             "p_age": source_age_seconds,
             "now": utcnow(),
         }
+        if self.db.dialect == "postgresql":
+            params.update(claim_params(owner, lease_seconds, claim))
+            return self.db.write_statement(lambda c: stored_and_claimed(c.execute(STORE_AND_CLAIM, params)))
         more = claim_params(owner, lease_seconds, claim) if claim > 0 else None
 
         def work(s: Session) -> tuple[FileRecord | None, list[FileRecord]]:

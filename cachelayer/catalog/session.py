@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -51,6 +51,17 @@ class Database:
     def __init__(self, engine: Engine, *, retry_seconds: float | None = None) -> None:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        # the same pool; a connection checked out through it is in autocommit mode until
+        # it is returned (psycopg and sqlite3 switch on the client, no round trip)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL reads need no transaction: in READ COMMITTED (the default) each
+        # statement takes its own snapshot anyway, so BEGIN and ROLLBACK are 2 round trips
+        # for nothing. SQLite's reads keep theirs (there it does give one snapshot).
+        self._reads = (
+            sessionmaker(self._autocommit, expire_on_commit=False)
+            if engine.dialect.name == "postgresql"
+            else self.sessions
+        )
         if retry_seconds is None:
             retry_seconds = float(engine.get_execution_options().get(RETRY_OPTION, DEFAULT_RETRY_SECONDS))
         self.retry_seconds = retry_seconds
@@ -82,13 +93,33 @@ class Database:
         except (sa_exc.SQLAlchemyError, RecursionError) as exc:  # transient ones became outages
             raise CatalogWriteError(first_line(exc), prediction_id=prediction_id) from exc
 
+    def write_statement(self, work: Callable[[Connection], T], *, prediction_id: str | None = None) -> T:
+        """``work(connection)`` on a connection in autocommit mode: every statement it runs
+        is its own transaction, committed by the database as it completes, with no
+        ``BEGIN``/``COMMIT`` round trips. For work that is one statement (atomic on its
+        own); retried and reported like :meth:`write` (a statement that failed transiently
+        changed nothing, one whose answer was lost is run again, so it must be harmless to
+        repeat). Raises :class:`~cachelayer.errors.CatalogOutageError` or
+        :class:`~cachelayer.errors.CatalogWriteError`."""
+
+        def attempt() -> T:
+            with self._autocommit.connect() as conn:
+                return work(conn)
+
+        try:
+            return run_with_retries(attempt, self.retry_seconds)
+        except (sa_exc.SQLAlchemyError, RecursionError) as exc:
+            raise CatalogWriteError(first_line(exc), prediction_id=prediction_id) from exc
+
     def read(self, work: Callable[[Session], T]) -> T:
-        """``work(session)`` in a read-only session (rolled back at the end), retried like
-        :meth:`write`. Raises :class:`~cachelayer.errors.CatalogOutageError` or
+        """``work(session)`` in a read-only session (rolled back at the end; on PostgreSQL
+        in autocommit, no ``BEGIN``/``ROLLBACK`` round trips: each statement reads its own
+        snapshot, as it does in a READ COMMITTED transaction), retried like :meth:`write`.
+        Raises :class:`~cachelayer.errors.CatalogOutageError` or
         :class:`~cachelayer.errors.CatalogError`."""
 
         def attempt() -> T:
-            with self.sessions() as s:
+            with self._reads() as s:
                 return work(s)
 
         try:

@@ -1,9 +1,13 @@
-"""The ``cachelayer`` group: logging on stderr and the one place errors become exit statuses.
+"""The ``cachelayer`` group: its commands, logging on stderr and the one place errors become
+exit statuses.
 
-Every command module (:mod:`cachelayer.cli.copy`, :mod:`~cachelayer.cli.backfill`,
-:mod:`~cachelayer.cli.catalog`, :mod:`~cachelayer.cli.db`, :mod:`~cachelayer.cli.demo`)
-adds its commands to :data:`main` with ``@main.command()``; :mod:`cachelayer.cli` imports
-them all. Nothing here imports a command module.
+Every command lives in a command module (:mod:`cachelayer.cli.copy`,
+:mod:`~cachelayer.cli.backfill`, :mod:`~cachelayer.cli.catalog`, :mod:`~cachelayer.cli.db`,
+:mod:`~cachelayer.cli.demo`, :mod:`cachelayer.server.command`) and is named in
+:data:`COMMANDS`; the group imports a command's module only when that command runs (or
+``cachelayer --help`` lists them all), so ``cachelayer --version`` loads click alone and each
+command loads what it needs: ``ls`` no Replicate client, ``backfill`` no Starlette. Nothing
+here imports a command module at import time.
 
 Exit statuses (the same for every command):
 
@@ -20,6 +24,7 @@ Each error is one line on stderr, ``cachelayer: error: <message>``, never a trac
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import Any
@@ -29,7 +34,24 @@ import click
 from cachelayer import __version__
 from cachelayer.errors import CacheLayerError
 
-__all__ = ["Group", "main", "setup_logging"]
+__all__ = ["COMMANDS", "Group", "main", "setup_logging"]
+
+#: Every command of ``cachelayer``: its name -> ``module:attribute`` of its click command.
+COMMANDS: dict[str, str] = {
+    "run": "cachelayer.cli.copy:run",
+    "persist": "cachelayer.cli.copy:persist",
+    "backfill": "cachelayer.cli.backfill:backfill",
+    "worker": "cachelayer.cli.backfill:worker",
+    "ls": "cachelayer.cli.catalog:ls_command",
+    "show": "cachelayer.cli.catalog:show_command",
+    "resolve": "cachelayer.cli.catalog:resolve_command",
+    "stats": "cachelayer.cli.catalog:stats_command",
+    "export": "cachelayer.cli.catalog:export_command",
+    "verify": "cachelayer.cli.catalog:verify_command",
+    "db": "cachelayer.cli.db:db",
+    "demo": "cachelayer.cli.demo:demo",
+    "serve": "cachelayer.server.command:serve_command",
+}
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
@@ -55,7 +77,17 @@ def _one_line(text: str) -> str:
 
 
 class Group(click.Group):
-    """A click group that turns cachelayer errors into one line and the right exit status."""
+    """A click group that turns cachelayer errors into one line and the right exit status,
+    and imports each command of :data:`COMMANDS` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from cachelayer.cli.app import main
 from cachelayer.cli.options import SINCE, WHEN, open_layer, settings_options
 from cachelayer.cli.progress import LiveProgress, print_summary
 
@@ -33,7 +32,7 @@ _retry_failed = click.option(
 )
 
 
-@main.command()
+@click.command()
 @click.option(
     "--since",
     type=SINCE,
@@ -94,7 +93,7 @@ def backfill(
     sys.exit(summary.exit_code)
 
 
-@main.command()
+@click.command()
 @click.option(
     "--once", is_flag=True, help="Exit when the queue is drained (files others hold are waited for)."
 )

@@ -31,7 +31,6 @@ from typing import Any, TextIO
 import click
 
 from cachelayer.catalog.records import FileRecord
-from cachelayer.cli.app import main
 from cachelayer.cli.formatting import Column, write_fields, write_json, write_records
 from cachelayer.cli.options import filter_options, format_option, open_layer, settings_options, time_options
 from cachelayer.errors import CacheLayerError, ConfigError
@@ -120,7 +119,7 @@ def _note(message: str) -> None:
 # ---- ls -------------------------------------------------------------------------------------
 
 
-@main.command("ls")
+@click.command("ls")
 @filter_options()
 @click.option(
     "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="Files per page."
@@ -167,7 +166,7 @@ def ls_command(
 # ---- show -----------------------------------------------------------------------------------
 
 
-@main.command("show")
+@click.command("show")
 @click.argument("prediction_id")
 @format_option()
 @settings_options
@@ -252,7 +251,7 @@ def _chunks(items: Iterator[str], n: int) -> Iterator[list[str]]:
         yield chunk
 
 
-@main.command("resolve")
+@click.command("resolve")
 @click.argument("urls", nargs=-1, required=True)
 @format_option()
 @settings_options
@@ -297,7 +296,7 @@ def resolve_command(urls: tuple[str, ...], fmt: str, **options: Any) -> None:
 # ---- stats ----------------------------------------------------------------------------------
 
 
-@main.command("stats")
+@click.command("stats")
 @click.option(
     "--by",
     type=click.Choice(["model", "day", "status"]),
@@ -367,7 +366,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
         raise
 
 
-@main.command("export")
+@click.command("export")
 @filter_options()
 @format_option(("jsonl", "csv", "json"), "jsonl")
 @click.option(
@@ -410,7 +409,7 @@ def export_command(
 # ---- verify ---------------------------------------------------------------------------------
 
 
-@main.command("verify")
+@click.command("verify")
 @filter_options(status=False)
 @click.option(
     "--deep", is_flag=True, help="Read every object fully and check its sha256 (not just HEAD and size)."

@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from cachelayer.cli.app import main
 from cachelayer.cli.options import open_layer, settings_options
 from cachelayer.errors import CacheLayerError, ConfigError
 
@@ -69,7 +68,7 @@ _on_expired = click.option(
 )
 
 
-@main.command()
+@click.command()
 @click.argument("model")
 @click.option(
     "-i",
@@ -103,7 +102,7 @@ def run(
         print_output(layer.run(model, input=data, on_expired=on_expired, **params), as_json)  # type: ignore[arg-type]
 
 
-@main.command()
+@click.command()
 @click.argument("prediction_ids", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print {id: durable output} as JSON.")
 @_on_expired

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from cachelayer.cli.app import main
 from cachelayer.cli.options import database_option, require_catalog
 from cachelayer.errors import ConfigError
 
 __all__ = ["db"]
 
 
-@main.group()
+@click.group()
 def db() -> None:
     """Manage the catalog database."""
 

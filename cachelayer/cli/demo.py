@@ -6,8 +6,6 @@ import math
 
 import click
 
-from cachelayer.cli.app import main
-
 __all__ = ["demo"]
 
 
@@ -17,7 +15,7 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
     return value
 
 
-@main.command()
+@click.command()
 @click.option(
     "--images", type=click.IntRange(1, 50), default=3, show_default=True, help="Images the demo model makes."
 )

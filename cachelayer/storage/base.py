@@ -98,12 +98,16 @@ class Store(abc.ABC):
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
         cache_control: str | None = None,
-    ) -> None:
-        """Stream ``body`` (read until ``b""``; it need not be seekable) into ``key``.
+        size: int | None = None,
+    ) -> str:
+        """Stream ``body`` (read until ``b""``; it need not be seekable) into ``key``; returns
+        the SHA-256 (hex) of the bytes written, so callers need not hash them again.
 
         The SHA-256 of the bytes written is stored with the object (user metadata ``sha256``,
         hex; a ``sha256`` in ``metadata`` is replaced) and reported by :meth:`head`.
-        Memory use is bounded by the backend's part size, not by the object size.
+        Memory use is bounded by the backend's part size, not by the object size. ``size``
+        (bytes, when known, e.g. the source's ``Content-Length``) is only a hint for choosing
+        how to upload; the bytes read decide what is written.
         Raises :class:`cachelayer.errors.StorageError` on backend failure; an exception
         raised by ``body.read`` propagates unchanged after the partial upload is discarded.
         """

@@ -157,13 +157,15 @@ class LocalStore(Store):
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
         cache_control: str | None = None,
-    ) -> None:
+        size: int | None = None,
+    ) -> str:
         """Copy ``body`` (read in 1 MiB calls until ``b""``) into ``key`` atomically.
 
         The sidecar (content type, metadata with lower-cased names, cache control, size,
         mtime) is always rewritten, so a new put never inherits the previous object's
         metadata; metadata ``sha256`` is the SHA-256 (hex) of the bytes written (a value
-        passed in is replaced). Memory use is one 1 MiB read. An exception raised by ``body.read``
+        passed in is replaced) and is returned. Memory use is one 1 MiB read; ``size`` is not
+        needed here and is ignored. An exception raised by ``body.read``
         propagates unchanged and leaves the previous object (or none) in place; file system
         errors raise :class:`StorageError`; invalid keys raise ``ValueError``.
         """
@@ -212,6 +214,7 @@ class LocalStore(Store):
             data_tmp = None
             _fsync_dir(meta_path.parent)
             _fsync_dir(path.parent)
+            return digest.hexdigest()
         except OSError as exc:
             if body_errors and exc is body_errors[0]:
                 raise  # e.g. ConnectionResetError from a download: not a storage failure

@@ -1,10 +1,11 @@
 """S3-compatible object storage (AWS S3, Cloudflare R2, MinIO, moto, s3rver) through boto3.
 
-A body shorter than ``multipart_threshold`` goes up with one ``PutObject``; a longer one with
-a multipart upload this module drives itself (``CreateMultipartUpload``, ``UploadPart`` x N
-from a bounded thread pool, ``CompleteMultipartUpload``), so it knows the upload id (to abort
-it, and to name it when a server refuses the abort), the final ETag and the SHA-256 of the
-bytes it sent.
+A body shorter than ``multipart_threshold`` (64 MiB by default) goes up with one
+``PutObject``; a longer one with a multipart upload this module drives itself
+(``CreateMultipartUpload``, ``UploadPart`` x N from a bounded thread pool,
+``CompleteMultipartUpload``), so it knows the upload id (to abort it, and to name it when a
+server refuses the abort), the final ETag and the SHA-256 of the bytes it sent. Why 64 MiB,
+how the sha256 is written, failed uploads and memory bounds: :mod:`cachelayer.storage.s3_upload`.
 
 S3 facts this module relies on (AWS S3 "Amazon S3 multipart upload limits" page):
 
@@ -17,44 +18,6 @@ SigV4 presigned URLs are valid for at most 604,800 seconds (seven days) (AWS S3
 "Sharing objects with presigned URLs"). User metadata travels as ``x-amz-meta-*`` HTTP
 headers: S3 returns the names lower-cased, values must be US-ASCII, and all user metadata
 together must stay under 2 KB (AWS S3 "Working with object metadata").
-
-**The sha256 written with each object.** User metadata can only be set when an object is
-created, before a streamed body has been read, and S3 has no full-object SHA-256 for
-multipart uploads (full-object checksums exist only for the CRC algorithms; AWS S3
-"Checking object integrity"). So: a single ``PutObject`` (the body is already in memory)
-carries metadata ``sha256`` (hex) and ``ChecksumSHA256`` (base64; AWS rejects the upload if
-the bytes do not match). A multipart upload sends ``ChecksumSHA256`` with every part (S3
-checks each part and keeps a composite checksum), and after ``CompleteMultipartUpload`` the
-object is copied onto itself (``CopyObject``, ``MetadataDirective=REPLACE``,
-``CopySourceIfMatch`` = the new ETag, so an object replaced meanwhile is left alone) to add
-metadata ``sha256``: a server-side copy, no bytes through this process, done for objects up
-to ``checksum_copy_max_bytes`` (default 64 MiB, :data:`DEFAULT_CHECKSUM_COPY_MAX`; at most
-5 GiB, the ``CopyObject`` limit). The copy is not free: on moto a 500 MiB persist took
-13.3 s with it and 7.9 s without (naive loop 7.9 s; docs/BENCHMARKS.md, issue 11), and S3
-copies server-side at a rate of its own, so larger objects skip it: their sha256 stays in
-the catalog, S3 checked every part's ``ChecksumSHA256`` on upload, and ``verify --deep``
-re-reads them (shallow ``verify`` compares their size). On a
-versioned bucket that copy is a second version. The copy also leaves the object an MD5 ETag
-(objects written by PUT or Copy, plaintext or SSE-S3, have MD5 ETags; multipart ones do not:
-AWS S3 API reference, ``Object.ETag``), so tools such as rclone can compare MD5s without
-downloading. If the copy fails the object stays, complete,
-without the metadata, and a warning says so. :meth:`S3Store.head` reports metadata
-``sha256``, else a ``ChecksumSHA256`` the server marks ``FULL_OBJECT``. Checksum headers are
-not sent when botocore is told ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (for
-services that reject them); the metadata is written either way.
-
-**Failed uploads.** Any failure during a multipart upload (the body's ``read`` raising, a
-part refused, the process interrupted) waits for the parts in flight, then aborts the upload.
-Some servers refuse the abort (s3rver 3.7.1 answers 405): then one warning names the upload
-id, and the parts stay until a bucket lifecycle rule (``AbortIncompleteMultipartUpload``)
-or :meth:`S3Store.cleanup_incomplete_uploads` removes them.
-
-**Memory.** One ``put`` holds at most ``max_concurrency`` parts being uploaded, the part being
-read, and a transient copy while short reads are joined: under
-``(max_concurrency + 3) x multipart_chunksize`` bytes (56 MiB with the defaults) whatever the
-object size. :class:`_FullReader` loops until ``n`` bytes or end of stream, since a raw
-stream (socket, HTTP response) may return fewer bytes than asked, which would otherwise make
-parts smaller than the 5 MiB S3 requires.
 """
 
 from __future__ import annotations
@@ -90,12 +53,16 @@ from cachelayer.storage.s3_upload import (
     MAX_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
+    ChainReader,
     FullReader,
     IncompleteUpload,
     abort_upload,
     list_incomplete_uploads,
+    open_spool,
     put_multipart,
     put_single,
+    put_spooled,
+    size_may_spool,
 )
 from cachelayer.storage.s3_upload import describe as _describe
 from cachelayer.storage.s3_upload import error_code as _error_code
@@ -112,6 +79,7 @@ __all__ = [
     "MAX_PART_SIZE",
     "MAX_PARTS",
     "DEFAULT_CHECKSUM_COPY_MAX",
+    "DEFAULT_MULTIPART_THRESHOLD",
     "MAX_COPY_SIZE",
     "MAX_PRESIGN_TTL",
 ]
@@ -139,8 +107,12 @@ _AUTH_CODES = {
 }
 
 
+#: Default ``multipart_threshold``: bodies shorter than 64 MiB go up with one ``PutObject``
+#: (spooled to a temporary file past ``spool_memory_bytes``); see :mod:`~cachelayer.storage.s3_upload`.
+DEFAULT_MULTIPART_THRESHOLD = 64 * MiB
+
 #: Default ``checksum_copy_max_bytes``: multipart objects up to 64 MiB get metadata
-#: ``sha256`` by a server-side copy; larger ones skip that second full write (module docstring).
+#: ``sha256`` by a server-side copy; larger ones skip that second full write (``s3_upload``).
 DEFAULT_CHECKSUM_COPY_MAX = 64 * MiB
 
 
@@ -159,17 +131,21 @@ class S3Store(Store):
     when absent boto3's credential chain is used (env vars, profile, SSO, instance role).
 
     Upload tuning, in bytes: ``multipart_threshold`` (bodies of at least this size use a
-    multipart upload), ``multipart_chunksize`` (part size; S3 needs 5 MiB..5 GiB, so values
+    multipart upload, smaller ones one ``PutObject``; default 64 MiB, at most 5 GiB),
+    ``spool_memory_bytes`` (a body under the threshold is held in memory up to this size,
+    default 8 MiB, and past it spooled to a temporary file in ``spool_dir``, default the
+    system's temporary directory, so a single ``PutObject`` holds about this much in
+    memory whatever the body's size), ``multipart_chunksize`` (part size; S3 needs 5 MiB..5 GiB, so values
     outside raise ``ValueError``), ``max_concurrency`` (parts in flight per ``put``, which
-    also bounds parts buffered in memory, see the module docstring; the default 3 keeps a
+    also bounds parts buffered in memory, see ``s3_upload``'s docstring; the default 3 keeps a
     500 MiB persist under 150 MiB peak RSS, docs/BENCHMARKS.md),
     ``max_pool_connections`` (HTTP connections of the shared client; size it at least
     ``max_concurrency x`` concurrent puts). ``cache_control``: default ``Cache-Control``
     for :meth:`put`. ``checksum_copy_max_bytes``: multipart objects up to this size (bytes,
     default 64 MiB, at most 5 GiB; ``0`` never) get their ``sha256`` metadata through a
-    server-side ``CopyObject`` after the upload (module docstring). ``client``: a ready boto3 S3 client
-    to use instead of building one (then the connection arguments are ignored and
-    :meth:`close` leaves it open).
+    server-side ``CopyObject`` after the upload (``s3_upload``'s docstring). ``client``: a
+    ready boto3 S3 client to use instead of building one (then the connection arguments are
+    ignored and :meth:`close` leaves it open).
 
     Checksums: botocore >= 1.36 adds a CRC32 checksum to uploads by default, and this store
     sends ``ChecksumSHA256``; for a service that rejects checksum headers, set
@@ -195,8 +171,10 @@ class S3Store(Store):
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
         session_token: str | None = None,
-        multipart_threshold: int = 8 * MiB,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         multipart_chunksize: int = 8 * MiB,
+        spool_memory_bytes: int = 8 * MiB,
+        spool_dir: str | None = None,
         max_concurrency: int = 3,
         max_pool_connections: int = 32,
         cache_control: str | None = None,
@@ -212,8 +190,13 @@ class S3Store(Store):
                 f"multipart_chunksize must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} "
                 f"bytes (S3 part size limits), got {multipart_chunksize}"
             )
-        if multipart_threshold < 1:
-            raise ValueError(f"multipart_threshold must be positive, got {multipart_threshold}")
+        if not 1 <= multipart_threshold <= MAX_COPY_SIZE:
+            raise ValueError(
+                f"multipart_threshold must be 1..{MAX_COPY_SIZE} bytes (one PutObject writes at "
+                f"most 5 GiB), got {multipart_threshold}"
+            )
+        if spool_memory_bytes < 1:
+            raise ValueError(f"spool_memory_bytes must be positive, got {spool_memory_bytes}")
         if max_concurrency < 1 or max_pool_connections < 1:
             raise ValueError("max_concurrency and max_pool_connections must be at least 1")
         if not 0 <= checksum_copy_max_bytes <= MAX_COPY_SIZE:
@@ -227,6 +210,8 @@ class S3Store(Store):
         self.cache_control = cache_control
         self.multipart_threshold = multipart_threshold
         self.multipart_chunksize = multipart_chunksize
+        self.spool_memory_bytes = spool_memory_bytes
+        self.spool_dir = spool_dir
         self.max_concurrency = max_concurrency
         self.checksum_copy_max_bytes = checksum_copy_max_bytes
         self._owns_client = client is None
@@ -335,15 +320,23 @@ class S3Store(Store):
         content_type: str | None = None,
         metadata: dict[str, str] | None = None,
         cache_control: str | None = None,
-    ) -> None:
-        """Stream ``body`` into ``key``, with the SHA-256 of its bytes as metadata ``sha256``.
+        size: int | None = None,
+    ) -> str:
+        """Stream ``body`` into ``key``, with the SHA-256 of its bytes as metadata ``sha256``;
+        returns that SHA-256 (hex).
 
         Bodies shorter than ``multipart_threshold`` go up with one ``PutObject`` (also
-        carrying ``ChecksumSHA256``); longer ones as a multipart upload in
+        carrying ``ChecksumSHA256``): held in memory up to ``spool_memory_bytes``, past that
+        spooled to an anonymous temporary file in ``spool_dir`` (the system's temporary
+        directory by default) while they are read. ``size`` (bytes, e.g. the source's
+        ``Content-Length``) is a hint: a body announced at ``multipart_threshold`` or more
+        starts its multipart upload at once instead of being spooled first; so does any body
+        when the spool directory has less than twice ``multipart_threshold`` free. Longer
+        bodies go as a multipart upload in
         ``multipart_chunksize`` parts, ``max_concurrency`` at a time, each with its
         ``ChecksumSHA256``, then ``sha256`` is added by a server-side copy (objects up to
-        ``checksum_copy_max_bytes``; module docstring). Memory stays under about
-        ``(max_concurrency + 3) x multipart_chunksize`` bytes. Sets ``ContentType``,
+        ``checksum_copy_max_bytes``; ``s3_upload``'s docstring). Memory stays near
+        ``(max_concurrency + 2) x multipart_chunksize`` bytes. Sets ``ContentType``,
         ``Metadata`` (names are returned lower-cased by S3; values must be ASCII; a
         ``sha256`` passed in is replaced by the hash of the bytes sent) and ``CacheControl``
         (``cache_control`` or the store default).
@@ -367,19 +360,40 @@ class S3Store(Store):
         if cc:
             extra["CacheControl"] = cc
         reader = FullReader(body)
+        spool: BinaryIO | None = None
         try:
-            # Read up to one threshold first: a smaller body (the usual image) goes up with
-            # one PutObject, its sha256 known before it is sent.
-            head = reader.read(self.multipart_threshold)
-            if len(head) < self.multipart_threshold:
-                put_single(self.client, self.bucket, key, head, extra, send_checksums=self._send_checksums)
-                return
-            put_multipart(
+            # Up to spool_memory_bytes in memory first: a smaller body (the usual image)
+            # goes up with one PutObject from memory, its sha256 known before it is sent.
+            first = min(self.multipart_threshold, self.spool_memory_bytes)
+            head = reader.read(first)
+            if len(head) < first:
+                return put_single(
+                    self.client, self.bucket, key, head, extra, send_checksums=self._send_checksums
+                )
+            rest = reader
+            if size_may_spool(len(head), size, self.multipart_threshold, self.spool_dir):
+                spool = open_spool(self.spool_dir, f"s3://{self.bucket}/{key}")
+                sha256 = put_spooled(
+                    self.client,
+                    self.bucket,
+                    key,
+                    head,
+                    reader,
+                    extra,
+                    spool=spool,
+                    limit=self.multipart_threshold,
+                    send_checksums=self._send_checksums,
+                )
+                if sha256 is not None:
+                    return sha256
+                # the body reached multipart_threshold: the spooled bytes become the first parts
+                head, rest = b"", FullReader(cast(BinaryIO, ChainReader(spool, reader)))
+            return put_multipart(
                 self.client,
                 self.bucket,
                 key,
                 head,
-                reader,
+                rest,
                 extra,
                 chunksize=self.multipart_chunksize,
                 max_concurrency=self.max_concurrency,
@@ -395,6 +409,9 @@ class S3Store(Store):
                 # a follow-up error (e.g. from a part thread); the body's own error is the cause
                 raise reader.error  # noqa: B904 - keep the body's own cause chain
             raise
+        finally:
+            if spool is not None:
+                spool.close()
 
     def head(self, key: str) -> ObjectInfo | None:
         """``HEAD`` the object: size (bytes) from ``ContentLength``, content type, metadata,

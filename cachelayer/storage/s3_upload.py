@@ -2,9 +2,62 @@
 bodies, a multipart upload driven here for the others, the sha256 written with the object,
 aborts that never pass silently, and the listing of incomplete uploads for clean-up.
 
-Why and how the sha256 is written, and what happens when a server refuses an abort, is in
-the :mod:`cachelayer.storage.s3` module docstring. The limits used here come from the AWS S3
-"Amazon S3 multipart upload limits" and "Copy an object" pages.
+The limits used here come from the AWS S3 "Amazon S3 multipart upload limits" and "Copy an
+object" pages (listed in the :mod:`cachelayer.storage.s3` module docstring).
+
+**Why 64 MiB.** Below it one ``PutObject`` is the cheaper write: the object is created with
+its metadata ``sha256`` in one request, where a multipart upload needs the ``CopyObject``
+described below (a second full write of the object, and a second version on a versioned
+bucket) and its ``CompleteMultipartUpload`` joins the parts (moto re-writes every byte).
+On moto a 50 MiB persist took 0.82-0.92 s as multipart and 0.49-0.57 s as one ``PutObject``
+(the naive loop: 0.52-0.58 s; docs/BENCHMARKS.md, issue 11). rclone's S3 ``upload_cutoff`` (200 MiB) makes
+the same choice; AWS suggests multipart "when your object size reaches 100 MB". A body past
+``spool_memory_bytes`` (8 MiB) is written to an anonymous temporary file while it is read,
+so memory stays bounded whatever the body; the file is seekable, so botocore signs the
+payload and can retry the ``PutObject``. What it gives up: the download and the upload no
+longer overlap for such a body (the naive loop does not overlap them either).
+
+**The sha256 written with each object.** User metadata can only be set when an object is
+created, before a streamed body has been read, and S3 has no full-object SHA-256 for
+multipart uploads (full-object checksums exist only for the CRC algorithms; AWS S3
+"Checking object integrity"). So: a single ``PutObject`` (the body is in memory or spooled)
+carries metadata ``sha256`` (hex) and ``ChecksumSHA256`` (base64; AWS rejects the upload if
+the bytes do not match). A multipart upload sends ``ChecksumSHA256`` with every part (S3
+checks each part and keeps a composite checksum), and after ``CompleteMultipartUpload`` the
+object is copied onto itself (``CopyObject``, ``MetadataDirective=REPLACE``,
+``CopySourceIfMatch`` = the new ETag, so an object replaced meanwhile is left alone) to add
+metadata ``sha256``: a server-side copy, no bytes through this process, done for objects up
+to ``checksum_copy_max_bytes`` (default 64 MiB, ``DEFAULT_CHECKSUM_COPY_MAX``; at most
+5 GiB, the ``CopyObject`` limit). The copy is not free: on moto a 500 MiB persist took
+13.3 s with it and 7.9 s without (naive loop 7.9 s; docs/BENCHMARKS.md, issue 11), and S3
+copies server-side at a rate of its own, so larger objects skip it: their sha256 stays in
+the catalog, S3 checked every part's ``ChecksumSHA256`` on upload, and ``verify --deep``
+re-reads them (shallow ``verify`` compares their size). On a
+versioned bucket that copy is a second version. The copy also leaves the object an MD5 ETag
+(objects written by PUT or Copy, plaintext or SSE-S3, have MD5 ETags; multipart ones do not:
+AWS S3 API reference, ``Object.ETag``), so tools such as rclone can compare MD5s without
+downloading. If the copy fails the object stays, complete,
+without the metadata, and a warning says so. :meth:`S3Store.head` reports metadata
+``sha256``, else a ``ChecksumSHA256`` the server marks ``FULL_OBJECT``. Checksum headers are
+not sent when botocore is told ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (for
+services that reject them); the metadata is written either way.
+
+**Failed uploads.** Any failure during a multipart upload (the body's ``read`` raising, a
+part refused, the process interrupted) waits for the parts in flight, then aborts the upload.
+Some servers refuse the abort (s3rver 3.7.1 answers 405): then one warning names the upload
+id, and the parts stay until a bucket lifecycle rule (``AbortIncompleteMultipartUpload``)
+or :meth:`S3Store.cleanup_incomplete_uploads` removes them.
+
+**Memory.** One ``put`` holds at most ``max_concurrency`` parts being uploaded, the part being
+read, one part whose upload has just finished (until its pool thread lets go of it) and
+botocore's buffers: about ``(max_concurrency + 2) x multipart_chunksize`` bytes (40 MiB with
+the defaults; 15.4 to 23.3 MiB measured with tracemalloc for 2 x 5 MiB) whatever the object
+size; a single ``PutObject`` about
+``spool_memory_bytes`` (the bytes read before spooling starts, plus one read).
+:class:`FullReader` loops until ``n`` bytes or end of stream, since a raw stream (socket,
+HTTP response) may return fewer bytes than asked, which would otherwise make parts smaller
+than the 5 MiB S3 requires; the pieces are copied into one buffer as they arrive, so a part
+never exists twice.
 """
 
 from __future__ import annotations
@@ -12,12 +65,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -35,8 +90,12 @@ __all__ = [
     "IncompleteUpload",
     "abort_upload",
     "list_incomplete_uploads",
+    "ChainReader",
     "put_multipart",
     "put_single",
+    "put_spooled",
+    "open_spool",
+    "size_may_spool",
 ]
 
 log = logging.getLogger("cachelayer")
@@ -84,6 +143,10 @@ def b64_sha256(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
+#: Most bytes :class:`FullReader` asks its body for in one ``read``.
+READ_PIECE = 1024 * 1024
+
+
 class FullReader:
     """A read-only, deliberately non-seekable view of ``body`` whose ``read(n)`` returns
     exactly ``n`` bytes unless the stream ends first.
@@ -112,17 +175,22 @@ class FullReader:
             return data
 
     def _read_exact(self, size: int) -> bytes:
-        chunks: list[bytes] = []
-        remaining = size
-        while remaining > 0:
-            chunk = self._body.read(remaining)
+        """``size`` bytes (fewer only at the end of the stream). Short reads are appended to
+        one growing ``bytearray`` (which boto3 sends as it does ``bytes``), so a part never
+        exists twice in memory, as it would if the pieces were kept in a list and joined,
+        and a small body costs no more than its own size (a buffer of ``size`` allocated up
+        front would cost an 8 MiB allocation for every 100 kB image)."""
+        first = self._body.read(min(size, READ_PIECE))
+        if not first or len(first) >= size:
+            return first
+        buf = bytearray(first)
+        del first
+        while len(buf) < size:
+            chunk = self._body.read(min(size - len(buf), READ_PIECE))
             if not chunk:
                 break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        if len(chunks) == 1:
-            return chunks[0]
-        return b"".join(chunks)
+            buf += chunk
+        return buf  # type: ignore[return-value]  # a bytearray is used as bytes throughout
 
     def _read_all(self) -> bytes:
         chunks: list[bytes] = []
@@ -135,11 +203,17 @@ class FullReader:
 
 def _parts(head: bytes, reader: FullReader, size: int) -> Iterator[bytes]:
     """``head`` then the rest of ``reader`` in parts of exactly ``size`` bytes (the last may
-    be shorter); never holds more than one part plus ``head``."""
+    be shorter); never holds more than one part plus ``head``. A buffer of exactly one part
+    is handed out as is (slicing a ``bytearray`` would copy it), and ``head`` is not kept
+    alive by this generator once it has been handed out."""
     buf = head
+    del head
     while True:
         while len(buf) >= size:
-            part, buf = buf[:size], buf[size:]
+            if len(buf) == size:
+                part, buf = buf, b""
+            else:
+                part, buf = buf[:size], buf[size:]
             yield part
             del part
         more = reader.read(size - len(buf))
@@ -150,17 +224,120 @@ def _parts(head: bytes, reader: FullReader, size: int) -> Iterator[bytes]:
         buf = more if not buf else buf + more
 
 
-def put_single(
-    client: S3Client, bucket: str, key: str, data: bytes, extra: dict[str, Any], *, send_checksums: bool
-) -> None:
-    """One ``PutObject`` of ``data`` with metadata ``sha256`` (hex) and, with
-    ``send_checksums``, ``ChecksumSHA256`` (S3 refuses the body if it does not match).
-    Raises botocore's errors."""
-    digest = hashlib.sha256(data)
+def _put_args(extra: dict[str, Any], digest: Any, send_checksums: bool) -> dict[str, Any]:
+    """``extra`` plus metadata ``sha256`` (hex) and, with ``send_checksums``,
+    ``ChecksumSHA256`` (base64) from the finished ``hashlib.sha256`` object ``digest``."""
     args = dict(extra, Metadata={**extra.get("Metadata", {}), "sha256": digest.hexdigest()})
     if send_checksums:
         args["ChecksumSHA256"] = base64.b64encode(digest.digest()).decode("ascii")
-    client.put_object(Bucket=bucket, Key=key, Body=data, **args)
+    return args
+
+
+def put_single(
+    client: S3Client, bucket: str, key: str, data: bytes, extra: dict[str, Any], *, send_checksums: bool
+) -> str:
+    """One ``PutObject`` of ``data`` with metadata ``sha256`` (hex) and, with
+    ``send_checksums``, ``ChecksumSHA256`` (S3 refuses the body if it does not match).
+    Returns the hex SHA-256. Raises botocore's errors."""
+    digest = hashlib.sha256(data)
+    client.put_object(Bucket=bucket, Key=key, Body=data, **_put_args(extra, digest, send_checksums))
+    return digest.hexdigest()
+
+
+#: Bytes per ``read`` while a body is spooled to its temporary file.
+SPOOL_CHUNK = 1024 * 1024
+
+
+def size_may_spool(have: int, size: int | None, threshold: int, spool_dir: str | None) -> bool:
+    """Whether a body of which ``have`` bytes are read (``size`` in all, when announced) is
+    spooled for one ``PutObject``: it may end under ``threshold`` (bytes) and the spool
+    directory (``None``: the system's temporary directory) exists with twice ``threshold``
+    free; otherwise it goes multipart at once."""
+    if have >= threshold or (size is not None and size >= threshold):
+        return False
+    try:
+        free = shutil.disk_usage(spool_dir or tempfile.gettempdir()).free
+    except OSError:
+        return False
+    return free >= 2 * threshold
+
+
+def open_spool(spool_dir: str | None, where: str) -> BinaryIO:
+    """An anonymous temporary file in ``spool_dir`` (gone when closed, or when the process
+    dies). Raises :class:`StorageError` naming ``where`` when it cannot be created."""
+    try:
+        return cast(BinaryIO, tempfile.TemporaryFile(prefix="cachelayer-spool-", dir=spool_dir))
+    except OSError as exc:
+        raise StorageError(f"cannot spool the upload to {where}: {exc}") from exc
+
+
+def put_spooled(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    head: bytes,
+    reader: FullReader,
+    extra: dict[str, Any],
+    *,
+    spool: BinaryIO,
+    limit: int,
+    send_checksums: bool,
+) -> str | None:
+    """Write ``head`` and then ``reader`` into the empty temporary file ``spool`` (hashing
+    as it goes) until the stream ends or ``limit`` bytes are spooled.
+
+    When the stream ended first (fewer than ``limit`` bytes in all), uploads the file with
+    one ``PutObject`` carrying metadata ``sha256`` and ``ChecksumSHA256``, as
+    :func:`put_single` does (the file is seekable, so botocore can sign and retry it), and
+    returns the hex SHA-256. Otherwise returns ``None`` with ``spool`` rewound to its start
+    holding exactly ``limit`` bytes: the caller continues with a multipart upload of the
+    spool followed by the rest of ``reader`` (:class:`ChainReader`). Raises
+    :class:`StorageError` when the spool cannot be written, botocore's errors for the upload
+    and the body's own errors unchanged.
+    """
+    digest = hashlib.sha256(head)
+    _spool_write(spool, head, bucket, key)
+    size = len(head)
+    del head
+    while size < limit:
+        chunk = reader.read(min(SPOOL_CHUNK, limit - size))
+        if not chunk:
+            spool.seek(0)
+            args = _put_args(extra, digest, send_checksums)
+            client.put_object(Bucket=bucket, Key=key, Body=spool, ContentLength=size, **args)
+            return digest.hexdigest()
+        _spool_write(spool, chunk, bucket, key)
+        digest.update(chunk)
+        size += len(chunk)
+    spool.seek(0)
+    return None
+
+
+def _spool_write(spool: BinaryIO, data: bytes, bucket: str, key: str) -> None:
+    try:
+        spool.write(data)
+    except OSError as exc:  # a full disk: the upload fails as a storage error (retried later)
+        raise StorageError(f"cannot spool the upload to s3://{bucket}/{key}: {exc}") from exc
+
+
+class ChainReader:
+    """``first`` read to its end, then ``then``: a readable stream for :class:`FullReader`
+    (only ``read(n)`` is used)."""
+
+    def __init__(self, first: BinaryIO, then: FullReader) -> None:
+        self._first: BinaryIO | None = first
+        self._then = then
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._first is not None:
+            data = self._first.read(size)
+            if data:
+                return data
+            self._first = None
+        return self._then.read(size)
 
 
 def put_multipart(
@@ -175,15 +352,16 @@ def put_multipart(
     max_concurrency: int,
     send_checksums: bool,
     copy_max_bytes: int,
-) -> None:
+) -> str:
     """Upload ``head`` + the rest of ``reader`` as one multipart upload, then add metadata
     ``sha256`` with a ``CopyObject`` onto itself when the object is at most
     ``copy_max_bytes`` bytes.
 
     At most ``max_concurrency`` parts are in flight (and in memory) while the next one is
-    read. On any failure, the parts in flight are awaited and the upload is aborted
-    (:func:`abort_upload`) before the exception propagates unchanged. Raises
-    :class:`StorageError` past :data:`MAX_PARTS` parts, botocore's errors otherwise.
+    read. Returns the hex SHA-256 of the bytes sent. On any failure, the parts in flight are
+    awaited and the upload is aborted (:func:`abort_upload`) before the exception propagates
+    unchanged. Raises :class:`StorageError` past :data:`MAX_PARTS` parts, botocore's errors
+    otherwise.
     """
     create = dict(extra)
     if send_checksums:
@@ -233,6 +411,7 @@ def put_multipart(
     pool.shutdown(wait=True)
     if size <= min(copy_max_bytes, MAX_COPY_SIZE):
         _add_sha256(client, bucket, key, digest.hexdigest(), done_resp.get("ETag"), extra, send_checksums)
+    return digest.hexdigest()
 
 
 def _add_sha256(

@@ -1,7 +1,8 @@
 """Real S3-compatible endpoints for tests, each in a child process.
 
-:class:`MotoS3Server`: moto's server mode (Python). :class:`S3rverServer`: s3rver, a second,
-independent S3 implementation (Node.js, npm package ``s3rver``), used to check that objects
+:class:`MotoS3Server`: moto's server mode (Python; served with HTTP/1.1 keep-alive by
+:mod:`cachelayer.testing.motoserver`). :class:`S3rverServer`: s3rver, a second, independent S3
+implementation (Node.js, npm package ``s3rver``), used to check that objects
 look the same to other tools and that failures clean up on a server that behaves
 differently (s3rver 3.7.1 answers ``AbortMultipartUpload`` with 405 ``MethodNotAllowed`` and
 ``ListMultipartUploads`` with 501 ``NotImplemented``).
@@ -265,9 +266,11 @@ class _ChildS3Server:
 class MotoS3Server(_ChildS3Server):
     """moto's S3 server running as a subprocess on ``127.0.0.1:<free port>``.
 
-    The constructor starts ``python -m moto.server -H 127.0.0.1 -p PORT`` (stdout and
-    stderr go to :attr:`log_path`) and returns once the server answers HTTP, so the
-    object is usable immediately::
+    The constructor starts ``python -m cachelayer.testing.motoserver -H 127.0.0.1 -p PORT``
+    (what ``python -m moto.server`` serves, but with HTTP/1.1 keep-alive, as S3 has it:
+    werkzeug's server under ``moto.server`` closes every connection; stdout and stderr go
+    to :attr:`log_path`) and returns once the server answers HTTP, so the object is usable
+    immediately::
 
         with MotoS3Server() as server:
             server.create_bucket("b")
@@ -304,7 +307,7 @@ class MotoS3Server(_ChildS3Server):
         self._start()
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        return [sys.executable, "-m", "cachelayer.testing.motoserver", "-H", self.host, "-p", str(self.port)]
 
     def _probe_url(self) -> str:
         return f"{self.endpoint_url}/moto-api/data.json"

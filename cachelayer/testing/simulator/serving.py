@@ -1,30 +1,38 @@
-"""The socket side: a threaded werkzeug server (HTTP/1.1 keep-alive, optional TLS on a
-throwaway CA from :mod:`cachelayer.testing.tls`) running a WSGI app in a background thread."""
+"""The socket side: the simulator's WSGI app served by cheroot
+(:class:`~cachelayer.testing.httpserver.KeepAliveWSGIServer`) in background threads, with
+real HTTP/1.1 keep-alive, as Replicate's API and CDN keep connections alive, and optional
+TLS on a throwaway CA from :mod:`cachelayer.testing.tls`.
+
+Requests sleep in worker threads: the ``latency`` knob (time to first byte) and
+``Prefer: wait`` creates hold a worker for their whole wait, so the pool has
+:data:`THREADS` of them: that many slow requests run at once (e.g. a benchmark's 64
+concurrent downloads at 50 ms each all overlap); more queue until a worker is free. Idle
+kept-alive connections hold no thread.
+"""
 
 from __future__ import annotations
 
 import shutil
-import ssl
 import threading
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 
+from cachelayer.testing.httpserver import KeepAliveWSGIServer
 from cachelayer.testing.tls import CertificateFiles, generate_certificate, server_ssl_context
 
-__all__ = ["Listener"]
+__all__ = ["KEEP_ALIVE_TIMEOUT", "THREADS", "Listener"]
 
+#: Worker threads per listener: requests answered at once (each waits its ``latency`` and
+#: ``Prefer: wait`` hold in one). Idle keep-alive connections do not take a thread.
+THREADS = 160
 
-class _QuietHandler(WSGIRequestHandler):
-    """Werkzeug's handler without the per-request access log line, with a socket timeout,
-    speaking HTTP/1.1 so clients keep connections alive as they do with Replicate's API
-    and CDN (werkzeug's default HTTP/1.0 closes every connection)."""
+#: Seconds an idle kept-alive connection (and a stalled read or write) lasts before the
+#: server closes it.
+KEEP_ALIVE_TIMEOUT = 60
 
-    timeout = 60
-    protocol_version = "HTTP/1.1"
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
+#: Seconds :meth:`Listener.close` lets busy workers finish before it cuts their connections.
+SHUTDOWN_TIMEOUT = 5
 
 
 class Listener:
@@ -33,45 +41,47 @@ class Listener:
     Binds in the constructor (raises :class:`OSError` when the address is taken).
     ``host_port`` is ``127.0.0.1:<port>`` (a wildcard host is reported as 127.0.0.1, IPv6
     in brackets), ``base_url`` ``http(s)://`` + that, ``certs`` the TLS files when ``https``.
+    Connections are kept alive between requests (HTTP/1.1); see the module docstring.
     """
 
     def __init__(self, app: Any, host: str, port: int, https: bool) -> None:
         self.certs: CertificateFiles | None = None
-        ctx: ssl.SSLContext | None = None
-        if https:
-            self.certs = generate_certificate()
-            ctx = server_ssl_context(self.certs)
+        server = KeepAliveWSGIServer(
+            (host, port),
+            app,
+            threads=THREADS,
+            timeout=KEEP_ALIVE_TIMEOUT,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            server_header="replicate-simulator",
+            thread_name="replicate-sim",
+        )
         try:
-            server: BaseWSGIServer = make_server(
-                host, port, app, threaded=True, request_handler=_QuietHandler
-            )
+            if https:
+                self.certs = generate_certificate()
+                adapter = BuiltinSSLAdapter(self.certs.cert_file, self.certs.key_file)
+                adapter.context = server_ssl_context(self.certs)
+                server.ssl_adapter = adapter
+            server.prepare()  # binds, listens and starts the workers
         except BaseException:
+            server.stop()
             self._remove_certs()
             raise
-        if ctx is not None:
-            # Handshake lazily in the per-connection thread, not in the accept loop.
-            server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
-            server.ssl_context = ctx
         self._server = server
-        self.port: int = server.server_port
+        self.port: int = int(server.bind_addr[1])
         url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         if ":" in url_host:
             url_host = f"[{url_host}]"
         self.host_port = f"{url_host}:{self.port}"
         self.base_url = f"{'https' if https else 'http'}://{self.host_port}"
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"replicate-sim-{self.port}",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=server.serve, name=f"replicate-sim-{self.port}", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
-        """Stop serving, close the socket, delete the certificate files."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        """Stop serving: close the listening socket and the idle kept-alive connections, let
+        busy requests finish for up to :data:`SHUTDOWN_TIMEOUT` seconds (then cut them), stop
+        the worker threads, delete the certificate files."""
+        self._server.stop()
+        self._thread.join(timeout=SHUTDOWN_TIMEOUT)
         self._remove_certs()
 
     def _remove_certs(self) -> None:

@@ -1,0 +1,91 @@
+"""Start-up (issue 11): every ``cachelayer`` command imports only what it uses.
+
+Each check runs a fresh interpreter and reads ``sys.modules``: ``import cachelayer`` and
+the CLI's entry (what ``cachelayer --version`` pays) load no SQLAlchemy, Replicate client,
+boto3 or server stack; no command but ``serve`` loads the server stack (Starlette, uvicorn,
+prometheus_client, anyio). What is imported is asserted, never how long it takes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+
+import cachelayer
+from cachelayer.cli.app import COMMANDS, main
+
+#: Loaded by ``cachelayer serve`` (and ``AsyncCacheLayer``) only.
+SERVE_ONLY = ("starlette", "uvicorn", "prometheus_client", "anyio", "standardwebhooks", "uvloop", "httptools")
+SERVE_ONLY_OURS = (
+    "cachelayer.server.app",
+    "cachelayer.server.runner",
+    "cachelayer.aio",
+    "cachelayer.webhooks",
+)
+#: Loaded when a command opens a catalog, a store or Replicate's client, never before.
+HEAVY = ("sqlalchemy", "alembic", "replicate", "httpx", "requests", "boto3", "botocore", *SERVE_ONLY)
+
+
+def loaded_after(code: str) -> list[str]:
+    """Top-level packages (and cachelayer modules) in ``sys.modules`` after ``code`` runs in
+    a new interpreter."""
+    script = (
+        "import sys, json\n"
+        f"{code}\n"
+        "mods = {m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith('cachelayer')}\n"
+        "print(json.dumps(sorted(mods)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_the_cli_entry_loads_no_heavy_package():
+    loaded = loaded_after("import cachelayer.cli")
+    assert [m for m in loaded if m in HEAVY] == []
+    assert [m for m in loaded if m.startswith("cachelayer.cli.") and m != "cachelayer.cli.app"] == []
+
+
+def test_import_cachelayer_loads_no_heavy_package():
+    assert [m for m in loaded_after("import cachelayer") if m in HEAVY] == []
+
+
+def test_commands_other_than_serve_load_no_server_stack():
+    """Every command's module, and the library it opens (``CacheLayer``), without the server."""
+    names = [n for n in COMMANDS if n != "serve"]
+    loaded = loaded_after(
+        "import click\n"
+        "from cachelayer.cli.app import main\n"
+        "ctx = click.Context(main)\n"
+        f"assert all(main.get_command(ctx, n) is not None for n in {names!r})\n"
+        "import cachelayer.layer"
+    )
+    assert [m for m in loaded if m in SERVE_ONLY or m in SERVE_ONLY_OURS] == []
+
+
+def test_serve_command_loads_the_server_stack_only_when_it_runs():
+    loaded = loaded_after("import cachelayer.server.command")
+    assert [m for m in loaded if m in SERVE_ONLY or m in SERVE_ONLY_OURS] == []
+
+
+def test_every_command_in_the_table_is_that_command():
+    ctx = click.Context(main)
+    for name in COMMANDS:
+        command = main.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.name == name
+    assert main.list_commands(ctx) == sorted(COMMANDS)
+    assert main.get_command(ctx, "no-such-command") is None
+
+
+def test_every_public_name_resolves():
+    assert set(cachelayer._EXPORTS) == set(cachelayer.__all__) - {"__version__"}
+    for name in cachelayer.__all__:
+        assert getattr(cachelayer, name) is not None
+    from cachelayer import CacheLayer
+    from cachelayer.layer import CacheLayer as Same
+
+    assert CacheLayer is Same
+    assert set(cachelayer.__all__) <= set(dir(cachelayer))
