@@ -11,9 +11,11 @@ error) goes back to the queue with a backoff until ``settings.max_attempts`` cla
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mimetypes
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
 from cachelayer.storage.base import Store
 
-__all__ = ["MAX_REFRESHES", "Copier", "FileOutcome", "Refresher"]
+__all__ = ["MAX_REFRESHES", "Copier", "DownloadSlot", "FileOutcome", "Refresher"]
 
 log = logging.getLogger("cachelayer")
 
@@ -61,6 +63,50 @@ class FileOutcome:
     error: CacheLayerError | None = None
     skipped: bool = False  # already stored before this call; nothing was downloaded
     claimed: list[FileRecord] = field(default_factory=list)
+
+
+class DownloadSlot:
+    """One of a pool's download slots (a :class:`threading.BoundedSemaphore` of
+    ``concurrency``), held by one file from before its request is sent until its body has
+    been read to the end (or the transfer ends), and not while the bytes go up to the
+    store and are recorded. So a thread whose file is uploading does not count against
+    the source's concurrency, and the pool keeps ``concurrency`` downloads in flight
+    while others upload (see :class:`cachelayer.workers.WorkerPool`).
+
+    A body the store streams as it reads (a multipart upload of 64 MiB or more) keeps its
+    slot until its last part has been read, which is nearly the end of its upload.
+    """
+
+    def __init__(self, slots: threading.BoundedSemaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    def __enter__(self) -> DownloadSlot:
+        self._slots.acquire()
+        self._held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back (once; later calls do nothing)."""
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    def reader(self, stream: BinaryIO) -> BinaryIO:
+        """``stream`` whose ``read(n)`` gives the slot back when it returns ``b""`` (the end)."""
+        slot = self
+
+        class _Reader:
+            def read(self, n: int = -1) -> bytes:
+                data = stream.read(n)
+                if not data:
+                    slot.release()
+                return data
+
+        return cast(BinaryIO, _Reader())
 
 
 class Copier:
@@ -108,15 +154,22 @@ class Copier:
         return self.copy_claimed(claimed, url, finished_at)
 
     def copy_claimed(
-        self, row: FileRecord, url: str, finished_at: datetime | None, *, claim_next: int = 0
+        self,
+        row: FileRecord,
+        url: str,
+        finished_at: datetime | None,
+        *,
+        claim_next: int = 0,
+        download_slots: threading.BoundedSemaphore | None = None,
     ) -> FileOutcome:
         """Copy a file this process has already claimed (from the queue). ``claim_next``:
         when the file is stored, claim up to that many more files in the same transaction
         (they come back in ``FileOutcome.claimed``, leased and renewed by the heartbeat
-        until the caller copies or :meth:`release` s them)."""
+        until the caller copies or :meth:`release` s them). ``download_slots``: the pool's
+        limit on downloads in flight, held while this file downloads (:class:`DownloadSlot`)."""
         self.heartbeat.add(row.id)
         try:
-            outcome = self._transfer(row, url, finished_at, claim_next)
+            outcome = self._transfer(row, url, finished_at, claim_next, download_slots)
         finally:
             self.heartbeat.discard(row.id)
         for nxt in outcome.claimed:
@@ -131,7 +184,12 @@ class Copier:
             self.catalog.queue.release([r.id for r in rows], self.owner)
 
     def _transfer(
-        self, row: FileRecord, url: str, finished_at: datetime | None, claim_next: int
+        self,
+        row: FileRecord,
+        url: str,
+        finished_at: datetime | None,
+        claim_next: int,
+        slots: threading.BoundedSemaphore | None = None,
     ) -> FileOutcome:
         pid, path = row.prediction_id, row.output_path
         refreshes = 0
@@ -141,7 +199,7 @@ class Copier:
             attempt += 1
             age = expiry.source_age(finished_at)
             try:
-                size, sha, ctype = self._fetch_and_put(row, url)
+                size, sha, ctype = self._fetch_and_put(row, url, slots)
             except DisallowedUrlError as exc:
                 return self._fail(row, exc, "failed", age)
             except SourceGoneError as exc:
@@ -201,18 +259,22 @@ class Copier:
             log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
             return FileOutcome(final, claimed=claimed)
 
-    def _fetch_and_put(self, row: FileRecord, url: str) -> tuple[int, str, str]:
+    def _fetch_and_put(
+        self, row: FileRecord, url: str, slots: threading.BoundedSemaphore | None = None
+    ) -> tuple[int, str, str]:
+        slot = DownloadSlot(slots) if slots is not None else None
         # the store hashes what it writes (and returns it): no second SHA-256 of the bytes
-        with self.fetcher.open(url, hashing=False) as dl:
+        with slot or contextlib.nullcontext(), self.fetcher.open(url, hashing=False) as dl:
             ctype = (
                 _source_content_type(dl.content_type, url)
                 or _guess_type(row.key)
                 or "application/octet-stream"
             )
             metadata = {"prediction-id": row.prediction_id, "output-path": quote(row.output_path, safe="/~")}
+            body = cast(BinaryIO, dl)  # a readable stream: put() only calls read(n)
             sha256 = self.store.put(
                 row.key,
-                cast(BinaryIO, dl),  # a readable stream: put() only calls read(n)
+                slot.reader(body) if slot is not None else body,
                 content_type=ctype,
                 metadata=metadata,
                 cache_control=self.settings.cache_control,

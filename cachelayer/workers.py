@@ -29,7 +29,7 @@ from cachelayer.errors import ExpiredDownloadUrlError
 from cachelayer.leases import release_dead_local_leases
 from cachelayer.outputs import file_url, lookup
 
-__all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "work"]
+__all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "upload_threads", "work"]
 
 log = logging.getLogger("cachelayer")
 
@@ -153,9 +153,24 @@ class Tally:
         self.progress(self.summary)
 
 
+def upload_threads(concurrency: int) -> int:
+    """Threads a pool of ``concurrency`` downloads adds for files past their download
+    (``concurrency // 2``: none for one at a time)."""
+    return concurrency // 2
+
+
 class WorkerPool:
-    """``concurrency`` threads that claim pending files and copy them until the queue has
-    nothing left for them (``once``; after ``scan_done`` is set, if given) or ``stop`` is set."""
+    """Threads that claim pending files and copy them until the queue has nothing left for
+    them (``once``; after ``scan_done`` is set, if given) or ``stop`` is set.
+
+    ``concurrency`` is how many files download at once (:class:`~cachelayer.copier.DownloadSlot`).
+    ``concurrency // 2`` more threads (:func:`upload_threads`) let a file whose body has
+    been read go up to the store and into the catalog while the next downloads are
+    already waiting for their first byte: at 50 ms to the CDN, a 100 kB file spent 55 ms
+    downloading and 20 ms uploading and being recorded, time its download slot sat idle
+    (docs/BENCHMARKS.md, issue 11, session 5). Each thread holds at most one file's body
+    (in memory up to the store's ``spool_memory_bytes``, then spooled to disk).
+    """
 
     def __init__(
         self,
@@ -173,6 +188,7 @@ class WorkerPool:
         self.copier = copier
         self.tally = tally
         self.concurrency = concurrency
+        self.download_slots = threading.BoundedSemaphore(max(1, concurrency))
         self.scan_done = scan_done
         self.once = once
         self.stop = stop or threading.Event()
@@ -254,7 +270,11 @@ class WorkerPool:
                     self.tally.retried()
                 url = self._source_url(row)
                 outcome = self.copier.copy_claimed(
-                    row, url, self._finished_at(row.prediction_id), claim_next=0 if ahead else 1
+                    row,
+                    url,
+                    self._finished_at(row.prediction_id),
+                    claim_next=0 if ahead else 1,
+                    download_slots=self.download_slots,
                 )
                 ahead.extend(outcome.claimed)
                 self.tally.outcome(outcome)
@@ -271,7 +291,7 @@ class WorkerPool:
     def start(self) -> list[threading.Thread]:
         threads = [
             threading.Thread(target=self._guarded, name=f"cachelayer-worker-{i}", daemon=True)
-            for i in range(self.concurrency)
+            for i in range(self.concurrency + upload_threads(self.concurrency))
         ]
         for t in threads:
             t.start()

@@ -24,6 +24,7 @@ Each error is one line on stderr, ``cachelayer: error: <message>``, never a trac
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import sys
@@ -87,6 +88,10 @@ class Group(click.Group):
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module, _, attr = COMMANDS[cmd_name].partition(":")
             self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+            # What is loaded by now lives as long as the process: out of the collector's
+            # sight, the interpreter's exit no longer walks it (0.24 s of 0.78 s for a
+            # backfill's imports on this machine) and neither do full collections.
+            gc.freeze()
         return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
