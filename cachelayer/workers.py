@@ -206,11 +206,13 @@ class WorkerPool:
 
     def _wait(self) -> None:
         """An empty queue: while the scan runs, wait for its :meth:`notify` (at most
-        :data:`SCAN_POLL` seconds, for files another process queues); else ``idle_poll``
-        seconds or until ``stop``."""
-        if self.scan_done is not None and not self.scan_done.is_set():
+        :data:`SCAN_POLL` seconds, for files another process queues); after it, for a
+        run that ends (``once``), at most ``idle_poll`` seconds or until a thread of this
+        pool finds the run done; else ``idle_poll`` seconds or until ``stop``."""
+        if self.once or (self.scan_done is not None and not self.scan_done.is_set()):
+            scanning = self.scan_done is not None and not self.scan_done.is_set()
             with self._queued:
-                self._queued.wait(SCAN_POLL)
+                self._queued.wait(SCAN_POLL if scanning else self.idle_poll)
         else:
             self.stop.wait(self.idle_poll)
 
@@ -263,6 +265,7 @@ class WorkerPool:
                 )
                 if row is None:
                     if self._idle():
+                        self.notify()  # the others need not sleep out their poll to see it
                         return
                     self._wait()
                     continue
@@ -287,6 +290,7 @@ class WorkerPool:
         except BaseException as exc:  # surface crashes of worker threads to the caller
             self.errors.append(exc)
             self.stop.set()
+            self.notify()
 
     def start(self) -> list[threading.Thread]:
         threads = [
@@ -306,6 +310,7 @@ class WorkerPool:
                     t.join(0.2)
         except KeyboardInterrupt:
             self.stop.set()
+            self.notify()
             for t in threads:
                 t.join(30)
             raise
