@@ -26,7 +26,7 @@ Environment variables (all optional):
                                 downloads may come from (default
                                 ``replicate.delivery,*.replicate.delivery``).
 ``CACHELAYER_MAX_FILE_BYTES``   size cap of one download in bytes, >= 1 (default 10 GiB).
-``CACHELAYER_CONCURRENCY``      files of one prediction transferred at once, 1..256 (default 8).
+``CACHELAYER_CONCURRENCY``      files downloaded at once (of one prediction; of the queue in a worker pool), 1..256 (default 8).
 ``CACHELAYER_EXPIRY_MARGIN``    seconds before Replicate's one-hour removal under which a
                                 persist logs a warning, 0..3600 (default 600).
 ``CACHELAYER_DOWNLOAD_RETRIES`` attempts per file for truncated/dropped downloads, 1..100
@@ -140,7 +140,7 @@ class NumberRule:
 NUMBERS: dict[str, NumberRule] = {
     "presign_ttl": NumberRule("CACHELAYER_PRESIGN_TTL", int, 1, MAX_PRESIGN_TTL, "seconds"),
     "max_file_bytes": NumberRule("CACHELAYER_MAX_FILE_BYTES", int, 1, 2**63 - 1, "bytes"),
-    "concurrency": NumberRule("CACHELAYER_CONCURRENCY", int, 1, 256, "files at once"),
+    "concurrency": NumberRule("CACHELAYER_CONCURRENCY", int, 1, 256, "files downloaded at once"),
     "expiry_margin": NumberRule("CACHELAYER_EXPIRY_MARGIN", float, 0, REPLICATE_RETENTION_SECONDS, "seconds"),
     "download_retries": NumberRule("CACHELAYER_DOWNLOAD_RETRIES", int, 1, 100, "attempts"),
     "max_attempts": NumberRule("CACHELAYER_MAX_ATTEMPTS", int, 1, 1000, "attempts"),

@@ -109,7 +109,7 @@ def settings_options(f: F) -> F:
             click.option(
                 "--concurrency",
                 type=click.IntRange(1, 256),
-                help="Files transferred at once [env CACHELAYER_CONCURRENCY].",
+                help="Files downloaded at once [env CACHELAYER_CONCURRENCY].",
             ),
         ],
     )
