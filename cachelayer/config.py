@@ -26,7 +26,8 @@ Environment variables (all optional):
                                 downloads may come from (default
                                 ``replicate.delivery,*.replicate.delivery``).
 ``CACHELAYER_MAX_FILE_BYTES``   size cap of one download in bytes, >= 1 (default 10 GiB).
-``CACHELAYER_CONCURRENCY``      files downloaded at once (of one prediction; of the queue in a worker pool), 1..256 (default 8).
+``CACHELAYER_CONCURRENCY``      files downloaded at once (of one prediction; of the queue in a
+                                worker pool), 1..256 (default 8).
 ``CACHELAYER_EXPIRY_MARGIN``    seconds before Replicate's one-hour removal under which a
                                 persist logs a warning, 0..3600 (default 600).
 ``CACHELAYER_DOWNLOAD_RETRIES`` attempts per file for truncated/dropped downloads, 1..100

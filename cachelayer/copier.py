@@ -97,16 +97,20 @@ class DownloadSlot:
 
     def reader(self, stream: BinaryIO) -> BinaryIO:
         """``stream`` whose ``read(n)`` gives the slot back when it returns ``b""`` (the end)."""
-        slot = self
+        return cast(BinaryIO, _ReleasingReader(stream, self))
 
-        class _Reader:
-            def read(self, n: int = -1) -> bytes:
-                data = stream.read(n)
-                if not data:
-                    slot.release()
-                return data
 
-        return cast(BinaryIO, _Reader())
+class _ReleasingReader:
+    """See :meth:`DownloadSlot.reader`."""
+
+    def __init__(self, stream: BinaryIO, slot: DownloadSlot) -> None:
+        self._stream, self._slot = stream, slot
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        if not data:
+            self._slot.release()
+        return data
 
 
 class Copier:
