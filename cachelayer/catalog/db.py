@@ -128,9 +128,7 @@ def migrations_dir() -> Path:
     try:
         import cachelayer.migrations as migrations
     except ModuleNotFoundError:
-        import cachelayer
-
-        checkout = Path(cachelayer.__file__).resolve().parent.parent / "migrations"
+        checkout = Path(__file__).resolve().parents[2] / "migrations"  # beside cachelayer/
         if (checkout / "env.py").is_file():
             return checkout
         raise
