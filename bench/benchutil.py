@@ -742,11 +742,28 @@ def code_state() -> str:
     )
 
 
+def compile_package() -> str:
+    """Compile cachelayer's modules to bytecode (``__pycache__``), as ``pip install`` does
+    for an installed package. An editable install under ``PYTHONDONTWRITEBYTECODE=1``
+    (this machine's environment) has none, so every fresh process would compile
+    cachelayer's source again: about 0.09 s of a command's start-up that users of an
+    installed package never pay. Returns the header line saying so."""
+    import compileall
+
+    import cachelayer
+
+    root = Path(cachelayer.__file__).parent
+    ok = compileall.compile_dir(str(root), quiet=1)
+    return f"# bytecode: {root} compiled ({'ok' if ok else 'with errors'}), as pip install does"
+
+
 def header(script: str, argv: Sequence[str]) -> list[str]:
-    """The lines every run starts with: date, machine, code, command, load average."""
+    """The lines every run starts with: date, machine, code, command, load average, and
+    the bytecode line of :func:`compile_package` (which it runs)."""
     return [
         f"# {script} {time.strftime('%Y-%m-%d %H:%M %Z')}: {machine_facts()}",
         f"# code: {code_state()}",
         f"# command: python {script} {' '.join(argv)}".rstrip(),
         "# load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
+        compile_package(),
     ]
