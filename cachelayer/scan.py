@@ -129,11 +129,11 @@ class Scan:
         *,
         limit: int | None,
         dry_run: bool,
-        on_page: Callable[[], None] | None = None,
+        on_queued: Callable[[int], None] | None = None,
     ) -> None:
         self.api, self.catalog, self.persister = api, catalog, persister
         self.flt, self.tally, self.limit, self.dry_run = flt, tally, limit, dry_run
-        self.on_page = on_page  # called after each page is recorded (wakes the workers)
+        self.on_queued = on_queued  # on_queued(n): n files of one prediction were just queued
         self.seen = 0
         self.analyzed = False
 
@@ -199,24 +199,26 @@ class Scan:
                 self.seen += 1
                 self.tally.add(predictions_scanned=1)
                 try:
-                    self._take(p)
+                    queued = self._take(p)
                 except CatalogWriteError as exc:  # one bad record never stops the rest
                     log.warning("could not record prediction %s: %s", p.id, exc)
                     self.tally.prediction_failed(type(exc).__name__)
+                    continue
+                if queued and self.on_queued is not None:
+                    self.on_queued(queued)  # copying starts now, not when the page is done
             link = None if stop else next_link
             if name is not None and not self.dry_run:
                 if newest_seen and not state.get("newest"):
                     state["newest"] = _iso(newest_seen)
                 state.update(predictions_scanned=self.seen, complete=link is None)
                 self.catalog.checkpoints.save(name, link, state)
-            if self.on_page is not None:
-                self.on_page()
             if not self.analyzed and self.tally.summary.files_queued >= ANALYZE_AFTER_FILES:
                 self.analyzed = True
                 self.catalog.queue.analyze()
         return newest_seen
 
-    def _take(self, p: Prediction) -> None:
+    def _take(self, p: Prediction) -> int:
+        """Record ``p`` and queue its files; returns how many were queued."""
         tally = self.tally
         if self.dry_run:
             stored = {r.output_path for r in self.catalog.files.of_prediction(p.id) if r.status == "stored"}
@@ -227,22 +229,21 @@ class Scan:
                 files_skipped=len(files) - len(todo),
                 predictions_removed=int(p.data_removed),
             )
-            return
+            return 0
         if p.data_removed:
             tally.add(predictions_removed=1)
             for o in self.persister.copy_files(p).files:  # marks unstored files expired; no download
                 tally.outcome(o)
-            return
+            return 0
         rows = self.persister.record(p)
-        tally.add(
-            files_queued=sum(r.status != "stored" for r in rows),
-            files_skipped=sum(r.status == "stored" for r in rows),
-        )
+        queued = sum(r.status != "stored" for r in rows)
+        tally.add(files_queued=queued, files_skipped=len(rows) - queued)
         # data: payloads are not kept in the catalog: copy them now, while they are in hand.
         inline = {f.path: f.url for f in find_files(p.output) if f.url.startswith("data:")}
         for row in rows:
             if row.status != "stored" and row.output_path in inline:
                 tally.outcome(self.persister.copier.copy(row, inline[row.output_path], p.finished_at))
+        return queued
 
 
 def backfill(
@@ -277,7 +278,7 @@ def backfill(
     pool = WorkerPool(catalog, copier, tally, 0 if scan_only else concurrency, scan_done=scan_done, once=True)
     threads = pool.start()
     try:
-        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_page=pool.notify).run()
+        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_queued=pool.notify).run()
     finally:
         scan_done.set()
         pool.notify()

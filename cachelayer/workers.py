@@ -198,11 +198,15 @@ class WorkerPool:
         self._queued = threading.Condition()
         self.errors: list[BaseException] = []
 
-    def notify(self) -> None:
-        """Wake idle threads now: files were just queued (the scan calls it after each page),
-        so they do not poll the catalog while the queue is empty."""
+    def notify(self, files: int | None = None) -> None:
+        """Wake idle threads now, as many as ``files`` were just queued (``None``: all of
+        them): the scan calls it after each prediction it queues, so copying starts with
+        the first one instead of after the page, and threads do not poll an empty queue."""
         with self._queued:
-            self._queued.notify_all()
+            if files is None:
+                self._queued.notify_all()
+            else:
+                self._queued.notify(files)
 
     def _wait(self) -> None:
         """An empty queue: while the scan runs, wait for its :meth:`notify` (at most
