@@ -60,7 +60,9 @@ BENCH = Path(__file__).resolve()
 CLI = str(Path(sys.executable).with_name("cachelayer"))
 MODEL = "bench/backfill"
 SEEDS = 32  # distinct 1 MiB blocks the simulator keeps cached (its lru_cache holds 32)
-METHODS = ("naive", "download", "backfill", "cli")
+METHODS = ("naive", "download", "backfill", "cli", "cli-other")
+#: What a run measures unless ``--methods`` says otherwise (``cli-other`` needs ``--other-code``).
+DEFAULT_METHODS = ("naive", "download", "backfill", "cli")
 PARTS = ("throughput", "catalog", "scaling")
 
 # ---- the history ----------------------------------------------------------------------
@@ -261,7 +263,10 @@ class Bench(bu.Servers):
     ``postgres_url``: admin URL of a PostgreSQL server (``None``: SQLite only).
     """
 
-    def __init__(self, *, predictions: int, files_per: int, size: int, **servers: Any) -> None:
+    def __init__(
+        self, *, predictions: int, files_per: int, size: int, other_code: str | None = None, **servers: Any
+    ) -> None:
+        self.other_code = other_code  # ``cli-other``: a checkout of another commit
         spec = json.dumps({"predictions": predictions, "files_per": files_per, "size": size})
         super().__init__([sys.executable, str(BENCH), "--serve-sim", spec], **servers)
         self.history = History({pid: [tuple(f) for f in fs] for pid, fs in self.sim.seeded.items()})
@@ -304,9 +309,17 @@ class Bench(bu.Servers):
         Returns the run and the objects stored (key -> size, MD5)."""
         before = self.sim.downloads()
         with self.bucket(method, keep=keep) as bucket:
-            if method == "cli":
-                cmd = [CLI, "backfill", "--json", "--quiet", "--concurrency", str(concurrency)]
-                (summary,), cpu = self.run("cli", [cmd], self.cli_env(self.sqlite_url(), bucket, method))
+            if method in ("cli", "cli-other"):
+                args = ["backfill", "--json", "--quiet", "--concurrency", str(concurrency)]
+                env = self.cli_env(self.sqlite_url(), bucket, method)
+                if method == "cli":
+                    cmd = [CLI, *args]
+                else:  # the same command from another checkout: -P keeps the cwd off sys.path
+                    if not self.other_code:
+                        raise RuntimeError("cli-other needs --other-code DIR")
+                    cmd = [sys.executable, "-P", "-m", "cachelayer.cli", *args]
+                    env = {**env, "PYTHONPATH": self.other_code}
+                (summary,), cpu = self.run(method, [cmd], env)
                 data = dict(seconds=cpu["wall"], files=summary["files_stored"], bytes=summary["bytes_stored"])
                 data["summary"] = summary
             else:
@@ -472,7 +485,7 @@ def run_all(
     bench: Bench,
     *,
     parts: Sequence[str],
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     latency: Sequence[float] = (0.0,),
     concurrency: int = 16,
     workers: Sequence[int] = (1, 2, 4),
@@ -524,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated, from " + ",".join(PARTS))
     ap.add_argument(
-        "--methods", default=",".join(METHODS), help="throughput methods, from " + ",".join(METHODS)
+        "--methods", default=",".join(DEFAULT_METHODS), help="throughput methods, from " + ",".join(METHODS)
     )
     ap.add_argument("--predictions", type=int, default=80)
     ap.add_argument("--files-per", type=int, default=5, help="files per prediction")
@@ -535,6 +548,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--latency-ms", default="0", help="simulator latency, comma-separated (e.g. 0,50)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy every child, the simulator and moto into DIR")
     ap.add_argument("--postgres-url", help="PostgreSQL admin URL [CACHELAYER_TEST_POSTGRES_URL, local]")
+    ap.add_argument(
+        "--other-code",
+        metavar="DIR",
+        help="method cli-other runs `python -m cachelayer.cli backfill` from this checkout of another "
+        "commit (git worktree add DIR COMMIT), to compare commits in one run",
+    )
     ap.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--serve-sim", metavar="SPEC", help=argparse.SUPPRESS)
@@ -552,6 +571,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [p for p in parts if p not in PARTS] + [m for m in methods if m not in METHODS]
     if bad:
         ap.error(f"unknown parts or methods {bad}")
+    if ("cli-other" in methods) != bool(args.other_code):
+        ap.error("--other-code DIR and the method cli-other go together")
+    if args.other_code and not (Path(args.other_code) / "cachelayer" / "cli").is_dir():
+        ap.error(f"--other-code {args.other_code}: no cachelayer/cli there")
     try:
         lats = bu.latencies(args.latency_ms)
     except ValueError as exc:
@@ -560,7 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     pg = bu.postgres_url(args.postgres_url) if {"catalog", "scaling"} & set(parts) else None
     history = dict(predictions=args.predictions, files_per=args.files_per, size=args.size)
-    bench = Bench(**history, postgres_url=pg, profile=args.profile)
+    if args.other_code:
+        bu.compile_package(Path(args.other_code) / "cachelayer")
+        print(f"# cli-other: {args.other_code} at {bu.code_state(args.other_code)}")
+    bench = Bench(**history, postgres_url=pg, profile=args.profile, other_code=args.other_code)
     try:
         workers = [int(n) for n in args.workers.split(",") if n.strip()]
         kwargs = dict(concurrency=args.concurrency, workers=workers, reps=args.reps)

@@ -724,11 +724,12 @@ def machine_facts() -> str:
     )
 
 
-def code_state() -> str:
-    """The commit measured and whether ``cachelayer/`` had uncommitted changes."""
+def code_state(root: str | Path = ROOT) -> str:
+    """The commit measured (of the checkout at ``root``) and whether its ``cachelayer/``
+    had uncommitted changes."""
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, text=True, capture_output=True, check=True).stdout
+        return subprocess.run(["git", *args], cwd=root, text=True, capture_output=True, check=True).stdout
 
     try:
         head = git("rev-parse", "--short", "HEAD").strip()
@@ -742,17 +743,19 @@ def code_state() -> str:
     )
 
 
-def compile_package() -> str:
+def compile_package(root: Path | None = None) -> str:
     """Compile cachelayer's modules to bytecode (``__pycache__``), as ``pip install`` does
     for an installed package. An editable install under ``PYTHONDONTWRITEBYTECODE=1``
     (this machine's environment) has none, so every fresh process would compile
     cachelayer's source again: about 0.09 s of a command's start-up that users of an
-    installed package never pay. Returns the header line saying so."""
+    installed package never pay. ``root``: that package's folder (default: the imported
+    one). Returns the header line saying so."""
     import compileall
 
-    import cachelayer
+    if root is None:
+        import cachelayer
 
-    root = Path(cachelayer.__file__).parent
+        root = Path(cachelayer.__file__).parent
     ok = compileall.compile_dir(str(root), quiet=1)
     return f"# bytecode: {root} compiled ({'ok' if ok else 'with errors'}), as pip install does"
 

@@ -120,3 +120,31 @@ def test_unknown_parts_and_latencies_are_refused(backfill_bench) -> None:
         backfill_bench.main(["--methods", "naive,warp9"])
     with pytest.raises(SystemExit):
         backfill_bench.main(["--latency-ms", "fast"])
+
+
+def test_cli_other_runs_the_command_of_another_checkout(backfill_bench, s3_server, tmp_path) -> None:
+    """``--other-code DIR``: the method ``cli-other`` runs ``python -P -m cachelayer.cli``
+    from DIR. A copy of this checkout's ``cachelayer/`` whose CLI leaves a file behind when
+    it starts stands in for another commit: the file shows the copy ran, not this checkout."""
+    import shutil
+    from pathlib import Path
+
+    import cachelayer
+
+    other = tmp_path / "other"
+    shutil.copytree(Path(cachelayer.__file__).parent, other / "cachelayer")
+    main_py = other / "cachelayer" / "cli" / "__main__.py"
+    main_py.write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n" + main_py.read_text()
+    )
+    b = backfill_bench.Bench(
+        predictions=2, files_per=2, size=SIZE, moto=s3_server, postgres_url=None, other_code=str(other)
+    )
+    try:
+        r, objects = b.run_method("cli-other", 2)
+        assert r.files == 4 and objects == b.expected
+    finally:
+        b.close()
+    assert (other / "cachelayer" / "cli" / "ran").exists()
+    with pytest.raises(SystemExit):  # the method and the option go together
+        backfill_bench.main(["--methods", "cli-other"])
