@@ -206,78 +206,78 @@ def _transaction_commands(path: Path) -> list[str]:
     ]
 
 
-def test_storing_and_claiming_is_one_round_trip_on_postgresql(catalog_url, tmp_path):
+@pytest.fixture
+def one_pg_connection(catalog_url):
+    """``(engine, catalog)``: a migrated PostgreSQL catalog on a pool of one connection
+    (the tests below trace that connection's protocol). Skips on SQLite."""
+    if not catalog_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    engine = make_engine(catalog_url, pool_size=1)
+    upgrade(engine)
+    try:
+        yield engine, Catalog(engine)
+    finally:
+        engine.dispose()
+
+
+def test_storing_and_claiming_is_one_round_trip_on_postgresql(one_pg_connection, tmp_path):
     """The worker's steady state on PostgreSQL: one statement, one round trip per file (no
     BEGIN, SET or COMMIT), no warning, and the connection's ``synchronous_commit`` is not
     changed for the transactions that follow it on the same connection."""
-    if not catalog_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
-    engine = make_engine(catalog_url, pool_size=1)
-    upgrade(engine)
-    c = Catalog(engine)
-    try:
-        ids = _fill(c, 2, 3)
-        (row,) = c.queue.claim_batch("w", 60, 1)
-        engine.dispose()  # new connections from here on are traced
-        trace = tmp_path / "trace.txt"
-        conns = _trace_protocol(engine, trace)
-        statements: list[str] = []
-        event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-        stored_ids = []
-        while True:
-            stored, claimed = _store(c, row.id, "w", claim=1)
-            assert stored is not None
-            stored_ids.append(stored.id)
-            if not claimed:
-                break
-            (row,) = claimed
-        assert stored_ids == sorted(ids)
-        assert len(conns) == 1  # one pooled connection served every call
-        messages = _messages(trace, conns)
-        n = len(ids)
-        sent = [m for d, m in messages if d == "F"]
-        # psycopg prepares a statement on its 6th execution: one round trip, once
-        prepares = sum(1 for a, b in zip(sent, sent[1:]) if (a, b) == ("Parse", "Sync"))
-        assert len(statements) == n and sent.count("Execute") == n  # one statement per file ...
-        assert messages.count(("B", "ReadyForQuery")) - prepares == n  # ... one round trip each
-        assert prepares <= 1
-        assert not _transaction_commands(trace)  # no BEGIN, SET or COMMIT
-        assert ("B", "NoticeResponse") not in messages  # e.g. no "SET LOCAL outside a transaction"
-        with engine.connect() as conn:  # the same connection, back from the pool
-            assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
-            assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
-            conn.execute(text("SELECT 1"))
-            assert conn.in_transaction()  # the pool gave it back out of autocommit
-        assert len(conns) == 1
-        assert c.queue.counts() == {"stored": n} and c.queue.lease_owners() == []
-    finally:
-        engine.dispose()
+    engine, c = one_pg_connection
+    ids = _fill(c, 2, 3)
+    (row,) = c.queue.claim_batch("w", 60, 1)
+    engine.dispose()  # new connections from here on are traced
+    trace = tmp_path / "trace.txt"
+    conns = _trace_protocol(engine, trace)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    stored_ids = []
+    while True:
+        stored, claimed = _store(c, row.id, "w", claim=1)
+        assert stored is not None
+        stored_ids.append(stored.id)
+        if not claimed:
+            break
+        (row,) = claimed
+    assert stored_ids == sorted(ids)
+    assert len(conns) == 1  # one pooled connection served every call
+    messages = _messages(trace, conns)
+    n = len(ids)
+    sent = [m for d, m in messages if d == "F"]
+    # psycopg prepares a statement on its 6th execution: one round trip, once
+    prepares = sum(1 for a, b in zip(sent, sent[1:]) if (a, b) == ("Parse", "Sync"))
+    assert len(statements) == n and sent.count("Execute") == n  # one statement per file ...
+    assert messages.count(("B", "ReadyForQuery")) - prepares == n  # ... one round trip each
+    assert prepares <= 1
+    assert not _transaction_commands(trace)  # no BEGIN, SET or COMMIT
+    assert ("B", "NoticeResponse") not in messages  # e.g. no "SET LOCAL outside a transaction"
+    with engine.connect() as conn:  # the same connection, back from the pool
+        assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
+        assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
+        conn.execute(text("SELECT 1"))
+        assert conn.in_transaction()  # the pool gave it back out of autocommit
+    assert len(conns) == 1
+    assert c.queue.counts() == {"stored": n} and c.queue.lease_owners() == []
 
 
-def test_a_read_is_one_round_trip_on_postgresql(catalog_url, tmp_path):
+def test_a_read_is_one_round_trip_on_postgresql(one_pg_connection, tmp_path):
     """Reads run in autocommit on PostgreSQL (no BEGIN/ROLLBACK); writes that follow on the
     same connection still get their transaction."""
-    if not catalog_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL only")
-    engine = make_engine(catalog_url, pool_size=1)
-    upgrade(engine)
-    c = Catalog(engine)
-    try:
-        ids = _fill(c, 1, 2)
-        engine.dispose()
-        trace = tmp_path / "trace.txt"
-        conns = _trace_protocol(engine, trace)
-        assert c.predictions.finished_at("pred0000queuebatchxxxx") == CREATED
-        assert c.files.get(ids[0]).id == ids[0]
-        assert c.queue.counts() == {"pending": 2}
-        messages = _messages(trace, conns)
-        assert len(conns) == 1 and messages.count(("B", "ReadyForQuery")) == 3
-        assert not _transaction_commands(trace)  # no BEGIN or ROLLBACK
-        commits = _transactions(c)
-        assert c.queue.claim_batch("w", 60, 1)[0].id == ids[0]  # a write: a transaction
-        assert len(commits) == 1
-    finally:
-        engine.dispose()
+    engine, c = one_pg_connection
+    ids = _fill(c, 1, 2)
+    engine.dispose()
+    trace = tmp_path / "trace.txt"
+    conns = _trace_protocol(engine, trace)
+    assert c.predictions.finished_at("pred0000queuebatchxxxx") == CREATED
+    assert c.files.get(ids[0]).id == ids[0]
+    assert c.queue.counts() == {"pending": 2}
+    messages = _messages(trace, conns)
+    assert len(conns) == 1 and messages.count(("B", "ReadyForQuery")) == 3
+    assert not _transaction_commands(trace)  # no BEGIN or ROLLBACK
+    commits = _transactions(c)
+    assert c.queue.claim_batch("w", 60, 1)[0].id == ids[0]  # a write: a transaction
+    assert len(commits) == 1
 
 
 def test_files_claimed_ahead_are_given_back_with_their_attempts(catalog):

@@ -123,6 +123,20 @@ def store(request: pytest.FixtureRequest) -> Store:
     return request.getfixturevalue(name)
 
 
+def moto_store(s3_server: MotoS3Server, bucket: str, *args: Any, **settings: Any) -> S3Store:
+    """An S3Store on the test's moto server (path-style, its credentials), with ``settings``."""
+    return S3Store(
+        bucket,
+        *args,
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        addressing_style="path",
+        access_key_id="testing",
+        secret_access_key="testing",
+        **settings,
+    )
+
+
 def leftover_files(store: Store) -> list[str]:
     """Temp files a LocalStore might have left behind."""
     if not isinstance(store, LocalStore) or not store.root.exists():
@@ -218,15 +232,7 @@ def test_empty_object(store: Store) -> None:
 
 
 def test_s3_store_default_cache_control(s3_server: MotoS3Server, s3_bucket: str) -> None:
-    store = S3Store(
-        s3_bucket,
-        endpoint_url=s3_server.endpoint_url,
-        region=s3_server.region,
-        addressing_style="path",
-        access_key_id="testing",
-        secret_access_key="testing",
-        cache_control="public, max-age=60",
-    )
+    store = moto_store(s3_server, s3_bucket, cache_control="public, max-age=60")
     store.put("a", io.BytesIO(b"1"))
     store.put("b", io.BytesIO(b"2"), cache_control="no-store")
     assert store.client.head_object(Bucket=s3_bucket, Key="a")["CacheControl"] == ("public, max-age=60")
@@ -313,14 +319,7 @@ def test_mid_size_body_goes_up_in_one_put_spooled_to_disk(
     ``PutObject`` written with its metadata ``sha256`` and ``ChecksumSHA256``: no multipart
     upload and no ``CopyObject``. Past ``spool_memory_bytes`` the bytes wait in a temporary
     file, not in memory, and the file is gone afterwards."""
-    store = S3Store(
-        s3_bucket,
-        endpoint_url=s3_server.endpoint_url,
-        region=s3_server.region,
-        access_key_id="testing",
-        secret_access_key="testing",
-        spool_dir=str(tmp_path),
-    )
+    store = moto_store(s3_server, s3_bucket, spool_dir=str(tmp_path))
     calls = S3Calls(store, tmp_path)
     total = 40 * MiB + 12345
     tracemalloc.start()
@@ -405,14 +404,8 @@ def test_announced_size_over_the_threshold_starts_multipart_without_spooling(
 
 def _five_mib_parts(s3_server: MotoS3Server, bucket: str, **tuning: Any) -> S3Store:
     """A store on moto that goes multipart from 5 MiB in 5 MiB parts (S3's smallest)."""
-    return S3Store(
-        bucket,
-        endpoint_url=s3_server.endpoint_url,
-        region=s3_server.region,
-        addressing_style="path",
-        access_key_id="testing",
-        secret_access_key="testing",
-        **{"multipart_chunksize": 5 * MiB, "multipart_threshold": 5 * MiB, **tuning},
+    return moto_store(
+        s3_server, bucket, **{"multipart_chunksize": 5 * MiB, "multipart_threshold": 5 * MiB, **tuning}
     )
 
 
@@ -524,14 +517,7 @@ def test_check_passes(store: Store) -> None:
 
 
 def test_check_missing_bucket(s3_server: MotoS3Server) -> None:
-    store = S3Store(
-        "no-such-bucket-here",
-        endpoint_url=s3_server.endpoint_url,
-        region=s3_server.region,
-        addressing_style="path",
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
+    store = moto_store(s3_server, "no-such-bucket-here")
     with pytest.raises(BucketNotFoundError) as excinfo:
         store.check()
     message = str(excinfo.value)
@@ -800,15 +786,7 @@ def test_cleanup_incomplete_uploads_aborts_stale_ones_under_the_prefix(
     s3_server: MotoS3Server, s3_bucket: str
 ) -> None:
     client = s3_server.admin_client
-    store = S3Store(
-        s3_bucket,
-        "replicate",
-        endpoint_url=s3_server.endpoint_url,
-        region=s3_server.region,
-        addressing_style="path",
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
+    store = moto_store(s3_server, s3_bucket, "replicate")
     ours = [
         client.create_multipart_upload(Bucket=s3_bucket, Key=f"replicate/p/{i}.bin")["UploadId"]
         for i in (1, 2)
