@@ -465,7 +465,11 @@ class Servers:
                 subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for c in wrapped
             ]
             done = [communicate_wait4(p) for p in procs]
+        keep = os.environ.get("BENCH_CHILD_STDERR")  # a folder: every child's stderr is kept there
         for out, err, status, _ in done:
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                (Path(keep) / f"{label}-{secrets.token_hex(3)}.txt").write_text(err)
             if status != 0:
                 raise RuntimeError(f"{label} failed ({status}):\n{err[-4000:]}\n{out[-1000:]}")
         child = sum(u.ru_utime + u.ru_stime for _, _, _, u in done)

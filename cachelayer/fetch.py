@@ -540,8 +540,13 @@ class Fetcher:
 
     def _get(self, parsed: SourceUrl, url: str, deadline: float | None) -> requests.Response:
         """One GET of ``parsed`` (no redirects followed), sent to the URL that was checked."""
-        headers = {"Authorization": f"Bearer {self._api_token}"} if self.sends_token_to(parsed) else {}
-        request = self.session.prepare_request(requests.Request("GET", parsed.prepared, headers=headers))
+        headers = dict(self.session.headers)
+        if self.sends_token_to(parsed):
+            headers["Authorization"] = f"Bearer {self._api_token}"
+        # Prepared directly rather than by Session.prepare_request, whose merging of session
+        # settings (blocked cookies, no auth, no params) cost 0.4 ms of CPU per file.
+        request = requests.PreparedRequest()
+        request.prepare(method="GET", url=parsed.prepared, headers=headers, hooks=self.session.hooks)
         if request.url != parsed.prepared:
             raise MalformedUrlError(f"{url[:200]}: the URL changed while being prepared", url=url)
         left = self._deadline_left(deadline, url)

@@ -129,11 +129,11 @@ class Scan:
         *,
         limit: int | None,
         dry_run: bool,
-        on_queued: Callable[[int], None] | None = None,
+        on_queued: Callable[[Prediction, int], None] | None = None,
     ) -> None:
         self.api, self.catalog, self.persister = api, catalog, persister
         self.flt, self.tally, self.limit, self.dry_run = flt, tally, limit, dry_run
-        self.on_queued = on_queued  # on_queued(n): n files of one prediction were just queued
+        self.on_queued = on_queued  # on_queued(p, n): n files of prediction p were just queued
         self.seen = 0
         self.analyzed = False
 
@@ -205,7 +205,7 @@ class Scan:
                     self.tally.prediction_failed(type(exc).__name__)
                     continue
                 if queued and self.on_queued is not None:
-                    self.on_queued(queued)  # copying starts now, not when the page is done
+                    self.on_queued(p, queued)  # copying starts now, not when the page is done
             link = None if stop else next_link
             if name is not None and not self.dry_run:
                 if newest_seen and not state.get("newest"):
@@ -278,7 +278,7 @@ def backfill(
     pool = WorkerPool(catalog, copier, tally, 0 if scan_only else concurrency, scan_done=scan_done, once=True)
     threads = pool.start()
     try:
-        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_queued=pool.notify).run()
+        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_queued=pool.queued).run()
     finally:
         scan_done.set()
         pool.notify()

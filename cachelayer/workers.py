@@ -28,6 +28,7 @@ from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import ExpiredDownloadUrlError
 from cachelayer.leases import release_dead_local_leases
 from cachelayer.outputs import file_url, lookup
+from cachelayer.prediction import Prediction
 
 __all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "upload_threads", "work"]
 
@@ -194,9 +195,18 @@ class WorkerPool:
         self.stop = stop or threading.Event()
         self.idle_poll = idle_poll
         self._finished: dict[str, datetime | None] = {}
+        self._busy = 0  # threads of this pool copying a file
+        self._done = False  # a thread found the run done (once)
         self._lock = threading.Lock()
         self._queued = threading.Condition()
         self.errors: list[BaseException] = []
+
+    def queued(self, prediction: Prediction, files: int) -> None:
+        """The scan just queued ``files`` files of ``prediction``: remember when it finished
+        (the copier's source age; no catalog read per prediction) and wake that many threads."""
+        with self._lock:
+            self._finished[prediction.id] = prediction.finished_at
+        self.notify(files)
 
     def notify(self, files: int | None = None) -> None:
         """Wake idle threads now, as many as ``files`` were just queued (``None``: all of
@@ -250,11 +260,23 @@ class WorkerPool:
             return False
         if not self.once:
             return False
+        with self._lock:
+            if self._done:
+                return True
+            if self._busy:  # a thread of this pool still has a file: it checks when it is through
+                return False
         if self.catalog.queue.count_unleased_pending():
             return False
         if release_dead_local_leases(self.catalog):
             return False
-        return self.catalog.queue.count_leased_pending() == 0
+        done = self.catalog.queue.count_leased_pending() == 0
+        with self._lock:
+            self._done = self._done or done
+        return done
+
+    def _count_busy(self, n: int) -> None:
+        with self._lock:
+            self._busy += n
 
     def _loop(self) -> None:
         # Steady state is one catalog transaction per file: recording a file stored also
@@ -275,16 +297,19 @@ class WorkerPool:
                     continue
                 if row.attempts > 1:
                     self.tally.retried()
-                url = self._source_url(row)
-                outcome = self.copier.copy_claimed(
-                    row,
-                    url,
-                    self._finished_at(row.prediction_id),
-                    claim_next=0 if ahead else 1,
-                    download_slots=self.download_slots,
-                )
-                ahead.extend(outcome.claimed)
-                self.tally.outcome(outcome)
+                self._count_busy(1)
+                try:
+                    outcome = self.copier.copy_claimed(
+                        row,
+                        self._source_url(row),
+                        self._finished_at(row.prediction_id),
+                        claim_next=0 if ahead else 1,
+                        download_slots=self.download_slots,
+                    )
+                    ahead.extend(outcome.claimed)
+                    self.tally.outcome(outcome)
+                finally:
+                    self._count_busy(-1)
         finally:
             self.copier.release(ahead)
 

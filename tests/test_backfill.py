@@ -240,6 +240,7 @@ def test_the_scan_hands_files_to_the_workers_prediction_by_prediction(make_layer
     not once the whole page (up to 100 predictions) is recorded: at 50 ms to the CDN the
     first download of a 400-file backfill went out 0.13 s after the list call answered,
     and 0.06 s after (docs/BENCHMARKS.md, issue 11, session 5)."""
+    from cachelayer.prediction import Prediction
     from cachelayer.scan import Scan, ScanFilter
     from cachelayer.workers import BackfillSummary, Tally
 
@@ -248,11 +249,14 @@ def test_the_scan_hands_files_to_the_workers_prediction_by_prediction(make_layer
     stored_before = next(iter(made))  # newest: already copied, so it queues nothing
     layer = make_layer()
     layer.persist(stored_before)
-    calls: list[tuple[int, int]] = []
+    calls: list[tuple[str, int, int]] = []
+    finished: list[tuple[object, object]] = []
     tally = Tally(BackfillSummary(), None)
 
-    def on_queued(n: int) -> None:
-        calls.append((n, tally.summary.predictions_scanned))
+    def on_queued(p: Prediction, n: int) -> None:
+        calls.append((p.id, n, tally.summary.predictions_scanned))
+        # the pool keeps p.finished_at for the copier instead of reading it back: the same
+        finished.append((p.finished_at, layer.catalog.predictions.finished_at(p.id)))
 
     scan = Scan(
         layer.api,
@@ -267,4 +271,5 @@ def test_the_scan_hands_files_to_the_workers_prediction_by_prediction(make_layer
     scan.run()
     assert tally.summary.predictions_scanned == 4
     # one wake-up per prediction with files to copy, as each is recorded (the 2nd, 3rd, 4th)
-    assert calls == [(3, 2), (3, 3), (3, 4)]
+    assert calls == [(pid, 3, i) for i, pid in enumerate(list(made)[1:], start=2)]
+    assert len(finished) == 3 and all(mine is not None and mine == recorded for mine, recorded in finished)

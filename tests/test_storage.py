@@ -840,3 +840,69 @@ def test_small_body_in_short_reads_costs_its_own_size(s3_store: S3Store) -> None
         tracemalloc.stop()
     assert written == expected_digest(100_000)
     assert peak < 2 * MiB, f"peak {peak / MiB:.1f} MiB"
+
+
+class PayloadHashes:
+    """``X-Amz-Content-SHA256`` of every request a store's client sends, by operation
+    (botocore's ``before-send`` event, after signing: an observer of what goes on the wire),
+    and the SHA-256 of each request's body."""
+
+    def __init__(self, store: S3Store) -> None:
+        self.sent: list[tuple[str, str, str]] = []  # (operation, header, sha256 of the body)
+
+        def seen(request: Any, **_: Any) -> None:
+            query = request.url.partition("?")[2]
+            op = {"PUT": "UploadPart" if "partNumber=" in query else "PutObject"}.get(request.method, "")
+            if "x-amz-copy-source" in request.headers:
+                op = "CopyObject"
+            if request.method == "POST":
+                op = "CompleteMultipartUpload" if "uploadId=" in query else "CreateMultipartUpload"
+            body = request.body if isinstance(request.body, (bytes, bytearray)) else b""
+            header = request.headers.get("X-Amz-Content-SHA256", b"")
+            text = header.decode() if isinstance(header, bytes) else str(header)
+            self.sent.append((op, text, hashlib.sha256(body).hexdigest()))
+
+        store.client.meta.events.register("before-send.s3", seen)
+
+    def of(self, op: str) -> list[str]:
+        return [h for o, h, _ in self.sent if o == op]
+
+
+def test_bodies_covered_by_a_checksum_are_not_hashed_again_for_the_signature(
+    s3_server: MotoS3Server, s3_bucket: str
+) -> None:
+    """Issue 11 (session 6): a ``PutObject`` or ``UploadPart`` that carries
+    ``x-amz-checksum-sha256`` (signed, and checked by S3 against the body) is signed with
+    ``UNSIGNED-PAYLOAD``, so botocore does not hash its body a second time over plain HTTP;
+    ``CompleteMultipartUpload``, which has no checksum header, keeps its signed payload
+    hash. Every object reads back intact."""
+    store = _five_mib_parts(s3_server, s3_bucket)
+    wire = PayloadHashes(store)
+    small = os.urandom(100_000)
+    assert store.put("img/small.png", io.BytesIO(small)) == hashlib.sha256(small).hexdigest()
+    total = 11 * MiB + 3
+    assert store.put("vid/long.mp4", GeneratedStream(total)) == expected_digest(total)  # type: ignore[arg-type]
+    assert wire.of("PutObject") == ["UNSIGNED-PAYLOAD"]
+    assert wire.of("UploadPart") == ["UNSIGNED-PAYLOAD"] * 3
+    ((_, header, body_sha),) = [s for s in wire.sent if s[0] == "CompleteMultipartUpload"]
+    assert header == body_sha  # the XML body's own SHA-256, as before
+    assert wire.of("CopyObject") == [hashlib.sha256(b"").hexdigest()]  # the sha256 copy: no body
+    assert read_digest(store.open("img/small.png")) == (len(small), hashlib.sha256(small).hexdigest())
+    assert read_digest(store.open("vid/long.mp4")) == (total, expected_digest(total))
+    store.close()
+
+
+def test_without_checksums_bodies_keep_their_signed_payload_hash(
+    s3_server: MotoS3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``AWS_REQUEST_CHECKSUM_CALCULATION=when_required`` (services that reject checksum
+    headers) no checksum header is sent, so the signature keeps covering the body's SHA-256."""
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    store = moto_store(s3_server, s3_bucket)
+    wire = PayloadHashes(store)
+    body = os.urandom(100_000)
+    store.put("img/plain.png", io.BytesIO(body))
+    ((op, header, body_sha),) = wire.sent
+    assert op == "PutObject" and header == body_sha == hashlib.sha256(body).hexdigest()
+    assert read_digest(store.open("img/plain.png")) == (len(body), body_sha)
+    store.close()

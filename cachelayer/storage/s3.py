@@ -63,6 +63,7 @@ from cachelayer.storage.s3_upload import (
     put_single,
     put_spooled,
     size_may_spool,
+    skip_payload_hash_when_checksummed,
 )
 from cachelayer.storage.s3_upload import describe as _describe
 from cachelayer.storage.s3_upload import error_code as _error_code
@@ -232,6 +233,7 @@ class S3Store(Store):
                     read_timeout=60,
                 )
                 client = session.client("s3", endpoint_url=endpoint_url, config=config)
+                skip_payload_hash_when_checksummed(client)
             except (BotoCoreError, ValueError) as exc:
                 # boto3's own settings: a mistyped AWS_PROFILE, a bad AWS_ENDPOINT_URL_S3,
                 # AWS_REGION or AWS_MAX_ATTEMPTS, an unreadable AWS config file...

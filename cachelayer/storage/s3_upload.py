@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cachelayer.errors import StorageError
@@ -96,6 +97,7 @@ __all__ = [
     "put_spooled",
     "open_spool",
     "size_may_spool",
+    "skip_payload_hash_when_checksummed",
 ]
 
 log = logging.getLogger("cachelayer")
@@ -242,6 +244,32 @@ def put_single(
     digest = hashlib.sha256(data)
     client.put_object(Bucket=bucket, Key=key, Body=data, **_put_args(extra, digest, send_checksums))
     return digest.hexdigest()
+
+
+def skip_payload_hash_when_checksummed(client: S3Client) -> None:
+    """Make ``client`` sign ``UNSIGNED-PAYLOAD`` instead of the SHA-256 of the body for any
+    request that carries ``x-amz-checksum-sha256`` (this module's ``PutObject`` and
+    ``UploadPart``), over HTTP as over HTTPS.
+
+    Such a body is already covered: the checksum header is signed (SigV4 signs every
+    ``x-amz-*`` header), and S3 refuses a body whose SHA-256 differs from it (AWS S3
+    "Checking object integrity"). botocore would otherwise hash every body a second time
+    for the signature whenever the endpoint is plain HTTP, or the body is bytes
+    (``botocore.auth.S3SigV4Auth._should_sha256_sign_payload``): 0.6 ms per MiB here
+    (docs/BENCHMARKS.md, issue 11, session 6). Requests without that header (the XML body of
+    ``CompleteMultipartUpload``, every request when checksums are off) are signed as before.
+    The switch is botocore's own ``s3.payload_signing_enabled`` setting, given to the one
+    request through its signing context.
+    """
+    base = client.meta.config
+    s3: Any = {**(getattr(base, "s3", None) or {}), "payload_signing_enabled": False}
+    unsigned = base.merge(Config(s3=s3))
+
+    def before_sign(request: Any, **_: Any) -> None:
+        if "x-amz-checksum-sha256" in request.headers:
+            request.context["client_config"] = unsigned
+
+    client.meta.events.register("before-sign.s3", before_sign)
 
 
 #: Bytes per ``read`` while a body is spooled to its temporary file.
