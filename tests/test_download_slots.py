@@ -154,3 +154,32 @@ def test_s3_store_reads_a_small_body_to_its_end_before_it_sends_put_object(s3_se
     store.put("k", Body(b"x" * 300_000), content_type="image/png")  # type: ignore[arg-type]
     assert seen == ["end of body", "PutObject sent"]
     store.close()
+
+
+def test_idle_threads_leave_the_catalog_alone_while_another_thread_of_the_pool_copies(
+    make_layer, replicate_simulator
+):
+    """Issue 11 (session 6): once the scan is done, threads with nothing to claim used to ask
+    the catalog every 0.1 s whether the run was over, while the last files were still being
+    copied by their own pool (about 70 queries at the end of a 400-file run, CPU the last
+    uploads waited for). Now only a thread with no busy sibling asks; the run still ends
+    with every file stored."""
+    sim = replicate_simulator
+    for i in range(3):
+        sim.seed_prediction("acme/painter", input={"i": i}, output=[File(size=5_000, seed=i)])
+    layer = make_layer()
+    layer.store = SlowUploads(layer.store, Gauge(), seconds=1.0)  # every copy takes a second
+    asked: list[float] = []
+    queue = layer.catalog.queue
+    count = queue.count_unleased_pending
+
+    def counted() -> int:
+        asked.append(time.monotonic())
+        return count()
+
+    queue.count_unleased_pending = counted  # the real query, each call noted
+    summary = layer.backfill(concurrency=8)  # 12 threads for 3 files: 9 of them idle
+    assert summary.files_stored == 3 and summary.files_failed == 0
+    # the last thread through asks once (the others see its answer); 9 idle threads polling
+    # for a second asked about 90 times
+    assert 1 <= len(asked) <= 3, len(asked)
