@@ -24,7 +24,7 @@ from cachelayer.catalog.queries import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier
-from cachelayer.errors import ConfigError, ReplicateConfigError
+from cachelayer.errors import CacheLayerError, ConfigError, ReplicateConfigError
 from cachelayer.fetch import Fetcher
 from cachelayer.leases import new_owner
 from cachelayer.outputs import find_files
@@ -359,9 +359,16 @@ class CacheLayer:
         errors of the list call (after the client's retries on 429/503).
         """
         flt = scan.ScanFilter.build(since=since, until=until, models=models, source=source, statuses=statuses)
+        # The first list call travels while the S3 client, the bucket check and the catalog
+        # are built. Without a token (or with a bad base URL) self.api raises again below,
+        # after the bucket check, as it always did.
+        try:
+            pages: scan.FirstPageAhead | None = scan.FirstPageAhead(self.api, flt.first_page())
+        except CacheLayerError:
+            pages = None
         copier = self.copier
         return scan.backfill(
-            self.api,
+            pages or self.api,
             self.catalog,
             copier,
             self.persister,

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from cachelayer.catalog import checkpoint_name
@@ -34,7 +34,7 @@ from cachelayer.prediction import Prediction, parse_time
 from cachelayer.replicate_api import ReplicateApi
 from cachelayer.workers import BackfillSummary, ProgressFn, Tally, WorkerPool, finish
 
-__all__ = ["WEB_LISTING_DAYS", "ScanFilter", "backfill"]
+__all__ = ["WEB_LISTING_DAYS", "FirstPageAhead", "PageSource", "ScanFilter", "backfill"]
 
 log = logging.getLogger("cachelayer")
 
@@ -116,12 +116,52 @@ class ScanFilter:
         return "/v1/predictions" + (f"?{urlencode(query)}" if query else "")
 
 
+class PageSource(Protocol):
+    """What a scan lists predictions through: :meth:`ReplicateApi.list_page`."""
+
+    def list_page(self, cursor: str | None = None) -> tuple[list[Prediction], str | None]: ...
+
+
+class FirstPageAhead:
+    """``api.list_page`` whose first page (``link``, :meth:`ScanFilter.first_page`) is asked
+    for in a background thread from the start, while the caller builds the S3 client,
+    checks the bucket and opens the catalog: the list call's round trip (one API latency,
+    tens of ms to Replicate) overlaps that work instead of following it. The page is handed
+    to the first ``list_page(link)``, its error raised there as the call would have raised
+    it; every other call goes to ``api``. Listing is a read, so a page asked for and never
+    used (the bucket check failed) changes nothing."""
+
+    def __init__(self, api: ReplicateApi, link: str) -> None:
+        self.api, self.link = api, link
+        self._page: tuple[list[Prediction], str | None] | None = None
+        self._error: BaseException | None = None
+        self._taken = False
+        self._thread = threading.Thread(target=self._fetch, name="cachelayer-first-page", daemon=True)
+        self._thread.start()
+
+    def _fetch(self) -> None:
+        try:
+            self._page = self.api.list_page(self.link)
+        except BaseException as exc:  # raised in the scan's thread, where it is handled
+            self._error = exc
+
+    def list_page(self, cursor: str | None = None) -> tuple[list[Prediction], str | None]:
+        if cursor != self.link or self._taken:
+            return self.api.list_page(cursor)
+        self._taken = True
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._page is not None
+        return self._page
+
+
 class Scan:
     """One scan of the history into the catalog (see the module docstring)."""
 
     def __init__(
         self,
-        api: ReplicateApi,
+        api: PageSource,
         catalog: Catalog,
         persister: Persister,
         flt: ScanFilter,
@@ -247,7 +287,7 @@ class Scan:
 
 
 def backfill(
-    api: ReplicateApi,
+    api: PageSource,
     catalog: Catalog,
     copier: Copier,
     persister: Persister,

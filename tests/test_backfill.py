@@ -273,3 +273,53 @@ def test_the_scan_hands_files_to_the_workers_prediction_by_prediction(make_layer
     # one wake-up per prediction with files to copy, as each is recorded (the 2nd, 3rd, 4th)
     assert calls == [(pid, 3, i) for i, pid in enumerate(list(made)[1:], start=2)]
     assert len(finished) == 3 and all(mine is not None and mine == recorded for mine, recorded in finished)
+
+
+class SlowBucketCheck:
+    """The layer's real store; its bucket check takes ``seconds`` longer, with when it
+    started and ended (Unix time, as the simulator's request log has it)."""
+
+    def __init__(self, real, seconds):
+        self._real, self._seconds = real, seconds
+        self.started = self.ended = 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def check(self):
+        self.started = time.time()
+        time.sleep(self._seconds)
+        self._real.check()
+        self.ended = time.time()
+
+
+def test_the_first_list_call_travels_while_the_bucket_is_checked(make_layer, replicate_simulator):
+    """Issue 11 (session 6): the first page of ``GET /v1/predictions`` is asked for as the
+    backfill starts, in parallel with building the S3 client, the bucket check and the
+    catalog, instead of after them: its round trip no longer adds to the run."""
+    sim = replicate_simulator
+    sim.page_size = 2
+    seed_history(sim, n_pred=5, files_per=1)
+    sim.latency = 0.3
+    layer = make_layer()
+    store = layer.store = SlowBucketCheck(layer.store, seconds=0.6)
+    summary = layer.backfill()
+    assert summary.files_stored == 5 and summary.predictions_scanned == 5
+    lists = [r for r in sim.request_log if r.path == "/v1/predictions"]
+    assert len(lists) == 3  # each page once: the early one was used, not asked again
+    assert lists[0].time < store.ended  # answered while the bucket was still being checked
+
+
+def test_an_error_on_the_early_first_page_is_the_scans_error(make_layer, replicate_simulator):
+    """The early list call's failure surfaces where the scan's own call would have failed,
+    as the same typed error (a 401: the token is refused)."""
+    from cachelayer.errors import ReplicateConfigError
+
+    sim = replicate_simulator
+    seed_history(sim, n_pred=2, files_per=1)
+    sim.inject_fault("status", times=1, path_prefix="/v1/predictions", status=401, method="GET")
+    layer = make_layer()
+    with pytest.raises(ReplicateConfigError) as info:
+        layer.backfill()
+    assert "refused the API token (401)" in str(info.value)
+    assert layer.catalog.queue_counts() == {}
