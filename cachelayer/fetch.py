@@ -540,17 +540,12 @@ class Fetcher:
 
     def _get(self, parsed: SourceUrl, url: str, deadline: float | None) -> requests.Response:
         """One GET of ``parsed`` (no redirects followed), sent to the URL that was checked."""
-        headers = dict(self.session.headers)
-        if self.sends_token_to(parsed):
-            headers["Authorization"] = f"Bearer {self._api_token}"
-        # Prepared directly rather than by Session.prepare_request, whose merging of session
-        # settings (blocked cookies, no auth, no params) cost 0.4 ms of CPU per file.
-        request = requests.PreparedRequest()
-        request.prepare(method="GET", url=parsed.prepared, headers=headers, hooks=self.session.hooks)
+        token = {"Authorization": f"Bearer {self._api_token}"} if self.sends_token_to(parsed) else {}
+        request = requests.PreparedRequest()  # not Session.prepare_request: 0.4 ms less CPU per file
+        request.prepare("GET", parsed.prepared, headers={**self.session.headers, **token})
         if request.url != parsed.prepared:
             raise MalformedUrlError(f"{url[:200]}: the URL changed while being prepared", url=url)
-        left = self._deadline_left(deadline, url)
-        connect, read = self.timeout
+        left, (connect, read) = self._deadline_left(deadline, url), self.timeout
         if left is not None:
             connect, read = min(connect, left), min(read, left)
         _request_deadline.value = deadline
