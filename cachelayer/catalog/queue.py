@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import func, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, func, or_, select, text, update
 
 from cachelayer.catalog.claims import (
     CLAIM_NEXT,
@@ -52,28 +51,29 @@ class QueueRepository:
             text("SET LOCAL synchronous_commit TO off") if db.dialect == "postgresql" else None
         )
 
-    def _write(self, work: Callable[[Session], T]) -> T:
-        """``work`` in one transaction (:meth:`Database.write`). On PostgreSQL the commit
-        does not wait for the WAL flush (``synchronous_commit`` off for this transaction
-        only): every queue write is idempotent, so what a server crash could lose (the last
-        fraction of a second of commits) only lets a claim lapse or has a file copied again
-        to the same key. Records of predictions and files keep the default. (The one
-        statement of :meth:`mark_stored_and_claim` on PostgreSQL sets it itself.)"""
+    def _write(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in one transaction (:meth:`Database.write_core`: Core statements only).
+        On PostgreSQL the commit does not wait for the WAL flush (``synchronous_commit`` off
+        for this transaction only): every queue write is idempotent, so what a server crash
+        could lose (the last fraction of a second of commits) only lets a claim lapse or has
+        a file copied again to the same key. Records of predictions and files keep the
+        default. (The one statement of :meth:`mark_stored_and_claim` on PostgreSQL sets it
+        itself.)"""
         if self._async_commit is None:
-            return self.db.write(work)
+            return self.db.write_core(work)
         stmt = self._async_commit
 
-        def unhurried(s: Session) -> T:
-            s.execute(stmt)
-            return work(s)
+        def unhurried(c: Connection) -> T:
+            c.execute(stmt)
+            return work(c)
 
-        return self.db.write(unhurried)
+        return self.db.write_core(unhurried)
 
     def _update_returning(self, stmt: Any) -> FileRecord | None:
         """Run an ``UPDATE`` of ``output_files``; the updated row as a record, or ``None``."""
         stmt = stmt.returning(*FILE_COLUMNS).execution_options(synchronize_session=False)
 
-        def work(s: Session) -> FileRecord | None:
+        def work(s: Connection) -> FileRecord | None:
             row = s.execute(stmt).first()
             return FileRecord.of(row) if row is not None else None
 
@@ -81,7 +81,7 @@ class QueueRepository:
 
     def _rowcount(self, stmt: Any) -> int:
         stmt = stmt.execution_options(synchronize_session=False)
-        return self._write(lambda s: int(s.execute(stmt).rowcount))  # type: ignore[attr-defined]
+        return self._write(lambda s: int(s.execute(stmt).rowcount))
 
     # ---- claims ---------------------------------------------------------------------------
 
@@ -132,7 +132,7 @@ class QueueRepository:
         params = claim_params(owner, lease_seconds, limit)
         return self._write(lambda s: self._claim(s, params))
 
-    def _claim(self, s: Session, params: dict[str, Any]) -> list[FileRecord]:
+    def _claim(self, s: Connection, params: dict[str, Any]) -> list[FileRecord]:
         rows = s.execute(CLAIM_NEXT[self.db.dialect == "postgresql"], params).all()
         return sorted((FileRecord.of(r) for r in rows), key=lambda r: r.id)
 
@@ -140,7 +140,7 @@ class QueueRepository:
         """Extend the leases ``owner`` holds on ``file_ids`` (heartbeat of long transfers)."""
         ids = list(file_ids)
 
-        def work(s: Session) -> None:
+        def work(s: Connection) -> None:
             until = utcnow() + timedelta(seconds=lease_seconds)
             for chunk in chunked(ids):
                 s.execute(
@@ -157,7 +157,7 @@ class QueueRepository:
         """Drop the leases of ``owners`` (processes known to be dead); returns how many."""
         names = list(owners)
 
-        def work(s: Session) -> int:
+        def work(s: Connection) -> int:
             n = 0
             for chunk in chunked(names):
                 result = s.execute(
@@ -166,7 +166,7 @@ class QueueRepository:
                     .values(lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False)
                 )
-                n += int(result.rowcount)  # type: ignore[attr-defined]
+                n += int(result.rowcount)
             return n
 
         return self._write(work) if names else 0
@@ -176,7 +176,7 @@ class QueueRepository:
         the claim's ``attempts`` increment undone. Returns how many."""
         ids = list(file_ids)
 
-        def work(s: Session) -> int:
+        def work(s: Connection) -> int:
             n = 0
             for chunk in chunked(ids):
                 result = s.execute(
@@ -185,7 +185,7 @@ class QueueRepository:
                     .values(lease_owner=None, lease_expires_at=None, attempts=OutputFile.attempts - 1)
                     .execution_options(synchronize_session=False)
                 )
-                n += int(result.rowcount)  # type: ignore[attr-defined]
+                n += int(result.rowcount)
             return n
 
         return self._write(work) if ids else 0
@@ -260,7 +260,7 @@ class QueueRepository:
             return self.db.write_statement(lambda c: stored_and_claimed(c.execute(STORE_AND_CLAIM, params)))
         more = claim_params(owner, lease_seconds, claim) if claim > 0 else None
 
-        def work(s: Session) -> tuple[FileRecord | None, list[FileRecord]]:
+        def work(s: Connection) -> tuple[FileRecord | None, list[FileRecord]]:
             row = s.execute(MARK_STORED, params).first()
             return (FileRecord.of(row) if row is not None else None), (self._claim(s, more) if more else [])
 

@@ -88,6 +88,21 @@ class Database:
             with self.sessions.begin() as s:
                 return work(s)
 
+        return self._write_retried(attempt, prediction_id)
+
+    def write_core(self, work: Callable[[Connection], T], *, prediction_id: str | None = None) -> T:
+        """:meth:`write` for work made of Core statements alone: ``work(connection)`` in one
+        transaction, without an ORM ``Session`` around it (0.2 ms less per transaction on
+        SQLite: the queue's steady state, docs/BENCHMARKS.md, issue 11, session 6). Retried
+        and reported as :meth:`write`."""
+
+        def attempt() -> T:
+            with self.engine.begin() as conn:
+                return work(conn)
+
+        return self._write_retried(attempt, prediction_id)
+
+    def _write_retried(self, attempt: Callable[[], T], prediction_id: str | None) -> T:
         try:
             return run_with_retries(attempt, self.retry_seconds)
         except (sa_exc.SQLAlchemyError, RecursionError) as exc:  # transient ones became outages
@@ -106,10 +121,7 @@ class Database:
             with self._autocommit.connect() as conn:
                 return work(conn)
 
-        try:
-            return run_with_retries(attempt, self.retry_seconds)
-        except (sa_exc.SQLAlchemyError, RecursionError) as exc:
-            raise CatalogWriteError(first_line(exc), prediction_id=prediction_id) from exc
+        return self._write_retried(attempt, prediction_id)
 
     def read(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in a read-only session (rolled back at the end; on PostgreSQL
