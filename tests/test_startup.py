@@ -112,3 +112,25 @@ def test_a_command_freezes_what_its_imports_loaded_and_version_does_not():
 
     assert frozen("--version") == 0
     assert frozen("backfill", "--help") > 10_000  # SQLAlchemy's and click's objects, at least
+
+
+def test_a_sqlite_catalog_never_loads_postgresqls_dialect(tmp_path):
+    """Issue 11 (session 6): opening, migrating and writing a SQLite catalog (a prediction
+    recorded, its file queued, claimed and read back) imports no part of SQLAlchemy's
+    PostgreSQL dialect, which the models' ``postgresql_using`` index keyword used to load
+    as the catalog was imported (50 ms of every command's start-up)."""
+    script = (
+        "import sys\n"
+        "from cachelayer import CacheLayer\n"
+        "from cachelayer.prediction import Prediction\n"
+        f"layer = CacheLayer(database_url='sqlite:///{tmp_path}/c.db', storage_url='file://{tmp_path}/objects',"
+        " auto_migrate=True)\n"
+        "layer.enqueue(Prediction.from_json({'id': 'p1', 'status': 'succeeded', 'input': {'a': 1},"
+        " 'output': ['https://replicate.delivery/xezq/a.png'], 'created_at': '2026-01-01T00:00:00Z'}))\n"
+        "assert layer.catalog.queue.claim_next('me', 60) is not None\n"
+        "assert [f.output_path for f in layer.catalog.files_of('p1')] == ['/0']\n"
+        "print(sorted(m for m in sys.modules if 'postgresql' in m))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "[]"

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import sessionmaker
 
 from cachelayer.catalog.models import Checkpoint, OutputFile
+from cachelayer.catalog.session import dialect_insert
 
 __all__ = ["RerunClaim", "RerunClaims", "requeue_failed"]
 
@@ -54,8 +54,9 @@ class RerunClaims:
         now = _now()
         name = self._name(prediction_id)
         state = {"owner": owner, "claimed_at": now.isoformat()}
-        mod: Any = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = mod.insert(Checkpoint).values(name=name, cursor=None, state=state, updated_at=now)
+        stmt = dialect_insert(self.engine.dialect.name, Checkpoint).values(
+            name=name, cursor=None, state=state, updated_at=now
+        )
         with self.sessions.begin() as s:
             inserted = _rowcount(s.execute(stmt.on_conflict_do_nothing(index_elements=["name"])))
         if inserted:

@@ -18,13 +18,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Engine, String, Text, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 from cachelayer.catalog.models import Base, OutputFile
 from cachelayer.catalog.models import Prediction as PredictionRow
 from cachelayer.catalog.predictions import prediction_values
 from cachelayer.catalog.records import FileRecord
+from cachelayer.catalog.session import dialect_insert
 from cachelayer.prediction import Prediction
 
 __all__ = ["GATEWAY_SECRET", "ServerState", "ServerStateValue", "WebhookDeliveryRow", "gateway_secret"]
@@ -69,7 +69,7 @@ class ServerState:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     def _insert(self, model: Any) -> Any:
-        return (postgresql if self.engine.dialect.name == "postgresql" else sqlite).insert(model.__table__)
+        return dialect_insert(self.engine.dialect.name, model.__table__)
 
     # ---- named values -------------------------------------------------------------------
 

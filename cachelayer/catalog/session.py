@@ -8,21 +8,31 @@ into a typed error, so no SQLAlchemy exception leaves the catalog.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS, first_line, run_with_retries
 from cachelayer.errors import CatalogError, CatalogWriteError
 
-__all__ = ["RETRY_OPTION", "Database", "chunked", "utcnow"]
+__all__ = ["RETRY_OPTION", "Database", "chunked", "dialect_insert", "utcnow"]
 
 T = TypeVar("T")
+
+
+def dialect_insert(dialect: str, table: Any) -> Any:
+    """``INSERT`` into ``table`` (a model or a table) with PostgreSQL's or SQLite's
+    ``on_conflict_do_*``. The dialect's module is imported on first use, so a SQLite
+    catalog never loads PostgreSQL's (50 ms of start-up; docs/BENCHMARKS.md, issue 11,
+    session 6)."""
+    name = "postgresql" if dialect == "postgresql" else "sqlite"
+    return importlib.import_module(f"sqlalchemy.dialects.{name}").insert(table)
+
 
 #: Execution option of an engine made by :func:`cachelayer.catalog.db.make_engine` that
 #: carries its retry budget in seconds.
@@ -73,7 +83,7 @@ class Database:
 
     def insert(self, model: Any) -> Any:
         """The dialect's ``INSERT`` (with ``on_conflict_do_*``) for ``model``."""
-        return (postgresql if self.dialect == "postgresql" else sqlite).insert(model)
+        return dialect_insert(self.dialect, model)
 
     def write(self, work: Callable[[Session], T], *, prediction_id: str | None = None) -> T:
         """``work(session)`` in one transaction, committed when it returns; re-run from the
