@@ -31,7 +31,9 @@ every other one):
 3. **start-up**: ``rclone version`` against ``cachelayer --version`` (launch to exit), the
    floor of every fresh process above; and, after the smallest file's copy, the same
    ``cachelayer persist`` run again on its catalog (``persist, already stored``: it finds
-   the file stored and copies nothing), cachelayer's fixed cost per command.
+   the file stored and copies nothing), cachelayer's fixed cost per command; and the
+   libraries such a command needs, imported with one S3 client built and nothing else
+   (``libraries alone``, :data:`STACK`): the floor of that fixed cost.
 
 rclone's S3 remote is defined by ``RCLONE_CONFIG_BENCH_*`` variables (``type=s3``,
 ``provider=Other``, moto's endpoint, keys and region; ``RCLONE_CONFIG=/dev/null``) with
@@ -86,6 +88,12 @@ CLI = str(Path(sys.executable).with_name("cachelayer"))
 RCLONE = "/usr/bin/rclone"
 MODEL = "bench/rclone"
 TOOLS = ("rclone", "cachelayer")
+#: What ``cachelayer persist`` cannot start faster than: its libraries imported and one
+#: boto3 S3 client built (no catalog opened, no request sent).
+STACK = (
+    "import boto3, click, replicate, requests, sqlalchemy.orm, sqlalchemy.dialects.sqlite\n"
+    "boto3.session.Session().client('s3')"
+)
 REMOTE = "bench"  # the rclone remote defined by RCLONE_CONFIG_BENCH_* variables
 #: rclone's default ``--s3-upload-cutoff``: from this size it uploads in parts, and then
 #: needs ``--s3-no-head`` against moto (see the module docstring).
@@ -268,6 +276,15 @@ class OneFile(bu.Servers):
             extra["process_seconds"] = seconds
             seconds = float(json.loads(out.strip().splitlines()[-1])["seconds"])
         return Copy(tool, fmt_size(size), self.latency * 1000, seconds, size, own["maxrss_kib"], cpu, extra)
+
+    def stack(self) -> Copy:
+        """The floor under any ``cachelayer`` command that copies: a fresh interpreter that
+        imports the libraries a copy needs and builds one S3 client (:data:`STACK`), nothing
+        else; reported as the case ``libraries alone`` (cachelayer's column)."""
+        ((_, _, own),), cpu = self.run_rusage("stack", [[sys.executable, "-c", STACK]], self.env)
+        return Copy(
+            "cachelayer", "libraries alone", self.latency * 1000, own["seconds"], 0, own["maxrss_kib"], cpu
+        )
 
     def startup(self, tool: str) -> Copy:
         """``rclone version`` / ``cachelayer --version``: a fresh process doing nothing."""
@@ -457,6 +474,8 @@ def run_all(
                     c = one.startup(tool)
                     copies.append(c)
                     out(f"  {ms} startup {tool} rep {rep + 1}: {c.seconds:.3f} s")
+                copies.append(one.stack())
+                out(f"  {ms} libraries alone rep {rep + 1}: {copies[-1].seconds:.3f} s")
             for size in sizes:
                 if rep >= (reps if size < 100 * MiB else big_reps):
                     continue

@@ -55,6 +55,8 @@ def test_one_file_both_tools_store_the_generated_bytes(rclone_bench, s3_server) 
         assert copies["library"].seconds < copies["library"].extra["process_seconds"]
         for tool in ("rclone", "cachelayer"):
             assert one.startup(tool).seconds > 0
+        stack = one.stack()  # the libraries alone: a fresh interpreter that exited cleanly
+        assert stack.case == "libraries alone" and stack.seconds > 0 and stack.cpu["child"] > 0
     finally:
         for c in copies.values():
             one.delete_bucket(c.extra["bucket"])

@@ -253,7 +253,8 @@ def skip_payload_hash_when_checksummed(client: S3Client) -> None:
 
     Such a body is already covered: the checksum header is signed (SigV4 signs every
     ``x-amz-*`` header), and S3 refuses a body whose SHA-256 differs from it (AWS S3
-    "Checking object integrity"). botocore would otherwise hash every body a second time
+    "Checking object integrity"; moto accepts it unchecked, so a server that ignores the
+    header should be reached over HTTPS). botocore would otherwise hash every body a second time
     for the signature whenever the endpoint is plain HTTP, or the body is bytes
     (``botocore.auth.S3SigV4Auth._should_sha256_sign_payload``): 0.6 ms per MiB here
     (docs/BENCHMARKS.md, issue 11, session 6). Requests without that header (the XML body of
