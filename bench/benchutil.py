@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import resource
 import secrets
 import signal
@@ -77,12 +78,16 @@ sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def json_out(out: str) -> dict[str, Any]:
-    """The JSON object a child printed: all of stdout (the CLI's indented ``--json``) or its
-    last line starting with ``{`` (bench children, after any other chatter)."""
-    try:
-        return dict(json.loads(out))
-    except json.JSONDecodeError:
-        return dict(json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1]))
+    """The JSON object a child printed: the last one that starts a line, whole (the CLI's
+    indented ``--json``, a bench child's one line), whatever else stdout holds around it
+    (py-spy's own lines under ``--profile``). Raises ``ValueError`` when there is none."""
+    decoder = json.JSONDecoder()
+    for start in reversed([m.start() for m in re.finditer(r"^\{", out, re.MULTILINE)]):
+        try:
+            return dict(decoder.raw_decode(out, start)[0])
+        except json.JSONDecodeError:
+            continue
+    raise ValueError(f"no JSON object in the child's output: {out[-500:]!r}")
 
 
 def run_json(cmd: list[str], env: dict[str, str], what: str) -> tuple[dict[str, Any], Any]:
