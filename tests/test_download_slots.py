@@ -180,6 +180,7 @@ def test_idle_threads_leave_the_catalog_alone_while_another_thread_of_the_pool_c
     queue.count_unleased_pending = counted  # the real query, each call noted
     summary = layer.backfill(concurrency=8)  # 12 threads for 3 files: 9 of them idle
     assert summary.files_stored == 3 and summary.files_failed == 0
-    # the last thread through asks once (the others see its answer); 9 idle threads polling
-    # for a second asked about 90 times
-    assert 1 <= len(asked) <= 3, len(asked)
+    # the last thread through asks (the others see its answer; a thread whose poll falls in
+    # the few ms before that answer may ask too, at most once each); 9 idle threads polling
+    # for a second asked about 100 times
+    assert 1 <= len(asked) <= 12, len(asked)
