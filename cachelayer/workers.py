@@ -204,8 +204,7 @@ class WorkerPool:
     def queued(self, prediction: Prediction, files: int) -> None:
         """The scan just queued ``files`` files of ``prediction``: remember when it finished
         (the copier's source age; no catalog read per prediction) and wake that many threads."""
-        with self._lock:
-            self._finished[prediction.id] = prediction.finished_at
+        self._remember_finished(prediction.id, prediction.finished_at)
         self.notify(files)
 
     def notify(self, files: int | None = None) -> None:
@@ -235,11 +234,16 @@ class WorkerPool:
             if pid in self._finished:
                 return self._finished[pid]
         stamp = self.catalog.predictions.finished_at(pid)
+        self._remember_finished(pid, stamp)
+        return stamp
+
+    def _remember_finished(self, pid: str, stamp: datetime | None) -> None:
+        """Keep ``stamp`` for ``pid``; at most 10,000 kept (a long history's scan runs far
+        ahead of the copies), the others read again from the catalog when needed."""
         with self._lock:
-            if len(self._finished) > 10_000:
+            if len(self._finished) >= 10_000:
                 self._finished.clear()
             self._finished[pid] = stamp
-        return stamp
 
     def _source_url(self, row: FileRecord) -> str:
         """The row's source URL; a ``data:`` URI is recorded as a digest, so the payload

@@ -323,3 +323,19 @@ def test_an_error_on_the_early_first_page_is_the_scans_error(make_layer, replica
         layer.backfill()
     assert "refused the API token (401)" in str(info.value)
     assert layer.catalog.queue_counts() == {}
+
+
+def test_the_pool_keeps_a_bounded_number_of_finish_times():
+    """The finish times the scan hands the pool (so copies need no catalog read) are kept for
+    at most 10,000 predictions: a long history's scan runs far ahead of the copies, and
+    keeping one per prediction would grow with the history (a million predictions, some
+    200 MB). Those let go are read from the catalog when their files are copied."""
+    from cachelayer.prediction import Prediction
+    from cachelayer.workers import WorkerPool
+
+    pool = WorkerPool(None, None, None, 1, scan_done=None, once=True)  # no thread started
+    stamp = "2026-01-01T00:00:00Z"
+    for i in range(25_000):
+        pool.queued(Prediction.from_json({"id": f"p{i}", "status": "succeeded", "created_at": stamp}), 1)
+    assert 0 < len(pool._finished) <= 10_000
+    assert "p24999" in pool._finished  # the newest are the ones kept
