@@ -868,27 +868,60 @@ class PayloadHashes:
         return [h for o, h, _ in self.sent if o == op]
 
 
-def test_bodies_covered_by_a_checksum_are_not_hashed_again_for_the_signature(
-    s3_server: MotoS3Server, s3_bucket: str
-) -> None:
-    """Issue 11 (session 6): a ``PutObject`` or ``UploadPart`` that carries
-    ``x-amz-checksum-sha256`` (signed, and checked by S3 against the body) is signed with
-    ``UNSIGNED-PAYLOAD``, so botocore does not hash its body a second time over plain HTTP;
-    ``CompleteMultipartUpload``, which has no checksum header, keeps its signed payload
-    hash. Every object reads back intact."""
-    store = _five_mib_parts(s3_server, s3_bucket)
-    wire = PayloadHashes(store)
+@pytest.fixture(scope="module")
+def tls_s3_server() -> Iterator[MotoS3Server]:
+    """moto over HTTPS (a throwaway CA), for what differs between HTTP and HTTPS."""
+    with MotoS3Server(tls=True) as server:
+        yield server
+
+
+def _put_small_and_multipart(store: S3Store) -> tuple[bytes, int]:
+    """A 100 kB ``PutObject`` and an 11 MiB multipart upload (5 MiB parts) through
+    ``store``, both read back intact; returns the small body and the long one's size."""
     small = os.urandom(100_000)
     assert store.put("img/small.png", io.BytesIO(small)) == hashlib.sha256(small).hexdigest()
     total = 11 * MiB + 3
     assert store.put("vid/long.mp4", GeneratedStream(total)) == expected_digest(total)  # type: ignore[arg-type]
+    assert read_digest(store.open("img/small.png")) == (len(small), hashlib.sha256(small).hexdigest())
+    assert read_digest(store.open("vid/long.mp4")) == (total, expected_digest(total))
+    return small, total
+
+
+def test_over_https_a_body_covered_by_a_checksum_is_not_hashed_again_for_the_signature(
+    tls_s3_server: MotoS3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 (session 6): over HTTPS, a ``PutObject`` or ``UploadPart`` that carries
+    ``x-amz-checksum-sha256`` is signed with ``UNSIGNED-PAYLOAD``; botocore alone hashed
+    it a second time (it looks for its own checksum or ``Content-MD5``, not one the caller
+    sent). ``CompleteMultipartUpload``, which has no checksum header, keeps its payload
+    hash. Every object reads back intact."""
+    server = tls_s3_server
+    monkeypatch.setenv("AWS_CA_BUNDLE", str(server.ca_file))
+    bucket = server.create_bucket(f"tls-{os.urandom(4).hex()}")
+    store = _five_mib_parts(server, bucket)
+    assert store.endpoint_url.startswith("https://")
+    wire = PayloadHashes(store)
+    _put_small_and_multipart(store)
     assert wire.of("PutObject") == ["UNSIGNED-PAYLOAD"]
     assert wire.of("UploadPart") == ["UNSIGNED-PAYLOAD"] * 3
     ((_, header, body_sha),) = [s for s in wire.sent if s[0] == "CompleteMultipartUpload"]
     assert header == body_sha  # the XML body's own SHA-256, as before
     assert wire.of("CopyObject") == [hashlib.sha256(b"").hexdigest()]  # the sha256 copy: no body
-    assert read_digest(store.open("img/small.png")) == (len(small), hashlib.sha256(small).hexdigest())
-    assert read_digest(store.open("vid/long.mp4")) == (total, expected_digest(total))
+    store.close()
+
+
+def test_over_plain_http_every_body_stays_in_the_signature(s3_server: MotoS3Server, s3_bucket: str) -> None:
+    """Over plain HTTP the payload hash stays signed even under a checksum header, as every
+    AWS SDK keeps it: moto, for one, does not check ``x-amz-checksum-sha256`` against the
+    body, so the signature is then the server's only check of the bytes."""
+    store = _five_mib_parts(s3_server, s3_bucket)
+    wire = PayloadHashes(store)
+    small, _ = _put_small_and_multipart(store)
+    assert [h for o, h, b in wire.sent if o in ("PutObject", "UploadPart") and h == b] == [
+        h for o, h, _ in wire.sent if o in ("PutObject", "UploadPart")
+    ]
+    assert wire.of("PutObject") == [hashlib.sha256(small).hexdigest()]
+    assert len(wire.of("UploadPart")) == 3 and "UNSIGNED-PAYLOAD" not in wire.of("UploadPart")
     store.close()
 
 

@@ -247,27 +247,28 @@ def put_single(
 
 
 def skip_payload_hash_when_checksummed(client: S3Client) -> None:
-    """Make ``client`` sign ``UNSIGNED-PAYLOAD`` instead of the SHA-256 of the body for any
-    request that carries ``x-amz-checksum-sha256`` (this module's ``PutObject`` and
-    ``UploadPart``), over HTTP as over HTTPS.
+    """Make ``client`` sign ``UNSIGNED-PAYLOAD`` instead of the SHA-256 of the body for a
+    request sent over HTTPS that carries ``x-amz-checksum-sha256`` (this module's
+    ``PutObject`` and ``UploadPart``).
 
-    Such a body is already covered: the checksum header is signed (SigV4 signs every
-    ``x-amz-*`` header), and S3 refuses a body whose SHA-256 differs from it (AWS S3
-    "Checking object integrity"; moto accepts it unchecked, so a server that ignores the
-    header should be reached over HTTPS). botocore would otherwise hash every body a second time
-    for the signature whenever the endpoint is plain HTTP, or the body is bytes
-    (``botocore.auth.S3SigV4Auth._should_sha256_sign_payload``): 0.6 ms per MiB here
-    (docs/BENCHMARKS.md, issue 11, session 6). Requests without that header (the XML body of
-    ``CompleteMultipartUpload``, every request when checksums are off) are signed as before.
-    The switch is botocore's own ``s3.payload_signing_enabled`` setting, given to the one
-    request through its signing context.
+    botocore skips the payload hash over HTTPS only when it computed the checksum itself
+    or finds ``Content-MD5``: it does not look for a checksum the caller sent
+    (``botocore.auth.S3SigV4Auth._should_sha256_sign_payload``), so every body went
+    through SHA-256 twice, 0.6 ms per MiB here (docs/BENCHMARKS.md, issue 11, session 6).
+    Such a body is covered twice over without it: TLS protects it in transit, and the
+    signed checksum header lets S3 refuse a body that does not match (AWS S3 "Checking
+    object integrity"). Over plain HTTP the payload stays signed, as every AWS SDK keeps
+    it: a server that ignores checksum headers (moto does) would otherwise have nothing to
+    check the body against. Requests without the header are signed as before. The switch
+    is botocore's own ``s3.payload_signing_enabled`` setting, given to the one request
+    through its signing context.
     """
     base = client.meta.config
     s3: Any = {**(getattr(base, "s3", None) or {}), "payload_signing_enabled": False}
     unsigned = base.merge(Config(s3=s3))
 
     def before_sign(request: Any, **_: Any) -> None:
-        if "x-amz-checksum-sha256" in request.headers:
+        if request.url.startswith("https://") and "x-amz-checksum-sha256" in request.headers:
             request.context["client_config"] = unsigned
 
     client.meta.events.register("before-sign.s3", before_sign)

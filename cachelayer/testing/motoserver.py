@@ -1,6 +1,7 @@
 """moto's server mode (S3 and every other moto service) served with HTTP/1.1 keep-alive::
 
     python -m cachelayer.testing.motoserver [-H 127.0.0.1] [-p 5000] [--threads 64]
+        [--certfile chain.pem --keyfile key.pem]   # HTTPS
 
 What ``python -m moto.server`` serves (moto's ``DomainDispatcherApplication``), on
 :class:`~cachelayer.testing.httpserver.KeepAliveWSGIServer` (cheroot) instead of werkzeug's
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=64, help="worker threads: requests answered at once (default 64)"
     )
+    parser.add_argument("--certfile", help="serve HTTPS with this certificate chain (PEM)")
+    parser.add_argument("--keyfile", help="the private key of --certfile (PEM)")
     args = parser.parse_args(argv)
     # as python -m moto.server does: moto builds some URLs (e.g. presigned POSTs) from it
     os.environ.setdefault("MOTO_PORT", str(args.port))
@@ -86,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         gateway=MotoGateway,
         thread_name="moto",
     )
+    if args.certfile:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        server.ssl_adapter = BuiltinSSLAdapter(args.certfile, args.keyfile)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -96,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.prepare()
     serving = threading.Thread(target=server.serve, name="moto-serve", daemon=True)
     serving.start()
-    print(f"moto serving on http://{args.host}:{server.bind_addr[1]}", flush=True)
+    scheme = "https" if args.certfile else "http"
+    print(f"moto serving on {scheme}://{args.host}:{server.bind_addr[1]}", flush=True)
     while not stop.wait(1.0):
         pass
     server.stop()

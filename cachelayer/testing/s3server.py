@@ -21,7 +21,9 @@ import atexit
 import contextlib
 import importlib.util
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -121,10 +123,14 @@ class _ChildS3Server:
     def _probe_url(self) -> str:
         return f"{self.endpoint_url}/"
 
+    #: The CA certificate (PEM) a client must trust when the server speaks HTTPS, else ``None``.
+    ca_file: str | None = None
+
     @property
     def endpoint_url(self) -> str:
-        """``http://127.0.0.1:<port>``: pass as ``endpoint_url`` to boto3 / S3Store."""
-        return f"http://{self.host}:{self.port}"
+        """``http://127.0.0.1:<port>`` (``https://`` with TLS): pass as ``endpoint_url`` to
+        boto3 / S3Store."""
+        return f"{'https' if self.ca_file else 'http'}://{self.host}:{self.port}"
 
     def _start(self) -> None:
         # The free port may be taken between probing and binding; try a few ports.
@@ -170,8 +176,9 @@ class _ChildS3Server:
             time.sleep(0.05)
 
     def _answers(self) -> bool:
+        tls = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
         try:
-            with urllib.request.urlopen(self._probe_url(), timeout=2):
+            with urllib.request.urlopen(self._probe_url(), timeout=2, context=tls):
                 return True
         except urllib.error.HTTPError:
             return True  # it answered HTTP, which is all we wait for
@@ -199,6 +206,7 @@ class _ChildS3Server:
             "s3",
             endpoint_url=self.endpoint_url,
             config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+            verify=self.ca_file,
         )
 
     @property
@@ -282,6 +290,11 @@ class MotoS3Server(_ChildS3Server):
     ``InvalidAccessKeyId`` (moto ``settings.INITIAL_NO_AUTH_ACTION_COUNT``). By default moto
     accepts any credentials.
 
+    ``tls=True`` serves HTTPS with a throwaway certificate authority
+    (:func:`cachelayer.testing.tls.generate_certificate`): :attr:`endpoint_url` is then
+    ``https://...`` and clients trust :attr:`ca_file` (``verify=`` in boto3,
+    ``AWS_CA_BUNDLE`` for code that builds its own client); the files go with :meth:`stop`.
+
     ``startup_timeout`` is in seconds. Raises :class:`MotoNotInstalledError` if
     ``moto[server]`` is missing and :class:`MotoServerError` if the process exits early or
     never answers (the message carries the end of the log). The process is also stopped at
@@ -301,13 +314,29 @@ class MotoS3Server(_ChildS3Server):
         log_path: str | Path | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 30.0,
+        tls: bool = False,
     ) -> None:
         _require_moto()
         super().__init__(host=host, log_path=log_path, env=env, startup_timeout=startup_timeout)
+        self._certs = None
+        if tls:
+            from cachelayer.testing.tls import generate_certificate
+
+            self._certs = generate_certificate()
+            self.ca_file = self._certs.ca_file
         self._start()
 
     def _command(self) -> list[str]:
-        return [sys.executable, "-m", "cachelayer.testing.motoserver", "-H", self.host, "-p", str(self.port)]
+        cmd = [sys.executable, "-m", "cachelayer.testing.motoserver", "-H", self.host, "-p", str(self.port)]
+        if self._certs is not None:
+            cmd += ["--certfile", self._certs.cert_file, "--keyfile", self._certs.key_file]
+        return cmd
+
+    def stop(self) -> None:
+        """Terminate the server (see :meth:`_ChildS3Server.stop`) and remove its TLS files."""
+        super().stop()
+        if self._certs is not None:
+            shutil.rmtree(self._certs.directory, ignore_errors=True)
 
     def _probe_url(self) -> str:
         return f"{self.endpoint_url}/moto-api/data.json"
