@@ -300,6 +300,7 @@ class Bench:
         self,
         *,
         https: bool = False,
+        s3_https: bool = False,
         sim: Any = None,
         moto: Any = None,
         bucket: str | None = None,
@@ -314,7 +315,7 @@ class Bench:
         self._latency_before = self.sim.latency
         self.latency = latency
         self.sim.add_model(MODEL)
-        self.moto = moto if moto is not None else MotoS3Server()
+        self.moto = moto if moto is not None else MotoS3Server(tls=s3_https)
         self.s3 = self.moto.client()
         self.bucket = bucket or BUCKET
         if bucket is None:
@@ -330,6 +331,8 @@ class Bench:
         self.env = child_env(self.moto)
         if self.sim.ca_file:
             self.env["REQUESTS_CA_BUNDLE"] = self.sim.ca_file
+        if self.moto.ca_file:  # moto over HTTPS: every child's boto3 trusts its CA
+            self.env["AWS_CA_BUNDLE"] = self.moto.ca_file
 
     def close(self) -> None:
         self.s3.close()
@@ -556,6 +559,7 @@ def run_bench(
     latency: Sequence[float] = (0.0,),
     verify: str = "first",
     https: bool = False,
+    s3_https: bool = False,
     warm_up: bool = True,
     out: Callable[[str], None] = print,
     bench: Bench | None = None,
@@ -567,7 +571,7 @@ def run_bench(
     :class:`Bench` (not closed here)."""
     sizes = [int(s * MiB) for s in sizes_mib]
     own = bench is None
-    bench = bench or Bench(https=https)
+    bench = bench or Bench(https=https, s3_https=s3_https)
     results: dict[tuple[str, int, float], list[Measurement]] = {}
     try:
         for lat in latency:
@@ -619,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="check stored objects' SHA-256 (default: first run of each)",
     )
     ap.add_argument("--https", action="store_true", help="serve the simulator over HTTPS")
+    ap.add_argument("--s3-https", action="store_true", help="serve moto (S3) over HTTPS")
     ap.add_argument("--cold", action="store_true", help="no warm-up copy in the child before the timed one")
     ap.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     ap.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
@@ -653,6 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency=lats,
         verify=args.verify,
         https=args.https,
+        s3_https=args.s3_https,
         warm_up=not args.cold,
     )
     print(f"# total {time.monotonic() - started:.0f} s; load average after: {os.getloadavg()[0]:.2f}")

@@ -106,3 +106,21 @@ def test_unknown_methods_are_refused(persist_bench) -> None:
         persist_bench.main(["--methods", "persist:warp9"])
     with pytest.raises(SystemExit):
         persist_bench.main(["--latency-ms", "-5"])
+
+
+def test_naive_and_persist_both_reach_s3_over_https(persist_bench, replicate_simulator) -> None:
+    """``--s3-https``: moto over HTTPS (its own CA, trusted by every child through
+    ``AWS_CA_BUNDLE``); both methods store the same bytes there."""
+    from cachelayer.testing.s3server import MotoS3Server
+
+    with MotoS3Server(tls=True) as moto:
+        bucket = moto.create_bucket("bench-tls")
+        bench = persist_bench.Bench(sim=replicate_simulator, moto=moto, bucket=bucket)
+        try:
+            assert bench.env["AWS_CA_BUNDLE"] == moto.ca_file and moto.endpoint_url.startswith("https://")
+            measured = [bench.measure(m, MiB, seed=3, keep=True) for m in ("naive", "persist")]
+        finally:
+            bench.close()
+        want = (MiB, File(size=MiB, seed=3).sha256())
+        for m in measured:
+            assert _sha256(moto.admin_client, bucket, m.extra["key"]) == want
