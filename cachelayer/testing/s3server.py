@@ -324,7 +324,11 @@ class MotoS3Server(_ChildS3Server):
 
             self._certs = generate_certificate()
             self.ca_file = self._certs.ca_file
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # no TLS files left behind by a server that never started
+            raise
 
     def _command(self) -> list[str]:
         cmd = [sys.executable, "-m", "cachelayer.testing.motoserver", "-H", self.host, "-p", str(self.port)]
