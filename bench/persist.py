@@ -210,6 +210,9 @@ def child_persist(spec: dict[str, Any], result: dict[str, Any]) -> float:
         catalog_calls={
             k.removeprefix("catalog."): v[0] for k, v in calls.items() if k.startswith("catalog.")
         },
+        catalog_call_seconds={
+            k.removeprefix("catalog."): round(v[1], 5) for k, v in calls.items() if k.startswith("catalog.")
+        },
         s3_seconds={k: round(v, 4) for k, v in s3_calls.items()},
         bytes=rec.size,
         key=rec.key,

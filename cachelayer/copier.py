@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from cachelayer import expiry
@@ -57,12 +57,15 @@ Refresher = Callable[[str], Prediction]
 class FileOutcome:
     """What happened to one file: its final record and the error, if it was not stored;
     ``claimed``: files claimed for this owner in the same transaction that recorded this
-    one stored (``copy_claimed(..., claim_next=n)``), leased and on the heartbeat."""
+    one stored (``copy_claimed(..., claim_next=n)``), leased and on the heartbeat;
+    ``output_recorded``: that transaction also recorded the prediction's durable output
+    (``complete_output``: this was its last file left unstored)."""
 
     record: FileRecord
     error: CacheLayerError | None = None
     skipped: bool = False  # already stored before this call; nothing was downloaded
     claimed: list[FileRecord] = field(default_factory=list)
+    output_recorded: bool = False
 
 
 class DownloadSlot:
@@ -140,12 +143,14 @@ class Copier:
         self.lease_seconds = settings.lease_seconds
         self.heartbeat = Heartbeat(catalog, owner, self.lease_seconds)
 
-    def copy(self, row: FileRecord, url: str, finished_at: datetime | None) -> FileOutcome:
+    def copy(
+        self, row: FileRecord, url: str, finished_at: datetime | None, *, complete_output: Any = None
+    ) -> FileOutcome:
         """Claim (or wait for another process's claim), fetch, store and record one file.
 
         ``url`` is the file's current source URL (or ``data:`` URI); ``finished_at`` when
-        its prediction completed (for the source's age). Returns the outcome; never raises
-        a :class:`CacheLayerError`."""
+        its prediction completed (for the source's age); ``complete_output`` as for
+        :meth:`copy_claimed`. Returns the outcome; never raises a :class:`CacheLayerError`."""
         claimed = claim_or_wait(self.catalog, row.id, self.owner, self.lease_seconds)
         if claimed is None:
             final = self.catalog.files.get(row.id) or row
@@ -155,7 +160,7 @@ class Copier:
                 else DownloadError(f"another worker left {row.key} {final.status}: {final.last_error}")
             )
             return FileOutcome(final, error=err, skipped=final.status == "stored")
-        return self.copy_claimed(claimed, url, finished_at)
+        return self.copy_claimed(claimed, url, finished_at, complete_output=complete_output)
 
     def copy_claimed(
         self,
@@ -165,15 +170,20 @@ class Copier:
         *,
         claim_next: int = 0,
         download_slots: threading.BoundedSemaphore | None = None,
+        complete_output: Any = None,
     ) -> FileOutcome:
         """Copy a file this process has already claimed (from the queue). ``claim_next``:
         when the file is stored, claim up to that many more files in the same transaction
         (they come back in ``FileOutcome.claimed``, leased and renewed by the heartbeat
         until the caller copies or :meth:`release` s them). ``download_slots``: the pool's
-        limit on downloads in flight, held while this file downloads (:class:`DownloadSlot`)."""
+        limit on downloads in flight, held while this file downloads (:class:`DownloadSlot`).
+        ``complete_output`` (not with ``claim_next``): the prediction's durable output once
+        every file is stored, recorded in the transaction that records this file stored if
+        no other is left unstored then (``FileOutcome.output_recorded``; see
+        :meth:`~cachelayer.catalog.queue.QueueRepository.mark_stored_with_output`)."""
         self.heartbeat.add(row.id)
         try:
-            outcome = self._transfer(row, url, finished_at, claim_next, download_slots)
+            outcome = self._transfer(row, url, finished_at, claim_next, download_slots, complete_output)
         finally:
             self.heartbeat.discard(row.id)
         for nxt in outcome.claimed:
@@ -194,6 +204,7 @@ class Copier:
         finished_at: datetime | None,
         claim_next: int,
         slots: threading.BoundedSemaphore | None = None,
+        complete_output: Any = None,
     ) -> FileOutcome:
         pid, path = row.prediction_id, row.output_path
         refreshes = 0
@@ -246,22 +257,35 @@ class Copier:
                 return self._fail(row, exc, "failed", age, retryable=True)
             except DownloadError as exc:
                 return self._fail(row, exc, "failed", age)
-            final, claimed = self.catalog.queue.mark_stored_and_claim(
-                row.id,
-                self.owner,
-                size=size,
-                sha256=sha,
-                content_type=ctype,
-                source_age_seconds=age,
-                lease_seconds=self.lease_seconds,
-                claim=claim_next,
-            )
+            recorded = False
+            if complete_output is not None and not claim_next:
+                claimed: list[FileRecord] = []
+                final, recorded = self.catalog.queue.mark_stored_with_output(
+                    row.id,
+                    size=size,
+                    sha256=sha,
+                    content_type=ctype,
+                    source_age_seconds=age,
+                    prediction_id=pid,
+                    durable_output=complete_output,
+                )
+            else:
+                final, claimed = self.catalog.queue.mark_stored_and_claim(
+                    row.id,
+                    self.owner,
+                    size=size,
+                    sha256=sha,
+                    content_type=ctype,
+                    source_age_seconds=age,
+                    lease_seconds=self.lease_seconds,
+                    claim=claim_next,
+                )
             if final is None:
                 log.info("%s was recorded by another worker first", row.key)
                 final = self.catalog.files.get(row.id)
                 assert final is not None
             log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
-            return FileOutcome(final, claimed=claimed)
+            return FileOutcome(final, claimed=claimed, output_recorded=recorded)
 
     def _fetch_and_put(
         self, row: FileRecord, url: str, slots: threading.BoundedSemaphore | None = None

@@ -21,12 +21,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cachelayer import expiry
 from cachelayer.catalog.queries import Catalog, NewFile
-from cachelayer.catalog.records import FileRecord, PredictionRecord
+from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
 from cachelayer.catalog.reruns import RerunClaims
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome
@@ -170,11 +170,14 @@ class Persister:
                 )
                 done[r.id] = FileOutcome(r, error=err)
         if todo:
+            # recorded with the last file stored, if this call stores it (one transaction less)
+            complete = self._complete_output(prediction, rows)
 
             def copy(r: FileRecord) -> FileOutcome:
+                url, finished = urls[r.output_path], prediction.finished_at
                 if r.id in claimed:
-                    return self.copier.copy_claimed(r, urls[r.output_path], prediction.finished_at)
-                return self.copier.copy(r, urls[r.output_path], prediction.finished_at)
+                    return self.copier.copy_claimed(r, url, finished, complete_output=complete)
+                return self.copier.copy(r, url, finished, complete_output=complete)
 
             workers = min(self.settings.concurrency, len(todo))
             try:
@@ -205,7 +208,8 @@ class Persister:
             if recorded is not None and recorded.output is not None:
                 prediction = prediction.with_output(recorded.output)
         result = self.copy_files(prediction, rerun_of=rerun_of)
-        self.save_durable_output(prediction, [f.record for f in result.files])
+        if not self._output_recorded(result):
+            self.save_durable_output(prediction, [f.record for f in result.files])
         expired = any(isinstance(f.error, ExpiredDownloadUrlError) for f in result.files)
         unknown = prediction.output is None and prediction.data_removed
         if not (expired or unknown) or rerun_of is not None:
@@ -302,6 +306,22 @@ class Persister:
             return render(rec) if rec is not None and rec.status == "stored" else url
 
         return replace_files(output, swap)
+
+    def _complete_output(self, prediction: Prediction, rows: Sequence[FileRecord]) -> Any:
+        """What :meth:`save_durable_output` records once every file in ``rows`` is stored
+        (``None`` for an output of ``None``)."""
+        if prediction.output is None:
+            return None
+        stored = [replace(r, status=FileStatus.STORED) for r in rows]
+        return self.durable_output(prediction.output, stored, lambda f: self.store.object_uri(f.key))
+
+    @staticmethod
+    def _output_recorded(result: PersistResult) -> bool:
+        """Whether copying recorded the durable output :meth:`save_durable_output` would
+        record now: a file's transaction did (``FileOutcome.output_recorded``, only once none
+        was left unstored), and every file is stored in the end."""
+        files = result.files
+        return any(f.output_recorded for f in files) and all(f.record.status == "stored" for f in files)
 
     def save_durable_output(self, prediction: Prediction, files: Sequence[FileRecord]) -> None:
         """Record the output with object URIs (``s3://bucket/key``) in place of files."""

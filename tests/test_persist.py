@@ -369,3 +369,68 @@ def test_files_waiting_for_a_copy_thread_keep_their_leases(make_layer, replicate
         sim.latency = 0
     assert [r.status for r in layer.catalog.files_of(pid)] == ["stored"] * 3
     assert [sim.download_count(u) for u in sim.delivery_urls(pid)] == [1, 1, 1]
+
+
+class _Checkouts:
+    """Counts connections taken from the catalog's pool (SQLAlchemy's ``checkout`` pool
+    event): one per catalog transaction, or per statement run in autocommit."""
+
+    def __init__(self, engine) -> None:
+        from sqlalchemy import event
+
+        self.count = 0
+        self._engine, self._event = engine, event
+        event.listen(engine, "checkout", self._seen)
+
+    def _seen(self, *_args) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        self._event.remove(self._engine, "checkout", self._seen)
+
+
+def test_a_one_file_persist_writes_the_catalog_twice(layer, replicate_simulator):
+    """Issue 11: the durable output is recorded in the transaction that records the last
+    file stored (it took a third transaction of its own)."""
+    sim = replicate_simulator
+    pid = sim.seed_prediction("acme/one", {}, [File(b"one-file", filename="one.png")])
+    held = sim.prediction(pid)
+    checkouts = _Checkouts(layer.catalog.engine)
+    try:
+        out = layer.persist(held)
+    finally:
+        checkouts.close()
+    (row,) = layer.catalog.files_of(pid)
+    assert row.status == "stored"
+    assert checkouts.count == 2  # recorded and claimed; stored with the durable output
+    assert out == [layer.durable_url(row)]
+    assert layer.catalog.get_prediction(pid).durable_output == [layer.store.object_uri(row.key)]
+
+
+def test_the_durable_output_keeps_the_source_url_of_a_file_not_stored(layer, replicate_simulator):
+    """With a file left unstored no transaction of the copy records the durable output:
+    it is recorded afterwards, stored files as object URIs, the other one as its URL."""
+    sim = replicate_simulator
+    good = File(b"good-bytes", filename="good.png")
+    pid = sim.seed_prediction("acme/half", {}, [good, File(b"gone", filename="gone.png")])
+    held = sim.prediction(pid)
+    gone_url = held["output"][1]
+    sim.inject_fault("status", status=403, path_prefix=gone_url.split(sim.base_url, 1)[1], times=100)
+    with pytest.raises(ExpiredDownloadUrlError):
+        layer.persist(held)
+    stored, gone = layer.catalog.files_of(pid)
+    assert (stored.status, gone.status) == ("stored", "expired")
+    durable = layer.catalog.get_prediction(pid).durable_output
+    assert durable == [layer.store.object_uri(stored.key), gone_url]
+
+
+def test_concurrent_files_record_the_durable_output_once_all_are_stored(make_layer, replicate_simulator):
+    files = painter(replicate_simulator, n=4, size=50_000)
+    layer = make_layer(concurrency=4)
+    out = layer.run("acme/painter", input={"num_outputs": 4})
+    pid = replicate_simulator.prediction_ids[0]
+    rows = layer.catalog.files_of(pid)
+    assert [r.status for r in rows] == ["stored"] * 4 and [r.sha256 for r in rows] == [f.sha256() for f in files]
+    uris = [layer.store.object_uri(r.key) for r in rows]
+    assert layer.catalog.get_prediction(pid).durable_output == uris
+    assert out == [layer.durable_url(r) for r in rows]

@@ -13,8 +13,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, false, func, null, or_, select, true, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam, false, func, null, or_, select, true, update
 
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.records import FileRecord, FileStatus
@@ -134,7 +133,7 @@ _CLAIM_PREDICTION = (
 
 
 def claim_prediction_files(
-    s: Session, prediction_id: str, owner: str, lease_seconds: float
+    s: Connection, prediction_id: str, owner: str, lease_seconds: float
 ) -> list[FileRecord]:
     """In the caller's transaction: claim every file of ``prediction_id`` that is not stored
     and that no other live lease holds (as :meth:`QueueRepository.claim` does one file)."""

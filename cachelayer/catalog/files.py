@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.claims import claim_prediction_files
@@ -38,7 +38,7 @@ _FILES_OF = (
 )
 
 
-def _files_of(s: Session, prediction_id: str) -> list[FileRecord]:
+def _files_of(s: Session | Connection, prediction_id: str) -> list[FileRecord]:
     return [FileRecord(**r._mapping) for r in s.execute(_FILES_OF, {"p_prediction_id": prediction_id})]
 
 
@@ -64,7 +64,7 @@ class FileRepository:
             return [_ALIASES.c.output_file_id, func.md5(_ALIASES.c.url)]
         return ["output_file_id", "url"]
 
-    def _insert_aliases(self, s: Session, aliases: Sequence[dict[str, Any]]) -> None:
+    def _insert_aliases(self, s: Connection, aliases: Sequence[dict[str, Any]]) -> None:
         for chunk in chunked(aliases):
             s.execute(self._insert_alias, list(chunk))
 
@@ -125,7 +125,7 @@ class FileRepository:
         check_prediction_id(prediction_id, model)
         wanted = [(f.output_path, catalog_url(f.source_url), f.key) for f in files]
 
-        def work(s: Session) -> tuple[list[FileRecord], set[int]]:
+        def work(s: Connection) -> tuple[list[FileRecord], set[int]]:
             if prediction is not None:
                 record_in(s, self.db, prediction, rerun_of=rerun_of)
             now = utcnow()
@@ -165,22 +165,19 @@ class FileRepository:
             claimed = {r.id: r for r in claim_prediction_files(s, prediction_id, *claim_for)}
             return [claimed.get(r.id, r) for r in rows], set(claimed)
 
-        return self.db.write(work, prediction_id=prediction_id)
+        return self.db.write_core(work, prediction_id=prediction_id)
 
     def add_source_url(self, file_id: int, url: str) -> None:
         """Remember another URL (a refreshed one) the file was served from; it becomes the
         row's ``source_url`` unless the file is stored."""
         recorded = catalog_url(url)
 
-        def work(s: Session) -> None:
+        def work(s: Connection) -> None:
             self._insert_aliases(s, [{"output_file_id": file_id, "url": recorded, "seen_at": utcnow()}])
-            s.execute(
-                update(OutputFile)
-                .where(OutputFile.id == file_id, OutputFile.status != FileStatus.STORED)
-                .values(source_url=recorded)
-            )
+            unstored = (_T.id == file_id) & (_T.status != FileStatus.STORED)
+            s.execute(update(_FILES).where(unstored).values(source_url=recorded))
 
-        self.db.write(work)
+        self.db.write_core(work)
 
     def get(self, file_id: int) -> FileRecord | None:
         """One file row by id."""

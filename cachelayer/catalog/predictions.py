@@ -6,18 +6,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select
+from sqlalchemy import Connection, Table, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.encoding import escape_text
-from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, Prediction
-from cachelayer.catalog.records import PredictionRecord
+from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, OutputFile, Prediction
+from cachelayer.catalog.records import FileStatus, PredictionRecord
 from cachelayer.catalog.session import Database, chunked, utcnow
 from cachelayer.datauri import redact_data_uris
 from cachelayer.errors import CatalogWriteError
 from cachelayer.prediction import Prediction as PredictionIn
 
-__all__ = ["PredictionRepository", "check_prediction_id", "record_in"]
+__all__ = ["PredictionRepository", "check_prediction_id", "record_in", "set_durable_output_in"]
 
 #: Ids looked up per statement by :meth:`PredictionRepository.get_many`.
 LOOKUP_BATCH = 500
@@ -79,6 +79,11 @@ _SET_DURABLE = (
     .where(_PREDICTIONS.c.id == bindparam("p_id"))
     .values(durable_output=bindparam("p_durable"), updated_at=bindparam("p_now"))
 )
+_F = cast(Table, OutputFile.__table__).c
+#: :data:`_SET_DURABLE` only once no file of the prediction is left unstored.
+_SET_DURABLE_IF_COMPLETE = _SET_DURABLE.where(
+    ~exists().where(_F.prediction_id == bindparam("p_id"), _F.status != FileStatus.STORED)
+)
 
 
 def _upsert(db: Database) -> Any:
@@ -112,10 +117,21 @@ def _upsert(db: Database) -> Any:
     return stmt
 
 
-def record_in(s: Session, db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> None:
+def record_in(s: Connection, db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> None:
     """Record ``prediction`` (the rules of :meth:`PredictionRepository.record`) inside the
     caller's transaction ``s``."""
     s.execute(_upsert(db), prediction_values(prediction, rerun_of=rerun_of))
+
+
+def set_durable_output_in(
+    c: Connection, prediction_id: str, durable_output: Any, *, if_complete: bool = False
+) -> bool:
+    """Record ``durable_output`` (the rules of :meth:`PredictionRepository.set_durable_output`)
+    inside the caller's transaction ``c``; with ``if_complete``, only when no file of the
+    prediction is left unstored (as the transaction sees its files). Returns whether the
+    prediction's row was updated (``False``: unknown prediction, or files left)."""
+    params = {"p_id": prediction_id, "p_durable": redact_data_uris(durable_output), "p_now": utcnow()}
+    return bool(c.execute(_SET_DURABLE_IF_COMPLETE if if_complete else _SET_DURABLE, params).rowcount)
 
 
 class PredictionRepository:
@@ -134,15 +150,16 @@ class PredictionRepository:
         when the prediction cannot be recorded (then nothing of it is) and
         :class:`~cachelayer.errors.CatalogOutageError`.
         """
-        self.db.write(
-            lambda s: record_in(s, self.db, prediction, rerun_of=rerun_of), prediction_id=prediction.id
+        self.db.write_core(
+            lambda c: record_in(c, self.db, prediction, rerun_of=rerun_of), prediction_id=prediction.id
         )
 
     def set_durable_output(self, prediction_id: str, durable_output: Any) -> None:
         """Record the output with each stored file replaced by its object URI (``data:``
         URIs of files not stored are redacted)."""
-        params = {"p_id": prediction_id, "p_durable": redact_data_uris(durable_output), "p_now": utcnow()}
-        self.db.write(lambda s: s.execute(_SET_DURABLE, params), prediction_id=prediction_id)
+        self.db.write_core(
+            lambda c: set_durable_output_in(c, prediction_id, durable_output), prediction_id=prediction_id
+        )
 
     def get(self, prediction_id: str) -> PredictionRecord | None:
         """The recorded prediction, or ``None``."""

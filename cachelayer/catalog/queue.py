@@ -22,6 +22,7 @@ from cachelayer.catalog.claims import (
     stored_and_claimed,
 )
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
+from cachelayer.catalog.predictions import set_durable_output_in
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
@@ -33,6 +34,20 @@ T = TypeVar("T")
 MAX_ERROR_CHARS = 2000
 #: Most files one :meth:`QueueRepository.claim_batch` hands out.
 MAX_CLAIM_BATCH = 1000
+
+
+def _stored_params(
+    file_id: int, size: int, sha256: str, content_type: str | None, age: float | None
+) -> dict[str, Any]:
+    """The parameters of :data:`~cachelayer.catalog.claims.MARK_STORED`."""
+    return {
+        "file_id": file_id,
+        "p_size": size,
+        "p_sha256": sha256,
+        "p_content_type": content_type,
+        "p_age": age,
+        "now": utcnow(),
+    }
 
 
 def _status(value: str | FileStatus, allowed: tuple[FileStatus, ...]) -> FileStatus:
@@ -247,14 +262,7 @@ class QueueRepository:
         waiting for the WAL flush as every queue write is (:meth:`_write`). Raises
         :class:`~cachelayer.errors.CatalogWriteError` and
         :class:`~cachelayer.errors.CatalogOutageError`."""
-        params = {
-            "file_id": file_id,
-            "p_size": size,
-            "p_sha256": sha256,
-            "p_content_type": content_type,
-            "p_age": source_age_seconds,
-            "now": utcnow(),
-        }
+        params = _stored_params(file_id, size, sha256, content_type, source_age_seconds)
         if self.db.dialect == "postgresql":
             params.update(claim_params(owner, lease_seconds, claim))
             return self.db.write_statement(lambda c: stored_and_claimed(c.execute(STORE_AND_CLAIM, params)))
@@ -265,6 +273,36 @@ class QueueRepository:
             return (FileRecord.of(row) if row is not None else None), (self._claim(s, more) if more else [])
 
         return self._write(work)
+
+    def mark_stored_with_output(
+        self,
+        file_id: int,
+        *,
+        size: int,
+        sha256: str,
+        content_type: str | None,
+        source_age_seconds: float | None,
+        prediction_id: str,
+        durable_output: Any,
+    ) -> tuple[FileRecord | None, bool]:
+        """:meth:`mark_stored`, and in the same transaction record ``durable_output`` as
+        the prediction's durable output if no file of ``prediction_id`` is left unstored
+        (:func:`~cachelayer.catalog.predictions.set_durable_output_in`): one transaction where
+        the two writes of a prediction's last file took two (issue 11). Committed as
+        records of predictions are (waiting for PostgreSQL's WAL flush). Returns ``(stored row
+        or None, whether the output was recorded)``; nothing is recorded when another process
+        stored the file first. Raises :class:`~cachelayer.errors.CatalogWriteError` and
+        :class:`~cachelayer.errors.CatalogOutageError`."""
+        params = _stored_params(file_id, size, sha256, content_type, source_age_seconds)
+
+        def work(c: Connection) -> tuple[FileRecord | None, bool]:
+            row = c.execute(MARK_STORED, params).first()
+            if row is None:
+                return None, False
+            recorded = set_durable_output_in(c, prediction_id, durable_output, if_complete=True)
+            return FileRecord.of(row), recorded
+
+        return self.db.write_core(work, prediction_id=prediction_id)
 
     def mark_unstored(
         self,
