@@ -430,7 +430,8 @@ def test_concurrent_files_record_the_durable_output_once_all_are_stored(make_lay
     out = layer.run("acme/painter", input={"num_outputs": 4})
     pid = replicate_simulator.prediction_ids[0]
     rows = layer.catalog.files_of(pid)
-    assert [r.status for r in rows] == ["stored"] * 4 and [r.sha256 for r in rows] == [f.sha256() for f in files]
+    assert [r.status for r in rows] == ["stored"] * 4
+    assert [r.sha256 for r in rows] == [f.sha256() for f in files]
     uris = [layer.store.object_uri(r.key) for r in rows]
     assert layer.catalog.get_prediction(pid).durable_output == uris
     assert out == [layer.durable_url(r) for r in rows]
