@@ -26,6 +26,7 @@ __all__ = [
     "claim_params",
     "claim_prediction_files",
     "stored_and_claimed",
+    "stored_params",
 ]
 
 _TABLE = cast(Table, OutputFile.__table__)
@@ -145,6 +146,20 @@ def claim_prediction_files(
         "until": now + timedelta(seconds=lease_seconds),
     }
     return [FileRecord.of(r) for r in s.execute(_CLAIM_PREDICTION, params)]
+
+
+def stored_params(
+    file_id: int, size: int, sha256: str, content_type: str | None, age: float | None
+) -> dict[str, Any]:
+    """The parameters of :data:`MARK_STORED` (``size`` in bytes, ``age`` in seconds)."""
+    return {
+        "file_id": file_id,
+        "p_size": size,
+        "p_sha256": sha256,
+        "p_content_type": content_type,
+        "p_age": age,
+        "now": utcnow(),
+    }
 
 
 def claim_params(owner: str, lease_seconds: float, limit: int) -> dict[str, Any]:

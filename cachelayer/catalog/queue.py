@@ -20,6 +20,7 @@ from cachelayer.catalog.claims import (
     STORE_AND_CLAIM,
     claim_params,
     stored_and_claimed,
+    stored_params,
 )
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.predictions import set_durable_output_in
@@ -34,20 +35,6 @@ T = TypeVar("T")
 MAX_ERROR_CHARS = 2000
 #: Most files one :meth:`QueueRepository.claim_batch` hands out.
 MAX_CLAIM_BATCH = 1000
-
-
-def _stored_params(
-    file_id: int, size: int, sha256: str, content_type: str | None, age: float | None
-) -> dict[str, Any]:
-    """The parameters of :data:`~cachelayer.catalog.claims.MARK_STORED`."""
-    return {
-        "file_id": file_id,
-        "p_size": size,
-        "p_sha256": sha256,
-        "p_content_type": content_type,
-        "p_age": age,
-        "now": utcnow(),
-    }
 
 
 def _status(value: str | FileStatus, allowed: tuple[FileStatus, ...]) -> FileStatus:
@@ -262,7 +249,7 @@ class QueueRepository:
         waiting for the WAL flush as every queue write is (:meth:`_write`). Raises
         :class:`~cachelayer.errors.CatalogWriteError` and
         :class:`~cachelayer.errors.CatalogOutageError`."""
-        params = _stored_params(file_id, size, sha256, content_type, source_age_seconds)
+        params = stored_params(file_id, size, sha256, content_type, source_age_seconds)
         if self.db.dialect == "postgresql":
             params.update(claim_params(owner, lease_seconds, claim))
             return self.db.write_statement(lambda c: stored_and_claimed(c.execute(STORE_AND_CLAIM, params)))
@@ -285,15 +272,13 @@ class QueueRepository:
         prediction_id: str,
         durable_output: Any,
     ) -> tuple[FileRecord | None, bool]:
-        """:meth:`mark_stored`, and in the same transaction record ``durable_output`` as
-        the prediction's durable output if no file of ``prediction_id`` is left unstored
-        (:func:`~cachelayer.catalog.predictions.set_durable_output_in`): one transaction where
-        the two writes of a prediction's last file took two (issue 11). Committed as
-        records of predictions are (waiting for PostgreSQL's WAL flush). Returns ``(stored row
-        or None, whether the output was recorded)``; nothing is recorded when another process
-        stored the file first. Raises :class:`~cachelayer.errors.CatalogWriteError` and
-        :class:`~cachelayer.errors.CatalogOutageError`."""
-        params = _stored_params(file_id, size, sha256, content_type, source_age_seconds)
+        """:meth:`mark_stored`, and in the same transaction (committed as records of
+        predictions are: after PostgreSQL's WAL flush) ``durable_output`` recorded if no file
+        of ``prediction_id`` is left unstored (:func:`~cachelayer.catalog.predictions.
+        set_durable_output_in`). Returns ``(stored row or None, whether the output was
+        recorded)``: nothing is when another process stored the file first. Raises
+        :class:`~cachelayer.errors.CatalogWriteError`, :class:`~cachelayer.errors.CatalogOutageError`."""
+        params = stored_params(file_id, size, sha256, content_type, source_age_seconds)
 
         def work(c: Connection) -> tuple[FileRecord | None, bool]:
             row = c.execute(MARK_STORED, params).first()
@@ -399,34 +384,16 @@ class QueueRepository:
             }
         )
 
+    def _count_pending(self, lease: Any) -> int:
+        pending = (OutputFile.status == FileStatus.PENDING) & lease
+        return self.db.read(lambda s: int(s.scalar(select(func.count()).where(pending)) or 0))
+
     def count_leased_pending(self) -> int:
         """Pending files a live lease holds (being copied by some process now); uses the
         status index, not a scan of the table."""
-        now = utcnow()
-        return self.db.read(
-            lambda s: int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(OutputFile)
-                    .where(OutputFile.status == FileStatus.PENDING, OutputFile.lease_expires_at >= now)
-                )
-                or 0
-            )
-        )
+        return self._count_pending(OutputFile.lease_expires_at >= utcnow())
 
     def count_unleased_pending(self) -> int:
         """Pending files no live lease holds (claimable now or after their backoff)."""
-        now = utcnow()
-        return self.db.read(
-            lambda s: int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(OutputFile)
-                    .where(
-                        OutputFile.status == FileStatus.PENDING,
-                        or_(OutputFile.lease_expires_at.is_(None), OutputFile.lease_expires_at < now),
-                    )
-                )
-                or 0
-            )
-        )
+        lease = OutputFile.lease_expires_at
+        return self._count_pending(or_(lease.is_(None), lease < utcnow()))
