@@ -8,7 +8,10 @@ Three parts against one Replicate simulator and one moto S3 server (each its own
    downloaded and discarded by ``--concurrency`` threads (a keep-alive session each);
    ``backfill``, ``layer.backfill(concurrency=N)`` on a fresh SQLite catalog, its parts
    built before the clock; ``cli``, ``cachelayer backfill --concurrency N`` from launch to
-   exit (start-up included).
+   exit (start-up included). ``naive`` and ``download`` are timed inside their process
+   (imports and clients before the clock); ``naive-script`` and ``download-script`` run the
+   same code as a whole program (``bench/baselines.py``), launch to exit like ``cli``, and
+   get a second table of their own.
 2. **catalog**: catalog time per file. The backfill runs with a no-op transfer (the layer's
    ``fetcher`` replaced before first use by a stand-in whose downloads have a size and no
    bytes, the store one that keeps nothing; list calls and every catalog statement are
@@ -45,7 +48,6 @@ import os
 import secrets
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,14 +55,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baselines  # noqa: E402
 import benchutil as bu  # noqa: E402
 from benchutil import Run  # noqa: E402
 
 BENCH = Path(__file__).resolve()
+BASELINES = BENCH.with_name("baselines.py")
 CLI = str(Path(sys.executable).with_name("cachelayer"))
 MODEL = "bench/backfill"
 SEEDS = 32  # distinct 1 MiB blocks the simulator keeps cached (its lru_cache holds 32)
-METHODS = ("naive", "download", "backfill", "cli", "cli-other")
+METHODS = ("naive", "download", "backfill", "cli", "cli-other", "naive-script", "download-script")
 #: What a run measures unless ``--methods`` says otherwise (``cli-other`` needs ``--other-code``).
 DEFAULT_METHODS = ("naive", "download", "backfill", "cli")
 PARTS = ("throughput", "catalog", "scaling")
@@ -149,54 +153,13 @@ def _timed(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def child_naive(spec: dict[str, Any]) -> dict[str, Any]:
-    """The seed's fixed code in a for loop over the history (one file at a time)."""
-    import boto3
-    import replicate
-    import requests
-
-    client = replicate.Client(api_token=spec["token"], base_url=spec["base_url"])
-    s3 = boto3.client("s3", endpoint_url=spec["endpoint"], region_name=spec["region"])
-    s3.head_bucket(Bucket=spec["bucket"])
-
-    def loop() -> dict[str, Any]:
-        files = size = 0
-        for page in replicate.paginate(client.predictions.list):
-            for prediction in page:
-                for i, output_url in enumerate(prediction.output or []):
-                    content = requests.get(output_url).content
-                    key = f"{spec['prefix']}/{prediction.id}/{i}-{output_url.rsplit('/', 1)[-1]}"
-                    s3.put_object(Bucket=spec["bucket"], Key=key, Body=content)
-                    files, size = files + 1, size + len(content)
-        return {"files": files, "bytes": size}
-
-    return _timed(loop)
+    """The naive loop (``baselines.naive``), its clients built before the clock."""
+    return _timed(baselines.naive(spec))
 
 
 def child_download(spec: dict[str, Any]) -> dict[str, Any]:
-    """The floor: list the history, then download every file with ``concurrency`` threads
-    (a keep-alive ``requests.Session`` each) and discard the bytes."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import replicate
-    import requests
-
-    client = replicate.Client(api_token=spec["token"], base_url=spec["base_url"])
-    local = threading.local()
-
-    def get(url: str) -> int:
-        local.session = getattr(local, "session", None) or requests.Session()
-        with local.session.get(url, stream=True, timeout=60) as resp:
-            resp.raise_for_status()
-            return sum(len(chunk) for chunk in resp.iter_content(1 << 16))
-
-    def download() -> dict[str, Any]:
-        pages = replicate.paginate(client.predictions.list)
-        urls = [u for page in pages for p in page for u in p.output or []]
-        with ThreadPoolExecutor(spec["concurrency"]) as pool:
-            sizes = list(pool.map(get, urls))
-        return {"files": len(sizes), "bytes": sum(sizes)}
-
-    return _timed(download)
+    """The floor (``baselines.download``), its client built before the clock."""
+    return _timed(baselines.download(spec))
 
 
 def child_backfill(spec: dict[str, Any]) -> dict[str, Any]:
@@ -322,10 +285,16 @@ class Bench(bu.Servers):
                 (summary,), cpu = self.run(method, [cmd], env)
                 data = dict(seconds=cpu["wall"], files=summary["files_stored"], bytes=summary["bytes_stored"])
                 data["summary"] = summary
+            elif method.endswith("-script"):  # the baseline as a whole program, launch to exit
+                kind = method.removesuffix("-script")
+                path = Path(self.tmp.name) / f"spec-{secrets.token_hex(4)}.json"
+                path.write_text(json.dumps(self.spec(bucket, method, "-", concurrency=concurrency)))
+                (data,), cpu = self.run(method, [[sys.executable, str(BASELINES), kind, str(path)]], self.env)
+                data["seconds"] = cpu["wall"]
             else:
                 spec = self.spec(bucket, method, self.sqlite_url(), concurrency=concurrency)
                 data, cpu = self.child(method, spec)
-            objects = {} if method == "download" else self.verify(bucket, method)
+            objects = {} if method.startswith("download") else self.verify(bucket, method)
         after = self.sim.downloads()
         once = [p for p, c in after.items() if c - before.get(p, 0) != 1]
         if data["files"] != self.history.files or len(after) != self.history.files or once:
@@ -377,9 +346,9 @@ class Bench(bu.Servers):
 # ---- report ---------------------------------------------------------------------------
 
 
-def throughput_table(groups: dict[str, list[Run]]) -> str:
+def throughput_table(groups: dict[str, list[Run]], naive: str = "naive", floor: str = "download") -> str:
     """One row per method: the best run's wall time, files/s (best / median), MB/s, the
-    ratios to naive (best to best, median to median) and to the download floor (best wall
+    ratios to ``naive`` (best to best, median to median) and to the ``floor`` (best wall
     time over the floor's best), the best run's CPU per file."""
     best = {k: max(v, key=lambda r: r.files_per_s) for k, v in groups.items()}
     med = {k: statistics.median(r.files_per_s for r in v) for k, v in groups.items()}
@@ -387,18 +356,16 @@ def throughput_table(groups: dict[str, list[Run]]) -> str:
     for label, runs in groups.items():
         b = best[label]
         vs_naive = vs_floor = "-"
-        if "naive" in best:
-            vs_naive = (
-                f"**{b.files_per_s / best['naive'].files_per_s:.2f}x** / {med[label] / med['naive']:.2f}x"
-            )
-        if "download" in best:
-            vs_floor = f"{b.seconds / best['download'].seconds:.2f}x"
+        if naive in best:
+            vs_naive = f"**{b.files_per_s / best[naive].files_per_s:.2f}x** / {med[label] / med[naive]:.2f}x"
+        if floor in best:
+            vs_floor = f"{b.seconds / best[floor].seconds:.2f}x"
         rows.append(
             [label, len(runs), f"{b.seconds:.2f}", f"{b.files_per_s:.0f} / {med[label]:.0f}"]
             + [f"{b.bytes / 1e6 / b.seconds:.1f}", vs_naive, vs_floor, *bu.cpu_cells(b)]
         )
     head = ["method", "runs", "wall s (best)", "files/s best / median", "MB/s (best)"]
-    return bu.md_table([*head, "vs naive best / median", "time / download-only", *bu.CPU_HEAD], rows)
+    return bu.md_table([*head, f"vs {naive} best / median", f"time / {floor}", *bu.CPU_HEAD], rows)
 
 
 def _calls(r: Run) -> dict[str, list[float]]:
@@ -514,6 +481,10 @@ def run_all(
             results["throughput", lat * 1000] = groups
             out(f"\nThroughput at {ms} ({reps} runs of each, interleaved; concurrency {concurrency}):\n")
             out(throughput_table(groups) + "\n")
+            whole = {m: g for m, g in groups.items() if m.startswith("cli") or m.endswith("-script")}
+            if any(m.endswith("-script") for m in whole):
+                out(f"\nLaunch to exit on every side at {ms} (the baselines as whole scripts):\n")
+                out(throughput_table(whole, "naive-script", "download-script") + "\n")
         if "catalog" in parts:
             runs = []
             for dialect in ["sqlite"] + (["postgresql"] if bench.postgres_url else []):

@@ -113,6 +113,29 @@ def test_catalog_and_scaling_parts_print_their_tables(backfill_bench, bench) -> 
     assert not [b for b in listed if b.startswith("bench-")]
 
 
+def test_the_baselines_as_whole_scripts_get_a_table_of_their_own(backfill_bench, bench) -> None:
+    """``naive-script`` and ``download-script`` run ``bench/baselines.py`` as a whole program
+    (timed launch to exit, like the command); they store the same objects as the in-process
+    naive loop would, and the command is compared with them in a second table."""
+    lines: list[str] = []
+    methods = ("naive-script", "download-script", "cli")
+    results = backfill_bench.run_all(
+        bench, parts=["throughput"], methods=methods, latency=[0.0], concurrency=8, reps=1, out=lines.append
+    )
+    groups = results["throughput", 0.0]
+    for method in methods:
+        (run,) = groups[method]  # raises above unless every file was downloaded once
+        assert run.files == 60 and run.bytes == bench.history.bytes and run.seconds > 0
+    assert groups["naive-script"][0].cpu["child"] > 0  # the script's own process was measured
+    text = "\n".join(lines)
+    assert "Launch to exit on every side at 0 ms" in text
+    assert "vs naive-script best / median" in text and "time / download-script" in text
+    row = next(line for line in text.splitlines() if line.startswith("| cli |") and "x**" in line)
+    assert row.count("x") >= 2  # both ratios filled in
+    counts = bench.sim.downloads()
+    assert len(counts) == 60 and set(counts.values()) == {3}
+
+
 def test_unknown_parts_and_latencies_are_refused(backfill_bench) -> None:
     with pytest.raises(SystemExit):
         backfill_bench.main(["--parts", "teleport"])
