@@ -241,23 +241,25 @@ def test_a_worker_beside_a_backfill_shares_its_catalog(
     """The README's advice for a machine with cores to spare: a `worker` process beside
     `backfill` on the same catalog (SQLite too) takes files off the same queue; every file
     is stored and downloaded once, and both exit 0."""
-    made = seed_history(replicate_simulator, n_pred=40, files_per=5, size=2000, step=1)
-    replicate_simulator.latency = 0.02  # the copies take a while: the worker joins mid-run
+    made = seed_history(replicate_simulator, n_pred=20, files_per=5, size=2000, step=1)
+    # 100 files, 2 at a time, 0.1 s each: the backfill copies for 5 s or more, and the
+    # worker (started once the scan has queued the history) joins while it does
+    replicate_simulator.latency = 0.1
     run = {"env": cli_env, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     try:
-        backfill = subprocess.Popen([CLI, "backfill", "--json", "--quiet", "--concurrency", "4"], **run)
+        backfill = subprocess.Popen([CLI, "backfill", "--json", "--quiet", "--concurrency", "2"], **run)
         catalog = Catalog(make_engine(catalog_url))
         deadline = time.monotonic() + 60
-        while sum(catalog.queue.counts().values()) < 200 and time.monotonic() < deadline:
+        while sum(catalog.queue.counts().values()) < 100 and time.monotonic() < deadline:
             time.sleep(0.05)  # the scan has queued the history (one list page)
         catalog.engine.dispose()
-        worker = subprocess.Popen([CLI, "worker", "--once", "--json", "--quiet", "--concurrency", "4"], **run)
+        worker = subprocess.Popen([CLI, "worker", "--once", "--json", "--quiet", "--concurrency", "2"], **run)
         results = [p.communicate(timeout=300) for p in (backfill, worker)]
     finally:
         replicate_simulator.latency = 0.0
     assert [backfill.returncode, worker.returncode] == [0, 0], results
     stored = [json.loads(out)["files_stored"] for out, _ in results]
-    assert sum(stored) == 200 and stored[1] > 0, stored  # the worker took a share
+    assert sum(stored) == 100 and stored[1] > 0, stored  # the worker took a share
     assert_each_file_stored_once(catalog_url, s3_server, s3_bucket, made)
     for pid in made:
         for url in replicate_simulator.delivery_urls(pid):
