@@ -37,6 +37,11 @@ log = logging.getLogger("cachelayer")
 #: Seconds an idle worker waits for the scan's wake-up before looking at the queue again
 #: (files queued by other processes; the scan itself wakes the workers after each page).
 SCAN_POLL = 0.5
+#: Queued files whose predictions' completion times one catalog read brings ahead of the
+#: claims (:meth:`WorkerPool._finished_at`): one statement for the predictions of this many
+#: files, at most once per :data:`READ_AHEAD_EVERY` seconds.
+READ_AHEAD = 1000
+READ_AHEAD_EVERY = 1.0
 
 ProgressFn = Callable[["BackfillSummary"], None]
 
@@ -195,6 +200,8 @@ class WorkerPool:
         self.stop = stop or threading.Event()
         self.idle_poll = idle_poll
         self._finished: dict[str, datetime | None] = {}
+        self._reading_ahead = threading.Lock()
+        self._read_ahead_at = -READ_AHEAD_EVERY
         self._busy = 0  # threads of this pool copying a file
         self._done = False  # a thread found the run done (once)
         self._lock = threading.Lock()
@@ -230,6 +237,21 @@ class WorkerPool:
             self.stop.wait(self.idle_poll)
 
     def _finished_at(self, pid: str) -> datetime | None:
+        """When ``pid`` finished: handed over by the scan (:meth:`queued`), else read for
+        the predictions of the next :data:`READ_AHEAD` queued files at once (one thread
+        reads, the others wait for it; at most once a second, as a queue of many workers
+        may hold more than that many leased files ahead of this one), else read alone."""
+        with self._lock:
+            if pid in self._finished:
+                return self._finished[pid]
+        with self._reading_ahead:
+            with self._lock:
+                if pid in self._finished:  # another thread's read ahead brought it
+                    return self._finished[pid]
+            if time.monotonic() - self._read_ahead_at >= READ_AHEAD_EVERY:
+                self._read_ahead_at = time.monotonic()
+                for other, stamp in self.catalog.predictions.finished_at_of_queued(READ_AHEAD).items():
+                    self._remember_finished(other, stamp)
         with self._lock:
             if pid in self._finished:
                 return self._finished[pid]

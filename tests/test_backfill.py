@@ -266,6 +266,32 @@ def test_a_worker_beside_a_backfill_shares_its_catalog(
             assert replicate_simulator.download_count(url) == 1
 
 
+def test_a_worker_reads_completion_times_ahead_of_its_claims(make_layer, replicate_simulator):
+    """Issue 11: a worker draining a queue another process scanned reads its predictions'
+    completion times (for each file's source age) in one statement for many predictions,
+    not once per prediction; each file still gets its own prediction's time."""
+    made = seed_history(replicate_simulator, n_pred=30, files_per=2, size=500, step=60.0)
+    layer = make_layer()
+    assert layer.backfill(scan_only=True).files_queued == 60
+    predictions = layer.catalog.predictions
+    reads = {"finished_at": 0, "finished_at_of_queued": 0}
+    for name in [n for n in reads if hasattr(predictions, n)]:
+        real = getattr(predictions, name)
+
+        def counted(*args, _real=real, _name=name):
+            reads[_name] += 1
+            return _real(*args)
+
+        setattr(predictions, name, counted)  # the catalog's own method, counted
+    assert layer.work(concurrency=4, once=True).files_stored == 60
+    assert reads == {"finished_at": 0, "finished_at_of_queued": 1}  # was 30 reads, one each
+    for pid in made:
+        completed = layer.catalog.get_prediction(pid).completed_at
+        for row in layer.catalog.files_of(pid):
+            # the age counts from this prediction's completion; the predictions are 60 s apart
+            assert 0 <= (row.stored_at - completed).total_seconds() - row.source_age_seconds < 5
+
+
 def test_the_scan_hands_files_to_the_workers_prediction_by_prediction(make_layer, replicate_simulator):
     """Workers are woken after each recorded prediction, for as many files as it queued,
     not once the whole page (up to 100 predictions) is recorded: at 50 ms to the CDN the
