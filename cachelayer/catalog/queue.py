@@ -274,10 +274,11 @@ class QueueRepository:
     ) -> tuple[FileRecord | None, bool]:
         """:meth:`mark_stored`, and in the same transaction (committed as records of
         predictions are: after PostgreSQL's WAL flush) ``durable_output`` recorded if no file
-        of ``prediction_id`` is left unstored (:func:`~cachelayer.catalog.predictions.
-        set_durable_output_in`). Returns ``(stored row or None, whether the output was
-        recorded)``: nothing is when another process stored the file first. Raises
-        :class:`~cachelayer.errors.CatalogWriteError`, :class:`~cachelayer.errors.CatalogOutageError`."""
+        of ``prediction_id`` is left unstored (``predictions.set_durable_output_in``).
+        Returns ``(stored row or None, whether the output was recorded)``: nothing is when
+        another process stored the file first. Raises
+        :class:`~cachelayer.errors.CatalogWriteError` and
+        :class:`~cachelayer.errors.CatalogOutageError`."""
         params = stored_params(file_id, size, sha256, content_type, source_age_seconds)
 
         def work(c: Connection) -> tuple[FileRecord | None, bool]:
