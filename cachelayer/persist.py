@@ -321,7 +321,8 @@ class Persister:
         record now: a file's transaction did (``FileOutcome.output_recorded``, only once none
         was left unstored), and every file is stored in the end."""
         files = result.files
-        return any(f.output_recorded for f in files) and all(f.record.status == "stored" for f in files)
+        stored = all(f.record.status == FileStatus.STORED for f in files)
+        return stored and any(f.output_recorded for f in files)
 
     def save_durable_output(self, prediction: Prediction, files: Sequence[FileRecord]) -> None:
         """Record the output with object URIs (``s3://bucket/key``) in place of files."""

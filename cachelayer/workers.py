@@ -241,23 +241,23 @@ class WorkerPool:
         the predictions of the next :data:`READ_AHEAD` queued files at once (one thread
         reads, the others wait for it; at most once a second, as a queue of many workers
         may hold more than that many leased files ahead of this one), else read alone."""
-        with self._lock:
-            if pid in self._finished:
-                return self._finished[pid]
-        with self._reading_ahead:
-            with self._lock:
-                if pid in self._finished:  # another thread's read ahead brought it
-                    return self._finished[pid]
-            if time.monotonic() - self._read_ahead_at >= READ_AHEAD_EVERY:
-                self._read_ahead_at = time.monotonic()
-                for other, stamp in self.catalog.predictions.finished_at_of_queued(READ_AHEAD).items():
-                    self._remember_finished(other, stamp)
-        with self._lock:
-            if pid in self._finished:
-                return self._finished[pid]
-        stamp = self.catalog.predictions.finished_at(pid)
-        self._remember_finished(pid, stamp)
+        found, stamp = self._known(pid)
+        if not found:
+            with self._reading_ahead:
+                found, stamp = self._known(pid)  # another thread's read ahead may have brought it
+                if not found and time.monotonic() - self._read_ahead_at >= READ_AHEAD_EVERY:
+                    self._read_ahead_at = time.monotonic()
+                    for other, at in self.catalog.predictions.finished_at_of_queued(READ_AHEAD).items():
+                        self._remember_finished(other, at)
+                    found, stamp = self._known(pid)
+        if not found:
+            stamp = self.catalog.predictions.finished_at(pid)
+            self._remember_finished(pid, stamp)
         return stamp
+
+    def _known(self, pid: str) -> tuple[bool, datetime | None]:
+        with self._lock:
+            return pid in self._finished, self._finished.get(pid)
 
     def _remember_finished(self, pid: str, stamp: datetime | None) -> None:
         """Keep ``stamp`` for ``pid``; at most 10,000 kept (a long history's scan runs far

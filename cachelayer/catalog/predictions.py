@@ -184,7 +184,9 @@ class PredictionRepository:
         """:meth:`finished_at` of every prediction among the next ``files`` pending files
         of the queue (in claim order: ``available_at``), in one statement: a worker reads
         ahead of its claims instead of once per prediction. Returns ``{prediction id:
-        completion (else creation) time}``."""
+        completion (else creation) time}``. Raises, as every read,
+        :class:`~cachelayer.errors.CatalogOutageError` or
+        :class:`~cachelayer.errors.CatalogError`."""
         queued = (
             select(OutputFile.prediction_id)
             .where(OutputFile.status == FileStatus.PENDING)
