@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cachelayer.catalog.retry import retry_deadline, run_with_retries
 from cachelayer.errors import CacheLayerError, WebhookVerificationError
 from cachelayer.server.gateway import Gateway
 from cachelayer.server.metrics import CONTENT_TYPE, ServerMetrics
+from cachelayer.server.outage import EXCEPTION_HANDLERS, describe, retry_after, route_deadline
 from cachelayer.webhooks import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
@@ -44,7 +47,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cachelayer.server")
 
-__all__ = ["Service", "create_app"]
+__all__ = ["RELEASE_SECONDS", "Service", "create_app"]
+
+#: Seconds shutdown gives the release of this process's leases at least, when the grace
+#: was spent waiting for files in flight.
+RELEASE_SECONDS = 1.0
 
 
 class Service:
@@ -58,13 +65,11 @@ class Service:
     """
 
     def __init__(self, layer: CacheLayer, *, workers: int, grace: float) -> None:
-        from cachelayer.catalog.server_state import ServerState
-
         self.layer = layer
         self.workers = workers
         self.grace = grace
         self.metrics = ServerMetrics(
-            lambda: ServerState(layer.engine).file_totals(),
+            lambda: layer.catalog.reports.file_totals(),
             lambda: layer.catalog.queue.count_unleased_pending(),
         )
         self.gateway = Gateway(layer, self.metrics)
@@ -103,15 +108,28 @@ class Service:
     def stop_workers(self) -> int:
         """Stop the copy threads: wait up to ``grace`` seconds for files in flight, then
         release this process's leases (files still in flight go back to ``pending`` for any
-        worker). Returns how many leases were released. Blocking."""
+        worker). Returns how many leases were released. Blocking; ends within ``grace``
+        seconds (at least :data:`RELEASE_SECONDS` for the release) plus one catalog attempt
+        whatever is down: when the catalog does not answer in time the leases are left to
+        lapse after ``CACHELAYER_LEASE_SECONDS``, and any worker then takes the files over."""
         thread = self._thread
         if thread is None:
             return 0
+        ends = time.monotonic() + self.grace
         self._stop.set()
         thread.join(self.grace)
         released = 0
         if "copier" in self.layer.__dict__:
-            released = self.layer.catalog.queue.release_leases([self.layer.owner])
+            try:
+                with retry_deadline(max(RELEASE_SECONDS, ends - time.monotonic())):
+                    released = self.layer.catalog.queue.release_leases([self.layer.owner])
+            except CacheLayerError as exc:
+                log.warning(
+                    "shutdown: leases not released (%s); they lapse within %g s and the files go "
+                    "to the next worker",
+                    describe(exc),
+                    self.layer.settings.lease_seconds,
+                )
         if thread.is_alive() or released:
             log.warning("shutdown: released %d file(s) in flight back to the queue", released)
         self._thread = None
@@ -157,17 +175,25 @@ class Service:
         self.metrics.webhook_rejections.labels(exc.reason).inc()
         return JSONResponse({"error": exc.reason, "detail": str(exc)}, exc.status)
 
+    def _ping(self) -> None:
+        """``SELECT 1`` on the catalog, retried within the route's deadline."""
+        with route_deadline():
+            run_with_retries(lambda: self.layer.catalog.ping(), self.layer.settings.db_retry_seconds)
+
     async def healthz(self, request: Request) -> Response:
         try:
-            await run_in_threadpool(self.layer.catalog.ping)
-        except Exception as exc:
-            detail = " ".join(str(exc).split())[:300]
-            body = {"status": "unavailable", "catalog": detail, "workers": self.workers_state}
-            return JSONResponse(body, 503)
+            await run_in_threadpool(self._ping)
+        except Exception as exc:  # whatever the catalog raised: report it, never a 500
+            body = {"status": "unavailable", "catalog": describe(exc), "workers": self.workers_state}
+            return JSONResponse(body, 503, headers=retry_after())
         return JSONResponse({"status": "ok", "catalog": "ok", "workers": self.workers_state})
 
+    def _render_metrics(self) -> bytes:
+        with route_deadline():  # the catalog's gauges; cachelayer_catalog_up 0 past it
+            return self.metrics.render()
+
     async def metrics_route(self, request: Request) -> Response:
-        body = await run_in_threadpool(self.metrics.render)
+        body = await run_in_threadpool(self._render_metrics)
         return Response(body, 200, media_type=CONTENT_TYPE)
 
 
@@ -213,6 +239,7 @@ def create_app(
             Route("/metrics", service.metrics_route, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.cachelayer = service
     return app

@@ -28,14 +28,16 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cachelayer import gateway_urls
 from cachelayer.errors import CacheLayerError
+from cachelayer.server.outage import describe, retry_after, route_deadline
 
 if TYPE_CHECKING:
     from cachelayer.layer import CacheLayer
@@ -127,7 +129,6 @@ class Gateway:
         self.reuse = s.presign_ttl // 4
         self.cache_control = s.cache_control or "public, max-age=31536000, immutable"
         self._secret: bytes | None = None
-        self._state: Any = None
         self._proxy = s.gateway_proxy
         self._meta: dict[str, tuple[float, _Meta | None]] = {}
         self._signed: dict[str, tuple[float, str]] = {}
@@ -135,19 +136,28 @@ class Gateway:
     # ---- parts ----------------------------------------------------------------------------
 
     def _prepare_sync(self) -> None:
-        from cachelayer.catalog.server_state import ServerState, gateway_secret
+        """Build the store and read the secret (retried as every catalog call; raises
+        :class:`~cachelayer.errors.CatalogOutageError` past the budget)."""
+        from cachelayer.catalog.retry import run_with_retries
+        from cachelayer.catalog.server_state import gateway_secret
         from cachelayer.storage.local import LocalStore
 
         layer = self.layer
         store = layer.store
         self._proxy = self._proxy or isinstance(store, LocalStore)
-        self._state = ServerState(layer.engine)
-        self._secret = gateway_secret(layer.engine, layer.settings.gateway_secret)
+        configured = layer.settings.gateway_secret
+        self._secret = run_with_retries(
+            lambda: gateway_secret(layer.engine, configured), layer.settings.db_retry_seconds
+        )
+
+    def _prepare_for_route(self) -> None:
+        with route_deadline():
+            self._prepare_sync()
 
     async def prepare(self) -> None:
         """Read the gateway secret (generating it on first use) and build the store."""
         if self._secret is None:
-            await run_in_threadpool(self._prepare_sync)
+            await run_in_threadpool(self._prepare_for_route)
 
     @property
     def proxy(self) -> bool:
@@ -157,7 +167,7 @@ class Gateway:
     # ---- lookups ---------------------------------------------------------------------------
 
     def _lookup_sync(self, key: str) -> _Meta | None:
-        rec = self._state.stored_file(key, self.layer.store.uri)
+        rec = self.layer.catalog.files.stored_by_key(key, self.layer.store.uri)
         if rec is None:
             return None
         size, ctype = rec.size, rec.content_type
@@ -170,8 +180,10 @@ class Gateway:
         return _Meta(key, int(size), ctype or "application/octet-stream", etag)
 
     def _lookup_and_sign(self, key: str, sign: bool) -> tuple[_Meta | None, str | None]:
-        """One trip off the event loop on a cache miss: the file and, if ``sign``, its URL."""
-        meta = self._lookup_sync(key)
+        """One trip off the event loop on a cache miss: the file and, if ``sign``, its URL
+        (catalog retries bounded by :func:`~cachelayer.server.outage.route_deadline`)."""
+        with route_deadline():
+            meta = self._lookup_sync(key)
         return meta, self._presign_sync(key) if meta is not None and sign else None
 
     async def _lookup(self, key: str, *, sign: bool) -> tuple[_Meta | None, str | None]:
@@ -215,13 +227,14 @@ class Gateway:
 
     async def handle(self, request: Request) -> Response:
         """The route's endpoint: answer one ``GET``/``HEAD`` (never raises; storage or
-        catalog failures answer ``503``)."""
+        catalog failures answer ``503`` with ``Retry-After``)."""
         started = time.perf_counter()
         try:
             response = await self._answer(request)
-        except CacheLayerError as exc:  # the store or catalog failed: not the client's doing
-            log.warning("gateway: %s", exc)
-            response = Response("storage unavailable\n", 503, media_type="text/plain")
+        except (CacheLayerError, SQLAlchemyError) as exc:  # the store or catalog failed
+            log.warning("gateway: 503 (%s)", describe(exc))
+            headers = {**retry_after(), **_SECURITY}
+            response = Response("storage unavailable\n", 503, media_type="text/plain", headers=headers)
         self.metrics.gateway(response.status_code, time.perf_counter() - started)
         return response
 
