@@ -39,7 +39,13 @@ from cachelayer.catalog.retry import retry_deadline, run_with_retries
 from cachelayer.errors import CacheLayerError, WebhookVerificationError
 from cachelayer.server.gateway import Gateway
 from cachelayer.server.metrics import CONTENT_TYPE, ServerMetrics
-from cachelayer.server.outage import EXCEPTION_HANDLERS, describe, retry_after, route_deadline
+from cachelayer.server.outage import (
+    EXCEPTION_HANDLERS,
+    PROBE_RETRY_SECONDS,
+    describe,
+    retry_after,
+    route_deadline,
+)
 from cachelayer.webhooks import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
@@ -176,8 +182,8 @@ class Service:
         return JSONResponse({"error": exc.reason, "detail": str(exc)}, exc.status)
 
     def _ping(self) -> None:
-        """``SELECT 1`` on the catalog, retried within the route's deadline."""
-        with route_deadline():
+        """``SELECT 1`` on the catalog, retried for up to ``PROBE_RETRY_SECONDS``."""
+        with route_deadline(PROBE_RETRY_SECONDS):
             run_with_retries(lambda: self.layer.catalog.ping(), self.layer.settings.db_retry_seconds)
 
     async def healthz(self, request: Request) -> Response:
@@ -189,7 +195,7 @@ class Service:
         return JSONResponse({"status": "ok", "catalog": "ok", "workers": self.workers_state})
 
     def _render_metrics(self) -> bytes:
-        with route_deadline():  # the catalog's gauges; cachelayer_catalog_up 0 past it
+        with route_deadline(PROBE_RETRY_SECONDS):  # cachelayer_catalog_up 0 past it
             return self.metrics.render()
 
     async def metrics_route(self, request: Request) -> Response:

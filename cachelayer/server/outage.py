@@ -27,6 +27,7 @@ from cachelayer.errors import CacheLayerError
 
 __all__ = [
     "EXCEPTION_HANDLERS",
+    "PROBE_RETRY_SECONDS",
     "RETRY_AFTER_SECONDS",
     "ROUTE_RETRY_SECONDS",
     "describe",
@@ -40,6 +41,10 @@ log = logging.getLogger("cachelayer.server")
 #: Seconds a route retries the catalog before answering 503 (a fast PostgreSQL restart,
 #: about 1-3 s, is waited out; load balancers' health checks time out after 5-10 s).
 ROUTE_RETRY_SECONDS = 5.0
+#: Seconds ``/healthz`` and ``/metrics`` retry the catalog: a probe answers within its
+#: caller's timeout (Kubernetes probes default to 1 s, Prometheus scrapes to 10 s), so it
+#: says "unavailable" (``cachelayer_catalog_up 0``) rather than wait.
+PROBE_RETRY_SECONDS = 1.0
 #: ``Retry-After`` of a 503, in seconds (RFC 9110 section 10.2.3).
 RETRY_AFTER_SECONDS = 5
 
@@ -50,10 +55,10 @@ def retry_after() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def route_deadline() -> Iterator[None]:
-    """Catalog retries inside the block end after :data:`ROUTE_RETRY_SECONDS` (call it in
-    the thread that runs the catalog work)."""
-    with retry_deadline(ROUTE_RETRY_SECONDS):
+def route_deadline(seconds: float = ROUTE_RETRY_SECONDS) -> Iterator[None]:
+    """Catalog retries inside the block end after ``seconds`` (default
+    :data:`ROUTE_RETRY_SECONDS`; call it in the thread that runs the catalog work)."""
+    with retry_deadline(seconds):
         yield
 
 
