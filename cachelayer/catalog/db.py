@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, Oper
 
 from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS
 from cachelayer.catalog.session import RETRY_OPTION
+from cachelayer.config import mask_secrets
 from cachelayer.errors import CatalogUnavailableError, ConfigError
 
 log = logging.getLogger("cachelayer")
@@ -173,7 +174,7 @@ def current_revision(engine: Engine) -> str | None:
         if not isinstance(exc, OperationalError):
             raise
         raise CatalogUnavailableError(
-            f"cannot open the catalog at {engine.url.render_as_string(hide_password=True)}: "
+            f"cannot open the catalog at {mask_secrets(engine.url.render_as_string(hide_password=True))}: "
             f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
         ) from exc
 
