@@ -11,7 +11,7 @@ from conftest import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cachelayer.config import mask_secrets
+from cachelayer.masking import mask_secrets
 
 SECRET = "hunter2pass"
 

@@ -21,8 +21,8 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, Oper
 
 from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS
 from cachelayer.catalog.session import RETRY_OPTION
-from cachelayer.config import mask_secrets
 from cachelayer.errors import CatalogUnavailableError, ConfigError
+from cachelayer.masking import mask_secrets
 
 log = logging.getLogger("cachelayer")
 

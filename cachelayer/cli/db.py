@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from cachelayer.cli.options import database_option, require_catalog
-from cachelayer.config import mask_secrets
 from cachelayer.errors import ConfigError
+from cachelayer.masking import mask_secrets
 
 __all__ = ["db"]
 
