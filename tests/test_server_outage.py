@@ -85,7 +85,8 @@ def test_catalog_down_and_restarted_under_the_gateway_answers_503_never_500(
 ):
     sim = replicate_simulator
     sim.add_model("acme/painter", outputs=File(b"pixels", filename="p.png"))
-    env = serve_env(sim, s3_server, s3_bucket, own_postgres.url)
+    # a budget far past any client's patience: only the route's own deadline answers in time
+    env = serve_env(sim, s3_server, s3_bucket, own_postgres.url, CACHELAYER_DB_RETRY_SECONDS="600")
     _migrate(_layer(sim, s3_server, s3_bucket, own_postgres.url))
     server = ServeProcess(env, tmp_path / "serve.log", "--workers", "0")
     procs.append(server)
@@ -166,7 +167,14 @@ def test_sigterm_with_the_catalog_down_exits_within_the_grace_and_loses_nothing(
     big = File(size=60 * MB, seed=5, content_type="video/mp4", filename="big.mp4")
     pid = sim.seed_prediction("acme/film", {}, big)
     layer = _layer(sim, s3_server, s3_bucket, own_postgres.url)
-    env = serve_env(sim, s3_server, s3_bucket, own_postgres.url, CACHELAYER_WEBHOOK_SECRET=sim.webhook_secret)
+    env = serve_env(
+        sim,
+        s3_server,
+        s3_bucket,
+        own_postgres.url,
+        CACHELAYER_WEBHOOK_SECRET=sim.webhook_secret,
+        CACHELAYER_DB_RETRY_SECONDS="600",
+    )
     layer.catalog  # noqa: B018 -- migrates the catalog
     server = ServeProcess(env, tmp_path / "serve.log", "--workers", "1", "--grace", "3")
     procs.append(server)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -42,6 +43,7 @@ from cachelayer.server.metrics import CONTENT_TYPE, ServerMetrics
 from cachelayer.server.outage import (
     EXCEPTION_HANDLERS,
     PROBE_RETRY_SECONDS,
+    RouteDeadline,
     describe,
     retry_after,
     route_deadline,
@@ -246,6 +248,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RouteDeadline)],
     )
     app.state.cachelayer = service
     return app

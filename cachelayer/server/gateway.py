@@ -37,7 +37,7 @@ from starlette.responses import Response, StreamingResponse
 
 from cachelayer import gateway_urls
 from cachelayer.errors import CacheLayerError
-from cachelayer.server.outage import describe, retry_after, route_deadline
+from cachelayer.server.outage import describe, retry_after
 
 if TYPE_CHECKING:
     from cachelayer.layer import CacheLayer
@@ -150,14 +150,10 @@ class Gateway:
             lambda: gateway_secret(layer.engine, configured), layer.settings.db_retry_seconds
         )
 
-    def _prepare_for_route(self) -> None:
-        with route_deadline():
-            self._prepare_sync()
-
     async def prepare(self) -> None:
         """Read the gateway secret (generating it on first use) and build the store."""
         if self._secret is None:
-            await run_in_threadpool(self._prepare_for_route)
+            await run_in_threadpool(self._prepare_sync)
 
     @property
     def proxy(self) -> bool:
@@ -181,9 +177,8 @@ class Gateway:
 
     def _lookup_and_sign(self, key: str, sign: bool) -> tuple[_Meta | None, str | None]:
         """One trip off the event loop on a cache miss: the file and, if ``sign``, its URL
-        (catalog retries bounded by :func:`~cachelayer.server.outage.route_deadline`)."""
-        with route_deadline():
-            meta = self._lookup_sync(key)
+        (catalog retries end by the request's :class:`~cachelayer.server.outage.RouteDeadline`)."""
+        meta = self._lookup_sync(key)
         return meta, self._presign_sync(key) if meta is not None and sign else None
 
     async def _lookup(self, key: str, *, sign: bool) -> tuple[_Meta | None, str | None]:

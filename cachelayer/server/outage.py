@@ -1,7 +1,8 @@
 """What the routes of ``cachelayer serve`` answer while the catalog or the store is down.
 
 Every catalog call a route makes goes through the catalog's retry
-(:mod:`cachelayer.catalog.retry`) under :func:`route_deadline`: a PostgreSQL restart of a
+(:mod:`cachelayer.catalog.retry`) under a deadline (:class:`RouteDeadline`, installed on
+the app, for every request; :func:`route_deadline` for a shorter one): a PostgreSQL restart of a
 few seconds is waited out, a longer outage answers ``503 Service Unavailable`` with
 ``Retry-After`` after at most :data:`ROUTE_RETRY_SECONDS` (plus one attempt) instead of
 holding the client for the whole ``CACHELAYER_DB_RETRY_SECONDS``. :data:`EXCEPTION_HANDLERS`
@@ -21,8 +22,9 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cachelayer.catalog.retry import retry_deadline
+from cachelayer.catalog.retry import first_line, retry_deadline
 from cachelayer.errors import CacheLayerError
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "PROBE_RETRY_SECONDS",
     "RETRY_AFTER_SECONDS",
     "ROUTE_RETRY_SECONDS",
+    "RouteDeadline",
     "describe",
     "retry_after",
     "route_deadline",
@@ -62,9 +65,28 @@ def route_deadline(seconds: float = ROUTE_RETRY_SECONDS) -> Iterator[None]:
         yield
 
 
+class RouteDeadline:
+    """ASGI middleware: every catalog retry an HTTP request causes (in its task, or in the
+    threads its handler hands work to: they copy its context) ends within ``seconds`` of
+    the request's start, so no request (and no thread shutdown must wait for) is held for
+    the whole ``CACHELAYER_DB_RETRY_SECONDS`` by a catalog that is down."""
+
+    def __init__(self, app: ASGIApp, seconds: float = ROUTE_RETRY_SECONDS) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with retry_deadline(self.seconds):
+            await self.app(scope, receive, send)
+
+
 def describe(exc: BaseException) -> str:
-    """One line of at most 300 characters naming what failed."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """One line of at most 300 characters naming what failed (the driver's first line for
+    a raw SQLAlchemy error: never its SQL or parameters)."""
+    text = " ".join(first_line(exc).split()) or type(exc).__name__
     return text[:300]
 
 
