@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -130,6 +131,31 @@ def test_an_unexpected_exception_fails_that_file_alone_after_its_attempts(
         assert _stored(layer, pid, 1)
     assert summary.files_stored == 3 and summary.files_failed == 1 and summary.exit_code == 1
     assert summary.failures == {"CopyError": 1}
+
+
+def test_a_pool_that_runs_until_stopped_outlives_an_unexpected_exception(
+    make_layer, replicate_simulator, tmp_path
+):
+    """As serve's workers run: the gremlin file fails, the threads go on copying."""
+    sim = replicate_simulator
+    layer = make_layer(store=_GremlinStore(tmp_path / "objects"), max_attempts=1)
+    bad = sim.seed_prediction("acme/m", {}, File(b"bad", filename="gremlin.txt"))
+    layer.enqueue(sim.prediction(bad))
+    stop = threading.Event()
+    results: list[object] = []
+    runner = threading.Thread(target=lambda: results.append(layer.work(once=False, concurrency=1, stop=stop)))
+    runner.start()
+    try:
+        wait_for(lambda: layer.catalog.files_of(bad)[0].status == "failed", what="the gremlin file failed")
+        later = sim.seed_prediction("acme/m", {}, File(b"later", filename="later.txt"))
+        layer.enqueue(sim.prediction(later))
+        wait_for(lambda: _stored(layer, later, 1), what="a later file stored by the same pool")
+        assert runner.is_alive()
+    finally:
+        stop.set()
+        runner.join(60)
+    assert len(results) == 1  # work() returned its summary: no exception escaped
+    assert layer.catalog.files_of(bad)[0].last_error.startswith("RuntimeError: disk gremlin")
 
 
 def _kill_while_downloading(env: dict[str, str], layer, pid: str, claims: int, log: Path) -> None:
