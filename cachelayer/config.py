@@ -54,7 +54,8 @@ Environment variables (all optional):
                                 ``Authorization: Bearer`` on downloads (https only, unless a
                                 pattern names host and port). Default: the API host of
                                 ``REPLICATE_BASE_URL`` (``api.replicate.com``), plus
-                                ``replicate.delivery,*.replicate.delivery``.
+                                ``replicate.delivery,*.replicate.delivery``. On the API host
+                                only the Files API's ``/v1/files/{id}/download`` gets it.
 ``CACHELAYER_WAIT_TIMEOUT``     seconds ``run``/``persist`` wait for a prediction to finish
                                 (default 1800; ``0``: forever).
 ``CACHELAYER_DB_RETRY_SECONDS`` seconds a catalog transaction is retried after a transient

@@ -143,6 +143,7 @@ class CacheLayer:
             stall_window=s.stall_window,
             api_token=s.replicate_api_token,
             token_hosts=s.token_hosts,
+            api_base_url=s.replicate_base_url,
         )
 
     @cached_property
