@@ -214,3 +214,30 @@ def test_cachelayer_sweep_reports_errors_on_one_line(cli_env, replicate_simulato
     failed = run_cli(cli_env, "sweep")
     assert failed.returncode == 1 and failed.stderr.startswith("cachelayer: error:"), failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_the_listing_is_paged_and_bounded_by_the_window(make_layer, replicate_simulator):
+    sim = replicate_simulator
+    sim.page_size = 2
+    now = sim.clock()
+    ids = [
+        sim.seed_prediction(
+            "acme/painter",
+            {"i": i},
+            File(f"png {i}".encode(), filename="a.png"),
+            created_at=now - timedelta(minutes=5 * i),
+        )
+        for i in range(5)
+    ]
+    old = sim.seed_prediction(
+        "acme/painter", {"i": "old"}, File(b"old", filename="a.png"), created_at=now - timedelta(hours=2)
+    )
+    layer = make_layer()
+
+    summary = layer.sweep()
+
+    assert summary.predictions_listed == 5 and summary.files_stored == 5, summary
+    assert all(stored(layer, pid, 1) for pid in ids)
+    assert layer.catalog.get_prediction(old) is None  # older than the data's lifetime: not listed
+    lists = [r for r in sim.request_log if r.method == "GET" and r.path == "/v1/predictions"]
+    assert len(lists) == 3 and all("created_after" in r.query for r in lists)
