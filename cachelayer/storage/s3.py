@@ -59,17 +59,16 @@ from cachelayer.storage.s3_upload import (
     IncompleteUpload,
     abort_upload,
     list_incomplete_uploads,
-    open_spool,
     put_multipart,
     put_single,
     put_spooled,
-    size_may_spool,
     skip_payload_hash_when_checksummed,
 )
 from cachelayer.storage.s3_upload import describe as _describe
 from cachelayer.storage.s3_upload import error_code as _error_code
 from cachelayer.storage.s3_upload import http_status as _status
 from cachelayer.storage.s3_upload import one_line as _one_line
+from cachelayer.storage.spool import SpoolReservation, reserve_spool
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -336,7 +335,8 @@ class S3Store(Store):
         directory by default) while they are read. ``size`` (bytes, e.g. the source's
         ``Content-Length``) is a hint: a body announced at ``multipart_threshold`` or more
         starts its multipart upload at once instead of being spooled first; so does any body
-        when the spool directory has less than twice ``multipart_threshold`` free. Longer
+        whose spool space cannot be reserved (``storage.spool.SpoolLedger``: free space minus
+        what concurrent uploads booked). Longer
         bodies go as a multipart upload in
         ``multipart_chunksize`` parts, ``max_concurrency`` at a time, each with its
         ``ChecksumSHA256``, then ``sha256`` is added by a server-side copy (objects up to
@@ -364,7 +364,7 @@ class S3Store(Store):
         if cc:
             extra["CacheControl"] = cc
         reader = FullReader(body)
-        spool: BinaryIO | None = None
+        spool: SpoolReservation | None = None
         try:
             # Up to spool_memory_bytes in memory first: a smaller body (the usual image)
             # goes up with one PutObject from memory, its sha256 known before it is sent.
@@ -375,8 +375,8 @@ class S3Store(Store):
                     self.client, self.bucket, key, head, extra, send_checksums=self._send_checksums
                 )
             rest = reader
-            if size_may_spool(len(head), size, self.multipart_threshold, self.spool_dir):
-                spool = open_spool(self.spool_dir, f"s3://{self.bucket}/{key}")
+            spool = reserve_spool(len(head), size, self.multipart_threshold, self.spool_dir)
+            if spool is not None:
                 sha256 = put_spooled(
                     self.client,
                     self.bucket,
@@ -385,13 +385,12 @@ class S3Store(Store):
                     reader,
                     extra,
                     spool=spool,
-                    limit=self.multipart_threshold,
                     send_checksums=self._send_checksums,
                 )
                 if sha256 is not None:
                     return sha256
-                # the body reached multipart_threshold: the spooled bytes become the first parts
-                head, rest = b"", FullReader(cast(BinaryIO, ChainReader(spool, reader)))
+                # the body reached its reservation: the spooled bytes become the first parts
+                head, rest = b"", FullReader(cast(BinaryIO, ChainReader(cast(BinaryIO, spool.file), reader)))
             return put_multipart(
                 self.client,
                 self.bucket,
