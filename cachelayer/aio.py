@@ -90,11 +90,13 @@ class AsyncCacheLayer:
             resp = await self.aclient._async_request("GET", f"/v1/predictions/{prediction_id}")
         return Prediction.from_json(dict(resp.json()))
 
-    async def _wait(self, prediction_id: str) -> Prediction:
+    async def _wait(self, prediction_id: str, deadline: float | None = None) -> Prediction:
         """Poll with async requests until the prediction is terminal, at most
-        ``CACHELAYER_WAIT_TIMEOUT`` seconds (as :meth:`ReplicateApi.wait`)."""
+        ``CACHELAYER_WAIT_TIMEOUT`` seconds (as :meth:`ReplicateApi.wait`), or until
+        ``deadline`` (``anyio.current_time()``) when given."""
         limit = self.sync.settings.wait_timeout
-        deadline = anyio.current_time() + limit if limit > 0 else None
+        if deadline is None and limit > 0:
+            deadline = anyio.current_time() + limit
         while True:
             prediction = await self._get(prediction_id)
             if prediction.terminal:
@@ -118,9 +120,11 @@ class AsyncCacheLayer:
     ) -> PersistResult:
         """``await`` form of :meth:`CacheLayer.run_result`."""
         await self._thread(getattr, self.sync, "persister")  # check the store before paying
-        params.setdefault("wait", True)
+        limit = self.sync.settings.wait_timeout
+        deadline = anyio.current_time() + limit if limit > 0 else None
+        params["wait"] = replicate_api.prefer_wait(params.get("wait", True), limit if limit > 0 else None)
         created = await self._create(ref, input or {}, **params)
-        final = created if created.terminal else await self._wait(created.id)
+        final = created if created.terminal else await self._wait(created.id, deadline)
         if not final.succeeded:
             await self._thread(self.sync.catalog.predictions.record, final)
             replicate_api.check_succeeded(final)

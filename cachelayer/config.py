@@ -54,7 +54,8 @@ Environment variables (all optional):
                                 ``Authorization: Bearer`` on downloads (https only, unless a
                                 pattern names host and port). Default: the API host of
                                 ``REPLICATE_BASE_URL`` (``api.replicate.com``), plus
-                                ``replicate.delivery,*.replicate.delivery``.
+                                ``replicate.delivery,*.replicate.delivery``. On the API host
+                                only the Files API's ``/v1/files/{id}/download`` gets it.
 ``CACHELAYER_WAIT_TIMEOUT``     seconds ``run``/``persist`` wait for a prediction to finish
                                 (default 1800; ``0``: forever).
 ``CACHELAYER_DB_RETRY_SECONDS`` seconds a catalog transaction is retried after a transient
@@ -64,6 +65,9 @@ Environment variables (all optional):
 ``CACHELAYER_WEBHOOK_SECRET``   the ``whsec_...`` secret Replicate signs webhooks with (Standard
                                 Webhooks). Default: read once from Replicate's
                                 ``GET /v1/webhooks/default/secret`` with the API token.
+``CACHELAYER_SWEEP_INTERVAL``   seconds between two sweeps of ``cachelayer serve`` (the catch-up
+                                of missed webhooks, :mod:`cachelayer.sweep`), 0..86400
+                                (default 300; ``0``: no sweep).
 ``CACHELAYER_WEBHOOK_URL``      public URL of ``serve``'s ``/webhooks/replicate`` route;
                                 ``CacheLayer.create`` sends it as the prediction's ``webhook``.
 ``CACHELAYER_GATEWAY_URL``      base URL at which clients reach ``cachelayer serve``; durable URLs
@@ -116,6 +120,10 @@ DEFAULT_DB_RETRY_SECONDS = 60.0
 #: and video models in minutes; a prediction still queued after half an hour is reported
 #: instead of holding the caller. It keeps running at Replicate: ``persist`` it later.
 DEFAULT_WAIT_TIMEOUT = 1800.0
+#: Seconds between two sweeps of ``cachelayer serve`` (``CACHELAYER_SWEEP_INTERVAL``; ``0``
+#: turns the sweep off). Replicate's last webhook retry comes about a minute after a
+#: prediction completes and its data goes an hour later: five minutes leaves eleven passes.
+DEFAULT_SWEEP_INTERVAL = 300.0
 URL_MODES = ("public", "presigned", "s3", "gateway")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 #: Replicate removes input, output and files of API predictions one hour after they finish
@@ -154,6 +162,7 @@ NUMBERS: dict[str, NumberRule] = {
     "stall_window": NumberRule("CACHELAYER_STALL_WINDOW", float, 0, math.inf, "seconds"),
     "wait_timeout": NumberRule("CACHELAYER_WAIT_TIMEOUT", float, 0, math.inf, "seconds"),
     "db_retry_seconds": NumberRule("CACHELAYER_DB_RETRY_SECONDS", float, 0, 86400, "seconds"),
+    "sweep_interval": NumberRule("CACHELAYER_SWEEP_INTERVAL", float, 0, 86400, "seconds"),
 }
 
 
@@ -387,6 +396,7 @@ class Settings:
     token_hosts: tuple[str, ...] = (DEFAULT_API_HOST, *DELIVERY_TOKEN_HOSTS)
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     db_retry_seconds: float = DEFAULT_DB_RETRY_SECONDS
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL
     # cachelayer serve: webhooks and the gateway (issue 10)
     webhook_secret: str | None = None
     webhook_url: str | None = None

@@ -7,6 +7,14 @@ and is verified on the way (size, SHA-256). A source URL that stops answering (4
 or an expired signature) is refreshed through ``predictions.get`` and retried at the same
 output path (:data:`MAX_REFRESHES` times); a transient failure (truncation, a 5xx, a storage
 error) goes back to the queue with a backoff until ``settings.max_attempts`` claims.
+
+**No poison pill.** Any exception while copying one file (encoding, metadata, the store, the
+catalog, a bug) is caught here: it becomes a :class:`~cachelayer.errors.CopyError` whose
+reason is the exception's class and message (cut to :data:`MAX_REASON_CHARS`), retried as a
+transient failure and recorded on that file; it never reaches the worker thread. A claim
+counts an attempt in the claim's own transaction (before any byte moves), so a file whose
+copy kills the process each time is claimed again with one more attempt; the claim after
+the ``settings.max_attempts``-th is not copied but recorded ``failed``.
 """
 
 from __future__ import annotations
@@ -21,14 +29,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO, cast
-from urllib.parse import quote
 
 from cachelayer import expiry
 from cachelayer.catalog.queries import Catalog
-from cachelayer.catalog.records import FileRecord
+from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.config import Settings
 from cachelayer.errors import (
     CacheLayerError,
+    CopyError,
     DisallowedUrlError,
     DownloadError,
     ExpiredDownloadUrlError,
@@ -42,12 +50,14 @@ from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
 from cachelayer.storage.base import Store
 
-__all__ = ["MAX_REFRESHES", "Copier", "DownloadSlot", "FileOutcome", "Refresher"]
+__all__ = ["MAX_REASON_CHARS", "MAX_REFRESHES", "Copier", "DownloadSlot", "FileOutcome", "Refresher"]
 
 log = logging.getLogger("cachelayer")
 
 #: Times a source URL is refreshed through ``predictions.get`` before giving up on it.
 MAX_REFRESHES = 2
+#: Characters of an unexpected exception's message kept in a file's reason.
+MAX_REASON_CHARS = 500
 
 #: ``refresh(prediction_id) -> Prediction``: re-reads a prediction (``predictions.get``).
 Refresher = Callable[[str], Prediction]
@@ -180,15 +190,56 @@ class Copier:
         ``complete_output`` (not with ``claim_next``): the prediction's durable output once
         every file is stored, recorded in the transaction that records this file stored if
         no other is left unstored then (``FileOutcome.output_recorded``; see
-        :meth:`~cachelayer.catalog.queue.QueueRepository.mark_stored_with_output`)."""
+        :meth:`~cachelayer.catalog.queue.QueueRepository.mark_stored_with_output`).
+
+        Never raises (but ``BaseException`` s such as ``KeyboardInterrupt``): any exception
+        is the file's failure (:meth:`unexpected`). A ``pending`` file claimed more than
+        ``settings.max_attempts`` times (its earlier claims ended without an outcome: the
+        process died) is recorded ``failed`` without being copied."""
         self.heartbeat.add(row.id)
         try:
-            outcome = self._transfer(row, url, finished_at, claim_next, download_slots, complete_output)
+            if row.status == FileStatus.PENDING and row.attempts > self.settings.max_attempts:
+                outcome = self._exhausted(row)
+            else:
+                outcome = self._transfer(row, url, finished_at, claim_next, download_slots, complete_output)
+        except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, stays its own
+            outcome = self.unexpected(row, exc)
         finally:
             self.heartbeat.discard(row.id)
         for nxt in outcome.claimed:
             self.heartbeat.add(nxt.id)
         return outcome
+
+    def unexpected(self, row: FileRecord, exc: Exception) -> FileOutcome:
+        """Record an exception no typed error covers (or a typed one the copy did not
+        expect, such as a catalog outage while recording) as ``row``'s failure: a
+        :class:`CacheLayerError` as it is, anything else as a :class:`CopyError` reading
+        ``"<class>: <message>"`` (cut to :data:`MAX_REASON_CHARS`). Transient: back to the
+        queue with a backoff until ``settings.max_attempts`` claims, then ``failed``. If even
+        that cannot be recorded (the catalog is down), it is logged and the lease lapses
+        (the claim's attempt is already counted). Never raises an ``Exception``."""
+        if isinstance(exc, CacheLayerError):
+            err: CacheLayerError = exc
+        else:
+            message = " ".join(str(exc).split())
+            if len(message) > MAX_REASON_CHARS:
+                message = message[: MAX_REASON_CHARS - 3] + "..."
+            err = CopyError(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+        log.debug("unexpected failure copying %s", row.key, exc_info=exc)
+        try:
+            return self._fail(row, err, "failed", None, retryable=True)
+        except Exception as again:  # noqa: BLE001 - the catalog is down too: the lease lapses
+            log.warning("could not record the failure of %s: %s", row.key, again)
+            return FileOutcome(row, error=err)
+
+    def _exhausted(self, row: FileRecord) -> FileOutcome:
+        """``row`` claimed more than ``max_attempts`` times without an outcome: failed."""
+        earlier = f"; last error: {row.last_error}" if row.last_error else ""
+        exc = CopyError(
+            f"gave up after {self.settings.max_attempts} attempts: the process copying it "
+            f"stopped before recording an outcome each time{earlier}"
+        )
+        return self._fail(row, exc, "failed", None)
 
     def release(self, rows: list[FileRecord]) -> None:
         """Give back files claimed ahead and not copied (a stopping worker)."""
@@ -298,7 +349,8 @@ class Copier:
                 or _guess_type(row.key)
                 or "application/octet-stream"
             )
-            metadata = {"prediction-id": row.prediction_id, "output-path": quote(row.output_path, safe="/~")}
+            # any text: the store encodes what its metadata cannot carry (S3: percent-encoding)
+            metadata = {"prediction-id": row.prediction_id, "output-path": row.output_path}
             body = cast(BinaryIO, dl)  # a readable stream: put() only calls read(n)
             sha256 = self.store.put(
                 row.key,

@@ -109,6 +109,13 @@ class RerunError(CacheLayerError):
     version or deployment to rerun)."""
 
 
+class CopyError(CacheLayerError):
+    """Copying one output file failed for a reason no other error types: an unexpected
+    exception (the message is its class and message, cut to 500 characters), or a file
+    claimed ``CACHELAYER_MAX_ATTEMPTS`` times whose process never recorded an outcome (it
+    died each time). Recorded on that file (``last_error``); the other files go on."""
+
+
 class MalformedOutputError(CacheLayerError):
     """A prediction output cannot be walked: it contains a reference cycle (only possible
     for Python objects handed in by a caller; JSON has none)."""

@@ -33,11 +33,10 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import requests
 import urllib3
@@ -63,7 +62,14 @@ from cachelayer.errors import (
     TruncatedDownloadError,
 )
 from cachelayer.netguard import GuardedAdapter
-from cachelayer.urls import AddressPolicy, SourceUrl, filename_of, parse_source_url
+from cachelayer.urls import (
+    AddressPolicy,
+    ApiOrigin,
+    SourceUrl,
+    filename_of,
+    parse_source_url,
+    signed_url_expired,
+)
 
 __all__ = [
     "DEFAULT_DOWNLOAD_TIMEOUT",
@@ -112,26 +118,6 @@ def host_allowed(url: str, patterns: tuple[str, ...] | list[str]) -> bool:
     except DisallowedUrlError:
         return False
     return True
-
-
-def signed_url_expired(url: str, now: float | None = None) -> bool:
-    """Whether ``url`` carries a signature expiry that has passed; never raises.
-
-    Understands SigV4 query signing (``X-Amz-Date`` + ``X-Amz-Expires``, AWS docs
-    "Authenticating Requests: Using Query Parameters") and the ``Expires=<unix seconds>``
-    form used by SigV2 and CloudFront/GCS signed URLs.
-    """
-    now = time.time() if now is None else now
-    try:
-        q = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items() if v}
-        if "x-amz-date" in q and "x-amz-expires" in q:
-            start = datetime.strptime(q["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-            return start.timestamp() + int(q["x-amz-expires"]) < now
-        if "expires" in q and q["expires"].isdigit():
-            return int(q["expires"]) < now
-    except (ValueError, OverflowError):
-        return False
-    return False
 
 
 #: The deadline (``time.monotonic()``) of the request the current thread is sending, read
@@ -385,8 +371,11 @@ class Fetcher:
     ``api_token`` and ``token_hosts``: ``Authorization: Bearer <api_token>`` is sent on a
     request (each redirect hop decided anew) only when its host matches a ``token_hosts``
     pattern (default :data:`DEFAULT_TOKEN_HOSTS`) and it is ``https``, or the matching
-    pattern names the host and port explicitly (a local simulator on ``http``). Never to any
-    other host, allow-listed or not. ``api_token=None``: no header at all.
+    pattern names the host and port explicitly (a local simulator on ``http``); on the API
+    origin of ``api_base_url`` (``REPLICATE_BASE_URL``; ``None``: api.replicate.com) only to
+    its file download path, and any other URL in its namespace is refused
+    (:class:`~cachelayer.urls.ApiOrigin`). Never to any other host, allow-listed or not.
+    ``api_token=None``: no header at all.
 
     Thread-safe: the session's connection pool is shared by the transfer threads.
     """
@@ -405,6 +394,7 @@ class Fetcher:
         stall_window: float | None = DEFAULT_STALL_WINDOW,
         api_token: str | None = None,
         token_hosts: Sequence[str] | None = None,
+        api_base_url: str | None = None,
     ) -> None:
         self.allowed_hosts = tuple(allowed_hosts)
         self.policy = AddressPolicy(self.allowed_hosts)
@@ -413,6 +403,7 @@ class Fetcher:
             setting="CACHELAYER_TOKEN_HOSTS",
         )
         self._api_token = api_token or None
+        self.api_origin = ApiOrigin.from_base_url(api_base_url)
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.download_timeout = _nonneg("CACHELAYER_DOWNLOAD_TIMEOUT", download_timeout) or None
@@ -449,11 +440,14 @@ class Fetcher:
         """Check ``url`` before any request; returns the parsed URL (``None`` for a
         ``data:`` URI). Raises :class:`~cachelayer.errors.MalformedUrlError`,
         :class:`DisallowedUrlError` (another scheme, host not allowed, non-public IP literal
-        under a wildcard) or :class:`SourceGoneError` (a signed URL past its expiry)."""
+        under a wildcard, an API call on the API origin) or :class:`SourceGoneError` (a
+        signed URL past its expiry)."""
         if isinstance(url, str) and url[:5].lower() == "data:":
             return None
         parsed = parse_source_url(url)
         self.policy.check(parsed)
+        if (refused := self.api_origin.refusal(parsed)) is not None:
+            raise refused
         if signed_url_expired(url):
             raise SourceGoneError(f"{url[:200]}: signed URL is past its expiry", url=url, status=None)
         return parsed
@@ -463,7 +457,7 @@ class Fetcher:
         if self._api_token is None:
             return False
         pattern = self.token_policy.match(parsed.host, parsed.port)
-        if pattern is None:
+        if pattern is None or (self.api_origin.holds(parsed) and not self.api_origin.serves_files(parsed)):
             return False
         return parsed.scheme == "https" or (pattern.explicit and pattern.port is not None)
 

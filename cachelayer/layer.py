@@ -2,8 +2,9 @@
 
 It builds each part on first use (catalog, store, Replicate API, fetcher, copier, persister)
 and delegates every call to the module that owns the concept: :mod:`cachelayer.persist`
-(the persist policy), :mod:`cachelayer.scan` (backfill), :mod:`cachelayer.workers` (the
-queue), :mod:`cachelayer.verify`. It holds no policy of its own.
+(the persist policy), :mod:`cachelayer.scan` (backfill), :mod:`cachelayer.sweep` (the
+catch-up of missed webhooks), :mod:`cachelayer.workers` (the queue), :mod:`cachelayer.verify`.
+It holds no policy of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cachelayer.persist import OnExpired, Persister, PersistResult
 from cachelayer.prediction import Prediction
 from cachelayer.replicate_api import ReplicateApi, check_succeeded, make_client
 from cachelayer.storage import Store, open_store
+from cachelayer.sweep import Sweep, SweepSummary
 from cachelayer.verify import VerifyReport, verify
 from cachelayer.workers import BackfillSummary, ProgressFn
 
@@ -143,6 +145,7 @@ class CacheLayer:
             stall_window=s.stall_window,
             api_token=s.replicate_api_token,
             token_hosts=s.token_hosts,
+            api_base_url=s.replicate_base_url,
         )
 
     @cached_property
@@ -381,6 +384,28 @@ class CacheLayer:
             retry_failed=retry_failed,
             progress=progress,
         )
+
+    def sweep(
+        self, *, copy: bool = True, concurrency: int | None = None, stop: threading.Event | None = None
+    ) -> SweepSummary:
+        """One pass of the sweep, the catch-up of missed webhooks (see :mod:`cachelayer.sweep`):
+        predictions created since the sweep's checkpoint (less an overlap; the last hour,
+        the data's lifetime, the first time) are listed and each finished one whose files
+        are not recorded is recorded and queued; predictions recorded as
+        ``starting``/``processing`` are re-read by id and handled once finished. The
+        checkpoint moves only after a complete pass.
+
+        ``copy``: copy what is queued with ``concurrency`` threads (default the
+        ``concurrency`` setting) and return once the queue is drained; ``False``: record and
+        queue only (serve's workers or ``cachelayer worker`` copy). ``stop``: set it to end
+        the pass early (``summary.stopped``). Returns a
+        :class:`~cachelayer.sweep.SweepSummary`. Raises
+        :class:`~cachelayer.errors.ReplicateConfigError` without a token, Replicate errors of
+        the list call (after the client's retries on 429/503) and catalog outages; the
+        checkpoint is then where it was."""
+        persister = self.persister  # checks the store before anything is listed
+        threads = (concurrency or self.settings.concurrency) if copy else 0
+        return Sweep(self.api, self.catalog, persister, stop=stop).run(self.copier if copy else None, threads)
 
     def work(
         self,

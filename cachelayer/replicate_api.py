@@ -38,7 +38,15 @@ from cachelayer.errors import (
 )
 from cachelayer.prediction import Prediction, is_version_id
 
-__all__ = ["ModelRef", "ReplicateApi", "check_succeeded", "make_client", "parse_ref"]
+__all__ = [
+    "MAX_PREFER_WAIT",
+    "ModelRef",
+    "ReplicateApi",
+    "check_succeeded",
+    "make_client",
+    "parse_ref",
+    "prefer_wait",
+]
 
 log = logging.getLogger("cachelayer")
 
@@ -46,6 +54,25 @@ log = logging.getLogger("cachelayer")
 CREATE_ATTEMPTS = 5
 CREATE_MAX_DELAY = 30.0
 _RETRY_STATUSES = (429, 503)
+#: Longest ``Prefer: wait`` Replicate holds a create, in seconds: ``wait`` means up to 60 s,
+#: ``wait=N`` takes N in 1..60 (replicate-openapi.json, "Prefer" header of the creates).
+MAX_PREFER_WAIT = 60
+
+
+def prefer_wait(wait: Any, left: float | None) -> bool | int | None:
+    """What a create sends as ``Prefer`` when ``left`` seconds remain of the caller's wait
+    (``None``: no limit): ``True`` (``Prefer: wait``) for an unbounded ``wait=True``;
+    otherwise ``N`` (``Prefer: wait=N``) with ``N`` at most ``left`` (rounded down), the
+    ``wait`` asked for and :data:`MAX_PREFER_WAIT`; ``None`` (no header) when ``wait`` is
+    false or less than one second is left, since Replicate takes no ``wait=0``."""
+    if not wait:
+        return None
+    if wait is True and left is None:
+        return True
+    n = MAX_PREFER_WAIT if wait is True else min(int(wait), MAX_PREFER_WAIT)
+    if left is not None:
+        n = min(n, int(left))
+    return n if n >= 1 else None
 
 
 def make_client(api_token: str | None, base_url: str | None, ca_bundle: str | None) -> ReplicateClient:
@@ -199,6 +226,11 @@ class ReplicateApi:
         the whole wait: past it raises :class:`WaitTimeoutError` (nothing is recorded)."""
         limit = self.wait_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit if limit and limit > 0 else None
+        return self._wait_until(prediction_id, deadline, limit)
+
+    def _wait_until(self, prediction_id: str, deadline: float | None, limit: float) -> Prediction:
+        """:meth:`wait` until ``deadline`` (``time.monotonic()``; ``None``: none); the
+        :class:`WaitTimeoutError` names ``limit`` seconds."""
         while True:
             prediction = self.get(prediction_id)
             if prediction.terminal:
@@ -293,18 +325,26 @@ class ReplicateApi:
         extra: dict[str, Any] = {}
         if wait:
             # Prefer: wait (up to 60 s) or wait=N (1-60 s); the read waits that long plus slack.
-            extra["headers"] = {"Prefer": "wait" if wait is True else f"wait={int(wait)}"}
-            extra["timeout"] = httpx.Timeout(5.0, read=(60.0 if wait is True else float(wait)) + 5.0)
+            seconds = MAX_PREFER_WAIT if wait is True else min(int(wait), MAX_PREFER_WAIT)
+            extra["headers"] = {"Prefer": "wait" if wait is True else f"wait={seconds}"}
+            extra["timeout"] = httpx.Timeout(5.0, read=seconds + 5.0)
         return dict(c._request("POST", path, json=body, **extra).json())
 
-    def create_and_wait(self, ref: str, input: dict[str, Any], **params: Any) -> Prediction:
+    def create_and_wait(
+        self, ref: str, input: dict[str, Any], *, timeout: float | None = None, **params: Any
+    ) -> Prediction:
         """:meth:`create` with ``Prefer: wait`` then :meth:`wait`; returns the terminal
         prediction (of any status: check it with :func:`check_succeeded`). A prediction that
         finished within the ``Prefer: wait`` window is returned as created, without a re-read
-        (its URLs are fresh)."""
-        params.setdefault("wait", True)
+        (its URLs are fresh). ``timeout`` (seconds, default :attr:`wait_timeout`; ``0`` =
+        none) bounds the whole wait, the create's included: it sends ``Prefer: wait=N`` with
+        ``N`` no more than the timeout (:func:`prefer_wait`) and polls for what is left, then
+        raises :class:`WaitTimeoutError`."""
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit if limit and limit > 0 else None
+        params["wait"] = prefer_wait(params.get("wait", True), limit if deadline is not None else None)
         created = self.create(ref, input, **params)
-        return created if created.terminal else self.wait(created.id)
+        return created if created.terminal else self._wait_until(created.id, deadline, limit)
 
     @staticmethod
     def _typed(data: Any, what: str) -> Prediction:

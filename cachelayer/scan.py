@@ -34,7 +34,17 @@ from cachelayer.prediction import Prediction, parse_time
 from cachelayer.replicate_api import ReplicateApi
 from cachelayer.workers import BackfillSummary, ProgressFn, Tally, WorkerPool, finish
 
-__all__ = ["WEB_LISTING_DAYS", "FirstPageAhead", "PageSource", "ScanFilter", "backfill"]
+__all__ = [
+    "WEB_LISTING_DAYS",
+    "FirstPageAhead",
+    "PageSource",
+    "QueuedFn",
+    "Scan",
+    "ScanFilter",
+    "backfill",
+    "beside_pool",
+    "queue_prediction",
+]
 
 log = logging.getLogger("cachelayer")
 
@@ -43,6 +53,9 @@ WEB_LISTING_DAYS = 14
 #: Files queued by a scan after which it has PostgreSQL refresh the queue's planner
 #: statistics once (:meth:`~cachelayer.catalog.queue.QueueRepository.analyze`).
 ANALYZE_AFTER_FILES = 1000
+
+#: ``on_queued(prediction, files)``: ``files`` files of ``prediction`` were just queued.
+QueuedFn = Callable[[Prediction, int], None]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -169,11 +182,18 @@ class Scan:
         *,
         limit: int | None,
         dry_run: bool,
-        on_queued: Callable[[Prediction, int], None] | None = None,
+        on_queued: QueuedFn | None = None,
+        checkpoint: bool = True,
+        take: Callable[[Prediction], int] | None = None,
     ) -> None:
         self.api, self.catalog, self.persister = api, catalog, persister
         self.flt, self.tally, self.limit, self.dry_run = flt, tally, limit, dry_run
         self.on_queued = on_queued  # on_queued(p, n): n files of prediction p were just queued
+        # checkpoint=False: no resume; the caller keeps its own (the sweep's)
+        self.checkpoint = checkpoint and not dry_run
+        # take(p) -> files queued: what is done with each prediction listed (default: record
+        # and queue, see queue_prediction)
+        self.take = take or self._take
         self.seen = 0
         self.analyzed = False
 
@@ -186,8 +206,12 @@ class Scan:
                 f"Replicate lists web predictions of the last {WEB_LISTING_DAYS} days only; "
                 "older ones are not reachable through the API"
             )
+        if not self.checkpoint:
+            self._pages(None, stop_at=None, name=None, state={})
+            self.tally.summary.scan_complete = True
+            return
         name = flt.checkpoint_name()
-        saved = None if self.dry_run else self.catalog.checkpoints.load(name)
+        saved = self.catalog.checkpoints.load(name)
         cursor, state = (saved.cursor, dict(saved.state)) if saved is not None else (None, {})
         if state.get("complete"):
             cursor, state = None, {}
@@ -239,7 +263,7 @@ class Scan:
                 self.seen += 1
                 self.tally.add(predictions_scanned=1)
                 try:
-                    queued = self._take(p)
+                    queued = self.take(p)
                 except CatalogWriteError as exc:  # one bad record never stops the rest
                     log.warning("could not record prediction %s: %s", p.id, exc)
                     self.tally.prediction_failed(type(exc).__name__)
@@ -247,7 +271,7 @@ class Scan:
                 if queued and self.on_queued is not None:
                     self.on_queued(p, queued)  # copying starts now, not when the page is done
             link = None if stop else next_link
-            if name is not None and not self.dry_run:
+            if name is not None and self.checkpoint:
                 if newest_seen and not state.get("newest"):
                     state["newest"] = _iso(newest_seen)
                 state.update(predictions_scanned=self.seen, complete=link is None)
@@ -270,20 +294,48 @@ class Scan:
                 predictions_removed=int(p.data_removed),
             )
             return 0
-        if p.data_removed:
-            tally.add(predictions_removed=1)
-            for o in self.persister.copy_files(p).files:  # marks unstored files expired; no download
-                tally.outcome(o)
-            return 0
-        rows = self.persister.record(p)
-        queued = sum(r.status != "stored" for r in rows)
-        tally.add(files_queued=queued, files_skipped=len(rows) - queued)
-        # data: payloads are not kept in the catalog: copy them now, while they are in hand.
-        inline = {f.path: f.url for f in find_files(p.output) if f.url.startswith("data:")}
-        for row in rows:
-            if row.status != "stored" and row.output_path in inline:
-                tally.outcome(self.persister.copier.copy(row, inline[row.output_path], p.finished_at))
-        return queued
+        return queue_prediction(self.persister, tally, p)
+
+
+def queue_prediction(persister: Persister, tally: Tally, p: Prediction) -> int:
+    """Record ``p`` and queue each of its files not yet stored, as a backfill does; returns
+    how many were queued. A prediction whose data is gone (``data_removed``) has its
+    unstored files marked ``expired`` with that reason, and nothing queued; ``data:``
+    payloads (never kept in the catalog) are copied at once, while they are in hand.
+    Counts go to ``tally``. Raises :class:`~cachelayer.errors.CatalogWriteError` when the
+    catalog refuses the prediction (nothing of it is written) and catalog outages."""
+    if p.data_removed:
+        tally.add(predictions_removed=1)
+        for o in persister.copy_files(p).files:  # marks unstored files expired; no download
+            tally.outcome(o)
+        return 0
+    rows = persister.record(p)
+    queued = sum(r.status != "stored" for r in rows)
+    tally.add(files_queued=queued, files_skipped=len(rows) - queued)
+    inline = {f.path: f.url for f in find_files(p.output) if f.url.startswith("data:")}
+    for row in rows:
+        if row.status != "stored" and row.output_path in inline:
+            tally.outcome(persister.copier.copy(row, inline[row.output_path], p.finished_at))
+    return queued
+
+
+def beside_pool(
+    catalog: Catalog, copier: Copier, tally: Tally, concurrency: int, scan: Callable[[QueuedFn], None]
+) -> None:
+    """Run ``scan(on_queued)`` while ``concurrency`` worker threads copy what it queues
+    (``0``: none); returns once the scan is done and the queue is drained (files other
+    processes hold are waited for: :class:`~cachelayer.workers.WorkerPool` with ``once``).
+    Dead local leases are released first. Raises what the scan or a worker raised."""
+    release_dead_local_leases(catalog)
+    scan_done = threading.Event()
+    pool = WorkerPool(catalog, copier, tally, concurrency, scan_done=scan_done, once=True)
+    threads = pool.start()
+    try:
+        scan(pool.queued)
+    finally:
+        scan_done.set()
+        pool.notify()
+        pool.join(threads)
 
 
 def backfill(
@@ -313,16 +365,11 @@ def backfill(
         return tally.summary
     if retry_failed:
         tally.add(files_requeued=requeue_failed(catalog.engine))
-    release_dead_local_leases(catalog)
-    scan_done = threading.Event()
-    pool = WorkerPool(catalog, copier, tally, 0 if scan_only else concurrency, scan_done=scan_done, once=True)
-    threads = pool.start()
-    try:
-        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_queued=pool.queued).run()
-    finally:
-        scan_done.set()
-        pool.notify()
-        pool.join(threads)
+
+    def scan(on_queued: QueuedFn) -> None:
+        Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_queued=on_queued).run()
+
+    beside_pool(catalog, copier, tally, 0 if scan_only else concurrency, scan)
     if on_expired == "rerun":
         _rerun_expired(catalog, persister, tally, sorted(tally.expired_predictions))
     finish(catalog, tally)

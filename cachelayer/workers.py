@@ -7,6 +7,10 @@ once for processes of this host, after the lease for others). With ``once``, the
 until nothing is left: it also waits for files other processes hold until they are stored
 or their leases lapse (then takes them over), so a survivor of a killed worker finishes its
 work. :class:`BackfillSummary` counts what a run did.
+
+A file that cannot be copied fails alone (:meth:`cachelayer.copier.Copier.copy_claimed`
+never raises); a pool that runs until stopped (``serve``) also outlives a catalog that
+cannot hand out claims, trying again with a backoff up to 30 s.
 """
 
 from __future__ import annotations
@@ -308,13 +312,20 @@ class WorkerPool:
         # Steady state is one catalog transaction per file: recording a file stored also
         # claims this thread's next one (Copier.copy_claimed(claim_next=1)).
         ahead: list[FileRecord] = []
+        failures = 0  # claims in a row that raised (a catalog outage), for the backoff
         try:
             while not self.stop.is_set():
-                row = (
-                    ahead.pop(0)
-                    if ahead
-                    else self.catalog.queue.claim_next(self.copier.owner, self.copier.lease_seconds)
-                )
+                try:
+                    row = self._next(ahead)
+                except Exception as exc:
+                    if self.once:
+                        raise  # a run that ends reports it (the CLI: one line, exit 1)
+                    failures += 1
+                    delay = min(30.0, self.idle_poll * 2**failures)
+                    log.warning("could not claim a file (%s); trying again in %.0f s", exc, delay)
+                    self.stop.wait(delay)
+                    continue
+                failures = 0
                 if row is None:
                     if self._idle():
                         self.notify()  # the others need not sleep out their poll to see it
@@ -325,19 +336,30 @@ class WorkerPool:
                     self.tally.retried()
                 self._count_busy(1)
                 try:
-                    outcome = self.copier.copy_claimed(
-                        row,
-                        self._source_url(row),
-                        self._finished_at(row.prediction_id),
-                        claim_next=0 if ahead else 1,
-                        download_slots=self.download_slots,
-                    )
+                    outcome = self._copy(row, claim_next=0 if ahead else 1)
                     ahead.extend(outcome.claimed)
                     self.tally.outcome(outcome)
                 finally:
                     self._count_busy(-1)
         finally:
             self.copier.release(ahead)
+
+    def _next(self, ahead: list[FileRecord]) -> FileRecord | None:
+        """The next file of this thread: one claimed ahead, else a fresh claim."""
+        if ahead:
+            return ahead.pop(0)
+        return self.catalog.queue.claim_next(self.copier.owner, self.copier.lease_seconds)
+
+    def _copy(self, row: FileRecord, *, claim_next: int) -> FileOutcome:
+        """Copy one claimed file; whatever fails (reading its source URL or completion time
+        from the catalog included) is that file's outcome, never this thread's end."""
+        try:
+            url, finished_at = self._source_url(row), self._finished_at(row.prediction_id)
+        except Exception as exc:  # noqa: BLE001 - the file's failure, recorded on it
+            return self.copier.unexpected(row, exc)
+        return self.copier.copy_claimed(
+            row, url, finished_at, claim_next=claim_next, download_slots=self.download_slots
+        )
 
     def _guarded(self) -> None:
         try:

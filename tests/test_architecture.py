@@ -119,6 +119,7 @@ LOWER_PREFIXES = (
     "cachelayer.leases",
     "cachelayer.workers",
     "cachelayer.scan",
+    "cachelayer.sweep",
     "cachelayer.verify",
 )
 

@@ -96,7 +96,7 @@ def test_metrics_count_copies_webhooks_and_gateway_requests(make_layer, served, 
     assert m[("cachelayer_gateway_requests_total", (("status", "403"),))] == 1
     assert m[("cachelayer_gateway_request_seconds_count", ())] == 2
     health = httpx.get(f"{server.url}/healthz").json()
-    assert health == {"status": "ok", "catalog": "ok", "workers": "running"}
+    assert health == {"status": "ok", "catalog": "ok", "workers": "running", "sweep": None}
 
 
 def test_healthz_answers_503_when_the_catalog_is_gone(request, served, catalog_url):

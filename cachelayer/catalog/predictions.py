@@ -21,6 +21,8 @@ __all__ = ["PredictionRepository", "check_prediction_id", "record_in", "set_dura
 
 #: Ids looked up per statement by :meth:`PredictionRepository.get_many`.
 LOOKUP_BATCH = 500
+#: Statuses of a prediction that has not finished (Replicate's API reference).
+UNFINISHED = ("starting", "processing")
 
 
 def check_prediction_id(prediction_id: str, model: str | None = None) -> None:
@@ -223,3 +225,29 @@ class PredictionRepository:
                 )
             ]
         )
+
+    # ---- the sweep (cachelayer.sweep) ---------------------------------------------------
+
+    def unfinished(self, limit: int) -> list[str]:
+        """Ids of up to ``limit`` predictions recorded as ``starting`` or ``processing``
+        whose data is not known to be gone, oldest first: the ones the sweep re-reads
+        until they finish."""
+        stmt = (
+            select(Prediction.id)
+            .where(Prediction.status.in_(UNFINISHED), Prediction.data_removed.is_(False))
+            .order_by(Prediction.created_at, Prediction.id)
+            .limit(limit)
+        )
+        return self.db.read(lambda s: list(s.scalars(stmt)))
+
+    def mark_lost(self, prediction_id: str, reason: str) -> bool:
+        """Record that an unfinished prediction can no longer be read from Replicate (e.g.
+        ``GET /v1/predictions/{id}`` answered 404): ``data_removed`` with ``reason`` as its
+        ``error``, so the sweep stops re-reading it. A finished row is left alone. Returns
+        whether a row was updated."""
+        stmt = (
+            _PREDICTIONS.update()
+            .where(_PREDICTIONS.c.id == prediction_id, _PREDICTIONS.c.status.in_(UNFINISHED))
+            .values(data_removed=True, error=reason, updated_at=utcnow())
+        )
+        return self.db.write_core(lambda c: bool(c.execute(stmt).rowcount), prediction_id=prediction_id)

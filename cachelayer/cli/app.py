@@ -2,8 +2,8 @@
 exit statuses.
 
 Every command lives in a command module (:mod:`cachelayer.cli.copy`,
-:mod:`~cachelayer.cli.backfill`, :mod:`~cachelayer.cli.catalog`, :mod:`~cachelayer.cli.db`,
-:mod:`~cachelayer.cli.demo`, :mod:`cachelayer.server.command`) and is named in
+:mod:`~cachelayer.cli.backfill`, :mod:`~cachelayer.cli.sweep`, :mod:`~cachelayer.cli.catalog`,
+:mod:`~cachelayer.cli.db`, :mod:`~cachelayer.cli.demo`, :mod:`cachelayer.server.command`) and is named in
 :data:`COMMANDS`; the group imports a command's module only when that command runs (or
 ``cachelayer --help`` lists them all), so ``cachelayer --version`` loads click alone and each
 command loads what it needs: ``ls`` no Replicate client, ``backfill`` no Starlette. Nothing
@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "persist": "cachelayer.cli.copy:persist",
     "backfill": "cachelayer.cli.backfill:backfill",
     "worker": "cachelayer.cli.backfill:worker",
+    "sweep": "cachelayer.cli.sweep:sweep",
     "ls": "cachelayer.cli.catalog:ls_command",
     "show": "cachelayer.cli.catalog:show_command",
     "resolve": "cachelayer.cli.catalog:resolve_command",

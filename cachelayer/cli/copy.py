@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from cachelayer.cli.formatting import write_json, write_text
 from cachelayer.cli.options import open_layer, settings_options
 from cachelayer.errors import CacheLayerError, ConfigError
 
@@ -21,16 +22,17 @@ __all__ = ["parse_inputs", "persist", "print_output", "run"]
 
 def print_output(output: Any, as_json: bool) -> None:
     """Durable output on stdout: JSON with ``--json``; otherwise one URL per line for a
-    string or a flat list of strings, indented JSON for anything else."""
+    string or a flat list of strings, indented JSON for anything else (what stdout cannot
+    encode escaped, :func:`~cachelayer.cli.formatting.escaping`)."""
     if as_json:
-        click.echo(json.dumps(output))
+        write_json(output, compact=True)
     elif isinstance(output, str):
-        click.echo(output)
+        write_text(output)
     elif isinstance(output, list) and all(isinstance(v, str) for v in output):
         for v in output:
-            click.echo(v)
+            write_text(v)
     else:
-        click.echo(json.dumps(output, indent=2))
+        write_json(output)
 
 
 def parse_inputs(pairs: tuple[str, ...]) -> dict[str, Any]:

@@ -23,10 +23,20 @@ Conventions (clig.dev, and what ``docker ps`` / ``kubectl get`` do):
   (``2026-11-20T23:05:16.760091Z``); sizes are integers in bytes; unknown values are
   ``null`` in JSON and empty in CSV; nested values (a prediction's input) are JSON in CSV.
 * Only data goes to stdout; counts, progress and next-page hints go to stderr.
+* **Every text prints**, whatever it holds and whatever stdout's encoding (``LANG=C``,
+  ``PYTHONIOENCODING=ascii``, a pipe): each writer escapes what the stream cannot encode,
+  lone surrogates (``\\ud800``, which no UTF-8 stream takes) included. In ``json``/``jsonl``
+  as ``\\uXXXX`` escapes (valid JSON that parses back to the same strings: nothing is
+  lost); in ``table`` and ``csv`` as backslash escapes (``\\ud800``, ``\\xe9``). Table cells
+  also escape what could drive a terminal or break a row: C0 and C1 control characters,
+  DEL, line and paragraph separators and bidirectional overrides (``\\x1b``, ``\\x9b``,
+  ``\\u202e``); ``csv`` keeps control characters (quoted) as data. One place:
+  :func:`escaping`.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import os
@@ -34,7 +44,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from rich.cells import cell_len
 
@@ -45,11 +55,13 @@ __all__ = [
     "DEFAULT_FORMAT",
     "FORMATS",
     "Column",
+    "escaping",
     "jsonable",
     "use_rich",
     "write_fields",
     "write_json",
     "write_records",
+    "write_text",
 ]
 
 FORMATS = ("table", "json", "jsonl", "csv")
@@ -96,8 +108,65 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
 
 
-_ESCAPES = {i: f"\\x{i:02x}" for i in [*range(32), 127]}
+#: Table-cell escapes: C0, DEL and C1 controls (ESC and CSI drive terminals), line and
+#: paragraph separators, bidirectional embeddings/overrides/isolates (they reorder what is
+#: shown), and lone surrogates (no encoding takes them).
+_ESCAPES: dict[int, str] = {i: f"\\x{i:02x}" for i in [*range(32), *range(127, 160)]}
 _ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_ESCAPES.update({i: f"\\u{i:04x}" for i in [0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
+_ESCAPES.update({i: f"\\u{i:04x}" for i in range(0xD800, 0xE000)})
+
+
+def _json_escape(err: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: what a stream cannot encode, as JSON ``\\uXXXX`` escapes
+    (UTF-16 surrogate pairs above U+FFFF). Valid only inside JSON strings, which is where
+    every non-ASCII character of a JSON document is."""
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    parts = []
+    for ch in err.object[err.start : err.end]:
+        cp = ord(ch)
+        if cp > 0xFFFF:
+            cp -= 0x10000
+            parts.append(f"\\u{0xD800 | (cp >> 10):04x}\\u{0xDC00 | (cp & 0x3FF):04x}")
+        else:
+            parts.append(f"\\u{cp:04x}")
+    return "".join(parts), err.end
+
+
+codecs.register_error("cachelayer-json", _json_escape)
+
+
+class _Escaping:
+    """``out`` whose ``write`` first escapes what ``out``'s encoding cannot take (see
+    :func:`escaping`); every other attribute is ``out``'s."""
+
+    def __init__(self, out: TextIO, errors: str) -> None:
+        self._out = out
+        self._errors = errors
+        encoding = getattr(out, "encoding", None) or "utf-8"
+        try:
+            self._encoding = codecs.lookup(encoding).name
+        except LookupError:
+            self._encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        if not text.isascii():
+            text = text.encode(self._encoding, self._errors).decode(self._encoding)
+        return self._out.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._out, name)
+
+
+def escaping(out: TextIO | None = None, *, json_text: bool = False) -> TextIO:
+    """``out`` (default stdout) wrapped so that every text written to it prints: characters
+    its encoding cannot take (lone surrogates always; ``é`` on an ASCII stream) are written
+    as ``\\uXXXX`` escapes when ``json_text`` (the text is JSON: escapes inside its strings
+    keep it valid and lossless) and as backslash escapes (``backslashreplace``) otherwise.
+    Never raises ``UnicodeEncodeError``."""
+    out = out if out is not None else sys.stdout
+    return cast(TextIO, _Escaping(out, "cachelayer-json" if json_text else "backslashreplace"))
 
 
 def _cell(value: Any) -> str:
@@ -107,7 +176,7 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
-        return _dumps(value, separators=(",", ":"))
+        return _dumps(value, separators=(",", ":")).translate(_ESCAPES)
     if isinstance(value, datetime):
         return str(jsonable(value))
     return str(value).translate(_ESCAPES)
@@ -142,7 +211,7 @@ def write_records(
     ``console``: draw the table on this rich console (its width decides the layout)
     instead of choosing by ``out``. Raises ``ValueError`` for an unknown format.
     """
-    out = out or sys.stdout
+    out = escaping(out, json_text=fmt in ("json", "jsonl"))
     if fmt == "table":
         rows = [[_cell(r.get(c.key)) for c in columns] for r in records]
         _table(columns, rows, out, console)
@@ -177,11 +246,16 @@ def write_records(
 
 def write_json(document: Any, *, out: TextIO | None = None, compact: bool = False) -> None:
     """One JSON document (indented unless ``compact``) and a newline."""
-    out = out or sys.stdout
+    out = escaping(out, json_text=True)
     if compact:
         out.write(_dumps(document, separators=(",", ":")) + "\n")
     else:
         out.write(_dumps(document, indent=2) + "\n")
+
+
+def write_text(text: str, *, out: TextIO | None = None) -> None:
+    """One line of plain text (e.g. a durable URL), what the stream cannot take escaped."""
+    escaping(out).write(f"{text}\n")
 
 
 def write_fields(
@@ -189,7 +263,7 @@ def write_fields(
 ) -> None:
     """A ``name  value`` block (a record shown vertically), aligned, one line per field
     (bold names on a terminal; values never wrapped or cut)."""
-    out = out or sys.stdout
+    out = escaping(out)
     cells = [(name, _cell(value)) for name, value in pairs]
     if console is not None or use_rich(out):
         _block(console or _console(out), cells)

@@ -17,7 +17,11 @@ set, the token to read the signing secret once. When the app runs as the top-lev
 its lifespan starts ``workers`` copy threads (``CacheLayer.work``) that drain the queue
 webhooks fill, and on shutdown (uvicorn turns SIGTERM/SIGINT into it) stops them, waits up to
 ``grace`` seconds for files in flight, and releases the leases of any still in flight, so
-another worker (or the next start) takes them over at once: nothing is lost.
+another worker (or the next start) takes them over at once: nothing is lost. The lifespan
+also starts the sweep thread (every ``CACHELAYER_SWEEP_INTERVAL`` seconds, see
+:mod:`cachelayer.sweep`), which queues what missed webhooks left behind; ``/healthz`` shows
+the age of its last complete pass (``"sweep": {"last_ok_age_seconds": s}``, ``null`` before
+the first one).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from cachelayer.webhooks import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from cachelayer.layer import CacheLayer
+    from cachelayer.sweep import SweepSummary
 
 log = logging.getLogger("cachelayer.server")
 
@@ -66,13 +71,19 @@ class Service:
     """What one app serves from: the :class:`~cachelayer.CacheLayer`, its metrics, the
     gateway and the copy workers. Reachable as ``app.state.cachelayer``; an app mounted inside
     another (whose lifespan Starlette does not run) can call :meth:`start_workers` /
-    :meth:`stop_workers` from the host app's own lifespan.
+    :meth:`stop_workers` (and :meth:`start_sweeper` / :meth:`stop_sweeper`) from the host
+    app's own lifespan.
 
     ``workers``: copy threads (``0``: none; run ``cachelayer worker`` elsewhere).
     ``grace``: seconds :meth:`stop_workers` waits for files in flight.
+    ``sweep_interval``: seconds between sweep passes (default the ``sweep_interval``
+    setting, ``CACHELAYER_SWEEP_INTERVAL``; ``0``: none); :meth:`start_sweeper` /
+    :meth:`stop_sweeper` as for the workers.
     """
 
-    def __init__(self, layer: CacheLayer, *, workers: int, grace: float) -> None:
+    def __init__(
+        self, layer: CacheLayer, *, workers: int, grace: float, sweep_interval: float | None = None
+    ) -> None:
         self.layer = layer
         self.workers = workers
         self.grace = grace
@@ -84,6 +95,10 @@ class Service:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.worker_error: BaseException | None = None
+        self.sweep_interval = layer.settings.sweep_interval if sweep_interval is None else sweep_interval
+        self._sweep_stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self.sweep_ok_at: float | None = None  # time.monotonic() of the last completed pass
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -152,6 +167,66 @@ class Service:
             return "failed"
         return "running" if self._thread is not None and self._thread.is_alive() else "stopped"
 
+    # ---- the sweep (issue 17.1): catch-up of missed webhooks -------------------------------
+
+    def start_sweeper(self) -> None:
+        """Start the sweep thread: one pass of :meth:`CacheLayer.sweep` (record and queue
+        only; the copy workers, or ``cachelayer worker`` processes, copy) every
+        ``sweep_interval`` seconds, the first one interval after the start. No-op when the
+        interval is ``0`` or the thread runs."""
+        if not self.sweep_interval or (self._sweeper is not None and self._sweeper.is_alive()):
+            return
+        self._sweep_stop.clear()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="cachelayer-serve-sweep", daemon=True)
+        self._sweeper.start()
+        log.info("sweep every %g s", self.sweep_interval)
+
+    def _sweep_loop(self) -> None:
+        while not self._sweep_stop.wait(self.sweep_interval):
+            self.sweep_once()
+
+    def sweep_once(self) -> SweepSummary | None:
+        """One pass, counted in the metrics; a failure is logged and counted, never raised
+        (the next pass tries again from the same checkpoint). Returns the summary, or
+        ``None`` when the pass failed."""
+        try:
+            summary = self.layer.sweep(copy=False, stop=self._sweep_stop)
+        except Exception as exc:
+            self.metrics.sweep_runs.labels("failed").inc()
+            log.error("sweep failed: %s", " ".join(str(exc).split())[:500])
+            return None
+        if summary.stopped:
+            return summary
+        self.metrics.sweep_runs.labels("ok").inc()
+        self.metrics.sweep_recovered_files.inc(summary.files_queued)
+        self.sweep_ok_at = time.monotonic()
+        if summary.files_queued or summary.predictions_lost:
+            log.warning(
+                "sweep: %d file(s) recovered, %d prediction(s) lost (webhooks that never arrived)",
+                summary.files_queued,
+                summary.predictions_lost,
+            )
+        for line in summary.errors + [f"{k}: {n}" for k, n in summary.failures.items()]:
+            log.warning("sweep: %s", line)
+        return summary
+
+    def stop_sweeper(self) -> None:
+        """Stop the sweep thread: a pass in progress ends at its next page or re-read
+        (waited for at most ``grace`` seconds). Blocking."""
+        thread = self._sweeper
+        if thread is None:
+            return
+        self._sweep_stop.set()
+        thread.join(self.grace)
+        self._sweeper = None
+
+    @property
+    def sweep_health(self) -> dict[str, float] | None:
+        """``{"last_ok_age_seconds": s}`` since the last pass that completed, or ``None``
+        (none yet, or the sweep is off)."""
+        at = self.sweep_ok_at
+        return None if at is None else {"last_ok_age_seconds": round(time.monotonic() - at, 3)}
+
     # ---- routes ---------------------------------------------------------------------------
 
     async def webhook(self, request: Request) -> Response:
@@ -192,9 +267,15 @@ class Service:
         try:
             await run_in_threadpool(self._ping)
         except Exception as exc:  # whatever the catalog raised: report it, never a 500
-            body = {"status": "unavailable", "catalog": describe(exc), "workers": self.workers_state}
+            body = {
+                "status": "unavailable",
+                "catalog": describe(exc),
+                "workers": self.workers_state,
+                "sweep": self.sweep_health,
+            }
             return JSONResponse(body, 503, headers=retry_after())
-        return JSONResponse({"status": "ok", "catalog": "ok", "workers": self.workers_state})
+        body = {"status": "ok", "catalog": "ok", "workers": self.workers_state, "sweep": self.sweep_health}
+        return JSONResponse(body)
 
     def _render_metrics(self) -> bytes:
         with route_deadline(PROBE_RETRY_SECONDS):  # cachelayer_catalog_up 0 past it
@@ -234,9 +315,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(service.warm)
         service.start_workers()
+        service.start_sweeper()
         try:
             yield
         finally:
+            await run_in_threadpool(service.stop_sweeper)
             await run_in_threadpool(service.stop_workers)
 
     app = Starlette(

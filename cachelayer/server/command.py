@@ -42,6 +42,13 @@ class _Command(click.Command):
     help="Seconds SIGTERM waits for files in flight before releasing them to the queue.",
 )
 @click.option(
+    "--sweep-interval",
+    type=float,  # checked with the setting (cachelayer.config)
+    default=None,
+    help="Seconds between sweeps for predictions whose webhook never arrived "
+    "[env CACHELAYER_SWEEP_INTERVAL; default 300; 0: off].",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -63,7 +70,8 @@ def serve_command(
 
     Routes: POST /webhooks/replicate, GET /files/{signature}/{key}, GET /healthz,
     GET /metrics. Copies run in this process's worker threads (and in any
-    `cachelayer worker` sharing the catalog)."""
+    `cachelayer worker` sharing the catalog). Every --sweep-interval seconds a sweep
+    queues the files of predictions whose webhook never arrived (see `cachelayer sweep`)."""
     from cachelayer.layer import CacheLayer
     from cachelayer.server.runner import run
 

@@ -3,8 +3,9 @@
 Each app has its own registry (several apps in one process do not collide). Three sources:
 
 * counters this process keeps: webhook deliveries by outcome and rejections by reason,
-  gateway requests by HTTP status, and the copies its worker threads made (files, bytes,
-  failures by reason: the exception class, as in ``cachelayer worker``'s summary);
+  gateway requests by HTTP status, the copies its worker threads made (files, bytes,
+  failures by reason: the exception class, as in ``cachelayer worker``'s summary), and its
+  sweep passes by outcome and the files they recovered;
 * gauges read from the catalog at scrape time, at most every ``catalog_ttl`` seconds
   (one ``GROUP BY status`` over ``output_files``): files and bytes per status, and the
   queue depth (``pending`` files no live lease holds).
@@ -146,6 +147,19 @@ class ServerMetrics:
             "cachelayer_gateway_request_seconds",
             "Time to answer a gateway request (to the first byte), seconds",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.sweep_runs = Counter(
+            "cachelayer_sweep_runs",
+            "Sweep passes of this server (catch-up of missed webhooks), by outcome (ok, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "failed"):
+            self.sweep_runs.labels(outcome)
+        self.sweep_recovered_files = Counter(
+            "cachelayer_sweep_recovered_files",
+            "Files the sweep found not stored and queued (their webhook never arrived)",
             registry=r,
         )
         self.workers = _WorkerCollector()

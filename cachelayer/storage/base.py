@@ -9,10 +9,89 @@ boto3) and :class:`cachelayer.storage.local.LocalStore` (a directory on disk). P
 from __future__ import annotations
 
 import abc
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, cast
+from urllib.parse import quote, unquote_to_bytes
 
 UrlMode = Literal["public", "presigned", "s3"]
+
+#: Bytes all user metadata of one object may take: names plus values, UTF-8 (AWS S3
+#: "Working with object metadata": "the user-defined metadata is limited to 2 KB in size").
+MAX_METADATA_BYTES = 2048
+_METADATA_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+def encode_metadata(metadata: Mapping[str, str], *, reserve: int = 0) -> dict[str, str]:
+    """User metadata as it travels in ``x-amz-meta-*`` headers: names lower-cased, every
+    value **percent-encoded** (the UTF-8 bytes of the value, each byte outside
+    ``[A-Za-z0-9_.~/-]`` as ``%XX``; a lone surrogate, which UTF-8 cannot carry, as the
+    three bytes Python's ``surrogatepass`` gives it, e.g. ``\ud800`` -> ``%ED%A0%80``).
+
+    Why: S3 user metadata values must be US-ASCII, and non-ASCII ones must be encoded
+    ("when using REST ... non-ASCII characters ... must be encoded", e.g. RFC 2047; AWS S3
+    "Working with object metadata", ``UsingMetadata.html#UserMetadata``); HTTP headers
+    cannot carry CR, LF or NUL either. Percent-encoding is lossless and self-contained
+    (:func:`decode_metadata` reverses it for every value); it is also the encoding
+    cachelayer always gave ``output-path``, so older objects read back the same. Every
+    value is encoded, ASCII or not, so a ``%`` in a value is never ambiguous (values in
+    ``[A-Za-z0-9_.~/-]``, such as a Replicate prediction id or a hex ``sha256``, are
+    unchanged).
+
+    All names and encoded values together are kept within :data:`MAX_METADATA_BYTES`
+    minus ``reserve`` (bytes the caller adds later, e.g. ``sha256``): the longest values
+    are cut (whole characters, at their end) until they fit. Metadata describes an object;
+    the catalog keeps the full values. Raises ``ValueError`` for a name that is not
+    ``[a-z0-9][a-z0-9-]*`` (after lower-casing) or names that alone do not fit.
+    """
+    out = {}
+    for name, value in metadata.items():
+        key = str(name).lower()
+        if not _METADATA_NAME.fullmatch(key):
+            raise ValueError(f"bad user metadata name {name!r}: use [a-z0-9-]")
+        out[key] = _encode_value(str(value))
+    budget = MAX_METADATA_BYTES - reserve
+    names = sum(len(k) for k in out)
+    if names > budget:
+        raise ValueError(f"user metadata names take {names} bytes, more than the {budget} left")
+    originals = {str(k).lower(): str(v) for k, v in metadata.items()}
+    while names + sum(len(v) for v in out.values()) > budget:
+        longest = max(out, key=lambda k: len(out[k]))
+        room = len(out[longest]) - (names + sum(len(v) for v in out.values()) - budget)
+        out[longest] = _encode_value(_fitting_prefix(originals[longest], room))
+    return out
+
+
+def _encode_value(value: str) -> str:
+    return quote(value.encode("utf-8", "surrogatepass"), safe="/~")
+
+
+def _fitting_prefix(value: str, room: int) -> str:
+    """The longest prefix of ``value`` whose encoding takes at most ``room`` bytes."""
+    lo, hi = 0, len(value)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(_encode_value(value[:mid])) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return value[:lo]
+
+
+def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The values :func:`encode_metadata` wrote, decoded (names lower-cased): ``%XX``
+    escapes back to bytes, bytes back to text as UTF-8 (lone surrogates as written; bytes
+    that are not UTF-8, from other tools, as U+FFFD)."""
+    out = {}
+    for name, value in metadata.items():
+        raw = unquote_to_bytes(str(value))
+        try:
+            text = raw.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+        out[str(name).lower()] = text
+    return out
 
 
 @dataclass(frozen=True)

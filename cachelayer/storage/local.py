@@ -11,7 +11,10 @@ The sidecar records the data file's size and ``st_mtime_ns``; :meth:`LocalStore.
 its content only while both still match the file, so a sidecar never describes other bytes
 (after a crash between the two renames, or a copy that did not preserve mtimes, the object
 reads back with no content type and no metadata rather than wrong ones). Metadata names are
-lower-cased, as S3 does.
+lower-cased, as S3 does; values are kept as given, any text (JSON escapes non-ASCII and lone
+surrogates, so the sidecar is ASCII), and read back the same: no percent-encoding here (the
+S3 store's :func:`~cachelayer.storage.base.encode_metadata` exists for HTTP headers). Sidecars
+written by earlier versions hold the copier's ``output-path`` percent-encoded.
 
 Writes are atomic: bytes go to a temporary file in the target's directory, are ``fsync``-ed,
 and ``os.replace`` moves them into place (a rename within one directory is atomic on POSIX

@@ -17,7 +17,8 @@ S3 facts this module relies on (AWS S3 "Amazon S3 multipart upload limits" page)
 SigV4 presigned URLs are valid for at most 604,800 seconds (seven days) (AWS S3
 "Sharing objects with presigned URLs"). User metadata travels as ``x-amz-meta-*`` HTTP
 headers: S3 returns the names lower-cased, values must be US-ASCII, and all user metadata
-together must stay under 2 KB (AWS S3 "Working with object metadata").
+together must stay under 2 KB (AWS S3 "Working with object metadata"); so values are
+percent-encoded and fitted into 2 KB (:func:`cachelayer.storage.base.encode_metadata`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from cachelayer.errors import (
     StorageConfigError,
     StorageError,
 )
-from cachelayer.storage.base import ObjectInfo, Store, UrlMode
+from cachelayer.storage.base import ObjectInfo, Store, UrlMode, decode_metadata, encode_metadata
 from cachelayer.storage.s3_upload import (
     MAX_COPY_SIZE,
     MAX_PART_SIZE,
@@ -58,17 +59,16 @@ from cachelayer.storage.s3_upload import (
     IncompleteUpload,
     abort_upload,
     list_incomplete_uploads,
-    open_spool,
     put_multipart,
     put_single,
     put_spooled,
-    size_may_spool,
     skip_payload_hash_when_checksummed,
 )
 from cachelayer.storage.s3_upload import describe as _describe
 from cachelayer.storage.s3_upload import error_code as _error_code
 from cachelayer.storage.s3_upload import http_status as _status
 from cachelayer.storage.s3_upload import one_line as _one_line
+from cachelayer.storage.spool import SpoolReservation, reserve_spool
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -93,6 +93,8 @@ MAX_PRESIGN_TTL = 7 * 24 * 3600
 
 AddressingStyle = Literal["auto", "path", "virtual"]
 
+#: Bytes of user metadata ``sha256`` (its name and 64 hex digits), added after encoding.
+_SHA256_METADATA_BYTES = len("sha256") + 64
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _AUTH_CODES = {
     "403",
@@ -333,36 +335,36 @@ class S3Store(Store):
         directory by default) while they are read. ``size`` (bytes, e.g. the source's
         ``Content-Length``) is a hint: a body announced at ``multipart_threshold`` or more
         starts its multipart upload at once instead of being spooled first; so does any body
-        when the spool directory has less than twice ``multipart_threshold`` free. Longer
+        whose spool space cannot be reserved (``storage.spool.SpoolLedger``: free space minus
+        what concurrent uploads booked). Longer
         bodies go as a multipart upload in
         ``multipart_chunksize`` parts, ``max_concurrency`` at a time, each with its
         ``ChecksumSHA256``, then ``sha256`` is added by a server-side copy (objects up to
         ``checksum_copy_max_bytes``; ``s3_upload``'s docstring). Memory stays near
         ``(max_concurrency + 2) x multipart_chunksize`` bytes. Sets ``ContentType``,
-        ``Metadata`` (names are returned lower-cased by S3; values must be ASCII; a
-        ``sha256`` passed in is replaced by the hash of the bytes sent) and ``CacheControl``
-        (``cache_control`` or the store default).
+        ``Metadata`` (names are returned lower-cased by S3; values of any text,
+        percent-encoded by :func:`~cachelayer.storage.base.encode_metadata` and decoded by
+        :meth:`head`; a ``sha256`` passed in is replaced by the hash of the bytes sent) and
+        ``CacheControl`` (``cache_control`` or the store default).
 
         If the upload fails, the multipart upload is aborted, so no partial object appears
         (S3 only shows an object after ``CompleteMultipartUpload``); a server that refuses
         the abort gets one warning naming the upload id. An exception raised by
         ``body.read`` propagates unchanged; S3 and transport failures raise
         :class:`StorageError` (:class:`StorageConfigError` when no credentials exist);
-        ``ValueError`` for non-ASCII metadata.
+        ``ValueError`` for a metadata name outside ``[a-z0-9-]``.
         """
         extra: dict[str, Any] = {}
         if content_type:
             extra["ContentType"] = content_type
         if metadata:
-            for name, value in metadata.items():
-                if not (name.isascii() and str(value).isascii()):
-                    raise ValueError(f"S3 user metadata must be US-ASCII, got {name!r}: {value!r}")
-            extra["Metadata"] = {str(k).lower(): str(v) for k, v in metadata.items()}
+            # any text: values percent-encoded, all of it within 2 KB with room for sha256
+            extra["Metadata"] = encode_metadata(metadata, reserve=_SHA256_METADATA_BYTES)
         cc = cache_control if cache_control is not None else self.cache_control
         if cc:
             extra["CacheControl"] = cc
         reader = FullReader(body)
-        spool: BinaryIO | None = None
+        spool: SpoolReservation | None = None
         try:
             # Up to spool_memory_bytes in memory first: a smaller body (the usual image)
             # goes up with one PutObject from memory, its sha256 known before it is sent.
@@ -373,8 +375,8 @@ class S3Store(Store):
                     self.client, self.bucket, key, head, extra, send_checksums=self._send_checksums
                 )
             rest = reader
-            if size_may_spool(len(head), size, self.multipart_threshold, self.spool_dir):
-                spool = open_spool(self.spool_dir, f"s3://{self.bucket}/{key}")
+            spool = reserve_spool(len(head), size, self.multipart_threshold, self.spool_dir)
+            if spool is not None:
                 sha256 = put_spooled(
                     self.client,
                     self.bucket,
@@ -383,13 +385,12 @@ class S3Store(Store):
                     reader,
                     extra,
                     spool=spool,
-                    limit=self.multipart_threshold,
                     send_checksums=self._send_checksums,
                 )
                 if sha256 is not None:
                     return sha256
-                # the body reached multipart_threshold: the spooled bytes become the first parts
-                head, rest = b"", FullReader(cast(BinaryIO, ChainReader(spool, reader)))
+                # the body reached its reservation: the spooled bytes become the first parts
+                head, rest = b"", FullReader(cast(BinaryIO, ChainReader(cast(BinaryIO, spool.file), reader)))
             return put_multipart(
                 self.client,
                 self.bucket,
@@ -416,10 +417,11 @@ class S3Store(Store):
                 spool.close()
 
     def head(self, key: str) -> ObjectInfo | None:
-        """``HEAD`` the object: size (bytes) from ``ContentLength``, content type, metadata,
-        and ``sha256`` (hex): metadata ``sha256``, else a ``ChecksumSHA256`` the server
-        marks ``FULL_OBJECT`` (``x-amz-checksum-type``; a composite multipart checksum is
-        not the object's hash), else ``None``.
+        """``HEAD`` the object: size (bytes) from ``ContentLength``, content type, metadata
+        (values decoded: :func:`~cachelayer.storage.base.decode_metadata`), and ``sha256``
+        (hex): metadata ``sha256``, else a ``ChecksumSHA256`` the server marks
+        ``FULL_OBJECT`` (``x-amz-checksum-type``; a composite multipart checksum is not the
+        object's hash), else ``None``.
 
         Returns ``None`` on 404. Other failures raise :class:`StorageError`. (On AWS, a
         missing key answers 403 instead of 404 when the caller lacks ``s3:ListBucket``;
@@ -433,7 +435,7 @@ class S3Store(Store):
             self._fail("HEAD", key, exc)
         except BotoCoreError as exc:
             self._fail("HEAD", key, exc)
-        metadata = dict(resp.get("Metadata") or {})
+        metadata = decode_metadata(resp.get("Metadata") or {})
         return ObjectInfo(
             key=key,
             size=int(resp.get("ContentLength", 0)),

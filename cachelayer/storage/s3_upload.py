@@ -13,7 +13,9 @@ On moto a 50 MiB persist took 0.82-0.92 s as multipart and 0.49-0.57 s as one ``
 (the naive loop: 0.52-0.58 s; docs/BENCHMARKS.md, issue 11). rclone's S3 ``upload_cutoff`` (200 MiB) makes
 the same choice; AWS suggests multipart "when your object size reaches 100 MB". A body past
 ``spool_memory_bytes`` (8 MiB) is written to an anonymous temporary file while it is read,
-so memory stays bounded whatever the body; the file is seekable, so botocore signs the
+so memory stays bounded whatever the body (its space is reserved first in the process-wide
+ledger of :mod:`cachelayer.storage.spool`; a body that does not fit goes multipart, unspooled);
+the file is seekable, so botocore signs the
 payload and can retry the ``PutObject``. What it gives up: the download and the upload no
 longer overlap for such a body (the naive loop does not overlap them either).
 
@@ -65,19 +67,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cachelayer.errors import StorageError
+from cachelayer.storage.spool import SPOOL_CHUNK, SpoolReservation
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -95,8 +96,6 @@ __all__ = [
     "put_multipart",
     "put_single",
     "put_spooled",
-    "open_spool",
-    "size_may_spool",
     "skip_payload_hash_when_checksummed",
 ]
 
@@ -274,33 +273,6 @@ def skip_payload_hash_when_checksummed(client: S3Client) -> None:
     client.meta.events.register("before-sign.s3", before_sign)
 
 
-#: Bytes per ``read`` while a body is spooled to its temporary file.
-SPOOL_CHUNK = 1024 * 1024
-
-
-def size_may_spool(have: int, size: int | None, threshold: int, spool_dir: str | None) -> bool:
-    """Whether a body of which ``have`` bytes are read (``size`` in all, when announced) is
-    spooled for one ``PutObject``: it may end under ``threshold`` (bytes) and the spool
-    directory (``None``: the system's temporary directory) exists with twice ``threshold``
-    free; otherwise it goes multipart at once."""
-    if have >= threshold or (size is not None and size >= threshold):
-        return False
-    try:
-        free = shutil.disk_usage(spool_dir or tempfile.gettempdir()).free
-    except OSError:
-        return False
-    return free >= 2 * threshold
-
-
-def open_spool(spool_dir: str | None, where: str) -> BinaryIO:
-    """An anonymous temporary file in ``spool_dir`` (gone when closed, or when the process
-    dies). Raises :class:`StorageError` naming ``where`` when it cannot be created."""
-    try:
-        return cast(BinaryIO, tempfile.TemporaryFile(prefix="cachelayer-spool-", dir=spool_dir))
-    except OSError as exc:
-        raise StorageError(f"cannot spool the upload to {where}: {exc}") from exc
-
-
 def put_spooled(
     client: S3Client,
     bucket: str,
@@ -309,45 +281,39 @@ def put_spooled(
     reader: FullReader,
     extra: dict[str, Any],
     *,
-    spool: BinaryIO,
-    limit: int,
+    spool: SpoolReservation,
     send_checksums: bool,
 ) -> str | None:
-    """Write ``head`` and then ``reader`` into the empty temporary file ``spool`` (hashing
-    as it goes) until the stream ends or ``limit`` bytes are spooled.
+    """Write ``head`` and then ``reader`` into ``spool``'s empty temporary file (opened
+    here; hashing as it goes) until the stream ends or ``spool.nbytes`` bytes are spooled.
 
-    When the stream ended first (fewer than ``limit`` bytes in all), uploads the file with
-    one ``PutObject`` carrying metadata ``sha256`` and ``ChecksumSHA256``, as
+    When the stream ended first (fewer than ``spool.nbytes`` bytes in all), uploads the file
+    with one ``PutObject`` carrying metadata ``sha256`` and ``ChecksumSHA256``, as
     :func:`put_single` does (the file is seekable, so botocore can sign and retry it), and
-    returns the hex SHA-256. Otherwise returns ``None`` with ``spool`` rewound to its start
-    holding exactly ``limit`` bytes: the caller continues with a multipart upload of the
-    spool followed by the rest of ``reader`` (:class:`ChainReader`). Raises
+    returns the hex SHA-256. Otherwise returns ``None`` with ``spool.file`` rewound to its
+    start holding exactly ``spool.nbytes`` bytes: the caller continues with a multipart
+    upload of the spool followed by the rest of ``reader`` (:class:`ChainReader`). Raises
     :class:`StorageError` when the spool cannot be written, botocore's errors for the upload
     and the body's own errors unchanged.
     """
+    where = f"s3://{bucket}/{key}"
+    file = spool.open(where)
     digest = hashlib.sha256(head)
-    _spool_write(spool, head, bucket, key)
-    size = len(head)
+    spool.write(head, where)
+    size, limit = len(head), spool.nbytes
     del head
     while size < limit:
         chunk = reader.read(min(SPOOL_CHUNK, limit - size))
         if not chunk:
-            spool.seek(0)
+            file.seek(0)
             args = _put_args(extra, digest, send_checksums)
-            client.put_object(Bucket=bucket, Key=key, Body=spool, ContentLength=size, **args)
+            client.put_object(Bucket=bucket, Key=key, Body=file, ContentLength=size, **args)
             return digest.hexdigest()
-        _spool_write(spool, chunk, bucket, key)
+        spool.write(chunk, where)
         digest.update(chunk)
         size += len(chunk)
-    spool.seek(0)
+    file.seek(0)
     return None
-
-
-def _spool_write(spool: BinaryIO, data: bytes, bucket: str, key: str) -> None:
-    try:
-        spool.write(data)
-    except OSError as exc:  # a full disk: the upload fails as a storage error (retried later)
-        raise StorageError(f"cannot spool the upload to s3://{bucket}/{key}: {exc}") from exc
 
 
 class ChainReader:

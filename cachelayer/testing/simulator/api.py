@@ -15,12 +15,13 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from cachelayer.testing.simulator.catalogue import Catalogue, Version
-from cachelayer.testing.simulator.delivery import serve_file
+from cachelayer.testing.simulator.delivery import file_response, serve_file
 from cachelayer.testing.simulator.faults import Faults, damage, fault_response
+from cachelayer.testing.simulator.files import File
 from cachelayer.testing.simulator.lifecycle import Prediction
 from cachelayer.testing.simulator.predictions import Predictions, order_key
 from cachelayer.testing.simulator.problems import ProblemError, json_response, problem
-from cachelayer.testing.simulator.state import SimState
+from cachelayer.testing.simulator.state import SimState, new_id
 from cachelayer.testing.simulator.validation import (
     CreateRequest,
     ListQuery,
@@ -54,6 +55,7 @@ _URL_MAP = Map(
         ),
         Rule("/v1/webhooks/default/secret", methods=["GET"], endpoint="webhook_secret"),
         Rule("/v1/account", methods=["GET"], endpoint="account"),
+        Rule("/v1/files/<file_id>/download", methods=["GET"], endpoint="file_download"),
         Rule("/delivery/<prefix>/<token>/<path:filename>", methods=["GET", "HEAD"], endpoint="delivery"),
     ],
     strict_slashes=False,
@@ -61,13 +63,16 @@ _URL_MAP = Map(
 
 
 class RequestRecord(NamedTuple):
-    """One request served: method, path (no query), status, query string, Unix time."""
+    """One request served: method, path (no query), status, query string, Unix time of the
+    simulator's clock, and the request headers it carried (names lower-cased; e.g.
+    ``headers.get("authorization")``, ``headers.get("prefer")``)."""
 
     method: str
     path: str
     status: int
     query: str
     time: float
+    headers: dict[str, str] = {}
 
 
 class Api:
@@ -89,6 +94,14 @@ class Api:
         self._webhooks = webhooks
         self._log_lock = threading.Lock()
         self._log: list[RequestRecord] = []
+        self._uploads: dict[str, File] = {}
+
+    def add_upload(self, file: File) -> str:
+        """Keep ``file`` as an uploaded file; returns its id (``/v1/files/{id}/download``)."""
+        file_id = new_id()
+        with self._log_lock:
+            self._uploads[file_id] = file
+        return file_id
 
     @property
     def log(self) -> list[RequestRecord]:
@@ -133,6 +146,7 @@ class Api:
             response.status_code,
             request.query_string.decode("latin-1"),
             self._state.clock.time(),
+            {k.lower(): v for k, v in request.headers.items()},
         )
         with self._log_lock:
             self._log.append(record)
@@ -293,6 +307,16 @@ class Api:
         with self._state.lock:
             dep, _ = self._catalogue.deployment(owner, name)
             return json_response(self._catalogue.deployment_json(dep))
+
+    def _ep_file_download(self, request: Request, file_id: str) -> Response:
+        """``GET /v1/files/{file_id}/download`` (the Files API's download, OpenAPI
+        ``files.download``): the bytes of an uploaded file; 404 problem for an unknown id.
+        The query's ``owner``/``expiry``/``signature`` are not checked; the token is."""
+        with self._log_lock:
+            file = self._uploads.get(file_id)
+        if file is None:
+            raise ProblemError(404, "Not found", "File not found")
+        return file_response(request, file, etag=file_id)
 
     def _ep_webhook_secret(self, request: Request) -> Response:
         return json_response({"key": self._state.settings.webhook_secret})

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from werkzeug.wrappers import Request, Response
 
+from cachelayer.testing.simulator.files import File
 from cachelayer.testing.simulator.predictions import Predictions
 from cachelayer.testing.simulator.problems import ProblemError, problem
 
-__all__ = ["parse_range", "serve_file"]
+__all__ = ["file_response", "parse_range", "serve_file"]
 
 
 def serve_file(
@@ -19,12 +20,17 @@ def serve_file(
     file = predictions.live_file(token, prefix, filename)
     if file is None:
         raise ProblemError(404, "Not found", "The file does not exist or has expired")
+    return file_response(request, file, etag=token)
+
+
+def file_response(request: Request, file: File, *, etag: str) -> Response:
+    """``file`` streamed with ``Content-Length``, ``ETag: "<etag>"`` and single ``Range``."""
     size = file.size
     headers = {
         "Content-Type": file.content_type,
         "Accept-Ranges": "bytes",
         "Cache-Control": "private, max-age=3600",
-        "ETag": f'"{token}"',
+        "ETag": f'"{etag}"',
     }
     start, stop, status = 0, size, 200
     range_header = request.headers.get("Range")

@@ -15,6 +15,7 @@ import httpx
 from cachelayer.testing.simulator.api import Api, RequestRecord
 from cachelayer.testing.simulator.catalogue import Catalogue
 from cachelayer.testing.simulator.faults import Fault, Faults
+from cachelayer.testing.simulator.files import File
 from cachelayer.testing.simulator.history import seed_prediction
 from cachelayer.testing.simulator.predictions import Predictions
 from cachelayer.testing.simulator.serving import Listener
@@ -288,6 +289,16 @@ class ReplicateSimulator:
             hidden_version=hidden_version,
             aborts=aborts,
         )
+
+    def add_file(self, file: File, *, owner: str = "acme") -> str:
+        """Keep ``file`` as if uploaded through the Files API; returns its download URL,
+        ``{base_url}/v1/files/{id}/download?owner=..&expiry=..&signature=..`` (the form of
+        the OpenAPI ``files.download`` example). Downloading it needs the API token, as
+        every ``/v1`` request does; the signature is not checked."""
+        file_id = self._api.add_upload(file)
+        expiry = int(self.clock.time()) + 3600
+        query = f"owner={owner}&expiry={expiry}&signature=c2ltdWxhdG9y"
+        return f"{self.base_url}/v1/files/{file_id}/download?{query}"
 
     def add_deployment(self, name: str, model: str, version_id: str | None = None) -> None:
         """Register deployment ``name`` (``owner/name``) running ``model`` (``owner/name``
