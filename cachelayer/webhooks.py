@@ -240,9 +240,15 @@ def verify_signature(secret: str, headers: Mapping[str, str], body: bytes) -> No
 
     ``headers``: any mapping (names case-insensitive); ``body``: the raw request bytes.
     Raises :class:`~cachelayer.errors.WebhookVerificationError` as
-    :func:`parse_signed_headers`, and ``bad_signature`` (401) when no signature matches.
+    :func:`parse_signed_headers`, ``malformed`` (400) for a body that is not UTF-8 and
+    ``bad_signature`` (401) when no signature matches.
     """
-    check = SignatureCheck(signing_key(secret), parse_signed_headers(headers))
+    signed = parse_signed_headers(headers)
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WebhookVerificationError("malformed", "webhook body is not UTF-8") from None
+    check = SignatureCheck(signing_key(secret), signed)
     check.update(body)
     if not check.matches():
         raise WebhookVerificationError("bad_signature", "webhook signature does not match", 401)

@@ -70,12 +70,14 @@ class Service:
 
     def __init__(self, layer: CacheLayer, *, workers: int, grace: float) -> None:
         from cachelayer.catalog.server_state import ServerState
+        from cachelayer.catalog.session import Database
 
         self.layer = layer
         self.workers = workers
         self.grace = grace
         self.metrics = ServerMetrics(
-            lambda: ServerState(layer.engine).file_totals(),
+            # one attempt: a scrape reports the catalog down rather than waiting for it
+            lambda: ServerState(Database(layer.engine, retry_seconds=0)).file_totals(),
             lambda: layer.catalog.queue.count_unleased_pending(),
         )
         self.gateway = Gateway(layer, self.metrics)
