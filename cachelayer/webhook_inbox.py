@@ -2,10 +2,11 @@
 
 ``POST /webhooks/replicate`` answers after one write, the delivery's de-duplication row
 holding its verified body (:meth:`cachelayer.webhooks.WebhookReceiver.accept`). A
-:class:`WebhookInbox` thread then acts on each (records the prediction, queues its files:
+:class:`WebhookInbox` (``LANES`` threads on PostgreSQL, one on SQLite, whose single writer
+gains nothing from more) then acts on each (records the prediction, queues its files:
 :meth:`~cachelayer.webhooks.WebhookReceiver.process`) and takes it out of the inbox:
 
-* deliveries this process acknowledged, at once, in the order received;
+* deliveries this process acknowledged, at once, in the order received (per prediction);
 * at start, every delivery still in the inbox (left by a crash or a stop mid-way);
 * every ``scan_seconds``, deliveries older than ``stale_seconds`` still in the inbox (left
   by another process, or by a catalog outage here).
@@ -22,12 +23,17 @@ import collections
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from cachelayer.catalog.session import utcnow
 from cachelayer.errors import CatalogUnavailableError
 from cachelayer.webhooks import DELIVERY_MEMORY_SECONDS, WebhookOutcome, WebhookReceiver
+
+if TYPE_CHECKING:
+    from cachelayer.prediction import Prediction
 
 __all__ = ["MAX_ATTEMPTS", "WebhookInbox"]
 
@@ -35,6 +41,10 @@ log = logging.getLogger("cachelayer")
 
 #: Failures (other than catalog outages) after which a delivery leaves the inbox unacted.
 MAX_ATTEMPTS = 5
+#: Threads acting on deliveries (a prediction's deliveries always go to the same one).
+LANES = 2
+#: Parsed predictions held per lane for deliveries waiting their turn; beyond, read back.
+HELD_PREDICTIONS = 1000
 #: Seconds between scans of the inbox for deliveries nobody acted on.
 SCAN_SECONDS = 10.0
 #: Age, seconds, after which a scan takes a delivery another process acknowledged.
@@ -44,14 +54,19 @@ PRUNE_SECONDS = 600.0
 
 
 class WebhookInbox:
-    """Acts on the inbox of ``receiver`` in a thread (:meth:`start`, :meth:`stop`);
-    ``on_outcome`` is called with each delivery acted on (metrics)."""
+    """Acts on the inbox of ``receiver`` in ``lanes`` threads (:meth:`start`, :meth:`stop`):
+    a delivery goes to the lane of its prediction, so one prediction's events are acted on
+    in the order received while other predictions proceed; lane 0 also scans the inbox and
+    prunes it. ``lanes``: ``None`` for ``LANES`` on PostgreSQL and 1 on SQLite (decided at
+    :meth:`start`, which opens the catalog). ``on_outcome`` is called with each delivery
+    acted on (metrics)."""
 
     def __init__(
         self,
         receiver: WebhookReceiver,
         on_outcome: Callable[[WebhookOutcome], None] = lambda outcome: None,
         *,
+        lanes: int | None = None,
         scan_seconds: float = SCAN_SECONDS,
         stale_seconds: float = STALE_SECONDS,
     ) -> None:
@@ -59,60 +74,75 @@ class WebhookInbox:
         self.on_outcome = on_outcome
         self.scan_seconds = scan_seconds
         self.stale_seconds = stale_seconds
-        self._mine: collections.deque[str] = collections.deque()
-        self._wake = threading.Event()
+        self.lanes = lanes
+        self._queues: list[collections.deque[tuple[str, Prediction | None]]] = [collections.deque()]
+        self._wakes = [threading.Event()]
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return any(t.is_alive() for t in self._threads)
 
     def start(self) -> None:
-        """Start the thread (no-op when running). Its first round takes every delivery in
-        the inbox."""
+        """Start the threads (no-op when running). Lane 0's first round takes every delivery
+        in the inbox."""
         with self._lock:
             if self.running:
                 return
+            if len(self._queues) == 1 and not self._queues[0]:
+                lanes = self.lanes or (1 if self.receiver.state.db.dialect == "sqlite" else LANES)
+                self._queues = [collections.deque() for _ in range(max(1, lanes))]
+                self._wakes = [threading.Event() for _ in self._queues]
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="cachelayer-webhook-inbox", daemon=True)
-            self._thread.start()
+            self._threads = [
+                threading.Thread(
+                    target=self._run, args=(k,), name=f"cachelayer-webhook-inbox-{k}", daemon=True
+                )
+                for k in range(len(self._queues))
+            ]
+            for t in self._threads:
+                t.start()
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop the thread, waiting up to ``timeout`` seconds for the delivery in hand
-        (what is left stays in the inbox for the next start). Returns whether it ended."""
-        thread = self._thread
-        if thread is None:
-            return True
+        """Stop the threads, waiting up to ``timeout`` seconds in all for the deliveries in
+        hand (what is left stays in the inbox for the next start). Returns whether all ended."""
         self._stop.set()
-        self._wake.set()
-        thread.join(timeout)
-        self._thread = None
-        return not thread.is_alive()
+        for wake in self._wakes:
+            wake.set()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        ended = not self.running
+        self._threads = []
+        return ended
 
-    def notify(self, webhook_id: str) -> None:
-        """Act on ``webhook_id`` (just acknowledged into the inbox) as soon as possible."""
-        self._mine.append(webhook_id)
-        self._wake.set()
+    def notify(self, outcome: WebhookOutcome) -> None:
+        """Act on a delivery just accepted into the inbox as soon as possible (its parsed
+        prediction is used unless too many are waiting: then it is read back)."""
+        lane = zlib.crc32(outcome.prediction_id.encode("utf-8", "surrogatepass")) % len(self._queues)
+        queue = self._queues[lane]
+        queue.append((outcome.webhook_id, outcome.prediction if len(queue) < HELD_PREDICTIONS else None))
+        self._wakes[lane].set()
 
     def drain(self, *, received_before_seconds: float | None = None, limit: int = 500) -> int:
         """Act on up to ``limit`` inbox deliveries (only those older than
         ``received_before_seconds``, if given); returns how many were acted on. Blocking."""
-        before = (
-            None if received_before_seconds is None else utcnow() - timedelta(seconds=received_before_seconds)
-        )
+        before = None
+        if received_before_seconds is not None:
+            before = utcnow() - timedelta(seconds=received_before_seconds)
         done = 0
         for webhook_id in self.receiver.state.inbox(limit, before):
             if self._stop.is_set():
                 break
-            done += self._process(webhook_id)
+            done += self._process(webhook_id, None)
         return done
 
-    def _process(self, webhook_id: str) -> int:
+    def _process(self, webhook_id: str, prediction: Prediction | None) -> int:
         try:
-            outcome = self.receiver.process(webhook_id)
+            outcome = self.receiver.process(webhook_id, prediction)
         except CatalogUnavailableError as exc:  # wait for the catalog; nothing is counted
             log.warning("webhook %s stays in the inbox: %s", webhook_id, exc)
             self._stop.wait(1.0)
@@ -135,26 +165,27 @@ class WebhookInbox:
         self.on_outcome(outcome)
         return 1
 
-    def _run(self) -> None:
+    def _run(self, lane: int) -> None:
+        queue, wake = self._queues[lane], self._wakes[lane]
         last_scan = last_prune = time.monotonic()
-        first = True
+        first = lane == 0
         while not self._stop.is_set():
             try:
                 if first:
                     self.drain()
                     first = False
-                while self._mine and not self._stop.is_set():
-                    self._process(self._mine.popleft())
+                while queue and not self._stop.is_set():
+                    self._process(*queue.popleft())
                 now = time.monotonic()
-                if now - last_scan >= self.scan_seconds:
+                if lane == 0 and now - last_scan >= self.scan_seconds:
                     last_scan = now
                     self.drain(received_before_seconds=self.stale_seconds)
-                if now - last_prune >= PRUNE_SECONDS:
+                if lane == 0 and now - last_prune >= PRUNE_SECONDS:
                     last_prune = now
                     self.receiver.state.prune_deliveries(DELIVERY_MEMORY_SECONDS)
             except Exception as exc:  # the inbox query itself failed (an outage): try again
                 log.warning("webhook inbox: %s", exc)
                 self._stop.wait(1.0)
                 continue
-            self._wake.wait(self.scan_seconds)
-            self._wake.clear()
+            wake.wait(self.scan_seconds)
+            wake.clear()

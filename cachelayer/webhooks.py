@@ -106,6 +106,8 @@ class WebhookOutcome:
     duplicate: bool = False
     files: list[FileRecord] = field(default_factory=list)
     inbox: bool = False
+    #: the delivery's prediction as parsed (``accept``), handed to the inbox thread
+    prediction: Prediction | None = field(default=None, repr=False, compare=False)
 
     @property
     def queued(self) -> int:
@@ -426,7 +428,9 @@ class WebhookReceiver:
             fresh = state.claim_delivery(webhook_id, prediction.id, status, body=body)
         if not fresh:
             log.info("webhook %s for %s was delivered before; ignored", webhook_id, prediction.id)
-        return WebhookOutcome(webhook_id, prediction.id, status, duplicate=not fresh, inbox=fresh)
+        return WebhookOutcome(
+            webhook_id, prediction.id, status, duplicate=not fresh, inbox=fresh, prediction=prediction
+        )
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> WebhookOutcome:
         """Verify and act on one delivery at once (``headers`` any case-insensitive mapping
@@ -464,14 +468,16 @@ class WebhookReceiver:
         self.state.record_progress(prediction)
         return []
 
-    def process(self, webhook_id: str) -> WebhookOutcome | None:
+    def process(self, webhook_id: str, prediction: Prediction | None = None) -> WebhookOutcome | None:
         """Act on the inbox delivery ``webhook_id`` (record, queue) and take it out of the
-        inbox; ``None`` when it is no longer there (acted on already). Idempotent: acting
+        inbox; ``None`` when it is no longer there (acted on already). ``prediction``: its
+        body as parsed when it was accepted (else read from the inbox). Idempotent: acting
         twice records the same rows. Raises catalog errors (the delivery stays in the inbox)."""
-        delivery = self.state.inbox_delivery(webhook_id)
-        if delivery is None:
-            return None
-        prediction = self.parse(delivery.body)
+        if prediction is None:
+            delivery = self.state.inbox_delivery(webhook_id)
+            if delivery is None:
+                return None
+            prediction = self.parse(delivery.body)
         files = self._act(prediction)
         self.state.mark_processed(webhook_id)
         outcome = WebhookOutcome(webhook_id, prediction.id, prediction.status.value, files=files)

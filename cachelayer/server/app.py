@@ -151,9 +151,10 @@ class Service:
         self._inbox_of(self.layer.webhooks)
 
     def stop_inbox(self) -> None:
-        """Stop the inbox thread, waiting up to ``grace`` seconds for the delivery in hand
-        (the rest stays in the inbox for the next start). Blocking."""
-        if self._inbox is not None and not self._inbox.stop(self.grace):
+        """Stop the inbox threads, waiting at most 1 s (or ``grace``, if shorter) for the
+        deliveries in hand: whatever is not finished stays in the inbox (a recording cut
+        short is rolled back) and is acted on at the next start. Blocking."""
+        if self._inbox is not None and not self._inbox.stop(min(self.grace, 1.0)):
             log.warning("shutdown: the webhook inbox thread is still acting on a delivery")
 
     def _inbox_of(self, receiver: WebhookReceiver) -> WebhookInbox:
@@ -206,7 +207,7 @@ class Service:
         if outcome.duplicate:
             self.metrics.webhook_deliveries.labels("duplicate").inc()
         else:
-            self._inbox_of(receiver).notify(outcome.webhook_id)
+            self._inbox_of(receiver).notify(outcome)
         return JSONResponse(outcome.to_dict(), 200)
 
     def _unavailable(self, reason: str, detail: str) -> Response:
