@@ -41,8 +41,11 @@ log = logging.getLogger("cachelayer")
 
 #: Failures (other than catalog outages) after which a delivery leaves the inbox unacted.
 MAX_ATTEMPTS = 5
-#: Threads acting on deliveries (a prediction's deliveries always go to the same one).
-LANES = 2
+#: Threads acting on deliveries on PostgreSQL (a prediction's deliveries always go to the
+#: same one). One gave the lowest ack latency with copies running; four brought the time
+#: until every file is stored back to what it was before the inbox, at a higher ack p99
+#: (docs/BENCHMARKS.md, "Serve: acknowledging from an inbox").
+LANES = 1
 #: Parsed predictions held per lane for deliveries waiting their turn; beyond, read back.
 HELD_PREDICTIONS = 1000
 #: Seconds between scans of the inbox for deliveries nobody acted on.

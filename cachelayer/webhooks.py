@@ -478,8 +478,9 @@ class WebhookReceiver:
             if delivery is None:
                 return None
             prediction = self.parse(delivery.body)
-        files = self._act(prediction)
-        self.state.mark_processed(webhook_id)
+        with self._writes:  # on SQLite, queue behind this process's acks rather than busy-wait
+            files = self._act(prediction)
+            self.state.mark_processed(webhook_id)
         outcome = WebhookOutcome(webhook_id, prediction.id, prediction.status.value, files=files)
         log.info(
             "webhook %s: %s %s, %d file(s) queued", webhook_id, prediction.id, outcome.status, outcome.queued

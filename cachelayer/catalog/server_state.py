@@ -234,8 +234,8 @@ def gateway_secret(engine: Engine, configured: str | None) -> bytes:
     else the secret generated once and kept in the catalog's ``server_state`` (created on
     first use, so every process sharing the catalog agrees). Cached per engine.
 
-    Raises :class:`~cachelayer.errors.CatalogUnavailableError`-style SQLAlchemy errors only
-    when the catalog cannot be read."""
+    Raises :class:`~cachelayer.errors.CatalogOutageError` or
+    :class:`~cachelayer.errors.CatalogError` only when the catalog cannot be read."""
     from cachelayer.gateway_urls import new_secret, secret_bytes
 
     if configured:

@@ -180,12 +180,12 @@ class Service:
         receiver = self.layer.webhooks
         spool = None
         try:
-            check = SignatureCheck(receiver.cached_key() or b"", parse_signed_headers(request.headers))
+            signed = parse_signed_headers(request.headers)
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > receiver.max_body_bytes:
                 raise WebhookVerificationError("too_large", "webhook body too large", 413)
-            if receiver.cached_key() is None:  # read from Replicate once
-                check = SignatureCheck(await run_in_threadpool(receiver.key), check.signed)
+            key = receiver.cached_key() or await run_in_threadpool(receiver.key)  # read from Replicate once
+            check = SignatureCheck(key, signed)
             try:
                 await asyncio.wait_for(self._unverified.acquire(), UNVERIFIED_WAIT_SECONDS)
             except asyncio.TimeoutError:
