@@ -464,10 +464,16 @@ class CacheLayer:
 
     def handle_webhook(self, headers: Any, body: bytes) -> Any:
         """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
-        record the prediction and queue its files; returns a
+        record the prediction and queue its files, all before returning (synchronous; serve
+        instead answers from an inbox); returns a
         :class:`cachelayer.webhooks.WebhookOutcome`. For apps receiving webhooks in their own
         views; see :meth:`cachelayer.webhooks.WebhookReceiver.handle` (raises
         :class:`~cachelayer.errors.WebhookVerificationError` for refused deliveries)."""
+        return self.webhooks.handle(headers, body)
+
+    @property
+    def webhooks(self) -> Any:
+        """The :class:`cachelayer.webhooks.WebhookReceiver` of this layer (built on first use)."""
         from cachelayer.webhooks import WebhookReceiver
 
         receiver = self.__dict__.get("_webhooks")
@@ -475,7 +481,7 @@ class CacheLayer:
             secret = self.settings.webhook_secret
             made = WebhookReceiver(secret, lambda: self.client, lambda: self.catalog, self.enqueue)
             receiver = self.__dict__.setdefault("_webhooks", made)
-        return receiver.handle(headers, body)
+        return receiver
 
     def __exit__(self, *exc: object) -> None:
         self.close()

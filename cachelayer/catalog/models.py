@@ -25,6 +25,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    String,
+    Text,
     UniqueConstraint,
     event,
     func,
@@ -41,8 +44,10 @@ __all__ = [
     "Checkpoint",
     "OutputFile",
     "Prediction",
+    "ServerStateValue",
     "SourceUrl",
     "UTCDateTime",
+    "WebhookDeliveryRow",
 ]
 
 #: The values of :class:`~cachelayer.catalog.records.FileStatus`, in their documented order.
@@ -179,3 +184,35 @@ class Checkpoint(Base):
     cursor: Mapped[str | None] = mapped_column(SafeText)
     state: Mapped[Any | None] = mapped_column(SafeJSON)
     updated_at: Mapped[datetime]
+
+
+class ServerStateValue(Base):
+    """One named value shared by every process of a catalog (table ``server_state``,
+    migration 0004): the generated gateway secret."""
+
+    __tablename__ = "server_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+#: Longest ``webhook-id`` recorded (Standard Webhooks ids are ``msg_`` + 27 characters).
+MAX_WEBHOOK_ID = 255
+
+
+class WebhookDeliveryRow(Base):
+    """One accepted webhook delivery by its ``webhook-id`` (table ``webhook_deliveries``,
+    migrations 0004 and 0005): the de-duplication row and serve's inbox. ``body`` holds the
+    verified raw body until the delivery is acted on (``processed_at`` set, ``body``
+    cleared); ``error`` says why a delivery could not be acted on."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[str] = mapped_column(String(MAX_WEBHOOK_ID), primary_key=True)
+    prediction_id: Mapped[str | None] = mapped_column(String(MAX_PREDICTION_ID))
+    status: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    processed_at: Mapped[datetime | None] = mapped_column(index=True)
+    error: Mapped[str | None] = mapped_column(Text)
