@@ -27,7 +27,6 @@ from typing import Any, Literal
 from cachelayer import expiry
 from cachelayer.catalog.queries import Catalog, NewFile
 from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
-from cachelayer.catalog.reruns import RerunClaims
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError, RerunError
@@ -113,7 +112,7 @@ class Persister:
         self.copier = copier
         self.api = api
         self.prefix = str(getattr(store, "prefix", ""))
-        self.reruns = RerunClaims(catalog.engine)
+        self.reruns = catalog.reruns
 
     # ---- record and copy ----------------------------------------------------------------
 

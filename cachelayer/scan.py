@@ -24,7 +24,6 @@ from urllib.parse import urlencode
 
 from cachelayer.catalog import checkpoint_name
 from cachelayer.catalog.queries import Catalog
-from cachelayer.catalog.reruns import requeue_failed
 from cachelayer.copier import Copier
 from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError
 from cachelayer.leases import release_dead_local_leases
@@ -312,7 +311,7 @@ def backfill(
         tally.tick(force=True)
         return tally.summary
     if retry_failed:
-        tally.add(files_requeued=requeue_failed(catalog.engine))
+        tally.add(files_requeued=catalog.queue.requeue_failed())
     release_dead_local_leases(catalog)
     scan_done = threading.Event()
     pool = WorkerPool(catalog, copier, tally, 0 if scan_only else concurrency, scan_done=scan_done, once=True)

@@ -260,3 +260,45 @@ def test_retry_setting_is_validated():
             Settings.from_env({"CACHELAYER_DB_RETRY_SECONDS": bad}, storage_url="file:///x")
     with pytest.raises(ConfigError):
         make_engine("sqlite://", retry_seconds=float("nan"))
+
+
+def test_rerun_claims_and_requeue_ride_out_a_sqlite_lock(tmp_path):
+    """The rerun claim and re-queueing failed files go through the catalog's one Database:
+    a write lock held past SQLite's busy timeout is retried, not raised as SQLAlchemy's."""
+    path = tmp_path / "catalog.db"
+    engine = make_engine(f"sqlite:///{path}", sqlite_busy_timeout=0.1, retry_seconds=60)
+    upgrade(engine)
+    catalog = Catalog(engine)
+    _write(catalog, 0)
+    reruns = catalog.reruns
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock...
+    holder.execute("UPDATE output_files SET attempts = attempts")
+    released = threading.Timer(1.5, lambda: holder.execute("COMMIT"))  # ... for 15 busy timeouts
+    released.start()
+    with Hiccups() as hiccups:
+        claim = reruns.claim("w00000", "me", stale_after=60)
+        requeued = catalog.queue.requeue_failed()
+    released.join()
+    holder.close()
+    assert any("database is locked" in m for m in hiccups.messages)
+    assert claim.mine and reruns.get("w00000").owner == "me" and requeued == 0
+    engine.dispose()
+
+
+def test_rerun_claim_past_the_budget_is_a_typed_error(tmp_path):
+    path = tmp_path / "catalog.db"
+    engine = make_engine(f"sqlite:///{path}", sqlite_busy_timeout=0.05, retry_seconds=0.2)
+    upgrade(engine)
+    catalog = Catalog(engine)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(CatalogOutageError):
+            catalog.reruns.claim("p", "me", stale_after=60)
+        with pytest.raises(CatalogOutageError):
+            catalog.queue.requeue_failed()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    engine.dispose()

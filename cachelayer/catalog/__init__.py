@@ -15,6 +15,8 @@ retries of transient errors):
                    keyset cursors, show, statistics
 ``checkpoints``    :class:`~cachelayer.catalog.checkpoints.CheckpointRepository`: progress
                    of long-running jobs, keyed by the filter's spec
+``reruns``         :class:`~cachelayer.catalog.reruns.RerunRepository`: the at-most-once
+                   rerun claims
 =================  ==========================================================================
 
 :class:`Catalog` composes them (``catalog.queue.claim_next(...)``) and offers the documented
@@ -40,6 +42,7 @@ from cachelayer.catalog.predictions import PredictionRepository
 from cachelayer.catalog.queue import QueueRepository
 from cachelayer.catalog.records import FileRecord, FileStatus, NewFile, PredictionRecord
 from cachelayer.catalog.reports import CursorError, Page, PredictionFiles, ReportRepository, StatsBy, StatsRow
+from cachelayer.catalog.reruns import RerunRepository
 from cachelayer.catalog.session import Database
 from cachelayer.prediction import Prediction
 
@@ -64,7 +67,8 @@ __all__ = [
 class Catalog:
     """The catalog of one database (``engine``); thread-safe.
 
-    Repositories: ``predictions``, ``files``, ``queue``, ``reports``, ``checkpoints``.
+    Repositories: ``predictions``, ``files``, ``queue``, ``reports``, ``checkpoints``,
+    ``reruns``.
     Every method runs its own short transaction (callers never hold locks while moving
     bytes), retried after transient errors for ``retry_seconds`` (default: the engine's
     setting from :func:`~cachelayer.catalog.db.make_engine`, else 60 s). Errors: a
@@ -84,6 +88,7 @@ class Catalog:
         self.queue = QueueRepository(self.db)
         self.reports = ReportRepository(self.db)
         self.checkpoints = CheckpointRepository(self.db)
+        self.reruns = RerunRepository(self.db)
 
     def ping(self) -> None:
         """One ``SELECT 1``: raises whatever the database raises when it does not answer

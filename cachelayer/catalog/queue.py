@@ -337,6 +337,21 @@ class QueueRepository:
             .values(status=FileStatus.EXPIRED, last_error=error[:MAX_ERROR_CHARS])
         )
 
+    def requeue_failed(self) -> int:
+        """Put every ``failed`` file back in the queue (``pending``, attempts reset, error
+        kept until the next attempt), e.g. after a setting was fixed. Returns how many."""
+        return self._rowcount(
+            update(OutputFile)
+            .where(OutputFile.status == FileStatus.FAILED)
+            .values(
+                status=FileStatus.PENDING,
+                attempts=0,
+                available_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+
     def mark_unverified(
         self, file_id: int, *, status: str | FileStatus, error: str, expected_sha256: str | None = None
     ) -> bool:
