@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 from cachelayer import expiry
-from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
 from cachelayer.errors import (

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 
-from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
 
 __all__ = ["Heartbeat", "claim_or_wait", "new_owner", "release_dead_local_leases"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cachelayer import expiry
-from cachelayer.catalog.queries import Catalog, NewFile
+from cachelayer.catalog import Catalog, NewFile
 from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome

@@ -22,8 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from cachelayer.catalog import checkpoint_name
-from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog import Catalog, checkpoint_name
 from cachelayer.copier import Copier
 from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError
 from cachelayer.leases import release_dead_local_leases

@@ -34,14 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from cachelayer.catalog.records import FileRecord, PredictionRecord
 from cachelayer.errors import StorageError
 from cachelayer.expiry import retrievable
 
 if TYPE_CHECKING:
-    from cachelayer.catalog.queries import Catalog
+    from cachelayer.catalog import Catalog
     from cachelayer.storage.base import Store
 
 __all__ = ["VerifyProblem", "VerifyReport", "source_retrievable", "verify"]
@@ -167,18 +167,9 @@ def source_retrievable(prediction: PredictionRecord | None, now: datetime | None
     )
 
 
-class CatalogAndStore(Protocol):
-    """Anything with a ``catalog`` and a ``store`` (a ``CacheLayer``, for one)."""
-
-    @property
-    def catalog(self) -> Catalog: ...
-
-    @property
-    def store(self) -> Store: ...
-
-
 def verify(
-    target: CatalogAndStore | tuple[Catalog, Store],
+    catalog: Catalog,
+    store: Store,
     *,
     model: str | None = None,
     since: datetime | None = None,
@@ -191,7 +182,7 @@ def verify(
 ) -> VerifyReport:
     """Check every ``stored`` file matching the filters against its object.
 
-    ``target`` has a ``catalog`` and a ``store`` (a ``CacheLayer``) or is a ``(catalog, store)`` pair.
+    Only files recorded in ``store`` are checked (others are counted as skipped).
     Filters are those of :meth:`Catalog.list_files` (``since`` inclusive, ``until``
     exclusive, on the prediction's creation time). ``deep`` reads every object fully
     (SHA-256 and byte count); otherwise one ``HEAD`` per object checks existence and size.
@@ -204,10 +195,6 @@ def verify(
     Returns a :class:`VerifyReport`. Does not raise for a bad object; database errors
     propagate.
     """
-    if isinstance(target, tuple):
-        catalog, store = target
-    else:
-        catalog, store = target.catalog, target.store
     report = VerifyReport(deep=deep, repair=repair)
     files = catalog.iter_files(
         model=model, status="stored", since=since, until=until, prediction_id=prediction_id

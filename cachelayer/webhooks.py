@@ -33,7 +33,7 @@ from cachelayer.prediction import Prediction
 if TYPE_CHECKING:
     from replicate.client import Client as ReplicateClient
 
-    from cachelayer.catalog.queries import Catalog
+    from cachelayer.catalog import Catalog
     from cachelayer.catalog.records import FileRecord
     from cachelayer.replicate_api import ReplicateApi
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import ExpiredDownloadUrlError

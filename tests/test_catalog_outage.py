@@ -51,20 +51,22 @@ class Hiccups(logging.Handler):
 def _write(catalog: Catalog, i: int) -> None:
     """One unit of catalog work as the pipeline does it: record, queue, claim, store."""
     pid = f"w{i:05d}"
-    catalog.record_prediction(Prediction(pid, PredictionStatus.SUCCEEDED, model="acme/w", created_at=CREATED))
-    (row,) = catalog.ensure_files(
+    catalog.predictions.record(
+        Prediction(pid, PredictionStatus.SUCCEEDED, model="acme/w", created_at=CREATED)
+    )
+    (row,) = catalog.files.ensure(
         pid,
         [NewFile("", f"https://replicate.delivery/{pid}.png", f"k/{pid}.png")],
         store="s",
         model="acme/w",
         created_at=CREATED,
     )
-    assert catalog.claim(row.id, "writer", 60)
-    stored = catalog.mark_stored(
+    assert catalog.queue.claim(row.id, "writer", 60)
+    stored = catalog.queue.mark_stored(
         row.id, "writer", size=1, sha256="0" * 64, content_type="image/png", source_age_seconds=0.0
     )
     # None only if a retried transaction had committed before its connection dropped
-    assert stored is not None or catalog.get_file(row.id).status == "stored"
+    assert stored is not None or catalog.files.get(row.id).status == "stored"
 
 
 class Writer(threading.Thread):
@@ -219,7 +221,7 @@ def test_a_deadlock_is_retried(postgres_url):
     for t in threads:
         t.join(60)
     assert len(attempts) == 3  # one of the two ran again after the deadlock
-    assert [f.attempts for f in (catalog.get_file(ids[0]), catalog.get_file(ids[1]))] == [3, 3]
+    assert [f.attempts for f in (catalog.files.get(ids[0]), catalog.files.get(ids[1]))] == [3, 3]
     engine.dispose()
 
 
