@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
-from cachelayer.catalog.records import FileRecord, PredictionRecord
+from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
 from cachelayer.errors import StorageError
 from cachelayer.expiry import retrievable
 
@@ -197,7 +197,7 @@ def verify(
     """
     report = VerifyReport(deep=deep, repair=repair)
     files = catalog.iter_files(
-        model=model, status="stored", since=since, until=until, prediction_id=prediction_id
+        model=model, status=FileStatus.STORED, since=since, until=until, prediction_id=prediction_id
     )
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="cachelayer-verify") as pool:
         for batch in _batches(files, _BATCH):
@@ -284,13 +284,14 @@ def _repair(catalog: Catalog, problems: list[VerifyProblem]) -> list[VerifyProbl
         if p.problem == "error":
             repaired.append(VerifyProblem(p.file, p.problem, p.detail, "unchanged"))
             continue
-        status = "pending" if source_retrievable(preds.get(p.file.prediction_id), now) else "failed"
+        alive = source_retrievable(preds.get(p.file.prediction_id), now)
+        status = FileStatus.PENDING if alive else FileStatus.FAILED
         changed = catalog.queue.mark_unverified(
             p.file.id, status=status, error=f"verify: {p.problem}", expected_sha256=p.file.sha256
         )
         action: Action = "unchanged"
         if changed:
-            action = "requeued" if status == "pending" else "failed"
+            action = "requeued" if status == FileStatus.PENDING else "failed"
         repaired.append(VerifyProblem(p.file, p.problem, p.detail, action))
     return repaired
 
