@@ -3,23 +3,13 @@ checkpoint on every run, whatever time it resolves to; on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cachelayer.catalog import Catalog, checkpoint_name
+from cachelayer.catalog import checkpoint_name
 from cachelayer.catalog.checkpoints import canonical_spec
-from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.timeparse import parse_duration
-
-
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 def _spec(since, *, models=("acme/a",), until=None) -> dict:

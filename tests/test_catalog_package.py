@@ -7,14 +7,12 @@ from __future__ import annotations
 import ast
 import inspect
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from cachelayer.catalog import Catalog, FileFilter, FileStatus, NewFile
-from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.errors import ConfigError
 from cachelayer.prediction import Prediction, PredictionStatus
 
@@ -59,14 +57,6 @@ OLD_SURFACE = {
     "stats": ("stats", ["by", "since", "until"]),
     "mark_unverified": ("queue.mark_unverified", ["file_id", "status", "error", "expected_sha256"]),
 }
-
-
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 def test_old_surface_has_one_home_each(catalog):

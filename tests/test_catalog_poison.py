@@ -13,7 +13,6 @@ import math
 import random
 import string
 import tracemalloc
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -22,21 +21,12 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from cachelayer.catalog import Catalog, FileFilter, FileStatus, NewFile
-from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.catalog.encoding import catalog_url, escape_json, escape_text, unescape_json, unescape_text
 from cachelayer.datauri import redact_data_uri
 from cachelayer.errors import CatalogWriteError
 from cachelayer.prediction import Prediction, PredictionStatus
 
 CREATED = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 def _noise(n: int, seed: int = 0) -> str:

@@ -27,7 +27,6 @@ from sqlalchemy import text
 
 from cachelayer import CacheLayer
 from cachelayer.catalog import Catalog, NewFile
-from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.catalog.reports import CursorError, decode_cursor, encode_cursor
 from cachelayer.cli.formatting import Column, write_fields, write_records
 from cachelayer.errors import ConfigError
@@ -42,14 +41,6 @@ CLI = str(Path(sys.executable).with_name("cachelayer"))
 
 
 # ---- a catalog filled through the Catalog methods ---------------------------------------------
-
-
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 def _store_file(c: Catalog, file_id: int, size: int) -> None:
