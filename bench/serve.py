@@ -494,9 +494,9 @@ class Bench:
         stats = python_load(server.url, requests, concurrency, None, once=True)
         stats["server_cpu_ms_per_request"] = (server.cpu_seconds() - cpu) * 1000 / max(1, stats["requests"])
         stats["load_average_after"] = round(os.getloadavg()[0], 2)
-        counts = layer.catalog.queue_counts()
+        counts = layer.catalog.queue.counts()
         stats["stored_by_end_of_burst"] = counts.get("stored", 0)
-        while workers and layer.catalog.queue_counts().get("stored", 0) < count:
+        while workers and layer.catalog.queue.counts().get("stored", 0) < count:
             time.sleep(0.2)
         stats["all_stored_seconds"] = time.monotonic() - started if workers else float("nan")
         if worker is not None:

@@ -96,7 +96,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -403,7 +403,6 @@ class Settings:
     gateway_url: str | None = None
     gateway_secret: str | None = None
     gateway_proxy: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, rule in NUMBERS.items():
@@ -515,7 +514,6 @@ class Settings:
             s3_region=s3_region,
             s3_addressing_style=pick("s3_addressing_style", "CACHELAYER_S3_ADDRESSING_STYLE") or "auto",
             token_hosts=token_hosts,
-            extra=ov.get("extra", {}),
             **numbers,
             **_server_settings(env, ov, url_mode),
         )

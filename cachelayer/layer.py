@@ -20,8 +20,8 @@ from replicate.client import Client as ReplicateClient
 from sqlalchemy import Engine
 
 from cachelayer import scan, workers
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.db import ensure_schema, make_engine
-from cachelayer.catalog.queries import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier
@@ -317,7 +317,8 @@ class CacheLayer:
         with ``repair`` re-queue (or mark ``failed``) missing/corrupt files. Never deletes.
         Returns a :class:`cachelayer.verify.VerifyReport`; see :func:`cachelayer.verify.verify`."""
         return verify(
-            (self.catalog, self.store),
+            self.catalog,
+            self.store,
             model=model,
             since=since,
             until=until,

@@ -45,7 +45,7 @@ from cachelayer.prediction import Prediction
 if TYPE_CHECKING:
     from replicate.client import Client as ReplicateClient
 
-    from cachelayer.catalog.queries import Catalog
+    from cachelayer.catalog import Catalog
     from cachelayer.catalog.records import FileRecord
     from cachelayer.catalog.server_state import ServerState
     from cachelayer.replicate_api import ReplicateApi
@@ -289,7 +289,7 @@ class WebhookReceiver:
 
     Parts (passed lazily, so a receiver with a configured secret never builds a Replicate
     client): ``secret`` (``CACHELAYER_WEBHOOK_SECRET``, or ``None`` to read it once with
-    ``client()``), ``catalog()`` (the :class:`~cachelayer.catalog.queries.Catalog`),
+    ``client()``), ``catalog()`` (the :class:`~cachelayer.catalog.Catalog`),
     ``enqueue(prediction) -> file rows`` (records a finished prediction and queues its files,
     :meth:`cachelayer.CacheLayer.enqueue`). ``ack_retry_seconds``: how long the one write of
     an acknowledgement retries a catalog hiccup (at most the catalog's own budget).

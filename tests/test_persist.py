@@ -182,7 +182,7 @@ def test_on_expired_rerun_links_the_new_prediction(layer, replicate_simulator, s
     replicate_simulator.remove_data(pred.id)
     out = layer.persist(pred.id, on_expired="rerun")
     assert len(out) == 1 and hashlib.sha256(s3_bytes(s3_server, out[0])).hexdigest() == files[0].sha256()
-    reruns = layer.catalog.reruns_of(pred.id)
+    reruns = layer.catalog.predictions.reruns_of(pred.id)
     assert len(reruns) == 1 and reruns[0].input == {"num_outputs": 1}
     assert reruns[0].id != pred.id
 

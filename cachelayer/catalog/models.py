@@ -3,7 +3,8 @@
 Shape follows Rails Active Storage: ``predictions`` says what Replicate produced,
 ``output_files`` says where each file lives now (store, key, size, sha256) and is also the
 work queue (status, lease), ``source_urls`` remembers every URL a file was ever served from
-(URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress.
+(URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress,
+``rerun_claims`` the at-most-once rerun claims.
 All times are timezone-aware UTC; sizes are bytes. Text and JSON columns apply the lossless
 rules of :mod:`cachelayer.catalog.encoding` (see :mod:`cachelayer.catalog.types`).
 
@@ -44,6 +45,7 @@ __all__ = [
     "Checkpoint",
     "OutputFile",
     "Prediction",
+    "RerunClaimRow",
     "ServerStateValue",
     "SourceUrl",
     "UTCDateTime",
@@ -216,3 +218,16 @@ class WebhookDeliveryRow(Base):
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     processed_at: Mapped[datetime | None] = mapped_column(index=True)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class RerunClaimRow(Base):
+    """A claim on rerunning a prediction whose data Replicate removed (table
+    ``rerun_claims``, revision 0006): who took it and when, and the rerun's id once
+    Replicate created it."""
+
+    __tablename__ = "rerun_claims"
+
+    prediction_id: Mapped[str] = mapped_column(safe_string(MAX_PREDICTION_ID), primary_key=True)
+    owner: Mapped[str] = mapped_column(safe_string(64))
+    claimed_at: Mapped[datetime]
+    rerun_id: Mapped[str | None] = mapped_column(safe_string(MAX_PREDICTION_ID))
