@@ -346,12 +346,9 @@ class WebhookReceiver:
         ``ack_retry_seconds``."""
         if self._state is None:
             from cachelayer.catalog.server_state import ServerState
-            from cachelayer.catalog.session import Database
 
             db = self._catalog().db
-            state = ServerState(
-                Database(db.engine, retry_seconds=min(db.retry_seconds, self.ack_retry_seconds))
-            )
+            state = ServerState(db.within(self.ack_retry_seconds))
             if db.dialect == "sqlite":
                 # SQLite has one writer; concurrent writers wait in its busy handler, which
                 # sleeps in growing steps (up to 100 ms). Queueing this process's deliveries

@@ -181,7 +181,7 @@ def test_sigterm_with_the_catalog_down_exits_within_the_grace_and_loses_nothing(
     body = json.dumps(sim.prediction(pid)).encode()
     delivered = httpx.post(f"{server.url}/webhooks/replicate", content=body, headers=sim.sign_webhook(body))
     assert delivered.status_code == 200
-    wait_for(layer.catalog.lease_owners, what="the copy to be claimed")
+    wait_for(layer.catalog.queue.lease_owners, what="the copy to be claimed")
     layer.close()
 
     own_postgres.stop()
