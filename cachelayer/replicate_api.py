@@ -16,7 +16,9 @@ configured API origin.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -158,7 +160,7 @@ def _file_outputs_as_urls(value: Any) -> Any:
         return {k: _file_outputs_as_urls(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_file_outputs_as_urls(v) for v in value]
-    if isinstance(value, (str, bytes, int, float)) or value is None or hasattr(value, "read"):
+    if isinstance(value, (str, bytes, int, float, io.IOBase, os.PathLike)) or value is None:
         return value
     url = getattr(value, "url", None)
     return url if isinstance(url, str) else value
