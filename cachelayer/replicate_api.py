@@ -252,7 +252,7 @@ class ReplicateApi:
         up to :data:`CREATE_ATTEMPTS` times, waiting ``Retry-After`` (else 1, 2, 4... s,
         at most :data:`CREATE_MAX_DELAY`). Raises :class:`ModelNotFoundError`,
         :class:`ReplicateConfigError`, :class:`CacheLayerError`."""
-        request = self._request(parse_ref(ref), input, params)
+        request = self._create_request(parse_ref(ref), input, params)
         what = f"cannot run {ref}"
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
@@ -272,7 +272,7 @@ class ReplicateApi:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _request(ref: ModelRef, input: dict[str, Any], params: dict[str, Any]) -> CreateRequest:
+    def _create_request(ref: ModelRef, input: dict[str, Any], params: dict[str, Any]) -> CreateRequest:
         """The :class:`CreateRequest` for ``ref``: ``wait`` (``True`` or seconds) becomes
         ``Prefer: wait``/``wait=N``; ``webhook``, ``webhook_events_filter``, ``stream``,
         ``file_encoding_strategy`` pass through; anything else raises :class:`ConfigError`."""
