@@ -256,14 +256,17 @@ def verify_signature(secret: str, headers: Mapping[str, str], body: bytes) -> No
         raise WebhookVerificationError("bad_signature", "webhook signature does not match", 401)
 
 
-def fetch_webhook_secret(client: ReplicateClient) -> str:
+def fetch_webhook_secret(client: Any) -> str:
     """The account's signing secret from ``GET /v1/webhooks/default/secret`` (needs the API
-    token). Raises :class:`~cachelayer.errors.ReplicateConfigError` when refused or
-    unreachable."""
+    token). ``client``: a :class:`~cachelayer.replicate_clients.ReplicateAdapter`, or a
+    ``replicate`` client object (1.x or 2.x), read through its public API. Raises
+    :class:`~cachelayer.errors.ReplicateConfigError` when refused or unreachable."""
     from cachelayer.replicate_api import _errors
+    from cachelayer.replicate_clients import open_adapter
 
+    adapter = open_adapter(client, api_token=None, base_url=None, ca_bundle=None)
     with _errors("cannot read the webhook signing secret", not_found=ConfigError):
-        return str(client.webhooks.default.secret().key)
+        return adapter.webhook_secret()
 
 
 def _depth_at_most(value: Any, limit: int) -> bool:

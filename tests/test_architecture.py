@@ -149,8 +149,7 @@ def test_library_never_imports_the_test_kit():
     assert bad == set()
 
 
-#: Modules that may open SQLAlchemy sessions: the catalog's one ``Database`` and, until its
-#: move onto it (issue 20, helper i20 server-state's work; removed at merge), server_state.
+#: Modules that may open SQLAlchemy sessions: the catalog's one ``Database`` only.
 OWN_SESSIONS_ALLOWED = {"cachelayer.catalog.session"}
 
 
@@ -220,3 +219,32 @@ def test_file_statuses_are_the_enum():
         and not name.startswith("cachelayer.testing")
     }
     assert {name: hits for name, hits in found.items() if hits} == {}
+
+
+#: Private parts of dependencies the library once reached into (the replicate 1.x client's
+#: ``_request``, ``_client``, ``_async_request``, ``_Client__async_client``): each client is
+#: used through its public API only (cachelayer/replicate_clients/).
+PRIVATE_ACCESS = re.compile(
+    r"\._request\b|\._async_request\b|__async_client\b|_Client__|\bclient\._\w+|\._client\._?\w|"
+    r"\b(?:replicate|httpx)(?:\.\w+)*\._\w+|\bfrom (?:replicate|httpx)(?:\.\w+)*\._\w+ import|"
+    r"\bfrom (?:replicate|httpx)\.(?:\w+\.)*_\w+ import"
+)
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_no_private_attribute_of_the_replicate_client_or_httpx(name):
+    text = modules()[name].read_text(encoding="utf-8")
+    found = [m.group(0) for m in PRIVATE_ACCESS.finditer(text)]
+    assert found == [], f"{name} reaches into a private part: {found}"
+
+
+def test_the_private_access_check_finds_what_it_must():
+    old = (
+        'data = self.client._request("GET", path).json()\n'
+        "base = urlsplit(str(client._client.base_url))\n"
+        'resp = await self.aclient._async_request("GET", "/v1/x")\n'
+        'c = client.__dict__.get("_Client__async_client")\n'
+        "from replicate.lib._files import encode_json\n"
+    )
+    assert len(PRIVATE_ACCESS.findall(old)) >= 5
+    assert PRIVATE_ACCESS.findall("self._client = client\nself._http.close()\n") == []
