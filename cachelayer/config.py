@@ -95,7 +95,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,16 +251,17 @@ def default_token_hosts(replicate_base_url: str | None) -> tuple[str, ...]:
     return (api_host, *DELIVERY_TOKEN_HOSTS)
 
 
-def sqlite_path(database_url: str) -> Path | None:
+def sqlite_path(database_url: str, name: str = "CACHELAYER_DATABASE_URL") -> Path | None:
     """The file of a SQLite catalog URL (``~`` expanded), ``None`` for other databases and
-    in-memory SQLite. Raises :class:`ConfigError` for a URL SQLAlchemy cannot parse."""
+    in-memory SQLite. Raises :class:`ConfigError` naming ``name`` (the variable or flag the
+    URL came from) for a URL SQLAlchemy cannot parse."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         url = make_url(database_url)
     except (ArgumentError, ValueError):
-        raise ConfigError(f"CACHELAYER_DATABASE_URL is not a database URL: {_shown(database_url)}") from None
+        raise ConfigError(f"{name} is not a database URL: {_shown(database_url)}") from None
     if url.get_backend_name() != "sqlite":
         return None
     db = url.database
@@ -269,19 +270,17 @@ def sqlite_path(database_url: str) -> Path | None:
     return Path(db).expanduser()
 
 
-def _check_database_url(url: str) -> None:
+def _check_database_url(url: str, name: str = "CACHELAYER_DATABASE_URL") -> None:
     from sqlalchemy.engine import make_url
 
-    path = sqlite_path(url)  # also checks that the URL parses
+    path = sqlite_path(url, name)  # also checks that the URL parses
     backend = make_url(url).get_backend_name()
     if backend not in ("sqlite", "postgresql", "postgres"):
-        raise ConfigError(
-            f"CACHELAYER_DATABASE_URL must be a SQLite or PostgreSQL URL, got {backend!r} ({_shown(url)})"
-        )
+        raise ConfigError(f"{name} must be a SQLite or PostgreSQL URL, got {backend!r} ({_shown(url)})")
     if path is None:
         return
     if path.is_dir():
-        raise ConfigError(f"CACHELAYER_DATABASE_URL names a directory, not a SQLite file: {str(path)!r}")
+        raise ConfigError(f"{name} names a directory, not a SQLite file: {str(path)!r}")
     if path.exists():
         # Whether it holds a SQLite database is left to SQLite (at the first connection,
         # cachelayer.catalog.db): reading the file here would drop this process's POSIX
@@ -290,17 +289,15 @@ def _check_database_url(url: str) -> None:
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise ConfigError(
-                    f"CACHELAYER_DATABASE_URL: {str(parent)!r} is a file, so {str(path)!r} cannot be created"
-                )
+                raise ConfigError(f"{name}: {str(parent)!r} is a file, so {str(path)!r} cannot be created")
             break
 
 
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
-def _check_storage_url(url: str) -> None:
-    expected = "CACHELAYER_STORAGE_URL must be s3://bucket[/prefix] or file:///path"
+def _check_storage_url(url: str, name: str = "CACHELAYER_STORAGE_URL") -> None:
+    expected = f"{name} must be s3://bucket[/prefix] or file:///path"
     if not (url.startswith(("s3://", "file://")) or url.startswith("/")):
         raise ConfigError(f"{expected}, got {_shown(url)}")
     if any(ord(c) < 32 or ord(c) == 127 for c in url):
@@ -318,7 +315,7 @@ def _check_storage_url(url: str) -> None:
     for path in (root, *root.parents):
         if path.exists():
             if not path.is_dir():
-                raise ConfigError(f"CACHELAYER_STORAGE_URL: {str(path)!r} is a file, not a directory")
+                raise ConfigError(f"{name}: {str(path)!r} is a file, not a directory")
             break
 
 
@@ -425,13 +422,22 @@ class Settings:
             )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        override_names: Callable[[str], str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
         """Build settings from ``env`` (default ``os.environ``) with ``overrides`` on top.
 
         ``None`` overrides are ignored, so CLI flags can be passed straight through; an
-        empty variable counts as not set. Raises :class:`ConfigError` for malformed or
-        out-of-range values and unknown keywords. Reads files only to check them
-        (``CACHELAYER_CA_BUNDLE``, an existing SQLite catalog's header); contacts nothing.
+        empty variable counts as not set. An error about a value names where it came
+        from: its environment variable, or ``override_names(keyword)`` for an override
+        (the CLI passes its flag names, ``--storage-url``; default: the variable too).
+        Raises :class:`ConfigError` for malformed or out-of-range values and unknown
+        keywords. Reads files only to check them (``CACHELAYER_CA_BUNDLE``, an existing
+        SQLite catalog's header); contacts nothing.
         """
         env = os.environ if env is None else env
         names = {f.name for f in dataclasses.fields(cls)}
@@ -439,6 +445,9 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         ov = {k: v for k, v in overrides.items() if v is not None}
+
+        def name(key: str, var: str) -> str:
+            return override_names(key) if override_names is not None and key in ov else var
 
         def pick(key: str, var: str) -> str | None:
             if key in ov:
@@ -454,13 +463,17 @@ class Settings:
             database_url = f"sqlite:///{data_dir}/catalog.db"
         if not storage_url:
             storage_url = (Path(str(data_dir)) / "objects").as_uri()
-        _check_database_url(database_url)
-        _check_storage_url(storage_url)
+        _check_database_url(database_url, name("database_url", "CACHELAYER_DATABASE_URL"))
+        _check_storage_url(storage_url, name("storage_url", "CACHELAYER_STORAGE_URL"))
 
+        base_name = name("public_base_url", "CACHELAYER_PUBLIC_BASE_URL")
         public_base_url = pick("public_base_url", "CACHELAYER_PUBLIC_BASE_URL")
         if public_base_url:
-            public_base_url = _http_url("CACHELAYER_PUBLIC_BASE_URL", public_base_url).rstrip("/")
+            public_base_url = _http_url(base_name, public_base_url).rstrip("/")
         url_mode = pick("url_mode", "CACHELAYER_URL_MODE") or ("public" if public_base_url else "s3")
+        mode_name = name("url_mode", "CACHELAYER_URL_MODE")
+        if url_mode == "public" and not public_base_url:
+            raise ConfigError(f"{mode_name}=public needs {base_name}")
 
         def num(key: str) -> Any:
             rule = NUMBERS[key]
@@ -473,7 +486,8 @@ class Settings:
 
         numbers = {key: num(key) for key in NUMBERS}
         allowed_hosts = _hosts(
-            ov.get("allowed_hosts", env.get("CACHELAYER_ALLOWED_HOSTS")), "CACHELAYER_ALLOWED_HOSTS"
+            ov.get("allowed_hosts", env.get("CACHELAYER_ALLOWED_HOSTS")),
+            name("allowed_hosts", "CACHELAYER_ALLOWED_HOSTS"),
         )
         cache_control = ov.get("cache_control", env.get("CACHELAYER_CACHE_CONTROL", cls.cache_control))
         if cache_control:
@@ -515,7 +529,7 @@ class Settings:
             s3_addressing_style=pick("s3_addressing_style", "CACHELAYER_S3_ADDRESSING_STYLE") or "auto",
             token_hosts=token_hosts,
             **numbers,
-            **_server_settings(env, ov, url_mode),
+            **_server_settings(env, ov, url_mode, mode_name),
         )
 
 
@@ -528,8 +542,11 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 
 
-def _server_settings(env: Mapping[str, str], ov: Mapping[str, Any], url_mode: str) -> dict[str, Any]:
-    """The settings of ``cachelayer serve`` (webhooks, gateway); see the module docstring."""
+def _server_settings(
+    env: Mapping[str, str], ov: Mapping[str, Any], url_mode: str, mode_name: str = "CACHELAYER_URL_MODE"
+) -> dict[str, Any]:
+    """The settings of ``cachelayer serve`` (webhooks, gateway); see the module docstring.
+    ``mode_name``: where ``url_mode`` came from (its variable or flag), for the error."""
 
     def pick(key: str, var: str) -> str | None:
         if key in ov:
@@ -554,7 +571,7 @@ def _server_settings(env: Mapping[str, str], ov: Mapping[str, Any], url_mode: st
         raise ConfigError("CACHELAYER_GATEWAY_SECRET must be at least 16 characters")
     gateway_url = _optional_url("CACHELAYER_GATEWAY_URL", pick("gateway_url", "CACHELAYER_GATEWAY_URL"))
     if url_mode == "gateway" and not gateway_url:
-        raise ConfigError("CACHELAYER_URL_MODE=gateway needs CACHELAYER_GATEWAY_URL (where serve is reached)")
+        raise ConfigError(f"{mode_name}=gateway needs CACHELAYER_GATEWAY_URL (where serve is reached)")
     proxy_raw = ov.get("gateway_proxy", env.get("CACHELAYER_GATEWAY_PROXY", ""))
     if isinstance(proxy_raw, bool):
         proxy = proxy_raw

@@ -7,6 +7,8 @@ Every error a user can cause derives from :class:`CacheLayerError`. The CLI maps
 
 from __future__ import annotations
 
+import re
+
 
 class CacheLayerError(Exception):
     """Base class of every error cachelayer raises on purpose."""
@@ -217,3 +219,31 @@ class WebhookVerificationError(CacheLayerError):
         self.reason = reason
         self.status = status
         super().__init__(message)
+
+
+_URL = re.compile(r"""(?:\b[a-zA-Z][a-zA-Z0-9+.-]*://|\bdata:)[^\s'"]*""")
+#: "prediction <id>": an id (quoted or not) of six or more characters with a digit in it.
+_PREDICTION = re.compile(r"\b(predictions?)\s+'?(?=[A-Za-z_-]*\d)[A-Za-z0-9_-]{6,}'?")
+_OUTPUT_PATH = re.compile(r"\boutput path\s+('[^']*'|\S+)")
+_WHERE = re.compile(r"\s*\(prediction <id>(?:, output path <path>)?\)")
+
+
+def _url_placeholder(m: re.Match[str]) -> str:
+    text = m.group(0)
+    tail = len(text) - len(text.rstrip(".,:;)]"))
+    return "<url>" + (text[-tail:] if tail else "")
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A human reason for ``exc`` that failures of the same kind share, for grouping them
+    in a run's summary: its message on one line with the variable parts taken out (URLs
+    and ``data:`` URIs become ``<url>``, prediction ids ``<id>``, output paths ``<path>``;
+    the ``(prediction <id>, output path <path>)`` of a file's error is dropped). A message
+    with nothing left falls back to the error's class name."""
+    text = " ".join(str(exc).split())
+    text = _URL.sub(_url_placeholder, text)
+    text = text.replace("'<url>'", "<url>").replace('"<url>"', "<url>")
+    text = _PREDICTION.sub(r"\1 <id>", text)
+    text = _OUTPUT_PATH.sub("output path <path>", text)
+    text = _WHERE.sub("", text).strip()
+    return text or type(exc).__name__

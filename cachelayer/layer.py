@@ -369,10 +369,13 @@ class CacheLayer:
         removed predictions whose input was recorded (once each). ``retry_failed`` puts
         failed files back in the queue first. ``progress(summary)`` is called at most every
         0.2 s from worker threads. Returns a :class:`~cachelayer.workers.BackfillSummary`;
-        raises :class:`~cachelayer.errors.ConfigError` for bad arguments and Replicate
-        errors of the list call (after the client's retries on 429/503).
+        raises :class:`~cachelayer.errors.ConfigError` for bad arguments (``since`` not
+        before ``until``), :class:`~cachelayer.errors.ModelNotFoundError` for a model of
+        ``models`` Replicate does not know, and Replicate errors of the list call (after
+        the client's retries on 429/503). A filter that matches nothing logs a warning.
         """
         flt = scan.ScanFilter.build(since=since, until=until, models=models, source=source, statuses=statuses)
+        scan.check_models(self.api, flt.models)
         # The first list call travels while the S3 client, the bucket check and the catalog
         # are built. Without a token (or with a bad base URL) self.api raises again below,
         # after the bucket check, as it always did.

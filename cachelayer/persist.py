@@ -297,13 +297,14 @@ class Persister:
 
     @staticmethod
     def durable_output(output: Any, files: Sequence[FileRecord], render: Callable[[FileRecord], str]) -> Any:
-        """``output`` with each stored file replaced by ``render(record)``; files not
-        stored keep their source URL (``FileOutput`` objects become plain strings)."""
+        """``output`` with each stored file replaced by ``render(record)`` and every other
+        file by ``None``: a durable output holds durable URLs only, never a source URL that
+        expires (``FileOutput`` objects become plain strings)."""
         by_path = {f.output_path: f for f in files}
 
-        def swap(path: str, url: str) -> str:
+        def swap(path: str, url: str) -> str | None:
             rec = by_path.get(path)
-            return render(rec) if rec is not None and rec.status == FileStatus.STORED else url
+            return render(rec) if rec is not None and rec.status == FileStatus.STORED else None
 
         return replace_files(output, swap)
 

@@ -244,6 +244,13 @@ class ReplicateApi:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
 
+    def get_model(self, name: str) -> dict[str, Any]:
+        """``GET /v1/models/{owner}/{name}``: the model as JSON (Replicate's API reference).
+        Raises :class:`ModelNotFoundError` when Replicate does not know it (404)."""
+        with _errors(f"unknown model {name}", not_found=ModelNotFoundError):
+            owner, _, model = name.partition("/")
+            return self.adapter.get_model(owner, model)
+
     def list_page(self, cursor: str | None = None) -> tuple[list[Prediction], str | None]:
         """One page of ``GET /v1/predictions`` (newest first): ``(predictions, next cursor)``.
 

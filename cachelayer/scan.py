@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 
 from cachelayer.catalog import Catalog, checkpoint_name
 from cachelayer.copier import Copier
-from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError
+from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError, failure_reason
 from cachelayer.leases import release_dead_local_leases
 from cachelayer.outputs import find_files
 from cachelayer.persist import Persister
@@ -41,6 +41,7 @@ __all__ = [
     "ScanFilter",
     "backfill",
     "beside_pool",
+    "check_models",
     "queue_prediction",
 ]
 
@@ -78,6 +79,11 @@ class ScanFilter:
     def __post_init__(self) -> None:
         if self.source not in (None, "api", "web"):
             raise ConfigError(f"source must be api or web, got {self.source!r}")
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ConfigError(
+                f"since ({_iso(self.since)}) is not before until ({_iso(self.until)}): "
+                "no prediction can match (--since is the older end, e.g. --since 6h --until 2h)"
+            )
 
     @classmethod
     def build(
@@ -264,7 +270,7 @@ class Scan:
                     queued = self.take(p)
                 except CatalogWriteError as exc:  # one bad record never stops the rest
                     log.warning("could not record prediction %s: %s", p.id, exc)
-                    self.tally.prediction_failed(type(exc).__name__)
+                    self.tally.prediction_failed(failure_reason(exc))
                     continue
                 if queued and self.on_queued is not None:
                     self.on_queued(p, queued)  # copying starts now, not when the page is done
@@ -359,6 +365,7 @@ def backfill(
     tally = Tally(BackfillSummary(dry_run=dry_run), progress)
     if dry_run:
         Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=True).run()
+        _none_matched(tally)
         tally.tick(force=True)
         return tally.summary
     if retry_failed:
@@ -370,8 +377,30 @@ def backfill(
     beside_pool(catalog, copier, tally, 0 if scan_only else concurrency, scan)
     if on_expired == "rerun":
         _rerun_expired(catalog, persister, tally, sorted(tally.expired_predictions))
+    _none_matched(tally)
     finish(catalog, tally)
     return tally.summary
+
+
+def _none_matched(tally: Tally) -> None:
+    """Say so when a backfill's filter matched no prediction (a warning, kept in the
+    summary's ``warnings``): otherwise a mistyped filter silently does nothing."""
+    if tally.summary.predictions_scanned == 0 and not tally.summary.resumed:
+        text = "no predictions matched the filter: nothing was recorded or copied"
+        log.warning("%s", text)
+        tally.summary.warnings.append(text)
+
+
+def check_models(api: ReplicateApi, models: Sequence[str]) -> None:
+    """Ask Replicate about each of ``models`` (``owner/name``) before a scan filters by
+    them, so a mistyped name is reported at once instead of matching nothing. Raises
+    :class:`~cachelayer.errors.ModelNotFoundError` (404) and
+    :class:`~cachelayer.errors.ConfigError` for a name not of the form ``owner/name``."""
+    for model in models:
+        owner, _, name = model.partition("/")
+        if not owner or not name or "/" in name or ":" in name:
+            raise ConfigError(f"--model takes owner/name, got {model!r}")
+        api.get_model(model)
 
 
 def _rerun_expired(catalog: Catalog, persister: Persister, tally: Tally, ids: Sequence[str]) -> None:

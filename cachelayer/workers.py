@@ -28,12 +28,12 @@ from typing import Any
 from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.copier import Copier, FileOutcome
-from cachelayer.errors import ExpiredDownloadUrlError
+from cachelayer.errors import ExpiredDownloadUrlError, failure_reason
 from cachelayer.leases import release_dead_local_leases
 from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
 
-__all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "upload_threads", "work"]
+__all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "count_queue", "upload_threads", "work"]
 
 log = logging.getLogger("cachelayer")
 
@@ -55,11 +55,14 @@ class BackfillSummary:
 
     ``files_stored`` were copied by this run; ``files_skipped`` were already stored;
     ``files_expired`` can never be copied (Replicate removed the data); ``files_failed``
-    failed for good (see ``failures``, counts per reason); ``files_retrying`` failed for
+    failed for good (see ``failures``: counts per human reason,
+    :func:`~cachelayer.errors.failure_reason`); ``files_retrying`` failed for
     now and are back in the queue with a backoff; ``predictions_failed`` could not be
     recorded at all (e.g. ``CatalogWriteError``); ``files_requeued`` failed files put back
     in the queue by ``retry_failed``; ``files_leased_elsewhere`` were still held by other
-    processes when this run ended.
+    processes when this run ended. ``files_queued``: of a backfill, the files its scan
+    queued; of a worker run (:func:`work`), the files it found in the queue (those it
+    finished plus those still pending, counted again as it goes).
     """
 
     predictions_scanned: int = 0
@@ -137,7 +140,7 @@ class Tally:
                 s.files_retrying += 1  # back in the queue with a backoff
             else:
                 s.files_failed += 1
-                self.reasons[type(o.error).__name__] += 1
+                self.reasons[failure_reason(o.error)] += 1
         self.tick()
 
     def prediction_failed(self, reason: str) -> None:
@@ -406,10 +409,21 @@ def work(
 ) -> BackfillSummary:
     """Drain the queue (``once``) or keep draining until ``stop`` is set; ``retry_failed``
     first puts failed files back in the queue. Returns the run's summary."""
-    tally = Tally(BackfillSummary(), progress)
+    counted = [0.0]
+
+    def with_queue(summary: BackfillSummary) -> None:
+        # what is left in the queue (all processes), at most every QUEUE_COUNT_EVERY s
+        if time.monotonic() - counted[0] >= QUEUE_COUNT_EVERY:
+            counted[0] = time.monotonic()
+            count_queue(catalog, tally)
+        if progress is not None:
+            progress(summary)
+
+    tally = Tally(BackfillSummary(), with_queue if progress is not None else None)
     if retry_failed:
         tally.add(files_requeued=catalog.queue.requeue_failed())
     release_dead_local_leases(catalog)
+    count_queue(catalog, tally)
     pool = WorkerPool(
         catalog,
         copier,
@@ -421,8 +435,22 @@ def work(
         idle_poll=0.1 if once else 1.0,
     )
     pool.join(pool.start())
+    count_queue(catalog, tally)
     finish(catalog, tally)
     return tally.summary
+
+
+#: Seconds between two counts of the queue while a worker run shows its progress.
+QUEUE_COUNT_EVERY = 2.0
+
+
+def count_queue(catalog: Catalog, tally: Tally) -> None:
+    """A worker run's ``files_queued``: the files it finished plus those pending in the
+    queue now (every process's), so its progress shows what is left."""
+    pending = catalog.queue.count_unleased_pending() + catalog.queue.count_leased_pending()
+    with tally.lock:
+        s = tally.summary
+        s.files_queued = s.files_stored + s.files_expired + s.files_failed + pending
 
 
 def finish(catalog: Catalog, tally: Tally) -> None:

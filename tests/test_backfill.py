@@ -151,7 +151,8 @@ def test_cli_backfill_json_summary_and_exit_status(cli_env, replicate_simulator)
     summary = json.loads(out.stdout)
     assert out.returncode == 1
     assert summary["files_stored"] == 3 and summary["files_failed"] == 1
-    assert summary["failures"] == {"DisallowedUrlError": 1}
+    [(reason, n)] = summary["failures"].items()  # grouped by a human reason (issue 19)
+    assert n == 1 and "evil.example.com:443 is not an allowed host" in reason and "://" not in reason
     table = subprocess.run(
         [CLI, "backfill", "--dry-run"], env=cli_env, capture_output=True, text=True, timeout=120
     )

@@ -398,9 +398,10 @@ def test_a_one_file_persist_writes_the_catalog_twice(layer, replicate_simulator)
     assert layer.catalog.get_prediction(pid).durable_output == [layer.store.object_uri(row.key)]
 
 
-def test_the_durable_output_keeps_the_source_url_of_a_file_not_stored(layer, replicate_simulator):
+def test_the_durable_output_holds_null_for_a_file_not_stored(layer, replicate_simulator):
     """With a file left unstored no transaction of the copy records the durable output:
-    it is recorded afterwards, stored files as object URIs, the other one as its URL."""
+    it is recorded afterwards, stored files as object URIs, the other one as null (never
+    its dead source URL: issue 19)."""
     sim = replicate_simulator
     good = File(b"good-bytes", filename="good.png")
     pid = sim.seed_prediction("acme/half", {}, [good, File(b"gone", filename="gone.png")])
@@ -412,7 +413,8 @@ def test_the_durable_output_keeps_the_source_url_of_a_file_not_stored(layer, rep
     stored, gone = layer.catalog.files_of(pid)
     assert (stored.status, gone.status) == ("stored", "expired")
     durable = layer.catalog.get_prediction(pid).durable_output
-    assert durable == [layer.store.object_uri(stored.key), gone_url]
+    assert durable == [layer.store.object_uri(stored.key), None]
+    assert gone_url not in str(durable)
 
 
 def test_concurrent_files_record_the_durable_output_once_all_are_stored(make_layer, replicate_simulator):

@@ -79,7 +79,8 @@ def make_engine(
     seconds SQLite itself waits for another connection's write lock before reporting
     "database is locked" (which is then retried).
 
-    Raises :class:`ConfigError` for a malformed URL, a missing driver or a bad number.
+    Raises :class:`ConfigError` for a malformed URL, a missing driver or a bad number, and
+    :class:`CatalogUnavailableError` when a SQLite file's directory cannot be created.
     """
     try:
         parsed = make_url(url)
@@ -97,7 +98,13 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(db).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # /proc/nope, a read-only mount, no permission
+                raise CatalogUnavailableError(
+                    f"cannot create the catalog's directory {str(folder)!r}: {exc.strerror or exc}"
+                ) from None
         if db and db != ":memory:" and "mode=memory" not in str(parsed):
             kwargs.update(pool)  # a file: QueuePool (in-memory databases use one connection)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": sqlite_busy_timeout}

@@ -104,19 +104,27 @@ def backfill(
 def worker(once: bool, retry_failed: bool, as_json: bool, quiet_progress: bool, **options: Any) -> None:
     """Drain the catalog's queue of pending files; run one per machine.
 
-    Without --once it keeps polling until interrupted (Ctrl-C or SIGTERM finish the
-    files in flight first)."""
+    Without --once it keeps polling until interrupted: Ctrl-C or SIGTERM finish the files
+    in flight first, then the summary is printed (a second Ctrl-C stops at once). Exit
+    status 130 after Ctrl-C; otherwise 0, or 1 when some file failed."""
     import signal
     import threading
 
     stop = threading.Event()
+    interrupted = threading.Event()
+
+    def on_sigint(*_: object) -> None:
+        interrupted.set()
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, on_sigint)
     options["concurrency"] = options.get("concurrency") or BACKFILL_CONCURRENCY
     with open_layer(options) as layer, LiveProgress(not quiet_progress) as live:
-        try:
-            summary = layer.work(once=once, retry_failed=retry_failed, stop=stop, progress=live.update)
-        except KeyboardInterrupt:
-            stop.set()
-            raise
+        summary = layer.work(once=once, retry_failed=retry_failed, stop=stop, progress=live.update)
     print_summary(summary, as_json=as_json)
+    if interrupted.is_set():
+        click.echo("cachelayer: interrupted", err=True)
+        sys.exit(130)
     sys.exit(summary.exit_code)

@@ -32,7 +32,7 @@ import click
 
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.cli.formatting import Column, write_fields, write_json, write_records
-from cachelayer.cli.options import filter_options, format_option, open_layer, settings_options, time_options
+from cachelayer.cli.options import filter_options, format_option, open_layer, reading_options, time_options
 from cachelayer.errors import CacheLayerError, ConfigError
 
 __all__ = [
@@ -128,7 +128,7 @@ def _note(message: str) -> None:
     "--cursor", type=CursorType(), help="Start after this position (the next cursor a listing printed)."
 )
 @format_option()
-@settings_options
+@reading_options
 def ls_command(
     model: str | None,
     status: str | None,
@@ -169,7 +169,7 @@ def ls_command(
 @click.command("show")
 @click.argument("prediction_id")
 @format_option()
-@settings_options
+@reading_options
 def show_command(prediction_id: str, fmt: str, **options: Any) -> None:
     """Show one prediction: its record, input, outputs and their durable URLs.
 
@@ -254,7 +254,7 @@ def _chunks(items: Iterator[str], n: int) -> Iterator[list[str]]:
 @click.command("resolve")
 @click.argument("urls", nargs=-1, required=True)
 @format_option()
-@settings_options
+@reading_options
 def resolve_command(urls: tuple[str, ...], fmt: str, **options: Any) -> None:
     """Map source URLs (or - to read one per line from stdin) to durable URLs.
 
@@ -306,7 +306,7 @@ def resolve_command(urls: tuple[str, ...], fmt: str, **options: Any) -> None:
 )
 @time_options
 @format_option()
-@settings_options
+@reading_options
 def stats_command(by: str, since: datetime | None, until: datetime | None, fmt: str, **options: Any) -> None:
     """Count files per status and sum the bytes stored, per model, day or status.
 
@@ -376,7 +376,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
     metavar="FILE",
     help="Write to FILE (replaced atomically when complete) instead of stdout.",
 )
-@settings_options
+@reading_options
 def export_command(
     model: str | None,
     status: str | None,
@@ -423,7 +423,7 @@ def export_command(
     "--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Objects checked at once."
 )
 @format_option()
-@settings_options
+@reading_options
 def verify_command(
     model: str | None,
     since: datetime | None,

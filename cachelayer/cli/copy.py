@@ -106,31 +106,40 @@ def run(
 
 @click.command()
 @click.argument("prediction_ids", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="Print {id: durable output} as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {id: {"ok": true, "output": ...} or {"ok": false, "error": ..., "error_type": ...}}.',
+)
 @_on_expired
 @_wait_timeout
 @settings_options
 def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: str, **options: Any) -> None:
     """Copy the files of existing predictions; print their durable outputs.
 
-    Every id is attempted; the exit status is 1 if any failed."""
-    results: dict[str, Any] = {}
-    failed: list[str] = []
+    Every id is attempted; the exit status is 1 if any failed. With --json, every id is a
+    key, in the order given: {"ok": true, "output": <durable output>} or {"ok": false,
+    "error": <one line>, "error_type": <the error's class, e.g. ExpiredDownloadUrlError>}."""
+    results: dict[str, dict[str, Any]] = {}
     with open_layer(options) as layer:
         for pid in prediction_ids:
             try:
-                results[pid] = layer.persist(pid, on_expired=on_expired)  # type: ignore[arg-type]
+                results[pid] = {"ok": True, "output": layer.persist(pid, on_expired=on_expired)}  # type: ignore[arg-type]
             except ConfigError:
                 raise
             except CacheLayerError as exc:
-                click.echo(f"cachelayer: error: {pid}: {' '.join(str(exc).split())}", err=True)
-                failed.append(pid)
+                line = " ".join(str(exc).split())
+                click.echo(f"cachelayer: error: {pid}: {line}", err=True)
+                results[pid] = {"ok": False, "error": line, "error_type": type(exc).__name__}
     if as_json:
-        click.echo(json.dumps(results))
+        write_json(results, compact=True)
     else:
-        for pid, output in results.items():
+        for pid, result in results.items():
+            if not result["ok"]:
+                continue
             if len(prediction_ids) > 1:
                 click.echo(f"# {pid}")
-            print_output(output, False)
-    if failed:
+            print_output(result["output"], False)
+    if any(not r["ok"] for r in results.values()):
         sys.exit(1)

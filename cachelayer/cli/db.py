@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cachelayer.cli.options import database_option, require_catalog
+from cachelayer.cli.options import database_option, flag_name, require_catalog
 from cachelayer.errors import ConfigError
 from cachelayer.masking import mask_secrets
 
@@ -26,7 +26,7 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
     from cachelayer.catalog.db import make_engine, upgrade
     from cachelayer.config import Settings
 
-    settings = Settings.from_env(database_url=database_url)
+    settings = Settings.from_env(override_names=flag_name, database_url=database_url)
     engine = make_engine(settings.database_url)
     try:
         try:
@@ -48,7 +48,7 @@ def db_current(database_url: str | None) -> None:
     from cachelayer.catalog.db import current_revision, head_revision, make_engine
     from cachelayer.config import Settings
 
-    url = Settings.from_env(database_url=database_url).database_url
+    url = Settings.from_env(override_names=flag_name, database_url=database_url).database_url
     require_catalog(url)
     engine = make_engine(url)
     try:

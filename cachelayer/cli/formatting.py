@@ -17,7 +17,9 @@ Conventions (clig.dev, and what ``docker ps`` / ``kubectl get`` do):
   do not fit, each record is a block of ``NAME  value`` lines. A value wider than the
   terminal is written as one line (the terminal soft-wraps it; copying it gives the URL).
 * ``json`` is one JSON document (an array of records, or an object where a command says
-  so); ``jsonl`` one compact JSON object per line; ``csv`` RFC 4180 with a header row.
+  so); ``jsonl`` one compact JSON object per line; ``csv`` RFC 4180 with a header
+  row, except that lines end with ``\\n``, not CRLF (a last field taken with ``awk -F,``
+  or ``cut`` must not end in ``\\r``).
   Field names are the records' stable names (``FileRecord.to_dict()`` keys and the extra
   fields a command documents); times are ISO 8601 UTC with ``Z``
   (``2026-11-20T23:05:16.760091Z``); sizes are integers in bytes; unknown values are
@@ -234,12 +236,12 @@ def write_records(
         for r in records:
             if writer is None:
                 names = list(fields) if fields is not None else list(r.keys())
-                writer = csv.writer(out, lineterminator="\r\n")
+                writer = csv.writer(out, lineterminator="\n")
                 writer.writerow(names)
             writer.writerow([_csv_cell(r.get(k)) for k in names])
             n += 1
         if writer is None and fields is not None:
-            csv.writer(out, lineterminator="\r\n").writerow(list(fields))
+            csv.writer(out, lineterminator="\n").writerow(list(fields))
         return n
     raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
 

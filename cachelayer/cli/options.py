@@ -1,14 +1,17 @@
 """Options shared by several commands, declared once, and the one way a command opens a
 :class:`~cachelayer.layer.CacheLayer`.
 
-* :func:`settings_options`: ``--database-url``, ``--storage-url``, ``--public-base-url``,
-  ``--url-mode``, ``--allowed-hosts``, ``--concurrency`` (each overrides its environment
-  variable; see :mod:`cachelayer.config`).
+* :func:`reading_options`: ``--database-url``, ``--storage-url``, ``--public-base-url``,
+  ``--url-mode`` (each overrides its environment variable; see :mod:`cachelayer.config`):
+  what the commands that read the catalog use. :func:`settings_options`: those plus
+  ``--allowed-hosts`` and ``--concurrency``, for the commands that copy. A command lists
+  only the options it uses.
 * :func:`filter_options`: ``--model``, ``--status``, ``--since``, ``--until``,
   ``--prediction`` of the catalog commands; :func:`time_options` the ``--since``/``--until``
   pair alone; :data:`WHEN` their click type.
 * :func:`format_option`: ``--format table|json|jsonl|csv``.
-* :func:`open_layer`: settings from the environment and those options; read-only commands
+* :func:`open_layer`: settings from the environment and those options (an error about a
+  value names the flag when the flag gave it, the variable otherwise); read-only commands
   ask for ``existing_catalog=True`` so a mistyped SQLite path is refused instead of
   creating an empty catalog.
 """
@@ -23,7 +26,7 @@ import click
 
 from cachelayer.catalog.models import FILE_STATUSES
 from cachelayer.cli.formatting import DEFAULT_FORMAT, FORMATS
-from cachelayer.config import sqlite_path
+from cachelayer.config import URL_MODES, Settings, sqlite_path
 from cachelayer.errors import CatalogUnavailableError
 from cachelayer.timeparse import parse_duration, parse_when
 
@@ -35,7 +38,9 @@ __all__ = [
     "WhenParamType",
     "filter_options",
     "format_option",
+    "flag_name",
     "open_layer",
+    "reading_options",
     "require_catalog",
     "settings_options",
     "time_options",
@@ -86,23 +91,31 @@ def _apply(f: F, opts: Sequence[Callable[[F], F]]) -> F:
     return f
 
 
+_READING = [
+    click.option("--database-url", help="Catalog URL [env CACHELAYER_DATABASE_URL]."),
+    click.option("--storage-url", help="s3://bucket[/prefix] or file:///dir [env CACHELAYER_STORAGE_URL]."),
+    click.option("--public-base-url", help="Base of public durable URLs [env CACHELAYER_PUBLIC_BASE_URL]."),
+    click.option(
+        "--url-mode",
+        type=click.Choice(list(URL_MODES)),
+        help="Durable URL form (gateway needs CACHELAYER_GATEWAY_URL) [env CACHELAYER_URL_MODE].",
+    ),
+]
+
+
+def reading_options(f: F) -> F:
+    """The settings options of the commands that read the catalog (and render durable
+    URLs): ``--database-url``, ``--storage-url``, ``--public-base-url``, ``--url-mode``."""
+    return _apply(f, _READING)
+
+
 def settings_options(f: F) -> F:
-    """The options of every command that opens a CacheLayer (they override the environment)."""
+    """The settings options of the commands that copy: :func:`reading_options` plus
+    ``--allowed-hosts`` and ``--concurrency`` (they override the environment)."""
     return _apply(
         f,
         [
-            click.option("--database-url", help="Catalog URL [env CACHELAYER_DATABASE_URL]."),
-            click.option(
-                "--storage-url", help="s3://bucket[/prefix] or file:///dir [env CACHELAYER_STORAGE_URL]."
-            ),
-            click.option(
-                "--public-base-url", help="Base of public durable URLs [env CACHELAYER_PUBLIC_BASE_URL]."
-            ),
-            click.option(
-                "--url-mode",
-                type=click.Choice(["public", "presigned", "s3"]),
-                help="Durable URL form [env CACHELAYER_URL_MODE].",
-            ),
+            *_READING,
             click.option(
                 "--allowed-hosts", help="Comma-separated download hosts [env CACHELAYER_ALLOWED_HOSTS]."
             ),
@@ -180,10 +193,16 @@ def open_layer(options: dict[str, Any], *, existing_catalog: bool = False) -> Ca
     """
     from cachelayer.layer import CacheLayer
 
-    layer = CacheLayer(**{k: v for k, v in options.items() if v is not None})
+    settings = Settings.from_env(override_names=flag_name, **options)
+    layer = CacheLayer(settings)
     if existing_catalog:
         require_catalog(layer.settings.database_url)
     return layer
+
+
+def flag_name(keyword: str) -> str:
+    """The command-line flag of a setting's keyword: ``storage_url`` -> ``--storage-url``."""
+    return "--" + keyword.replace("_", "-")
 
 
 def require_catalog(database_url: str) -> None:

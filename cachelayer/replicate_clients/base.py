@@ -180,6 +180,10 @@ class ReplicateAdapter(ABC):
         """``GET /v1/predictions/{id}`` (a read: the client may retry it on 429/503)."""
 
     @abstractmethod
+    def get_model(self, owner: str, name: str) -> dict[str, Any]:
+        """``GET /v1/models/{owner}/{name}`` (a read); the model JSON."""
+
+    @abstractmethod
     def list_page(self, path: str) -> dict[str, Any]:
         """``GET`` one listing page: ``path`` is ``/v1/predictions`` with its query
         (``created_after``, ``created_before``, ``source``, ``cursor``) on :attr:`origin`.

@@ -116,6 +116,9 @@ class V1Adapter(ReplicateAdapter):
     def get(self, prediction_id: str) -> dict[str, Any]:
         return self._send("GET", f"/v1/predictions/{prediction_id}")
 
+    def get_model(self, owner: str, name: str) -> dict[str, Any]:
+        return self._send("GET", f"/v1/models/{owner}/{name}")
+
     def list_page(self, path: str) -> dict[str, Any]:
         return self._send("GET", path)
 

@@ -98,6 +98,9 @@ class V2Adapter(ReplicateAdapter):
     def get(self, prediction_id: str) -> dict[str, Any]:
         return self._call(self.client.predictions.with_raw_response.get, prediction_id=prediction_id)
 
+    def get_model(self, owner: str, name: str) -> dict[str, Any]:
+        return self._call(self.client.models.with_raw_response.get, model_owner=owner, model_name=name)
+
     def list_page(self, path: str) -> dict[str, Any]:
         # The link's query (cursor, created_after, created_before, source) is sent as it is.
         query = dict(parse_qsl(urlsplit(path).query, keep_blank_values=True))
