@@ -25,10 +25,9 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
-from cachelayer.catalog.session import utcnow
 from cachelayer.errors import CatalogUnavailableError
 from cachelayer.webhooks import DELIVERY_MEMORY_SECONDS, WebhookOutcome, WebhookReceiver
 
@@ -135,7 +134,7 @@ class WebhookInbox:
         ``received_before_seconds``, if given); returns how many were acted on. Blocking."""
         before = None
         if received_before_seconds is not None:
-            before = utcnow() - timedelta(seconds=received_before_seconds)
+            before = datetime.now(timezone.utc) - timedelta(seconds=received_before_seconds)
         done = 0
         for webhook_id in self.receiver.state.inbox(limit, before):
             if self._stop.is_set():
