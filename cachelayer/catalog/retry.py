@@ -48,9 +48,20 @@ from tenacity import (
 from cachelayer.config import DEFAULT_DB_RETRY_SECONDS
 from cachelayer.errors import CatalogOutageError
 
-__all__ = ["DEFAULT_RETRY_SECONDS", "first_line", "is_transient", "retry_deadline", "run_with_retries"]
+__all__ = [
+    "DEFAULT_RETRY_SECONDS",
+    "RAW_DATABASE_ERROR",
+    "first_line",
+    "is_transient",
+    "retry_deadline",
+    "run_with_retries",
+]
 
 log = logging.getLogger("cachelayer")
+
+#: The base class of the database errors the catalog turns into typed ones: what a server
+#: maps to ``503`` should one escape (code outside the catalog's ``Database``).
+RAW_DATABASE_ERROR: type[Exception] = sa_exc.SQLAlchemyError
 
 #: Default of ``CACHELAYER_DB_RETRY_SECONDS`` (60 s, see :mod:`cachelayer.config`).
 DEFAULT_RETRY_SECONDS = DEFAULT_DB_RETRY_SECONDS

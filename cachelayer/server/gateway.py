@@ -30,12 +30,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cachelayer import gateway_urls
+from cachelayer.catalog.retry import RAW_DATABASE_ERROR
 from cachelayer.errors import CacheLayerError
 from cachelayer.server.outage import describe, retry_after
 
@@ -226,7 +226,7 @@ class Gateway:
         started = time.perf_counter()
         try:
             response = await self._answer(request)
-        except (CacheLayerError, SQLAlchemyError) as exc:  # the store or catalog failed
+        except (CacheLayerError, RAW_DATABASE_ERROR) as exc:  # the store or catalog failed
             log.warning("gateway: 503 (%s)", describe(exc))
             headers = {**retry_after(), **_SECURITY}
             response = Response("storage unavailable\n", 503, media_type="text/plain", headers=headers)

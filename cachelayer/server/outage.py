@@ -19,12 +19,11 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cachelayer.catalog.retry import first_line, retry_deadline
+from cachelayer.catalog.retry import RAW_DATABASE_ERROR, first_line, retry_deadline
 from cachelayer.errors import CacheLayerError
 
 __all__ = [
@@ -106,5 +105,5 @@ async def _handler(request: Request, exc: Exception) -> Response:
 #: SQLAlchemy errors of code not behind the catalog's ``Database``) answer 503.
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     CacheLayerError: _handler,
-    SQLAlchemyError: _handler,
+    RAW_DATABASE_ERROR: _handler,
 }
