@@ -24,7 +24,8 @@ import anyio.to_thread
 
 from cachelayer import replicate_api
 from cachelayer.errors import PredictionNotFoundError, WaitTimeoutError
-from cachelayer.layer import CacheLayer, OnExpired
+from cachelayer.expiry import OnExpired
+from cachelayer.layer import CacheLayer
 from cachelayer.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class AsyncCacheLayer:
         """``await`` form of :meth:`CacheLayer.run`: same arguments, same durable output,
         same errors."""
         result = await self.run_result(ref, input, on_expired=on_expired, **params)
-        return await self._thread(self.sync.output_of, result)
+        return await self._thread(self.sync.output_of, result, on_expired)
 
     async def run_result(
         self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
@@ -134,7 +135,7 @@ class AsyncCacheLayer:
         """``await`` form of :meth:`CacheLayer.persist` (a running prediction is waited for
         with async polls, then copied in a thread)."""
         result = await self.persist_result(prediction, on_expired=on_expired)
-        return await self._thread(self.sync.output_of, result)
+        return await self._thread(self.sync.output_of, result, on_expired)
 
     async def persist_result(self, prediction: Any, *, on_expired: OnExpired = "raise") -> PersistResult:
         """``await`` form of :meth:`CacheLayer.persist_result`."""

@@ -125,6 +125,13 @@ def replace_files(output: Any, replace: Callable[[str, str], Any]) -> Any:
     return _rebuild(output, lambda path, url, _leaf: replace(path, url))
 
 
+def durable_output(output: Any, stored: Mapping[str, str]) -> Any:
+    """The durable output: ``output`` with the file at each output path of ``stored``
+    replaced by the URL or URI there; other files keep their source URL (``FileOutput``
+    objects become plain strings). The one rule, wherever it is recorded or rendered."""
+    return replace_files(output, lambda path, url: stored.get(path, url))
+
+
 def lookup(output: Any, path: str) -> Any:
     """The value at JSON Pointer ``path`` in ``output``; raises ``KeyError`` if absent
     (also for a malformed pointer) and :class:`MalformedOutputError` for a cycle."""

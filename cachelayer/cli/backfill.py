@@ -15,6 +15,7 @@ import click
 
 from cachelayer.cli.options import SINCE, WHEN, open_layer, settings_options
 from cachelayer.cli.progress import LiveProgress, print_summary
+from cachelayer.expiry import OnExpired
 
 __all__ = ["BACKFILL_CONCURRENCY", "backfill", "worker"]
 
@@ -65,7 +66,7 @@ def backfill(
     limit: int | None,
     dry_run: bool,
     scan_only: bool,
-    on_expired: str,
+    on_expired: OnExpired,
     retry_failed: bool,
     as_json: bool,
     quiet_progress: bool,

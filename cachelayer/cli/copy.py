@@ -16,6 +16,7 @@ import click
 from cachelayer.cli.formatting import write_json, write_text
 from cachelayer.cli.options import open_layer, settings_options
 from cachelayer.errors import CacheLayerError, ConfigError
+from cachelayer.expiry import ON_EXPIRED, OnExpired
 
 __all__ = ["parse_inputs", "persist", "print_output", "run"]
 
@@ -65,9 +66,7 @@ _wait_timeout = click.option(
     type=click.FloatRange(min=0),
     help="Seconds to wait for the prediction to finish; 0 waits forever [env CACHELAYER_WAIT_TIMEOUT, 1800].",
 )
-_on_expired = click.option(
-    "--on-expired", type=click.Choice(["raise", "rerun"]), default="raise", show_default=True
-)
+_on_expired = click.option("--on-expired", type=click.Choice(ON_EXPIRED), default="raise", show_default=True)
 
 
 @click.command()
@@ -92,7 +91,12 @@ _on_expired = click.option(
 @_wait_timeout
 @settings_options
 def run(
-    model: str, inputs: tuple[str, ...], as_json: bool, on_expired: str, file_encoding: str, **options: Any
+    model: str,
+    inputs: tuple[str, ...],
+    as_json: bool,
+    on_expired: OnExpired,
+    file_encoding: str,
+    **options: Any,
 ) -> None:
     """Run MODEL (owner/name[:version] or deployments/owner/name), store its files,
     print the output with durable URLs."""
@@ -101,7 +105,7 @@ def run(
     if any(isinstance(v, Path) for v in data.values()) and file_encoding == "base64":
         params["file_encoding_strategy"] = "base64"
     with open_layer(options) as layer:
-        print_output(layer.run(model, input=data, on_expired=on_expired, **params), as_json)  # type: ignore[arg-type]
+        print_output(layer.run(model, input=data, on_expired=on_expired, **params), as_json)
 
 
 @click.command()
@@ -110,7 +114,7 @@ def run(
 @_on_expired
 @_wait_timeout
 @settings_options
-def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: str, **options: Any) -> None:
+def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: OnExpired, **options: Any) -> None:
     """Copy the files of existing predictions; print their durable outputs.
 
     Every id is attempted; the exit status is 1 if any failed."""
@@ -119,7 +123,7 @@ def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: str, **o
     with open_layer(options) as layer:
         for pid in prediction_ids:
             try:
-                results[pid] = layer.persist(pid, on_expired=on_expired)  # type: ignore[arg-type]
+                results[pid] = layer.persist(pid, on_expired=on_expired)
             except ConfigError:
                 raise
             except CacheLayerError as exc:
