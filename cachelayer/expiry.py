@@ -61,10 +61,9 @@ ON_EXPIRED: tuple[OnExpired, ...] = get_args(OnExpired)
 
 def check_on_expired(value: str, allowed: tuple[OnExpired, ...] = ON_EXPIRED) -> OnExpired:
     """``value`` if it is one of ``allowed``; else raises :class:`ConfigError`."""
-    for choice in allowed:
-        if value == choice:
-            return choice
-    raise ConfigError(f"on_expired must be {' or '.join(allowed)}, got {value!r}")
+    if value not in allowed:
+        raise ConfigError(f"on_expired must be {' or '.join(allowed)}, got {value!r}")
+    return value
 
 
 class Gone(Exception):

@@ -11,13 +11,10 @@
    ``rerun`` the prediction **at most once** (a claim in the catalog, safe across
    processes) from its *recorded* input (Replicate removes the input too) and return the
    rerun's output. Once a rerun exists, every later call (whatever ``on_expired``) returns
-   the rerun's durable output instead of paying again. This module alone decides when to
-   rerun (a backfill asks :meth:`Persister.rerun_once`).
-5. **Durable output** (:func:`cachelayer.outputs.durable_output`, stored files as object
-   URIs): recorded by the transaction that stores the prediction's last file
-   (:meth:`~cachelayer.catalog.queue.QueueRepository.mark_stored_with_output`, from the
-   recorded output and rows), else once by :meth:`Persister.persist` after its files;
-   callers get it rendered as durable URLs.
+   the rerun's durable output instead of paying again (a backfill: :meth:`Persister.rerun_once`).
+5. **Durable output** (:func:`cachelayer.outputs.durable_output`, files as object URIs):
+   recorded by the transaction storing the last file (``Copier.copy(record_output=True)``),
+   else once after the files; callers get it rendered as durable URLs.
 """
 
 from __future__ import annotations

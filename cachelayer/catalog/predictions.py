@@ -18,13 +18,7 @@ from cachelayer.errors import CatalogWriteError
 from cachelayer.outputs import durable_output as durable_of
 from cachelayer.prediction import Prediction as PredictionIn
 
-__all__ = [
-    "PredictionRepository",
-    "check_prediction_id",
-    "record_in",
-    "set_complete_output_in",
-    "set_durable_output_in",
-]
+__all__ = ["PredictionRepository", "check_prediction_id", "record_in", "set_complete_output_in"]
 
 #: Ids looked up per statement by :meth:`PredictionRepository.get_many`.
 LOOKUP_BATCH = 500
@@ -134,10 +128,7 @@ def record_in(s: Connection, db: Database, prediction: PredictionIn, *, rerun_of
     s.execute(_upsert(db), prediction_values(prediction, rerun_of=rerun_of))
 
 
-def set_durable_output_in(c: Connection, prediction_id: str, durable_output: Any) -> bool:
-    """Record ``durable_output`` (the rules of :meth:`PredictionRepository.set_durable_output`)
-    inside the caller's transaction ``c``. Returns whether the prediction's row was updated
-    (``False``: unknown prediction)."""
+def _set_durable_in(c: Connection, prediction_id: str, durable_output: Any) -> bool:
     params = {"p_id": prediction_id, "p_durable": redact_data_uris(durable_output), "p_now": utcnow()}
     return bool(c.execute(_SET_DURABLE, params).rowcount)
 
@@ -152,7 +143,7 @@ def set_complete_output_in(c: Connection, prediction_id: str, object_uri: Callab
     if output is None:
         return False
     keys = {path: object_uri(key) for path, key in c.execute(_FILE_KEYS, {"p_id": prediction_id})}
-    return set_durable_output_in(c, prediction_id, durable_of(output, keys))
+    return _set_durable_in(c, prediction_id, durable_of(output, keys))
 
 
 class PredictionRepository:
@@ -179,7 +170,7 @@ class PredictionRepository:
         """Record the output with each stored file replaced by its object URI (``data:``
         URIs of files not stored are redacted)."""
         self.db.write_core(
-            lambda c: set_durable_output_in(c, prediction_id, durable_output), prediction_id=prediction_id
+            lambda c: _set_durable_in(c, prediction_id, durable_output), prediction_id=prediction_id
         )
 
     def get(self, prediction_id: str) -> PredictionRecord | None:

@@ -16,7 +16,7 @@ import click
 from cachelayer.cli.formatting import write_json, write_text
 from cachelayer.cli.options import open_layer, settings_options
 from cachelayer.errors import CacheLayerError, ConfigError
-from cachelayer.expiry import ON_EXPIRED, OnExpired
+from cachelayer.expiry import ON_EXPIRED, check_on_expired
 
 __all__ = ["parse_inputs", "persist", "print_output", "run"]
 
@@ -91,12 +91,7 @@ _on_expired = click.option("--on-expired", type=click.Choice(ON_EXPIRED), defaul
 @_wait_timeout
 @settings_options
 def run(
-    model: str,
-    inputs: tuple[str, ...],
-    as_json: bool,
-    on_expired: OnExpired,
-    file_encoding: str,
-    **options: Any,
+    model: str, inputs: tuple[str, ...], as_json: bool, on_expired: str, file_encoding: str, **options: Any
 ) -> None:
     """Run MODEL (owner/name[:version] or deployments/owner/name), store its files,
     print the output with durable URLs."""
@@ -105,7 +100,7 @@ def run(
     if any(isinstance(v, Path) for v in data.values()) and file_encoding == "base64":
         params["file_encoding_strategy"] = "base64"
     with open_layer(options) as layer:
-        print_output(layer.run(model, input=data, on_expired=on_expired, **params), as_json)
+        print_output(layer.run(model, input=data, on_expired=check_on_expired(on_expired), **params), as_json)
 
 
 @click.command()
@@ -114,7 +109,7 @@ def run(
 @_on_expired
 @_wait_timeout
 @settings_options
-def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: OnExpired, **options: Any) -> None:
+def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: str, **options: Any) -> None:
     """Copy the files of existing predictions; print their durable outputs.
 
     Every id is attempted; the exit status is 1 if any failed."""
@@ -123,7 +118,7 @@ def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: OnExpire
     with open_layer(options) as layer:
         for pid in prediction_ids:
             try:
-                results[pid] = layer.persist(pid, on_expired=on_expired)
+                results[pid] = layer.persist(pid, on_expired=check_on_expired(on_expired))
             except ConfigError:
                 raise
             except CacheLayerError as exc:
