@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 
-from cachelayer.layer import CacheLayer, OnExpired
+from cachelayer.expiry import OnExpired
+from cachelayer.layer import CacheLayer
 from cachelayer.prediction import Prediction
 
 if TYPE_CHECKING:

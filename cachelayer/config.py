@@ -102,6 +102,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cachelayer.errors import ConfigError
+from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
 from cachelayer.masking import mask_secrets
 from cachelayer.urls import parse_host_patterns
 
@@ -126,9 +127,6 @@ DEFAULT_WAIT_TIMEOUT = 1800.0
 DEFAULT_SWEEP_INTERVAL = 300.0
 URL_MODES = ("public", "presigned", "s3", "gateway")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
-#: Replicate removes input, output and files of API predictions one hour after they finish
-#: (Replicate data-retention docs, summarised in shared/reference/replicate-api.md).
-REPLICATE_RETENTION_SECONDS = 3600.0
 #: Longest validity of a SigV4 presigned URL, in seconds (seven days; AWS S3 "Sharing
 #: objects with presigned URLs").
 MAX_PRESIGN_TTL = 7 * 24 * 3600

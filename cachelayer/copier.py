@@ -5,8 +5,9 @@ processes copying the same prediction store every object once. The download stre
 into the store's upload (download and upload overlap; memory stays bounded by the part size)
 and is verified on the way (size, SHA-256). A source URL that stops answering (404/403/410
 or an expired signature) is refreshed through ``predictions.get`` and retried at the same
-output path (:data:`MAX_REFRESHES` times); a transient failure (truncation, a 5xx, a storage
-error) goes back to the queue with a backoff until ``settings.max_attempts`` claims.
+output path until :func:`cachelayer.expiry.refreshed_source` says it expired; a transient
+failure (truncation, a 5xx, a storage error) goes back to the queue with a backoff until
+``settings.max_attempts`` claims.
 
 **No poison pill.** Any exception while copying one file (encoding, metadata, the store, the
 catalog, a bug) is caught here: it becomes a :class:`~cachelayer.errors.CopyError` whose
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from cachelayer import expiry
 from cachelayer.catalog import Catalog
@@ -46,16 +47,13 @@ from cachelayer.errors import (
 )
 from cachelayer.fetch import Fetcher, parse_content_type
 from cachelayer.leases import Heartbeat, claim_or_wait
-from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
 from cachelayer.storage.base import Store
 
-__all__ = ["MAX_REASON_CHARS", "MAX_REFRESHES", "Copier", "DownloadSlot", "FileOutcome", "Refresher"]
+__all__ = ["MAX_REASON_CHARS", "Copier", "DownloadSlot", "FileOutcome", "Refresher"]
 
 log = logging.getLogger("cachelayer")
 
-#: Times a source URL is refreshed through ``predictions.get`` before giving up on it.
-MAX_REFRESHES = 2
 #: Characters of an unexpected exception's message kept in a file's reason.
 MAX_REASON_CHARS = 500
 
@@ -69,7 +67,7 @@ class FileOutcome:
     ``claimed``: files claimed for this owner in the same transaction that recorded this
     one stored (``copy_claimed(..., claim_next=n)``), leased and on the heartbeat;
     ``output_recorded``: that transaction also recorded the prediction's durable output
-    (``complete_output``: this was its last file left unstored)."""
+    (``record_output``: this was its last file left unstored)."""
 
     record: FileRecord
     error: CacheLayerError | None = None
@@ -154,12 +152,12 @@ class Copier:
         self.heartbeat = Heartbeat(catalog, owner, self.lease_seconds)
 
     def copy(
-        self, row: FileRecord, url: str, finished_at: datetime | None, *, complete_output: Any = None
+        self, row: FileRecord, url: str, finished_at: datetime | None, *, record_output: bool = False
     ) -> FileOutcome:
         """Claim (or wait for another process's claim), fetch, store and record one file.
 
         ``url`` is the file's current source URL (or ``data:`` URI); ``finished_at`` when
-        its prediction completed (for the source's age); ``complete_output`` as for
+        its prediction completed (for the source's age); ``record_output`` as for
         :meth:`copy_claimed`. Returns the outcome; never raises a :class:`CacheLayerError`."""
         claimed = claim_or_wait(self.catalog, row.id, self.owner, self.lease_seconds)
         if claimed is None:
@@ -170,7 +168,7 @@ class Copier:
                 else DownloadError(f"another worker left {row.key} {final.status}: {final.last_error}")
             )
             return FileOutcome(final, error=err, skipped=final.status == "stored")
-        return self.copy_claimed(claimed, url, finished_at, complete_output=complete_output)
+        return self.copy_claimed(claimed, url, finished_at, record_output=record_output)
 
     def copy_claimed(
         self,
@@ -180,16 +178,16 @@ class Copier:
         *,
         claim_next: int = 0,
         download_slots: threading.BoundedSemaphore | None = None,
-        complete_output: Any = None,
+        record_output: bool = False,
     ) -> FileOutcome:
         """Copy a file this process has already claimed (from the queue). ``claim_next``:
         when the file is stored, claim up to that many more files in the same transaction
         (they come back in ``FileOutcome.claimed``, leased and renewed by the heartbeat
         until the caller copies or :meth:`release` s them). ``download_slots``: the pool's
         limit on downloads in flight, held while this file downloads (:class:`DownloadSlot`).
-        ``complete_output`` (not with ``claim_next``): the prediction's durable output once
-        every file is stored, recorded in the transaction that records this file stored if
-        no other is left unstored then (``FileOutcome.output_recorded``; see
+        ``record_output`` (not with ``claim_next``): the transaction that records this file
+        stored also records the prediction's durable output (this store's object URIs) if
+        no file is left unstored then (``FileOutcome.output_recorded``; see
         :meth:`~cachelayer.catalog.queue.QueueRepository.mark_stored_with_output`).
 
         Never raises (but ``BaseException`` s such as ``KeyboardInterrupt``): any exception
@@ -201,7 +199,7 @@ class Copier:
             if row.status == FileStatus.PENDING and row.attempts > self.settings.max_attempts:
                 outcome = self._exhausted(row)
             else:
-                outcome = self._transfer(row, url, finished_at, claim_next, download_slots, complete_output)
+                outcome = self._transfer(row, url, finished_at, claim_next, download_slots, record_output)
         except Exception as exc:  # noqa: BLE001 - one file's failure, whatever it is, stays its own
             outcome = self.unexpected(row, exc)
         finally:
@@ -255,7 +253,7 @@ class Copier:
         finished_at: datetime | None,
         claim_next: int,
         slots: threading.BoundedSemaphore | None = None,
-        complete_output: Any = None,
+        record_output: bool = False,
     ) -> FileOutcome:
         pid, path = row.prediction_id, row.output_path
         refreshes = 0
@@ -269,30 +267,14 @@ class Copier:
             except DisallowedUrlError as exc:
                 return self._fail(row, exc, "failed", age)
             except SourceGoneError as exc:
-                if refreshes >= MAX_REFRESHES:
-                    return self._expired(row, url, age, f"still failing after refresh: {exc}")
-                refreshes += 1
-                log.info(
-                    "source URL of %s %s stopped answering (%s); re-reading the prediction",
-                    pid,
-                    path or "(root)",
-                    exc,
-                )
-                if self.refresh is None:
-                    return self._expired(row, url, age, f"source stopped answering: {exc}")
                 try:
-                    prediction = self.refresh(pid)
+                    new_url, prediction = expiry.refreshed_source(self.refresh, pid, path, exc, refreshes)
+                except expiry.Gone as gone:
+                    return self._expired(row, url, age, str(gone))
                 except CacheLayerError as rexc:
                     return self._fail(row, rexc, "failed", age, retryable=True)
-                if prediction.data_removed or prediction.output is None:
-                    return self._expired(row, url, age, "prediction data removed by Replicate")
+                refreshes += 1
                 finished_at = prediction.finished_at or finished_at
-                try:
-                    new_url = file_url(lookup(prediction.output, path))
-                except KeyError:
-                    new_url = None
-                if new_url is None:
-                    return self._expired(row, url, age, f"no file at output path {path!r} any more")
                 if new_url != url:
                     self.catalog.files.add_source_url(row.id, new_url)
                 url = new_url
@@ -309,7 +291,7 @@ class Copier:
             except DownloadError as exc:
                 return self._fail(row, exc, "failed", age)
             recorded = False
-            if complete_output is not None and not claim_next:
+            if record_output and not claim_next:
                 claimed: list[FileRecord] = []
                 final, recorded = self.catalog.queue.mark_stored_with_output(
                     row.id,
@@ -318,7 +300,7 @@ class Copier:
                     content_type=ctype,
                     source_age_seconds=age,
                     prediction_id=pid,
-                    durable_output=complete_output,
+                    object_uri=self.store.object_uri,
                 )
             else:
                 final, claimed = self.catalog.queue.mark_stored_and_claim(

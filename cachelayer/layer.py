@@ -24,11 +24,12 @@ from cachelayer.catalog.db import ensure_schema, make_engine
 from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier
-from cachelayer.errors import CacheLayerError, ConfigError, ReplicateConfigError
+from cachelayer.errors import CacheLayerError, ConfigError, ExpiredDownloadUrlError, ReplicateConfigError
+from cachelayer.expiry import OnExpired
 from cachelayer.fetch import Fetcher
 from cachelayer.leases import new_owner
-from cachelayer.outputs import file_url, find_files
-from cachelayer.persist import OnExpired, Persister, PersistResult
+from cachelayer.outputs import durable_output, file_url, find_files
+from cachelayer.persist import Persister, PersistResult, stored_as
 from cachelayer.prediction import Prediction
 from cachelayer.replicate_api import ReplicateApi, check_succeeded
 from cachelayer.replicate_clients import ReplicateAdapter, open_adapter
@@ -37,7 +38,7 @@ from cachelayer.sweep import Sweep, SweepSummary
 from cachelayer.verify import VerifyReport, verify
 from cachelayer.workers import BackfillSummary, ProgressFn
 
-__all__ = ["CacheLayer", "OnExpired"]
+__all__ = ["CacheLayer"]
 
 log = logging.getLogger("cachelayer")
 
@@ -195,7 +196,7 @@ class CacheLayer:
         :class:`~cachelayer.errors.ExpiredDownloadUrlError` and the download/storage
         errors of :meth:`persist`.
         """
-        return self.output_of(self.run_result(ref, input, on_expired=on_expired, **params))
+        return self.output_of(self.run_result(ref, input, on_expired=on_expired, **params), on_expired)
 
     def run_result(
         self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
@@ -220,15 +221,16 @@ class CacheLayer:
         them after Replicate rotates URLs. Idempotent: files already stored are not
         downloaded again and the same durable URLs come back. If the data is gone
         (Replicate removes API predictions' files after one hour) raises
-        :class:`~cachelayer.errors.ExpiredDownloadUrlError`, unless ``on_expired="rerun"``,
-        which reruns it once (see :mod:`cachelayer.persist`) and returns the rerun's output;
+        :class:`~cachelayer.errors.ExpiredDownloadUrlError`; ``on_expired="skip"`` returns
+        the output with expired files left as their source URLs; ``on_expired="rerun"``
+        reruns it once (see :mod:`cachelayer.persist`) and returns the rerun's output;
         once a rerun exists every call returns its output.
         Other errors: ``ConfigError`` (a URL or other non-prediction was passed),
         ``PredictionNotFoundError``, ``PredictionFailedError``, ``WaitTimeoutError``,
         ``DisallowedUrlError``, ``DownloadTooLargeError``, ``TruncatedDownloadError`` (after
         retries), ``StorageError``, ``RerunError``.
         """
-        return self.output_of(self.persist_result(prediction, on_expired=on_expired))
+        return self.output_of(self.persist_result(prediction, on_expired=on_expired), on_expired)
 
     def persist_result(self, prediction: Any, *, on_expired: OnExpired = "raise") -> PersistResult:
         """Like :meth:`persist` but returns the per-file
@@ -261,15 +263,18 @@ class CacheLayer:
             if rec is not None and ref.url != rec.source_url and not ref.url.startswith("data:"):
                 self.catalog.files.add_source_url(rec.id, ref.url)
 
-    def output_of(self, result: PersistResult) -> Any:
+    def output_of(self, result: PersistResult, on_expired: OnExpired = "raise") -> Any:
         """The durable output of a :class:`~cachelayer.persist.PersistResult` (its rerun's,
-        if there was one). Raises the first file error, as :meth:`persist` does."""
+        if there was one). Raises the first file error, as :meth:`persist` does (with
+        ``on_expired="skip"``, not an :class:`~cachelayer.errors.ExpiredDownloadUrlError`:
+        such a file keeps its source URL)."""
         final = result.final
-        if final.error is not None:
-            raise final.error
-        return Persister.durable_output(
-            final.prediction.output, [f.record for f in final.files], self.durable_url
-        )
+        skip = ExpiredDownloadUrlError if on_expired == "skip" else ()
+        for f in final.files:
+            if f.error is not None and not isinstance(f.error, skip):
+                raise f.error
+        stored = stored_as([f.record for f in final.files], self.durable_url)
+        return durable_output(final.prediction.output, stored)
 
     def enqueue(self, prediction: Any) -> list[FileRecord]:
         """Record ``prediction`` (a :class:`~cachelayer.prediction.Prediction`, Replicate
@@ -350,7 +355,7 @@ class CacheLayer:
         limit: int | None = None,
         dry_run: bool = False,
         scan_only: bool = False,
-        on_expired: str = "skip",
+        on_expired: OnExpired = "skip",
         retry_failed: bool = False,
         progress: ProgressFn | None = None,
     ) -> BackfillSummary:

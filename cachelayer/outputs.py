@@ -125,6 +125,16 @@ def replace_files(output: Any, replace: Callable[[str, str], Any]) -> Any:
     return _rebuild(output, lambda path, url, _leaf: replace(path, url))
 
 
+def durable_output(output: Any, stored: Mapping[str, str], *, keep_sources: bool = True) -> Any:
+    """The durable output: ``output`` with the file at each output path of ``stored``
+    replaced by the URL or URI there; other files keep their source URL (what a caller of
+    ``persist(on_expired="skip")`` gets back) or, with ``keep_sources=False``, become
+    ``None`` (what the catalog records: a durable output never holds a URL that expires).
+    ``FileOutput`` objects become plain strings. The one rule, wherever it is recorded or
+    rendered."""
+    return replace_files(output, lambda path, url: stored.get(path, url if keep_sources else None))
+
+
 def lookup(output: Any, path: str) -> Any:
     """The value at JSON Pointer ``path`` in ``output``; raises ``KeyError`` if absent
     (also for a malformed pointer) and :class:`MalformedOutputError` for a cycle."""

@@ -6,13 +6,15 @@
    ``expired`` without a download.
 3. **Fallback**: a prediction shown with ``output: null`` (after removal) is persisted from
    the output the catalog recorded earlier.
-4. **Expired files**: raise :class:`ExpiredDownloadUrlError` (naming prediction and output
-   path), or with ``on_expired="rerun"`` rerun the prediction **at most once** (a claim in
-   the catalog, safe across processes) from its *recorded* input (Replicate removes the
-   input too) and return the rerun's output. Once a rerun exists, every later call (with or
-   without ``rerun``) returns the rerun's durable output instead of paying again.
-5. **Durable output**: the output with each stored file replaced by its object URI is
-   recorded; callers get it rendered as durable URLs.
+4. **Expired files** (:data:`cachelayer.expiry.OnExpired`): ``raise``
+   :class:`ExpiredDownloadUrlError` (naming prediction and output path), ``skip`` them, or
+   ``rerun`` the prediction **at most once** (a claim in the catalog, safe across
+   processes) from its *recorded* input (Replicate removes the input too) and return the
+   rerun's output. Once a rerun exists, every later call (whatever ``on_expired``) returns
+   the rerun's durable output instead of paying again (a backfill: :meth:`Persister.rerun_once`).
+5. **Durable output** (:func:`cachelayer.outputs.durable_output`, files as object URIs):
+   recorded by the transaction storing the last file (``Copier.copy(record_output=True)``),
+   else once after the files; callers get it rendered as durable URLs.
 """
 
 from __future__ import annotations
@@ -21,26 +23,24 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field
 
 from cachelayer import expiry
 from cachelayer.catalog import Catalog, NewFile
 from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome
-from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError, RerunError
+from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError, ModelNotFoundError, RerunError
+from cachelayer.expiry import OnExpired
 from cachelayer.keys import object_key
-from cachelayer.outputs import find_files, replace_files
-from cachelayer.prediction import Prediction, PredictionStatus
-from cachelayer.replicate_api import ReplicateApi, check_succeeded, rerun_ref
+from cachelayer.outputs import durable_output, find_files
+from cachelayer.prediction import Prediction, PredictionStatus, is_version_id
+from cachelayer.replicate_api import ReplicateApi, check_succeeded
 from cachelayer.storage.base import Store
 
-__all__ = ["OnExpired", "PersistResult", "Persister"]
+__all__ = ["PersistResult", "Persister", "rerun_ref", "stored_as"]
 
 log = logging.getLogger("cachelayer")
-
-OnExpired = Literal["raise", "rerun"]
 
 #: Seconds to wait for another process's rerun claim to name its new prediction.
 RERUN_CLAIM_WAIT = 60.0
@@ -90,6 +90,22 @@ def recorded_prediction(rec: PredictionRecord) -> Prediction:
         completed_at=rec.completed_at,
         data_removed=rec.data_removed,
     )
+
+
+def rerun_ref(prediction: Prediction) -> str:
+    """The reference that reruns ``prediction`` the way it can be created again.
+
+    A 64-hex version reruns that version; a deployment reruns through the deployment; an
+    official model (``version: "hidden"``, which ``POST /v1/predictions`` refuses with 422)
+    reruns through the model endpoint. Raises :class:`ModelNotFoundError` when none applies.
+    """
+    if prediction.deployment:
+        return f"deployments/{prediction.deployment}"
+    if is_version_id(prediction.version):
+        return f"{prediction.model}:{prediction.version}" if prediction.model else str(prediction.version)
+    if prediction.model:
+        return prediction.model
+    raise ModelNotFoundError(f"cannot rerun {prediction.id}: no model, version or deployment recorded")
 
 
 class Persister:
@@ -150,9 +166,7 @@ class Persister:
         urls = {f.path: f.url for f in find_files(prediction.output)}
         if removed and any(r.status != FileStatus.STORED for r in rows):
             # Data is gone: whatever is not stored yet can never be fetched again.
-            self.catalog.queue.mark_prediction_expired(
-                pid, "prediction data removed by Replicate (data_removed)"
-            )
+            self.catalog.queue.mark_prediction_expired(pid, expiry.REMOVED)
             rows = self.catalog.files.of_prediction(pid)
         if any(r.status != FileStatus.STORED for r in rows):
             expiry.warn_if_late(prediction, self.settings.expiry_margin)
@@ -169,14 +183,12 @@ class Persister:
                 )
                 done[r.id] = FileOutcome(r, error=err)
         if todo:
-            # recorded with the last file stored, if this call stores it (one transaction less)
-            complete = self._complete_output(prediction, rows)
 
             def copy(r: FileRecord) -> FileOutcome:
                 url, finished = urls[r.output_path], prediction.finished_at
                 if r.id in claimed:
-                    return self.copier.copy_claimed(r, url, finished, complete_output=complete)
-                return self.copier.copy(r, url, finished, complete_output=complete)
+                    return self.copier.copy_claimed(r, url, finished, record_output=True)
+                return self.copier.copy(r, url, finished, record_output=True)
 
             workers = min(self.settings.concurrency, len(todo))
             try:
@@ -200,15 +212,18 @@ class Persister:
     ) -> PersistResult:
         """Persist ``prediction`` (a terminal, succeeded one) with the policy of the module
         docstring. Raises :class:`ExpiredDownloadUrlError` when Replicate removed the data
-        before the catalog ever recorded the output (and no rerun applies); the errors of
-        :meth:`rerun` with ``on_expired="rerun"``."""
+        before the catalog ever recorded the output (and no rerun applies; not with
+        ``on_expired="skip"``); the errors of :meth:`rerun` with ``on_expired="rerun"``."""
         if prediction.output is None:
             recorded = self.catalog.predictions.get(prediction.id)
             if recorded is not None and recorded.output is not None:
                 prediction = prediction.with_output(recorded.output)
         result = self.copy_files(prediction, rerun_of=rerun_of)
-        if not self._output_recorded(result):
-            self.save_durable_output(prediction, [f.record for f in result.files])
+        rows = [f.record for f in result.files]
+        by_copy = any(f.output_recorded for f in result.files)
+        if not (by_copy and all(r.status == FileStatus.STORED for r in rows)):
+            # no transaction of this call stored the last file: the durable output is recorded now
+            self.save_durable_output(prediction, rows)
         expired = any(isinstance(f.error, ExpiredDownloadUrlError) for f in result.files)
         unknown = prediction.output is None and prediction.data_removed
         if not (expired or unknown) or rerun_of is not None:
@@ -218,7 +233,7 @@ class Persister:
             result.rerun = self._persist_rerun(earlier, prediction.id)
         elif on_expired == "rerun":
             result.rerun = self.rerun(prediction.id)
-        elif unknown:
+        elif unknown and on_expired == "raise":
             # Removed before we ever saw it: not even the file URLs are left to record.
             raise ExpiredDownloadUrlError(
                 prediction.id,
@@ -241,7 +256,17 @@ class Persister:
         existing = self._existing_rerun(prediction_id)
         if existing is not None:
             return self._persist_rerun(existing, prediction_id)
+        return self._first_rerun(prediction_id, self.catalog.predictions.get(prediction_id))
+
+    def rerun_once(self, prediction_id: str) -> PersistResult | None:
+        """A batch's rerun of a prediction with expired files: :meth:`rerun`, unless it was
+        rerun already or the catalog holds no input for it (``None``: nothing to do)."""
         rec = self.catalog.predictions.get(prediction_id)
+        if rec is None or rec.input is None or self._existing_rerun(prediction_id) is not None:
+            return None
+        return self._first_rerun(prediction_id, rec)
+
+    def _first_rerun(self, prediction_id: str, rec: PredictionRecord | None) -> PersistResult:
         if rec is None or rec.input is None:
             raise RerunError(
                 f"cannot rerun {prediction_id}: Replicate removed its input and the catalog never "
@@ -295,39 +320,17 @@ class Persister:
 
     # ---- durable output -----------------------------------------------------------------
 
-    @staticmethod
-    def durable_output(output: Any, files: Sequence[FileRecord], render: Callable[[FileRecord], str]) -> Any:
-        """``output`` with each stored file replaced by ``render(record)`` and every other
-        file by ``None``: a durable output holds durable URLs only, never a source URL that
-        expires (``FileOutput`` objects become plain strings)."""
-        by_path = {f.output_path: f for f in files}
-
-        def swap(path: str, url: str) -> str | None:
-            rec = by_path.get(path)
-            return render(rec) if rec is not None and rec.status == FileStatus.STORED else None
-
-        return replace_files(output, swap)
-
-    def _complete_output(self, prediction: Prediction, rows: Sequence[FileRecord]) -> Any:
-        """What :meth:`save_durable_output` records once every file in ``rows`` is stored
-        (``None`` for an output of ``None``)."""
-        if prediction.output is None:
-            return None
-        stored = [replace(r, status=FileStatus.STORED) for r in rows]
-        return self.durable_output(prediction.output, stored, lambda f: self.store.object_uri(f.key))
-
-    @staticmethod
-    def _output_recorded(result: PersistResult) -> bool:
-        """Whether copying recorded the durable output :meth:`save_durable_output` would
-        record now: a file's transaction did (``FileOutcome.output_recorded``, only once none
-        was left unstored), and every file is stored in the end."""
-        files = result.files
-        stored = all(f.record.status == FileStatus.STORED for f in files)
-        return stored and any(f.output_recorded for f in files)
-
     def save_durable_output(self, prediction: Prediction, files: Sequence[FileRecord]) -> None:
-        """Record the output with object URIs (``s3://bucket/key``) in place of files."""
+        """Record the output with object URIs (``s3://bucket/key``) in place of the stored
+        ``files`` and ``None`` in place of the others (:func:`cachelayer.outputs.durable_output`)."""
         if prediction.output is None:
             return
-        durable = self.durable_output(prediction.output, files, lambda f: self.store.object_uri(f.key))
+        stored = stored_as(files, lambda f: self.store.object_uri(f.key))
+        durable = durable_output(prediction.output, stored, keep_sources=False)
         self.catalog.predictions.set_durable_output(prediction.id, durable)
+
+
+def stored_as(files: Sequence[FileRecord], render: Callable[[FileRecord], str]) -> dict[str, str]:
+    """``{output path: render(record)}`` of the stored ``files``: what
+    :func:`cachelayer.outputs.durable_output` puts in their place."""
+    return {f.output_path: render(f) for f in files if f.status == FileStatus.STORED}

@@ -130,22 +130,6 @@ def parse_ref(ref: str) -> ModelRef:
     )
 
 
-def rerun_ref(prediction: Prediction) -> str:
-    """The reference that reruns ``prediction`` the way it can be created again.
-
-    A 64-hex version reruns that version; a deployment reruns through the deployment; an
-    official model (``version: "hidden"``, which ``POST /v1/predictions`` refuses with 422)
-    reruns through the model endpoint. Raises :class:`ModelNotFoundError` when none applies.
-    """
-    if prediction.deployment:
-        return f"deployments/{prediction.deployment}"
-    if is_version_id(prediction.version):
-        return f"{prediction.model}:{prediction.version}" if prediction.model else str(prediction.version)
-    if prediction.model:
-        return prediction.model
-    raise ModelNotFoundError(f"cannot rerun {prediction.id}: no model, version or deployment recorded")
-
-
 def check_succeeded(prediction: Prediction) -> None:
     """Raise :class:`PredictionFailedError` (naming the status) unless it ``succeeded``."""
     if not prediction.succeeded:

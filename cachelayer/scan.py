@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 from cachelayer.catalog import Catalog, checkpoint_name
 from cachelayer.copier import Copier
 from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError, failure_reason
+from cachelayer.expiry import OnExpired, check_on_expired
 from cachelayer.leases import release_dead_local_leases
 from cachelayer.outputs import find_files
 from cachelayer.persist import Persister
@@ -353,15 +354,15 @@ def backfill(
     limit: int | None = None,
     dry_run: bool = False,
     scan_only: bool = False,
-    on_expired: str = "skip",
+    on_expired: OnExpired = "skip",
     retry_failed: bool = False,
     progress: ProgressFn | None = None,
 ) -> BackfillSummary:
     """Scan and copy concurrently; returns the summary. See :meth:`CacheLayer.backfill`.
     ``scan_only``: record and queue, copy nothing (``cachelayer worker`` processes copy).
-    ``retry_failed``: put files that failed earlier back in the queue first."""
-    if on_expired not in ("skip", "rerun"):
-        raise ConfigError(f"on_expired must be skip or rerun, got {on_expired!r}")
+    ``retry_failed``: put files that failed earlier back in the queue first. ``on_expired``:
+    ``skip`` or ``rerun`` (a batch never raises for one file), else :class:`ConfigError`."""
+    check_on_expired(on_expired, ("skip", "rerun"))
     tally = Tally(BackfillSummary(dry_run=dry_run), progress)
     if dry_run:
         Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=True).run()
@@ -376,7 +377,7 @@ def backfill(
 
     beside_pool(catalog, copier, tally, 0 if scan_only else concurrency, scan)
     if on_expired == "rerun":
-        _rerun_expired(catalog, persister, tally, sorted(tally.expired_predictions))
+        _rerun_expired(persister, tally, sorted(tally.expired_predictions))
     _none_matched(tally)
     finish(catalog, tally)
     return tally.summary
@@ -403,17 +404,16 @@ def check_models(api: ReplicateApi, models: Sequence[str]) -> None:
         api.get_model(model)
 
 
-def _rerun_expired(catalog: Catalog, persister: Persister, tally: Tally, ids: Sequence[str]) -> None:
-    """After the copies: rerun each prediction of this run that has expired files and a
-    recorded input (at most once; see :meth:`Persister.rerun`)."""
+def _rerun_expired(persister: Persister, tally: Tally, ids: Sequence[str]) -> None:
+    """After the copies: rerun each prediction of this run that has expired files, as
+    :meth:`Persister.rerun_once` decides (at most once, from a recorded input)."""
     for pid in ids:
-        rec = catalog.predictions.get(pid)
-        if rec is None or rec.input is None or catalog.predictions.reruns_of(pid):
-            continue
         try:
-            result = persister.rerun(pid)
+            result = persister.rerun_once(pid)
         except CacheLayerError as exc:
             log.warning("rerun of %s failed: %s", pid, exc)
+            continue
+        if result is None:
             continue
         tally.add(predictions_rerun=1)
         for o in result.files:

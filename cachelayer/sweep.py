@@ -9,7 +9,7 @@ pass of the sweep closes that gap:
 1. **Listing.** Predictions created since the sweep's checkpoint, less :data:`OVERLAP_SECONDS`
    (never a gap: a prediction that became visible in the listing after the last pass read
    past its creation time is still seen), or with no checkpoint yet the last
-   :data:`~cachelayer.config.REPLICATE_RETENTION_SECONDS` (the data's lifetime: anything
+   :data:`~cachelayer.expiry.REPLICATE_RETENTION_SECONDS` (the data's lifetime: anything
    older is gone anyway), are listed newest first through the history scan of
    :mod:`cachelayer.scan` (``GET /v1/predictions?created_after=``, cursor pagination).
    Each finished one the catalog does not hold finished with a row for every file is
@@ -48,9 +48,9 @@ from cachelayer.catalog import Catalog
 from cachelayer.catalog.checkpoints import checkpoint_name
 from cachelayer.catalog.records import PredictionRecord
 from cachelayer.catalog.server_state import ServerState
-from cachelayer.config import REPLICATE_RETENTION_SECONDS
 from cachelayer.copier import Copier
 from cachelayer.errors import CacheLayerError, PredictionNotFoundError
+from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
 from cachelayer.outputs import find_files
 from cachelayer.persist import Persister
 from cachelayer.prediction import Prediction, parse_time

@@ -21,7 +21,7 @@ still be retrievable, so the backfill worker or ``cachelayer persist PREDICTION_
 it again; otherwise it becomes ``failed`` with the same ``last_error``. A source counts as
 retrievable when the prediction's data has not been removed and either it was created on
 the web (Replicate keeps those) or it completed less than one hour ago (Replicate removes
-API predictions' files one hour after they finish; ``REPLICATE_RETENTION_SECONDS``).
+API predictions' files one hour after they finish): :func:`cachelayer.expiry.retrievable`.
 Nothing is ever deleted, neither objects nor rows.
 """
 
@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
-from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
+from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.errors import StorageError
 from cachelayer.expiry import retrievable
 
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from cachelayer.catalog import Catalog
     from cachelayer.storage.base import Store
 
-__all__ = ["VerifyProblem", "VerifyReport", "source_retrievable", "verify"]
+__all__ = ["VerifyProblem", "VerifyReport", "verify"]
 
 log = logging.getLogger("cachelayer")
 
@@ -151,20 +151,6 @@ class VerifyReport:
         if self.repair:
             text += f"; repair: {self.requeued} re-queued, {self.marked_failed} marked failed"
         return text
-
-
-def source_retrievable(prediction: PredictionRecord | None, now: datetime | None = None) -> bool:
-    """Whether Replicate may still serve a recorded prediction's files
-    (:func:`cachelayer.expiry.retrievable`)."""
-    if prediction is None:
-        return False
-    return retrievable(
-        data_removed=prediction.data_removed,
-        has_output=prediction.output is not None,
-        source=prediction.source,
-        finished_at=prediction.completed_at or prediction.created_at,
-        now=now,
-    )
 
 
 def verify(
@@ -284,8 +270,9 @@ def _repair(catalog: Catalog, problems: list[VerifyProblem]) -> list[VerifyProbl
         if p.problem == "error":
             repaired.append(VerifyProblem(p.file, p.problem, p.detail, "unchanged"))
             continue
-        alive = source_retrievable(preds.get(p.file.prediction_id), now)
-        status = FileStatus.PENDING if alive else FileStatus.FAILED
+        status = (
+            FileStatus.PENDING if retrievable(preds.get(p.file.prediction_id), now) else FileStatus.FAILED
+        )
         changed = catalog.queue.mark_unverified(
             p.file.id, status=status, error=f"verify: {p.problem}", expected_sha256=p.file.sha256
         )

@@ -142,3 +142,17 @@ def test_worker_retry_failed_flag_requeues(cli_env, replicate_simulator):
     out = cli(cli_env, "worker", "--once", "--retry-failed", "--json")
     summary = json.loads(out.stdout)
     assert out.returncode == 0 and summary["files_requeued"] == 1 and summary["files_stored"] == 1
+
+
+def test_persist_on_expired_takes_the_one_vocabulary(cli_env, replicate_simulator):
+    """Issue 20: ``--on-expired`` of ``persist`` takes ``raise``, ``skip`` and ``rerun``;
+    ``skip`` prints the output with the expired file's source URL and exits 0."""
+    sim = replicate_simulator
+    pid = sim.seed_prediction("acme/x", input={}, output=[File(b"gone", filename="g.png")])
+    url = sim.prediction(pid)["output"][0]
+    sim.inject_fault("status", status=404, path_prefix=url.split(sim.base_url, 1)[1], times=100)
+    raised = cli(cli_env, "persist", pid, "--on-expired", "raise")
+    assert raised.returncode == 1 and "expired" in raised.stderr
+    skipped = cli(cli_env, "persist", pid, "--json", "--on-expired", "skip")
+    assert skipped.returncode == 0, skipped.stderr
+    assert json.loads(skipped.stdout) == {pid: [url]}

@@ -154,3 +154,31 @@ def test_all_durable_objects_match_sources(layer, replicate_simulator, s3_server
     sim.add_model("acme/many", outputs=files)
     out = layer.run("acme/many", input={})
     assert [hashlib.sha256(s3_bytes(s3_server, u)).hexdigest() for u in out] == [f.sha256() for f in files]
+
+
+def test_on_expired_skip_keeps_stored_files_and_leaves_expired_ones_as_their_urls(layer, replicate_simulator):
+    """Issue 20: one vocabulary (``raise``/``skip``/``rerun``) for every call. ``skip`` in a
+    persist: no error for an expired file, which keeps its source URL in the output."""
+    sim = replicate_simulator
+    pid = sim.seed_prediction(
+        "acme/half", {}, [File(b"kept", filename="a.png"), File(b"gone", filename="b.png")]
+    )
+    held = sim.prediction(pid)
+    gone_url = held["output"][1]
+    sim.inject_fault("status", status=404, path_prefix=gone_url.split(sim.base_url, 1)[1], times=100)
+    out = layer.persist(held, on_expired="skip")
+    stored, gone = layer.catalog.files_of(pid)
+    assert (stored.status, gone.status) == ("stored", "expired")
+    assert out == [layer.durable_url(stored), gone_url]
+    with pytest.raises(ExpiredDownloadUrlError):
+        layer.persist(held)  # "raise", the default, still raises
+    assert len(creates(sim)) == 0  # neither reran anything
+
+    removed = sim.seed_prediction("acme/x", input={"p": 1}, output=[File(b"never seen")])
+    sim.remove_data(removed)  # gone before the catalog recorded it
+    assert layer.persist(removed, on_expired="skip") is None
+
+
+def test_a_backfill_takes_skip_or_rerun_only(layer):
+    with pytest.raises(ConfigError, match="skip or rerun"):
+        layer.backfill(on_expired="raise")

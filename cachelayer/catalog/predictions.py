@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
@@ -15,9 +15,10 @@ from cachelayer.catalog.records import FileStatus, PredictionRecord
 from cachelayer.catalog.session import Database, chunked, utcnow
 from cachelayer.datauri import redact_data_uris
 from cachelayer.errors import CatalogWriteError
+from cachelayer.outputs import durable_output as durable_of
 from cachelayer.prediction import Prediction as PredictionIn
 
-__all__ = ["PredictionRepository", "check_prediction_id", "record_in", "set_durable_output_in"]
+__all__ = ["PredictionRepository", "check_prediction_id", "record_in", "set_complete_output_in"]
 
 #: Ids looked up per statement by :meth:`PredictionRepository.get_many`.
 LOOKUP_BATCH = 500
@@ -82,10 +83,12 @@ _SET_DURABLE = (
     .values(durable_output=bindparam("p_durable"), updated_at=bindparam("p_now"))
 )
 _F = cast(Table, OutputFile.__table__).c
-#: :data:`_SET_DURABLE` only once no file of the prediction is left unstored.
-_SET_DURABLE_IF_COMPLETE = _SET_DURABLE.where(
-    ~exists().where(_F.prediction_id == bindparam("p_id"), _F.status != FileStatus.STORED)
+#: A prediction's recorded output, only once no file of it is left unstored.
+_OUTPUT_IF_COMPLETE = select(_PREDICTIONS.c.output).where(
+    _PREDICTIONS.c.id == bindparam("p_id"),
+    ~exists().where(_F.prediction_id == bindparam("p_id"), _F.status != FileStatus.STORED),
 )
+_FILE_KEYS = select(_F.output_path, _F.key).where(_F.prediction_id == bindparam("p_id"))
 
 
 def _upsert(db: Database) -> Any:
@@ -125,15 +128,22 @@ def record_in(s: Connection, db: Database, prediction: PredictionIn, *, rerun_of
     s.execute(_upsert(db), prediction_values(prediction, rerun_of=rerun_of))
 
 
-def set_durable_output_in(
-    c: Connection, prediction_id: str, durable_output: Any, *, if_complete: bool = False
-) -> bool:
-    """Record ``durable_output`` (the rules of :meth:`PredictionRepository.set_durable_output`)
-    inside the caller's transaction ``c``; with ``if_complete``, only when no file of the
-    prediction is left unstored (as the transaction sees its files). Returns whether the
-    prediction's row was updated (``False``: unknown prediction, or files left)."""
+def _set_durable_in(c: Connection, prediction_id: str, durable_output: Any) -> bool:
     params = {"p_id": prediction_id, "p_durable": redact_data_uris(durable_output), "p_now": utcnow()}
-    return bool(c.execute(_SET_DURABLE_IF_COMPLETE if if_complete else _SET_DURABLE, params).rowcount)
+    return bool(c.execute(_SET_DURABLE, params).rowcount)
+
+
+def set_complete_output_in(c: Connection, prediction_id: str, object_uri: Callable[[str], str]) -> bool:
+    """Inside the caller's transaction ``c``: once no file of the prediction is left
+    unstored (as ``c`` sees its files), record its durable output, computed from its
+    recorded output with each file as ``object_uri(key)``
+    (:func:`cachelayer.outputs.durable_output`). Returns whether it was recorded (``False``:
+    files left, no recorded output, or an unknown prediction)."""
+    output = c.execute(_OUTPUT_IF_COMPLETE, {"p_id": prediction_id}).scalar()
+    if output is None:
+        return False
+    keys = {path: object_uri(key) for path, key in c.execute(_FILE_KEYS, {"p_id": prediction_id})}
+    return _set_durable_in(c, prediction_id, durable_of(output, keys))
 
 
 class PredictionRepository:
@@ -160,7 +170,7 @@ class PredictionRepository:
         """Record the output with each stored file replaced by its object URI (``data:``
         URIs of files not stored are redacted)."""
         self.db.write_core(
-            lambda c: set_durable_output_in(c, prediction_id, durable_output), prediction_id=prediction_id
+            lambda c: _set_durable_in(c, prediction_id, durable_output), prediction_id=prediction_id
         )
 
     def get(self, prediction_id: str) -> PredictionRecord | None:

@@ -23,7 +23,7 @@ from cachelayer.catalog.claims import (
     stored_params,
 )
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
-from cachelayer.catalog.predictions import set_durable_output_in
+from cachelayer.catalog.predictions import set_complete_output_in
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
@@ -258,11 +258,12 @@ class QueueRepository:
         content_type: str | None,
         source_age_seconds: float | None,
         prediction_id: str,
-        durable_output: Any,
+        object_uri: Callable[[str], str],
     ) -> tuple[FileRecord | None, bool]:
         """:meth:`mark_stored`, and in the same transaction (committed as records of
-        predictions are: after PostgreSQL's WAL flush) ``durable_output`` recorded if no file
-        of ``prediction_id`` is left unstored (``predictions.set_durable_output_in``).
+        predictions are: after PostgreSQL's WAL flush) the durable output of ``prediction_id``
+        recorded, its files as ``object_uri(key)``, if none of them is left unstored
+        (``predictions.set_complete_output_in``).
         Returns ``(stored row or None, whether the output was recorded)``: nothing is when
         another process stored the file first. Raises
         :class:`~cachelayer.errors.CatalogWriteError` and
@@ -273,7 +274,7 @@ class QueueRepository:
             row = c.execute(MARK_STORED, params).first()
             if row is None:
                 return None, False
-            recorded = set_durable_output_in(c, prediction_id, durable_output, if_complete=True)
+            recorded = set_complete_output_in(c, prediction_id, object_uri)
             return FileRecord.of(row), recorded
 
         return self.db.write_core(work, prediction_id=prediction_id)

@@ -15,6 +15,7 @@ import click
 
 from cachelayer.cli.options import SINCE, WHEN, open_layer, settings_options
 from cachelayer.cli.progress import LiveProgress, print_summary
+from cachelayer.expiry import check_on_expired
 
 __all__ = ["BACKFILL_CONCURRENCY", "backfill", "worker"]
 
@@ -85,7 +86,7 @@ def backfill(
             limit=limit,
             dry_run=dry_run,
             scan_only=scan_only,
-            on_expired=on_expired,
+            on_expired=check_on_expired(on_expired),
             retry_failed=retry_failed,
             progress=live.update,
         )

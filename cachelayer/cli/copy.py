@@ -16,6 +16,7 @@ import click
 from cachelayer.cli.formatting import write_json, write_text
 from cachelayer.cli.options import open_layer, settings_options
 from cachelayer.errors import CacheLayerError, ConfigError
+from cachelayer.expiry import ON_EXPIRED, check_on_expired
 
 __all__ = ["parse_inputs", "persist", "print_output", "run"]
 
@@ -65,9 +66,7 @@ _wait_timeout = click.option(
     type=click.FloatRange(min=0),
     help="Seconds to wait for the prediction to finish; 0 waits forever [env CACHELAYER_WAIT_TIMEOUT, 1800].",
 )
-_on_expired = click.option(
-    "--on-expired", type=click.Choice(["raise", "rerun"]), default="raise", show_default=True
-)
+_on_expired = click.option("--on-expired", type=click.Choice(ON_EXPIRED), default="raise", show_default=True)
 
 
 @click.command()
@@ -101,7 +100,7 @@ def run(
     if any(isinstance(v, Path) for v in data.values()) and file_encoding == "base64":
         params["file_encoding_strategy"] = "base64"
     with open_layer(options) as layer:
-        print_output(layer.run(model, input=data, on_expired=on_expired, **params), as_json)  # type: ignore[arg-type]
+        print_output(layer.run(model, input=data, on_expired=check_on_expired(on_expired), **params), as_json)
 
 
 @click.command()
@@ -125,7 +124,10 @@ def persist(prediction_ids: tuple[str, ...], as_json: bool, on_expired: str, **o
     with open_layer(options) as layer:
         for pid in prediction_ids:
             try:
-                results[pid] = {"ok": True, "output": layer.persist(pid, on_expired=on_expired)}  # type: ignore[arg-type]
+                results[pid] = {
+                    "ok": True,
+                    "output": layer.persist(pid, on_expired=check_on_expired(on_expired)),
+                }
             except ConfigError:
                 raise
             except CacheLayerError as exc:
