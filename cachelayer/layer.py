@@ -14,30 +14,36 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from replicate.client import Client as ReplicateClient
-from sqlalchemy import Engine
-
-from cachelayer import scan, workers
-from cachelayer.catalog.db import ensure_schema, make_engine
-from cachelayer.catalog.queries import Catalog
-from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
-from cachelayer.copier import Copier
 from cachelayer.errors import CacheLayerError, ConfigError, ReplicateConfigError
-from cachelayer.fetch import Fetcher
+from cachelayer.lazy import lazy_getattr
 from cachelayer.leases import new_owner
 from cachelayer.outputs import find_files
-from cachelayer.persist import OnExpired, Persister, PersistResult
 from cachelayer.prediction import Prediction
-from cachelayer.replicate_api import ReplicateApi, check_succeeded, make_client
-from cachelayer.storage import Store, open_store
-from cachelayer.sweep import Sweep, SweepSummary
-from cachelayer.verify import VerifyReport, verify
-from cachelayer.workers import BackfillSummary, ProgressFn
+
+# What copying needs (the Replicate client, requests, boto3 through the copier and the
+# store) is imported when a part is first built, so the catalog queries load none of it
+# (tests/test_startup.py).
+if TYPE_CHECKING:
+    from replicate.client import Client as ReplicateClient
+    from sqlalchemy import Engine
+
+    from cachelayer.catalog.queries import Catalog
+    from cachelayer.catalog.records import FileRecord
+    from cachelayer.copier import Copier
+    from cachelayer.fetch import Fetcher
+    from cachelayer.persist import OnExpired, Persister, PersistResult
+    from cachelayer.replicate_api import ReplicateApi
+    from cachelayer.storage import Store
+    from cachelayer.sweep import SweepSummary
+    from cachelayer.verify import VerifyReport
+    from cachelayer.workers import BackfillSummary, ProgressFn
 
 __all__ = ["CacheLayer", "OnExpired"]
+
+__getattr__ = lazy_getattr(__name__, {"OnExpired": "cachelayer.persist"}, globals())
 
 log = logging.getLogger("cachelayer")
 
@@ -84,6 +90,8 @@ class CacheLayer:
     @cached_property
     def engine(self) -> Engine:
         """The catalog's SQLAlchemy engine (migrated on first use when ``auto_migrate``)."""
+        from cachelayer.catalog.db import ensure_schema, make_engine
+
         s = self.settings
         engine = make_engine(
             s.database_url, pool_size=max(5, s.concurrency), retry_seconds=s.db_retry_seconds
@@ -98,6 +106,8 @@ class CacheLayer:
     def catalog(self) -> Catalog:
         """The catalog. Raises :class:`~cachelayer.errors.CatalogUnavailableError` when it
         cannot be opened."""
+        from cachelayer.catalog.queries import Catalog
+
         with self._lock:
             return Catalog(self.engine)
 
@@ -106,6 +116,8 @@ class CacheLayer:
         """The storage backend; building it sends no request (the copier checks it)."""
         if self._store is not None:
             return self._store
+        from cachelayer.storage import open_store
+
         s = self.settings
         return open_store(
             s.storage_url,
@@ -123,16 +135,22 @@ class CacheLayer:
         s = self.settings
         if not s.replicate_api_token:
             raise ReplicateConfigError("REPLICATE_API_TOKEN is not set: the Replicate API needs your token")
+        from cachelayer.replicate_api import make_client
+
         return make_client(s.replicate_api_token, s.replicate_base_url, s.ca_bundle)
 
     @cached_property
     def api(self) -> ReplicateApi:
         """Replicate's API (create with retries, get, bounded wait, list)."""
+        from cachelayer.replicate_api import ReplicateApi
+
         return ReplicateApi(self.client, wait_timeout=self.settings.wait_timeout)
 
     @cached_property
     def fetcher(self) -> Fetcher:
         """The downloader (allow-list checked on the connected address, deadlines)."""
+        from cachelayer.fetch import Fetcher
+
         s = self.settings
         return Fetcher(
             s.allowed_hosts,
@@ -152,6 +170,8 @@ class CacheLayer:
     def copier(self) -> Copier:
         """The copier of single files; building it checks that the bucket exists and is
         writable. Raises ``BucketNotFoundError`` / ``StorageAuthError`` / ``StorageConfigError``."""
+        from cachelayer.copier import Copier
+
         with self._lock:
             self.store.check()
             return Copier(
@@ -166,6 +186,8 @@ class CacheLayer:
     @cached_property
     def persister(self) -> Persister:
         """The persist policy (record, copy, fallbacks, rerun at most once)."""
+        from cachelayer.persist import Persister
+
         with self._lock:
             return Persister(self.settings, self.catalog, self.store, self.copier, lambda: self.api)
 
@@ -240,6 +262,8 @@ class CacheLayer:
         self, persister: Persister, prediction: Prediction, on_expired: OnExpired
     ) -> PersistResult:
         if not prediction.succeeded:
+            from cachelayer.replicate_api import check_succeeded
+
             self.catalog.predictions.record(prediction)
             check_succeeded(prediction)
         return persister.persist(prediction, on_expired)
@@ -255,6 +279,8 @@ class CacheLayer:
     def output_of(self, result: PersistResult) -> Any:
         """The durable output of a :class:`~cachelayer.persist.PersistResult` (its rerun's,
         if there was one). Raises the first file error, as :meth:`persist` does."""
+        from cachelayer.persist import Persister
+
         final = result.final
         if final.error is not None:
             raise final.error
@@ -292,6 +318,12 @@ class CacheLayer:
 
             assert s.gateway_url  # Settings refuses gateway mode without it
             return gateway_url(s.gateway_url, gateway_secret(self.engine, s.gateway_secret), record.key)
+        if self._store is None and "store" not in self.__dict__:
+            from cachelayer.storage import url_without_client
+
+            url = url_without_client(s.storage_url, record.key, s.url_mode, public_base_url=s.public_base_url)
+            if url is not None:  # rendered without building an S3 client (no boto3 import)
+                return url
         return self.store.url(
             record.key,
             s.url_mode,  # type: ignore[arg-type]
@@ -316,6 +348,8 @@ class CacheLayer:
         against its recorded size (``HEAD``) and, with ``deep``, its sha256 (full read);
         with ``repair`` re-queue (or mark ``failed``) missing/corrupt files. Never deletes.
         Returns a :class:`cachelayer.verify.VerifyReport`; see :func:`cachelayer.verify.verify`."""
+        from cachelayer.verify import verify
+
         return verify(
             (self.catalog, self.store),
             model=model,
@@ -361,6 +395,8 @@ class CacheLayer:
         raises :class:`~cachelayer.errors.ConfigError` for bad arguments and Replicate
         errors of the list call (after the client's retries on 429/503).
         """
+        from cachelayer import scan
+
         flt = scan.ScanFilter.build(since=since, until=until, models=models, source=source, statuses=statuses)
         # The first list call travels while the S3 client, the bucket check and the catalog
         # are built. Without a token (or with a bad base URL) self.api raises again below,
@@ -403,6 +439,8 @@ class CacheLayer:
         :class:`~cachelayer.errors.ReplicateConfigError` without a token, Replicate errors of
         the list call (after the client's retries on 429/503) and catalog outages; the
         checkpoint is then where it was."""
+        from cachelayer.sweep import Sweep
+
         persister = self.persister  # checks the store before anything is listed
         threads = (concurrency or self.settings.concurrency) if copy else 0
         return Sweep(self.api, self.catalog, persister, stop=stop).run(self.copier if copy else None, threads)
@@ -423,6 +461,8 @@ class CacheLayer:
         ``retry_failed`` puts failed files back in the queue first. Many processes on many
         machines may run this against one catalog and bucket: claims are leases, so no file
         is stored twice."""
+        from cachelayer import workers
+
         return workers.work(
             self.catalog,
             self.copier,
