@@ -12,7 +12,12 @@ Transient statuses (429, 500, 502, 503, 504) and connection errors are retried b
 Where a download may go is decided by :mod:`cachelayer.urls` (one strict parser, the
 allow-list and the address policy) and enforced again at connect time on the resolved
 address by :mod:`cachelayer.netguard`; redirects are followed by hand, each hop checked
-the same way. Downloads never use proxies, ``.netrc`` or cookies from the environment.
+the same way. Downloads never use proxies, ``.netrc`` or cookies from the environment;
+an egress proxy is used only when given (``CACHELAYER_PROXY``, see :mod:`cachelayer.netguard`).
+TLS servers are verified against ``ca_bundle`` (:func:`cachelayer.config.resolve_ca_bundle`:
+``CACHELAYER_CA_BUNDLE``, ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``), else certifi's bundle;
+a certificate that does not verify raises :class:`~cachelayer.errors.CertificateError` at the
+first attempt (a setting to fix: never retried, never reported as truncated).
 
 Time: one attempt at one file (:meth:`Fetcher.open` until the body's last byte) may take
 at most ``download_timeout`` seconds, and once the body has started, every
@@ -30,11 +35,13 @@ import hashlib
 import http.cookiejar
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from email.message import Message
 from email.utils import collapse_rfc2231_value
+from types import TracebackType
 from typing import Any
 from urllib.parse import urljoin
 
@@ -51,6 +58,7 @@ from cachelayer.config import (
 )
 from cachelayer.datauri import decode_data_uri, parse_data_uri
 from cachelayer.errors import (
+    CertificateError,
     ConfigError,
     DisallowedUrlError,
     DownloadError,
@@ -130,10 +138,39 @@ def _time_left() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
+def _certificate_failure(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error somewhere in ``exc``'s arguments or chain."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item
+        seen.add(id(item))
+        todo += [*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)]
+    return None
+
+
 class _Retry(Retry):
     """urllib3 ``Retry`` that stops at the download deadline of the calling thread and caps
     ``Retry-After`` waits at :data:`RETRY_AFTER_CAP` (a hostile ``Retry-After: 99999`` must not
-    hold a worker); backoff and ``Retry-After`` waits never outlast the deadline."""
+    hold a worker); backoff and ``Retry-After`` waits never outlast the deadline. A
+    certificate that does not verify is not retried (the same bundle fails the same way)."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> _Retry:
+        if _certificate_failure(error) is not None:
+            raise urllib3.exceptions.MaxRetryError(_pool, url or "", error)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def is_exhausted(self) -> bool:
         left = _time_left()
@@ -358,7 +395,10 @@ class Fetcher:
     transfer concurrency). ``retries``: urllib3 retries for connection errors and 429/5xx,
     with exponential backoff (0.25 s doubling, capped at 30 s), jitter and ``Retry-After``
     (capped at 30 s). ``timeout``: (connect, read) seconds per socket operation.
-    ``ca_bundle``: path for TLS verification.
+    ``ca_bundle``: PEM path for TLS verification (``None``: certifi's bundle; the caller
+    resolves it with :func:`cachelayer.config.resolve_ca_bundle`). ``proxy``: an
+    ``http(s)://`` egress proxy every download goes through, the allow-list checked on the
+    target first (:class:`~cachelayer.netguard.GuardedAdapter`); ``None``: direct.
 
     ``download_timeout``: seconds one attempt at one file may take in all, from
     :meth:`open` to the body's last byte, redirects and urllib3 retries included (default
@@ -395,6 +435,7 @@ class Fetcher:
         api_token: str | None = None,
         token_hosts: Sequence[str] | None = None,
         api_base_url: str | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.allowed_hosts = tuple(allowed_hosts)
         self.policy = AddressPolicy(self.allowed_hosts)
@@ -410,8 +451,9 @@ class Fetcher:
         self.stall_bytes_per_second = _nonneg("CACHELAYER_STALL_BYTES_PER_SECOND", stall_bytes_per_second)
         self.stall_window = _nonneg("CACHELAYER_STALL_WINDOW", stall_window)
         self.session = requests.Session()
-        # No proxies, .netrc or REQUESTS_CA_BUNDLE from the environment: the address
-        # connected must be the one checked, and no credential may be added behind our back.
+        # No proxies or .netrc from the environment: the address connected must be the one
+        # checked, and no credential may be added behind our back. (The CA bundle comes from
+        # the settings, which read SSL_CERT_FILE / REQUESTS_CA_BUNDLE.)
         self.session.trust_env = False
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         retry = _Retry(
@@ -429,7 +471,7 @@ class Fetcher:
             raise_on_status=False,
         )
         adapter = GuardedAdapter(
-            self.policy, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry
+            self.policy, proxy=proxy, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -553,6 +595,13 @@ class Fetcher:
                 proxies={},
             )
         except requests.RequestException as exc:
+            if (cert := _certificate_failure(exc)) is not None:
+                where = parsed.host_port
+                raise CertificateError(
+                    f"the TLS certificate of {where} is not trusted ({cert.verify_message}): set "
+                    "CACHELAYER_CA_BUNDLE or SSL_CERT_FILE to a PEM file holding the CA that signed it",
+                    host=where,
+                ) from exc
             self._deadline_left(deadline, url)
             raise TruncatedDownloadError(
                 f"{parsed.url[:200]}: request failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",

@@ -164,6 +164,7 @@ class CacheLayer:
             api_token=s.replicate_api_token,
             token_hosts=s.token_hosts,
             api_base_url=s.replicate_base_url,
+            proxy=s.proxy,
         )
 
     @cached_property

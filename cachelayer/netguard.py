@@ -10,6 +10,14 @@ past a parser, a redirect, or a DNS answer that changes between check and connec
 (rebinding) still cannot reach a refused address. A refusal raises
 :class:`~cachelayer.errors.DisallowedAddressError` before any ``socket.connect`` to it, and
 urllib3 does not retry it.
+
+With an egress proxy (``CACHELAYER_PROXY``, opt-in) the proxy opens the connection to the
+target, so the check moves before it: the target's name must match the allow-list and every
+address it resolves to here must pass the policy before the proxy is asked to ``CONNECT``
+(or, for ``http`` targets, to forward the request). The trade-off: the address the proxy
+then connects to is its own resolution, so protection against DNS rebinding (a name that
+answers a public address to us and a private one to the proxy) rests on the proxy and its
+resolver. The proxy itself is trusted (it is the operator's setting) and not checked.
 """
 
 from __future__ import annotations
@@ -17,7 +25,9 @@ from __future__ import annotations
 import socket
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
+import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -30,30 +40,61 @@ from cachelayer.errors import DisallowedAddressError, DisallowedUrlError
 from cachelayer.urls import AddressPolicy, canonical_host
 
 
-def _guarded_new_conn(conn: Any, policy: AddressPolicy) -> socket.socket:
-    """Resolve, filter by ``policy`` and connect; mirrors urllib3's ``create_connection``."""
-    raw_host = conn._dns_host
+def _resolve_checked(policy: AddressPolicy, raw_host: str, port: int) -> tuple[str, list[Any], list[str]]:
+    """Match ``raw_host`` against ``policy``, resolve it once; returns its canonical name,
+    the ``getaddrinfo`` entries the policy allows and the refused addresses (each with its
+    reason). Raises :class:`DisallowedUrlError` for a host the allow-list does not name and
+    ``socket.gaierror`` when it does not resolve."""
     host = raw_host.strip("[]").rstrip(".").lower()
     try:
         canon, _ = canonical_host(f"[{host}]" if ":" in host else host)
     except ValueError as exc:
         raise DisallowedUrlError(f"refusing to connect to {raw_host!r}: {exc}") from None
-    pattern = policy.match(canon, conn.port)
+    pattern = policy.match(canon, port)
     if pattern is None:
-        raise DisallowedUrlError(
-            f"refusing to connect to {canon}:{conn.port}: not allowed ({policy.setting})"
+        raise DisallowedUrlError(f"refusing to connect to {canon}:{port}: not allowed ({policy.setting})")
+    allowed: list[Any] = []
+    refused: list[str] = []
+    for info in socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM):
+        why = policy.refusal(pattern, str(info[4][0]))
+        if why:
+            refused.append(f"{info[4][0]} ({why})")
+        else:
+            allowed.append(info)
+    return canon, allowed, refused
+
+
+def _refused_only(canon: str, port: int, refused: list[str]) -> DisallowedAddressError:
+    return DisallowedAddressError(
+        f"refusing to connect to {canon}:{port}: it resolves only to refused addresses "
+        f"{', '.join(refused)}; only a pattern naming it as an IP literal or as host:port allows them"
+    )
+
+
+def check_proxied_target(policy: AddressPolicy, host: str, port: int) -> None:
+    """Before a proxy is asked to reach ``host:port``: the name must match ``policy`` and
+    every address it resolves to here must pass it (the proxy resolves the name again and
+    may pick any of them). Raises :class:`DisallowedUrlError` /
+    :class:`~cachelayer.errors.DisallowedAddressError`, or ``OSError`` when the name does
+    not resolve (a transient failure: retried like a failed connection)."""
+    canon, allowed, refused = _resolve_checked(policy, host, port)
+    if refused:
+        if not allowed:
+            raise _refused_only(canon, port, refused)
+        raise DisallowedAddressError(
+            f"refusing to send {canon}:{port} through the proxy: it also resolves to refused "
+            f"addresses {', '.join(refused)}, which the proxy might connect to"
         )
+
+
+def _guarded_new_conn(conn: Any, policy: AddressPolicy) -> socket.socket:
+    """Resolve, filter by ``policy`` and connect; mirrors urllib3's ``create_connection``."""
     try:
-        infos = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+        canon, infos, refused = _resolve_checked(policy, conn._dns_host, conn.port)
     except socket.gaierror as exc:
         raise NameResolutionError(conn.host, conn, exc) from exc
-    refused: list[str] = []
     err: Exception | None = None
     for family, socktype, proto, _, sockaddr in infos:
-        why = policy.refusal(pattern, str(sockaddr[0]))
-        if why:
-            refused.append(f"{sockaddr[0]} ({why})")
-            continue
         sock = None
         try:
             sock = socket.socket(family, socktype, proto)
@@ -71,10 +112,7 @@ def _guarded_new_conn(conn: Any, policy: AddressPolicy) -> socket.socket:
         sys.audit("http.client.connect", conn, conn.host, conn.port)
         return sock
     if err is None:
-        raise DisallowedAddressError(
-            f"refusing to connect to {canon}:{conn.port}: it resolves only to refused addresses "
-            f"{', '.join(refused)}; only a pattern naming it as an IP literal or as host:port allows them"
-        )
+        raise _refused_only(canon, conn.port, refused)
     if isinstance(err, TimeoutError):
         raise ConnectTimeoutError(
             conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
@@ -104,13 +142,32 @@ class _GuardedPoolManager(PoolManager):
 class GuardedAdapter(HTTPAdapter):
     """An ``HTTPAdapter`` that enforces ``policy`` on every connection it opens.
 
-    Proxies are not supported (the address checked would be the proxy's): mount it on a
-    session with ``trust_env = False`` and pass no ``proxies``.
+    ``proxy``: ``None`` (the default): direct connections only, the address checked is the
+    address connected; mount it on a session with ``trust_env = False`` and pass no
+    ``proxies`` (environment proxies are never used). An ``http(s)://`` proxy URL: every
+    request goes through that proxy, its target checked by :func:`check_proxied_target`
+    first (see the module docstring for what that does not cover).
     """
 
-    def __init__(self, policy: AddressPolicy, **kwargs: Any) -> None:
+    def __init__(self, policy: AddressPolicy, *, proxy: str | None = None, **kwargs: Any) -> None:
         self.policy = policy
+        self.proxy = proxy
         super().__init__(**kwargs)
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.proxy is not None:
+            parts = urlsplit(request.url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            try:
+                check_proxied_target(self.policy, parts.hostname or "", port)
+            except OSError as exc:
+                raise requests.ConnectionError(
+                    f"cannot resolve {parts.hostname} to check it against the allow-list "
+                    f"before the proxy connects to it: {exc}",
+                    request=request,
+                ) from exc
+            kwargs["proxies"] = {"http": self.proxy, "https": self.proxy}
+        return super().send(request, *args, **kwargs)
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
@@ -123,4 +180,8 @@ class GuardedAdapter(HTTPAdapter):
         )
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise DisallowedUrlError("downloads never go through a proxy (the connected address must be checked)")
+        if proxy != self.proxy:
+            raise DisallowedUrlError(
+                "downloads go through no proxy but CACHELAYER_PROXY (the connected address must be checked)"
+            )
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
