@@ -101,3 +101,13 @@ def test_library_and_queries_run_on_the_core(tmp_path):
     for args in (("ls",), ("stats",), ("--help",), ("serve", "--help")):
         done = run_without(SERVE + DEMO + ("cryptography",), *args, env=env)
         assert done.returncode == 0, (args, done.stderr)
+
+
+def test_ci_installs_the_main_job_as_the_readme_says():
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    main_job = re.search(r"\.venv/bin/pip install (\S+) && \.venv/bin/cachelayer demo", readme)
+    assert main_job is not None
+    assert f"python -m pip install --quiet {main_job.group(1)}\ncachelayer --version\ncachelayer demo" in ci
