@@ -39,17 +39,10 @@ Environment variables (all optional):
 ``CACHELAYER_CACHE_CONTROL``    ``Cache-Control`` written on objects (default
                                 ``public, max-age=31536000, immutable``; printable ASCII, at
                                 most 1024 characters; empty: none).
-``CACHELAYER_CA_BUNDLE``        CA bundle (an existing PEM file) for downloads and the
-                                Replicate API alike. Unset: ``SSL_CERT_FILE``, else
-                                ``REQUESTS_CA_BUNDLE`` (:func:`resolve_ca_bundle`); none set:
-                                certifi's bundle (Mozilla's roots, what requests and httpx
-                                use), not the operating system's store.
-``CACHELAYER_PROXY``            ``http(s)://[user:password@]host:port`` of an egress proxy for
-                                downloads (opt-in; ``HTTP(S)_PROXY`` are never used for
-                                them). The allow-list is still checked on the target's name
-                                and resolved addresses before the proxy is asked to connect;
-                                the address the proxy then connects to is its own resolution
-                                (see :mod:`cachelayer.netguard`).
+``CACHELAYER_CA_BUNDLE``        CA bundle (a PEM file) of the Replicate API and downloads; unset:
+                                ``SSL_CERT_FILE``, else ``REQUESTS_CA_BUNDLE``, else certifi's.
+``CACHELAYER_PROXY``            ``http(s)://[user:password@]host:port``: egress proxy for
+                                downloads, opt-in (trade-off: :mod:`cachelayer.netguard`).
 ``CACHELAYER_DOWNLOAD_TIMEOUT`` seconds one attempt at one file may take in all, redirects
                                 and retries included (default 21600, 6 h: 10 GiB, the default
                                 size cap, passes at >= 4 Mbit/s on average; ``0`` disables).
@@ -337,17 +330,13 @@ def _check_text(name: str, value: str, *, limit: int) -> str:
     return value
 
 
-#: Where the CA bundle comes from, first set wins: ours, then the variables OpenSSL/Python
-#: (``SSL_CERT_FILE``) and requests (``REQUESTS_CA_BUNDLE``) users already set.
 CA_BUNDLE_VARIABLES = ("CACHELAYER_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 
 
 def resolve_ca_bundle(env: Mapping[str, str], override: str | None = None) -> str | None:
-    """The CA bundle (a PEM file path) that verifies TLS servers, for the Replicate API and
-    the downloads alike: ``override`` (the ``ca_bundle`` keyword), else the first of
-    :data:`CA_BUNDLE_VARIABLES` set in ``env``; ``None`` when none is (certifi's bundle,
-    the default of requests and httpx). Raises :class:`ConfigError` naming the variable
-    when the file is missing, a directory or not a PEM CA bundle."""
+    """The CA bundle (PEM path) of the Replicate API and the downloads: ``override`` (the
+    ``ca_bundle`` keyword), else the first of :data:`CA_BUNDLE_VARIABLES` set in ``env``;
+    ``None``: certifi's. :class:`ConfigError` names the variable of a bad file."""
     if override:
         return _check_ca_bundle(override, "CACHELAYER_CA_BUNDLE")
     for var in CA_BUNDLE_VARIABLES:
@@ -372,14 +361,12 @@ def _check_ca_bundle(path_text: str, var: str) -> str:
 
 
 def _check_proxy(url: str) -> str:
-    """``CACHELAYER_PROXY``: ``http(s)://[user:password@]host:port`` (the password is never
-    shown in an error)."""
+    """``CACHELAYER_PROXY``: ``http(s)://[user:password@]host:port``; errors hide the password."""
     parts = urlsplit(url.strip())
-    shown = url.replace(parts.password, "***") if parts.password else url
-    host_part = parts.netloc.rpartition("@")[2]
-    _http_url("CACHELAYER_PROXY", urlunsplit((parts.scheme, host_part, parts.path, "", "")), path_ok=False)
     if parts.query or parts.fragment:
-        raise ConfigError(f"CACHELAYER_PROXY must be http(s)://[user:password@]host:port, got {shown!r}")
+        raise ConfigError("CACHELAYER_PROXY must be http(s)://[user:password@]host:port (no query)")
+    host_only = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    _http_url("CACHELAYER_PROXY", host_only, path_ok=False)
     return url.strip()
 
 

@@ -35,19 +35,14 @@ import hashlib
 import http.cookiejar
 import logging
 import re
-import ssl
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from email.message import Message
 from email.utils import collapse_rfc2231_value
-from types import TracebackType
-from typing import Any
 from urllib.parse import urljoin
 
 import requests
 import urllib3
-from urllib3.util.retry import Retry
 
 from cachelayer.config import (
     DEFAULT_API_HOST,
@@ -69,7 +64,7 @@ from cachelayer.errors import (
     SourceGoneError,
     TruncatedDownloadError,
 )
-from cachelayer.netguard import GuardedAdapter
+from cachelayer.netguard import DeadlineRetry, GuardedAdapter, certificate_failure, request_deadline
 from cachelayer.urls import (
     AddressPolicy,
     ApiOrigin,
@@ -100,8 +95,6 @@ log = logging.getLogger("cachelayer")
 GONE_STATUSES = frozenset({403, 404, 410})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
-#: Longest wait urllib3 honours from one ``Retry-After`` header, in seconds.
-RETRY_AFTER_CAP = 30.0
 
 #: Defaults of the deadline and stall rule, in seconds and bytes/s (arithmetic in
 #: :class:`Fetcher`): 6 h for one attempt (10 GiB passes at >= 4 Mbit/s, since
@@ -126,66 +119,6 @@ def host_allowed(url: str, patterns: tuple[str, ...] | list[str]) -> bool:
     except DisallowedUrlError:
         return False
     return True
-
-
-#: The deadline (``time.monotonic()``) of the request the current thread is sending, read
-#: by :class:`_Retry` so urllib3's retries and waits stop at the download deadline.
-_request_deadline = threading.local()
-
-
-def _time_left() -> float | None:
-    deadline = getattr(_request_deadline, "value", None)
-    return None if deadline is None else deadline - time.monotonic()
-
-
-def _certificate_failure(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
-    """The certificate verification error somewhere in ``exc``'s arguments or chain."""
-    seen: set[int] = set()
-    todo: list[object] = [exc]
-    while todo:
-        item = todo.pop()
-        if not isinstance(item, BaseException) or id(item) in seen:
-            continue
-        if isinstance(item, ssl.SSLCertVerificationError):
-            return item
-        seen.add(id(item))
-        todo += [*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)]
-    return None
-
-
-class _Retry(Retry):
-    """urllib3 ``Retry`` that stops at the download deadline of the calling thread and caps
-    ``Retry-After`` waits at :data:`RETRY_AFTER_CAP` (a hostile ``Retry-After: 99999`` must not
-    hold a worker); backoff and ``Retry-After`` waits never outlast the deadline. A
-    certificate that does not verify is not retried (the same bundle fails the same way)."""
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: Any = None,
-        error: Exception | None = None,
-        _pool: Any = None,
-        _stacktrace: TracebackType | None = None,
-    ) -> _Retry:
-        if _certificate_failure(error) is not None:
-            raise urllib3.exceptions.MaxRetryError(_pool, url or "", error)
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-    def is_exhausted(self) -> bool:
-        left = _time_left()
-        return (left is not None and left <= 0) or super().is_exhausted()
-
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        if value is None:
-            return None
-        left = _time_left()
-        return max(0.0, min(value, RETRY_AFTER_CAP, RETRY_AFTER_CAP if left is None else left))
-
-    def get_backoff_time(self) -> float:
-        left = _time_left()
-        return max(0.0, min(super().get_backoff_time(), float("inf") if left is None else left))
 
 
 class Download:
@@ -456,7 +389,7 @@ class Fetcher:
         # the settings, which read SSL_CERT_FILE / REQUESTS_CA_BUNDLE.)
         self.session.trust_env = False
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        retry = _Retry(
+        retry = DeadlineRetry(
             total=retries,
             connect=retries,
             read=retries,
@@ -584,7 +517,7 @@ class Fetcher:
         left, (connect, read) = self._deadline_left(deadline, url), self.timeout
         if left is not None:
             connect, read = min(connect, left), min(read, left)
-        _request_deadline.value = deadline
+        request_deadline.value = deadline
         try:
             resp = self.session.send(
                 request,
@@ -595,7 +528,7 @@ class Fetcher:
                 proxies={},
             )
         except requests.RequestException as exc:
-            if (cert := _certificate_failure(exc)) is not None:
+            if (cert := certificate_failure(exc)) is not None:
                 where = parsed.host_port
                 raise CertificateError(
                     f"the TLS certificate of {where} is not trusted ({cert.verify_message}): set "
@@ -608,7 +541,7 @@ class Fetcher:
                 url=url,
             ) from exc
         finally:
-            _request_deadline.value = None
+            request_deadline.value = None
         try:
             self._deadline_left(deadline, url)
         except DownloadTimeoutError:

@@ -18,12 +18,20 @@ address it resolves to here must pass the policy before the proxy is asked to ``
 then connects to is its own resolution, so protection against DNS rebinding (a name that
 answers a public address to us and a private one to the proxy) rests on the proxy and its
 resolver. The proxy itself is trusted (it is the operator's setting) and not checked.
+
+:class:`DeadlineRetry` is the urllib3 ``Retry`` of these sessions: it stops at the download
+deadline of the calling thread (:data:`request_deadline`), caps ``Retry-After`` and never
+retries a certificate that does not verify (:func:`certificate_failure`).
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import sys
+import threading
+import time
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,9 +39,10 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError
 from urllib3.poolmanager import PoolManager
 from urllib3.util.connection import _set_socket_options, allowed_gai_family
+from urllib3.util.retry import Retry
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from cachelayer.errors import DisallowedAddressError, DisallowedUrlError
@@ -185,3 +194,67 @@ class GuardedAdapter(HTTPAdapter):
                 "downloads go through no proxy but CACHELAYER_PROXY (the connected address must be checked)"
             )
         return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+
+#: Longest wait urllib3 honours from one ``Retry-After`` header, in seconds.
+RETRY_AFTER_CAP = 30.0
+
+#: The deadline (``time.monotonic()``) of the request the current thread is sending, read
+#: by :class:`_Retry` so urllib3's retries and waits stop at the download deadline.
+request_deadline = threading.local()
+
+
+def _time_left() -> float | None:
+    deadline = getattr(request_deadline, "value", None)
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def certificate_failure(exc: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error somewhere in ``exc``'s arguments, cause, context or
+    ``reason`` (urllib3 and requests wrap it several times), else ``None``."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item
+        seen.add(id(item))
+        todo += [*item.args, item.__cause__, item.__context__, getattr(item, "reason", None)]
+    return None
+
+
+class DeadlineRetry(Retry):
+    """urllib3 ``Retry`` that stops at the download deadline of the calling thread and caps
+    ``Retry-After`` waits at :data:`RETRY_AFTER_CAP` (a hostile ``Retry-After: 99999`` must not
+    hold a worker); backoff and ``Retry-After`` waits never outlast the deadline. A
+    certificate that does not verify is not retried (the same bundle fails the same way)."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> DeadlineRetry:
+        if certificate_failure(error) is not None:
+            raise MaxRetryError(_pool, url or "", error)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+    def is_exhausted(self) -> bool:
+        left = _time_left()
+        return (left is not None and left <= 0) or super().is_exhausted()
+
+    def get_retry_after(self, response: Any) -> float | None:
+        value = super().get_retry_after(response)
+        if value is None:
+            return None
+        left = _time_left()
+        return max(0.0, min(value, RETRY_AFTER_CAP, RETRY_AFTER_CAP if left is None else left))
+
+    def get_backoff_time(self) -> float:
+        left = _time_left()
+        return max(0.0, min(super().get_backoff_time(), float("inf") if left is None else left))
