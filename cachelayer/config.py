@@ -39,8 +39,10 @@ Environment variables (all optional):
 ``CACHELAYER_CACHE_CONTROL``    ``Cache-Control`` written on objects (default
                                 ``public, max-age=31536000, immutable``; printable ASCII, at
                                 most 1024 characters; empty: none).
-``CACHELAYER_CA_BUNDLE``        CA bundle for downloads and the Replicate API (default:
-                                system/certifi): an existing PEM file.
+``CACHELAYER_CA_BUNDLE``        CA bundle (a PEM file) of the Replicate API and downloads; unset:
+                                ``SSL_CERT_FILE``, else ``REQUESTS_CA_BUNDLE``, else certifi's.
+``CACHELAYER_PROXY``            ``http(s)://[user:password@]host:port``: egress proxy for
+                                downloads, opt-in (trade-off: :mod:`cachelayer.netguard`).
 ``CACHELAYER_DOWNLOAD_TIMEOUT`` seconds one attempt at one file may take in all, redirects
                                 and retries included (default 21600, 6 h: 10 GiB, the default
                                 size cap, passes at >= 4 Mbit/s on average; ``0`` disables).
@@ -99,7 +101,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cachelayer.errors import ConfigError
 from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
@@ -326,19 +328,44 @@ def _check_text(name: str, value: str, *, limit: int, secret: bool = False) -> s
     return value
 
 
-def _check_ca_bundle(path_text: str) -> str:
+CA_BUNDLE_VARIABLES = ("CACHELAYER_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+
+
+def resolve_ca_bundle(env: Mapping[str, str], override: str | None = None) -> str | None:
+    """The CA bundle (PEM path) of the Replicate API and the downloads: ``override`` (the
+    ``ca_bundle`` keyword), else the first of :data:`CA_BUNDLE_VARIABLES` set in ``env``;
+    ``None``: certifi's. :class:`ConfigError` names the variable of a bad file."""
+    if override:
+        return _check_ca_bundle(override, "CACHELAYER_CA_BUNDLE")
+    for var in CA_BUNDLE_VARIABLES:
+        if env.get(var):
+            return _check_ca_bundle(env[var], var)
+    return None
+
+
+def _check_ca_bundle(path_text: str, var: str) -> str:
     path = Path(path_text).expanduser()
     if path.is_dir():
-        raise ConfigError(f"CACHELAYER_CA_BUNDLE must be a PEM file, but {path_text!r} is a directory")
+        raise ConfigError(f"{var} must be a PEM file, but {path_text!r} is a directory")
     if not path.is_file():
-        raise ConfigError(f"CACHELAYER_CA_BUNDLE names {path_text!r}, which does not exist")
+        raise ConfigError(f"{var} names {path_text!r}, which does not exist")
     import ssl
 
     try:
         ssl.create_default_context(cafile=str(path))
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError(f"CACHELAYER_CA_BUNDLE {path_text!r} is not a PEM CA bundle: {exc}") from None
+        raise ConfigError(f"{var} {path_text!r} is not a PEM CA bundle: {exc}") from None
     return str(path)
+
+
+def _check_proxy(url: str) -> str:
+    """``CACHELAYER_PROXY``: ``http(s)://[user:password@]host:port``; errors hide the password."""
+    parts = urlsplit(url.strip())
+    if parts.query or parts.fragment:
+        raise ConfigError("CACHELAYER_PROXY must be http(s)://[user:password@]host:port (no query)")
+    host_only = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    _http_url("CACHELAYER_PROXY", host_only, path_ok=False)
+    return url.strip()
 
 
 def _hosts(raw: Any, setting: str) -> tuple[str, ...] | None:
@@ -380,6 +407,7 @@ class Settings:
     lease_seconds: float = 60.0
     cache_control: str | None = "public, max-age=31536000, immutable"
     ca_bundle: str | None = None
+    proxy: str | None = None
     replicate_api_token: str | None = None
     replicate_base_url: str | None = None
     s3_endpoint_url: str | None = None
@@ -434,8 +462,8 @@ class Settings:
         from: its environment variable, or ``override_names(keyword)`` for an override
         (the CLI passes its flag names, ``--storage-url``; default: the variable too).
         Raises :class:`ConfigError` for malformed or out-of-range values and unknown
-        keywords. Reads files only to check them (``CACHELAYER_CA_BUNDLE``, an existing
-        SQLite catalog's header); contacts nothing.
+        keywords. Reads files only to check them (the CA bundle, an existing SQLite
+        catalog's header); contacts nothing.
         """
         env = os.environ if env is None else env
         names = {f.name for f in dataclasses.fields(cls)}
@@ -490,9 +518,10 @@ class Settings:
         cache_control = ov.get("cache_control", env.get("CACHELAYER_CACHE_CONTROL", cls.cache_control))
         if cache_control:
             cache_control = _check_text("CACHELAYER_CACHE_CONTROL", str(cache_control), limit=1024)
-        ca_bundle = pick("ca_bundle", "CACHELAYER_CA_BUNDLE")
-        if ca_bundle:
-            ca_bundle = _check_ca_bundle(ca_bundle)
+        ca_bundle = resolve_ca_bundle(env, str(ov["ca_bundle"]) if ov.get("ca_bundle") else None)
+        proxy = pick("proxy", "CACHELAYER_PROXY")
+        if proxy:
+            proxy = _check_proxy(proxy)
         token = pick("replicate_api_token", "REPLICATE_API_TOKEN")
         if token:
             _check_text("REPLICATE_API_TOKEN", token, limit=4096, secret=True)
@@ -520,6 +549,7 @@ class Settings:
             allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS,
             cache_control=cache_control or None,
             ca_bundle=ca_bundle,
+            proxy=proxy,
             replicate_api_token=token,
             replicate_base_url=replicate_base_url,
             s3_endpoint_url=s3_endpoint_url,

@@ -22,6 +22,17 @@ class ConfigError(CacheLayerError):
     exit_code = 2
 
 
+class CertificateError(ConfigError):
+    """A TLS server's certificate could not be verified against the trusted CA bundle
+    (``CACHELAYER_CA_BUNDLE``, ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, else certifi's).
+    A setting to fix, not a transient failure: raised at the first attempt, never retried,
+    and the run stops (exit status 2). ``host``: ``host:port`` of that server."""
+
+    def __init__(self, message: str, *, host: str | None = None) -> None:
+        self.host = host
+        super().__init__(message)
+
+
 class CatalogUnavailableError(ConfigError):
     """The catalog database cannot be reached or opened (bad URL, server down, bad credentials)."""
 

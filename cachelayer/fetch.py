@@ -12,7 +12,12 @@ Transient statuses (429, 500, 502, 503, 504) and connection errors are retried b
 Where a download may go is decided by :mod:`cachelayer.urls` (one strict parser, the
 allow-list and the address policy) and enforced again at connect time on the resolved
 address by :mod:`cachelayer.netguard`; redirects are followed by hand, each hop checked
-the same way. Downloads never use proxies, ``.netrc`` or cookies from the environment.
+the same way. Downloads never use proxies, ``.netrc`` or cookies from the environment;
+an egress proxy is used only when given (``CACHELAYER_PROXY``, see :mod:`cachelayer.netguard`).
+TLS servers are verified against ``ca_bundle`` (:func:`cachelayer.config.resolve_ca_bundle`:
+``CACHELAYER_CA_BUNDLE``, ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``), else certifi's bundle;
+a certificate that does not verify raises :class:`~cachelayer.errors.CertificateError` at the
+first attempt (a setting to fix: never retried, never reported as truncated).
 
 Time: one attempt at one file (:meth:`Fetcher.open` until the body's last byte) may take
 at most ``download_timeout`` seconds, and once the body has started, every
@@ -30,17 +35,14 @@ import hashlib
 import http.cookiejar
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from email.message import Message
 from email.utils import collapse_rfc2231_value
-from typing import Any
 from urllib.parse import urljoin
 
 import requests
 import urllib3
-from urllib3.util.retry import Retry
 
 from cachelayer.config import (
     DEFAULT_API_HOST,
@@ -51,6 +53,7 @@ from cachelayer.config import (
 )
 from cachelayer.datauri import decode_data_uri, parse_data_uri
 from cachelayer.errors import (
+    CertificateError,
     ConfigError,
     DisallowedUrlError,
     DownloadError,
@@ -61,7 +64,7 @@ from cachelayer.errors import (
     SourceGoneError,
     TruncatedDownloadError,
 )
-from cachelayer.netguard import GuardedAdapter
+from cachelayer.netguard import DeadlineRetry, GuardedAdapter, certificate_failure, request_deadline
 from cachelayer.urls import (
     AddressPolicy,
     ApiOrigin,
@@ -92,8 +95,6 @@ log = logging.getLogger("cachelayer")
 GONE_STATUSES = frozenset({403, 404, 410})
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
-#: Longest wait urllib3 honours from one ``Retry-After`` header, in seconds.
-RETRY_AFTER_CAP = 30.0
 
 #: Defaults of the deadline and stall rule, in seconds and bytes/s (arithmetic in
 #: :class:`Fetcher`): 6 h for one attempt (10 GiB passes at >= 4 Mbit/s, since
@@ -118,37 +119,6 @@ def host_allowed(url: str, patterns: tuple[str, ...] | list[str]) -> bool:
     except DisallowedUrlError:
         return False
     return True
-
-
-#: The deadline (``time.monotonic()``) of the request the current thread is sending, read
-#: by :class:`_Retry` so urllib3's retries and waits stop at the download deadline.
-_request_deadline = threading.local()
-
-
-def _time_left() -> float | None:
-    deadline = getattr(_request_deadline, "value", None)
-    return None if deadline is None else deadline - time.monotonic()
-
-
-class _Retry(Retry):
-    """urllib3 ``Retry`` that stops at the download deadline of the calling thread and caps
-    ``Retry-After`` waits at :data:`RETRY_AFTER_CAP` (a hostile ``Retry-After: 99999`` must not
-    hold a worker); backoff and ``Retry-After`` waits never outlast the deadline."""
-
-    def is_exhausted(self) -> bool:
-        left = _time_left()
-        return (left is not None and left <= 0) or super().is_exhausted()
-
-    def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        if value is None:
-            return None
-        left = _time_left()
-        return max(0.0, min(value, RETRY_AFTER_CAP, RETRY_AFTER_CAP if left is None else left))
-
-    def get_backoff_time(self) -> float:
-        left = _time_left()
-        return max(0.0, min(super().get_backoff_time(), float("inf") if left is None else left))
 
 
 class Download:
@@ -358,7 +328,10 @@ class Fetcher:
     transfer concurrency). ``retries``: urllib3 retries for connection errors and 429/5xx,
     with exponential backoff (0.25 s doubling, capped at 30 s), jitter and ``Retry-After``
     (capped at 30 s). ``timeout``: (connect, read) seconds per socket operation.
-    ``ca_bundle``: path for TLS verification.
+    ``ca_bundle``: PEM path for TLS verification (``None``: certifi's bundle; the caller
+    resolves it with :func:`cachelayer.config.resolve_ca_bundle`). ``proxy``: an
+    ``http(s)://`` egress proxy every download goes through, the allow-list checked on the
+    target first (:class:`~cachelayer.netguard.GuardedAdapter`); ``None``: direct.
 
     ``download_timeout``: seconds one attempt at one file may take in all, from
     :meth:`open` to the body's last byte, redirects and urllib3 retries included (default
@@ -395,6 +368,7 @@ class Fetcher:
         api_token: str | None = None,
         token_hosts: Sequence[str] | None = None,
         api_base_url: str | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.allowed_hosts = tuple(allowed_hosts)
         self.policy = AddressPolicy(self.allowed_hosts)
@@ -410,11 +384,12 @@ class Fetcher:
         self.stall_bytes_per_second = _nonneg("CACHELAYER_STALL_BYTES_PER_SECOND", stall_bytes_per_second)
         self.stall_window = _nonneg("CACHELAYER_STALL_WINDOW", stall_window)
         self.session = requests.Session()
-        # No proxies, .netrc or REQUESTS_CA_BUNDLE from the environment: the address
-        # connected must be the one checked, and no credential may be added behind our back.
+        # No proxies or .netrc from the environment: the address connected must be the one
+        # checked, and no credential may be added behind our back. (The CA bundle comes from
+        # the settings, which read SSL_CERT_FILE / REQUESTS_CA_BUNDLE.)
         self.session.trust_env = False
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        retry = _Retry(
+        retry = DeadlineRetry(
             total=retries,
             connect=retries,
             read=retries,
@@ -429,7 +404,7 @@ class Fetcher:
             raise_on_status=False,
         )
         adapter = GuardedAdapter(
-            self.policy, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry
+            self.policy, proxy=proxy, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry
         )
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -542,7 +517,7 @@ class Fetcher:
         left, (connect, read) = self._deadline_left(deadline, url), self.timeout
         if left is not None:
             connect, read = min(connect, left), min(read, left)
-        _request_deadline.value = deadline
+        request_deadline.value = deadline
         try:
             resp = self.session.send(
                 request,
@@ -553,13 +528,20 @@ class Fetcher:
                 proxies={},
             )
         except requests.RequestException as exc:
+            if (cert := certificate_failure(exc)) is not None:
+                where = parsed.host_port
+                raise CertificateError(
+                    f"the TLS certificate of {where} is not trusted ({cert.verify_message}): set "
+                    "CACHELAYER_CA_BUNDLE or SSL_CERT_FILE to a PEM file holding the CA that signed it",
+                    host=where,
+                ) from exc
             self._deadline_left(deadline, url)
             raise TruncatedDownloadError(
                 f"{parsed.url[:200]}: request failed: {str(exc).splitlines()[0] if str(exc) else exc!r}",
                 url=url,
             ) from exc
         finally:
-            _request_deadline.value = None
+            request_deadline.value = None
         try:
             self._deadline_left(deadline, url)
         except DownloadTimeoutError:

@@ -14,31 +14,37 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
-from cachelayer import scan, workers
-from cachelayer.catalog import Catalog
-from cachelayer.catalog.db import ensure_schema, make_engine
-from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
-from cachelayer.copier import Copier
 from cachelayer.errors import CacheLayerError, ConfigError, ExpiredDownloadUrlError, ReplicateConfigError
-from cachelayer.expiry import OnExpired
-from cachelayer.fetch import Fetcher
+from cachelayer.lazy import lazy_getattr
 from cachelayer.leases import new_owner
 from cachelayer.outputs import durable_output, file_url, find_files
-from cachelayer.persist import Persister, PersistResult, stored_as
 from cachelayer.prediction import Prediction
-from cachelayer.replicate_api import ReplicateApi, check_succeeded
-from cachelayer.replicate_clients import ReplicateAdapter, open_adapter
-from cachelayer.storage import Store, open_store
-from cachelayer.sweep import Sweep, SweepSummary
-from cachelayer.verify import VerifyReport, verify
-from cachelayer.workers import BackfillSummary, ProgressFn
+
+# What copying needs (the Replicate client, requests, boto3 through the copier and the
+# store) is imported when a part is first built, so the catalog queries load none of it
+# (tests/test_startup.py).
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from cachelayer.catalog import Catalog
+    from cachelayer.catalog.records import FileRecord
+    from cachelayer.copier import Copier
+    from cachelayer.expiry import OnExpired
+    from cachelayer.fetch import Fetcher
+    from cachelayer.persist import Persister, PersistResult
+    from cachelayer.replicate_api import ReplicateApi
+    from cachelayer.replicate_clients import ReplicateAdapter
+    from cachelayer.storage import Store
+    from cachelayer.sweep import SweepSummary
+    from cachelayer.verify import VerifyReport
+    from cachelayer.workers import BackfillSummary, ProgressFn
 
 __all__ = ["CacheLayer"]
+
+__getattr__ = lazy_getattr(__name__, {"OnExpired": "cachelayer.expiry"}, globals())
 
 log = logging.getLogger("cachelayer")
 
@@ -87,6 +93,8 @@ class CacheLayer:
     @cached_property
     def engine(self) -> Engine:
         """The catalog's SQLAlchemy engine (migrated on first use when ``auto_migrate``)."""
+        from cachelayer.catalog.db import ensure_schema, make_engine
+
         s = self.settings
         engine = make_engine(
             s.database_url, pool_size=max(5, s.concurrency), retry_seconds=s.db_retry_seconds
@@ -101,6 +109,8 @@ class CacheLayer:
     def catalog(self) -> Catalog:
         """The catalog. Raises :class:`~cachelayer.errors.CatalogUnavailableError` when it
         cannot be opened."""
+        from cachelayer.catalog import Catalog
+
         with self._lock:
             return Catalog(self.engine)
 
@@ -109,6 +119,8 @@ class CacheLayer:
         """The storage backend; building it sends no request (the copier checks it)."""
         if self._store is not None:
             return self._store
+        from cachelayer.storage import open_store
+
         s = self.settings
         return open_store(
             s.storage_url,
@@ -123,6 +135,8 @@ class CacheLayer:
         """Replicate behind one interface, the installed client (1.x or 2.x) underneath
         (token, base URL and CA bundle from the settings). Raises
         :class:`~cachelayer.errors.ReplicateConfigError` without a token."""
+        from cachelayer.replicate_clients import open_adapter
+
         s = self.settings
         if self._client is None and not s.replicate_api_token:
             raise ReplicateConfigError("REPLICATE_API_TOKEN is not set: the Replicate API needs your token")
@@ -138,11 +152,15 @@ class CacheLayer:
     @cached_property
     def api(self) -> ReplicateApi:
         """Replicate's API (create with retries, get, bounded wait, list)."""
+        from cachelayer.replicate_api import ReplicateApi
+
         return ReplicateApi(self.adapter, wait_timeout=self.settings.wait_timeout)
 
     @cached_property
     def fetcher(self) -> Fetcher:
         """The downloader (allow-list checked on the connected address, deadlines)."""
+        from cachelayer.fetch import Fetcher
+
         s = self.settings
         return Fetcher(
             s.allowed_hosts,
@@ -156,12 +174,15 @@ class CacheLayer:
             api_token=s.replicate_api_token,
             token_hosts=s.token_hosts,
             api_base_url=s.replicate_base_url,
+            proxy=s.proxy,
         )
 
     @cached_property
     def copier(self) -> Copier:
         """The copier of single files; building it checks that the bucket exists and is
         writable. Raises ``BucketNotFoundError`` / ``StorageAuthError`` / ``StorageConfigError``."""
+        from cachelayer.copier import Copier
+
         with self._lock:
             self.store.check()
             return Copier(
@@ -176,6 +197,8 @@ class CacheLayer:
     @cached_property
     def persister(self) -> Persister:
         """The persist policy (record, copy, fallbacks, rerun at most once)."""
+        from cachelayer.persist import Persister
+
         with self._lock:
             return Persister(self.settings, self.catalog, self.store, self.copier, lambda: self.api)
 
@@ -251,6 +274,8 @@ class CacheLayer:
         self, persister: Persister, prediction: Prediction, on_expired: OnExpired
     ) -> PersistResult:
         if not prediction.succeeded:
+            from cachelayer.replicate_api import check_succeeded
+
             self.catalog.predictions.record(prediction)
             check_succeeded(prediction)
         return persister.persist(prediction, on_expired)
@@ -268,6 +293,8 @@ class CacheLayer:
         if there was one). Raises the first file error, as :meth:`persist` does (with
         ``on_expired="skip"``, not an :class:`~cachelayer.errors.ExpiredDownloadUrlError`:
         such a file keeps its source URL)."""
+        from cachelayer.persist import stored_as
+
         final = result.final
         skip = ExpiredDownloadUrlError if on_expired == "skip" else ()
         for f in final.files:
@@ -307,6 +334,12 @@ class CacheLayer:
 
             assert s.gateway_url  # Settings refuses gateway mode without it
             return gateway_url(s.gateway_url, gateway_secret(self.engine, s.gateway_secret), record.key)
+        if self._store is None and "store" not in self.__dict__:
+            from cachelayer.storage import url_without_client
+
+            url = url_without_client(s.storage_url, record.key, s.url_mode, public_base_url=s.public_base_url)
+            if url is not None:  # rendered without building an S3 client (no boto3 import)
+                return url
         return self.store.url(
             record.key,
             s.url_mode,  # type: ignore[arg-type]
@@ -331,6 +364,8 @@ class CacheLayer:
         against its recorded size (``HEAD``) and, with ``deep``, its sha256 (full read);
         with ``repair`` re-queue (or mark ``failed``) missing/corrupt files. Never deletes.
         Returns a :class:`cachelayer.verify.VerifyReport`; see :func:`cachelayer.verify.verify`."""
+        from cachelayer.verify import verify
+
         return verify(
             self.catalog,
             self.store,
@@ -379,6 +414,8 @@ class CacheLayer:
         ``models`` Replicate does not know, and Replicate errors of the list call (after
         the client's retries on 429/503). A filter that matches nothing logs a warning.
         """
+        from cachelayer import scan
+
         flt = scan.ScanFilter.build(since=since, until=until, models=models, source=source, statuses=statuses)
         scan.check_models(self.api, flt.models)
         # The first list call travels while the S3 client, the bucket check and the catalog
@@ -422,6 +459,8 @@ class CacheLayer:
         :class:`~cachelayer.errors.ReplicateConfigError` without a token, Replicate errors of
         the list call (after the client's retries on 429/503) and catalog outages; the
         checkpoint is then where it was."""
+        from cachelayer.sweep import Sweep
+
         persister = self.persister  # checks the store before anything is listed
         threads = (concurrency or self.settings.concurrency) if copy else 0
         return Sweep(self.api, self.catalog, persister, stop=stop).run(self.copier if copy else None, threads)
@@ -442,6 +481,8 @@ class CacheLayer:
         ``retry_failed`` puts failed files back in the queue first. Many processes on many
         machines may run this against one catalog and bucket: claims are leases, so no file
         is stored twice."""
+        from cachelayer import workers
+
         return workers.work(
             self.catalog,
             self.copier,

@@ -26,3 +26,25 @@ def lazy_getattr(package: str, exports: Mapping[str, str], namespace: dict[str, 
         return value
 
     return __getattr__
+
+
+#: Top-level modules that come with an extra of ``pyproject.toml`` -> how to install them.
+#: ``cryptography`` is no extra of its own: only the simulator over HTTPS needs it (the
+#: tests, through ``dev``).
+INSTALL_HINTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("starlette", "uvicorn", "httptools", "uvloop", "prometheus_client"),
+        "pip install 'cachelayer[serve]'",
+    ),
+    **dict.fromkeys(("werkzeug", "cheroot"), "pip install 'cachelayer[demo]'"),
+    "cryptography": "pip install cryptography",
+}
+
+
+def install_hint(exc: ModuleNotFoundError) -> str | None:
+    """One line saying what to install when ``exc`` is the import of a module an extra
+    provides (``"starlette is not installed: pip install 'cachelayer[serve]'"``); ``None``
+    for any other missing module (a bug or a broken install, to be raised as it is)."""
+    top = (exc.name or "").split(".")[0]
+    hint = INSTALL_HINTS.get(top)
+    return None if hint is None else f"{top} is not installed: {hint}"

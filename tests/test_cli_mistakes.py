@@ -195,16 +195,17 @@ def test_the_script_prints_one_line_for_each_mistake(tmp_path):
 def test_mistyped_aws_profile_and_bad_presign_ttl_stop_before_any_copy(
     cli_env, replicate_simulator, s3_server, s3_bucket
 ):
-    """With a stored file in S3, `ls` must render its URL, so a mistyped AWS_PROFILE is
-    reported (one line, exit 2); `persist` with it, or with a presign TTL over S3's 7-day
-    limit, exits 2 before downloading anything."""
+    """With a stored file in S3, `ls` in presigned mode must sign its URL, so a mistyped
+    AWS_PROFILE is reported (one line, exit 2; in `s3` mode `ls` renders `s3://` URLs without
+    building an S3 client, issue 19); `persist` with it, or with a presign TTL over S3's
+    7-day limit, exits 2 before downloading anything."""
     first = replicate_simulator.seed_prediction("acme/x", input={}, output=[File(b"one", filename="a.png")])
     assert run_cli(cli_env, "persist", first).returncode == 0
     second = replicate_simulator.seed_prediction("acme/x", input={}, output=[File(b"two", filename="b.png")])
     s3 = s3_server.client()
     objects_before = s3.list_objects_v2(Bucket=s3_bucket)["KeyCount"]
     calls = {
-        "ls_profile": ({"AWS_PROFILE": "no-such-profile-x"}, ("ls",)),
+        "ls_profile": ({"AWS_PROFILE": "no-such-profile-x", "CACHELAYER_URL_MODE": "presigned"}, ("ls",)),
         "persist_profile": ({"AWS_PROFILE": "no-such-profile-x"}, ("persist", second)),
         "persist_ttl": (
             {"CACHELAYER_URL_MODE": "presigned", "CACHELAYER_PRESIGN_TTL": "604801"},

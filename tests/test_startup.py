@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import click
+import pytest
 
 import cachelayer
 from cachelayer.cli.app import COMMANDS, main
@@ -134,3 +135,96 @@ def test_a_sqlite_catalog_never_loads_postgresqls_dialect(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+#: What the catalog queries never load (issue 19 item 5): the Replicate client, the HTTP
+#: clients and the S3 SDK. Rendering presigned or gateway URLs is the exception.
+QUERY_FORBIDDEN = ("replicate", "httpx", "requests", "urllib3", "boto3", "botocore", "certifi")
+QUERY_COMMANDS = ("ls", "show", "resolve", "stats", "export")
+
+
+def _small_catalog(tmp_path, storage_url: str) -> tuple[str, str]:
+    """A SQLite catalog with one stored file; returns (database URL, its source URL)."""
+    from cachelayer import CacheLayer
+    from cachelayer.prediction import Prediction
+
+    db = f"sqlite:///{tmp_path}/c.db"
+    source = "https://replicate.delivery/xezq/a.png"
+    with CacheLayer(database_url=db, storage_url=storage_url, auto_migrate=True) as layer:
+        (rec,) = layer.enqueue(
+            Prediction.from_json(
+                {
+                    "id": "p1",
+                    "status": "succeeded",
+                    "model": "o/m",
+                    "input": {"a": 1},
+                    "output": [source],
+                    "created_at": "2026-01-01T00:00:00Z",
+                }
+            )
+        )
+        claimed = layer.catalog.queue.claim(rec.id, "me", 60)
+        assert claimed is not None
+        layer.catalog.queue.mark_stored(
+            rec.id, "me", size=3, sha256="0" * 64, content_type="image/png", source_age_seconds=1.0
+        )
+    return db, source
+
+
+def _run_cli(args: list[str], env: dict[str, str]) -> tuple[int, str, list[str]]:
+    """Run ``cachelayer ARGS`` in a fresh interpreter; (exit status, stdout, modules loaded)."""
+    probe = (
+        "import json, sys\n"
+        "from cachelayer.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:], prog_name='cachelayer')\n"
+        "    code = 0\n"
+        "except SystemExit as exc:\n"
+        "    code = exc.code\n"
+        "sys.stdout.flush()\n"
+        "mods = sorted({m.split('.')[0] for m in sys.modules})\n"
+        "print('\\nMODULES', json.dumps([code, mods]))\n"
+    )
+    import os
+
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+    text, _, tail = out.stdout.rpartition("\nMODULES ")
+    code, mods = json.loads(tail)
+    return code, text, mods
+
+
+@pytest.mark.parametrize(
+    ("storage", "mode"), [("file", "s3"), ("s3://bucket/prefix", "s3"), ("s3://bucket", "public")]
+)
+def test_catalog_queries_load_no_replicate_client_http_client_or_s3_sdk(tmp_path, storage, mode):
+    """Issue 19 (item 5): ``ls``, ``show``, ``resolve``, ``stats`` and ``export`` read the
+    catalog and render URLs from recorded keys; none loads the Replicate client, requests,
+    httpx or boto3, on the local store or an S3 store (``s3`` and ``public`` URL modes)."""
+    storage_url = (tmp_path / "objects").as_uri() if storage == "file" else storage
+    db, source = _small_catalog(tmp_path, (tmp_path / "objects").as_uri())
+    env = {
+        "CACHELAYER_DATABASE_URL": db,
+        "CACHELAYER_STORAGE_URL": storage_url,
+        "CACHELAYER_URL_MODE": mode,
+        "CACHELAYER_PUBLIC_BASE_URL": "https://cdn.example.com" if mode == "public" else "",
+        "REPLICATE_API_TOKEN": "r8_x",
+    }
+    runs = {
+        "ls": ["ls"],
+        "show": ["show", "p1"],
+        "resolve": ["resolve", source],
+        "stats": ["stats"],
+        "export": ["export"],
+    }
+    assert set(runs) == set(QUERY_COMMANDS)
+    for name, args in runs.items():
+        code, text, mods = _run_cli(args, env)
+        assert code == 0, (name, text)
+        assert "a.png" in text or name == "stats", (name, text)
+        assert [m for m in mods if m in QUERY_FORBIDDEN] == [], name

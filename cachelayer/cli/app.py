@@ -108,6 +108,14 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("cachelayer: interrupted", err=True)
             ctx.exit(130)
+        except ModuleNotFoundError as exc:  # a command whose extra is not installed
+            from cachelayer.lazy import install_hint
+
+            missing = install_hint(exc)
+            if missing is None:
+                raise
+            click.echo(f"cachelayer: error: {missing}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

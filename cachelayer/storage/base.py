@@ -94,6 +94,18 @@ def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def public_url(public_base_url: str | None, key: str) -> str:
+    """``{public_base_url}/{quote(key)}`` (``/`` kept), the ``public`` URL mode of every
+    store. Raises :class:`~cachelayer.errors.ConfigError` without a base URL."""
+    from urllib.parse import quote
+
+    from cachelayer.errors import ConfigError
+
+    if not public_base_url:
+        raise ConfigError("public URLs need a public base URL (CACHELAYER_PUBLIC_BASE_URL)")
+    return f"{public_base_url.rstrip('/')}/{quote(key)}"
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a store knows of one object without reading it.

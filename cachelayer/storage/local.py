@@ -30,10 +30,9 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, cast
-from urllib.parse import quote
 
 from cachelayer.errors import ConfigError, StorageConfigError, StorageError
-from cachelayer.storage.base import ObjectInfo, Store, UrlMode
+from cachelayer.storage.base import ObjectInfo, Store, UrlMode, public_url
 
 __all__ = ["LocalStore", "META_DIR", "validate_key"]
 
@@ -304,10 +303,8 @@ class LocalStore(Store):
         modes raise :class:`ConfigError`.
         """
         if mode == "public":
-            if not public_base_url:
-                raise ConfigError("public URLs need a public base URL (CACHELAYER_PUBLIC_BASE_URL)")
             validate_key(key)
-            return f"{public_base_url.rstrip('/')}/{quote(key)}"
+            return public_url(public_base_url, key)
         if mode in ("presigned", "s3"):
             return self.object_uri(key)
         raise ConfigError(f"URL mode must be public, presigned or s3, got {mode!r}")

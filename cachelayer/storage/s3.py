@@ -29,7 +29,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
-from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
@@ -48,7 +47,7 @@ from cachelayer.errors import (
     StorageConfigError,
     StorageError,
 )
-from cachelayer.storage.base import ObjectInfo, Store, UrlMode, decode_metadata, encode_metadata
+from cachelayer.storage.base import ObjectInfo, Store, UrlMode, decode_metadata, encode_metadata, public_url
 from cachelayer.storage.s3_upload import (
     MAX_COPY_SIZE,
     MAX_PART_SIZE,
@@ -503,9 +502,7 @@ class S3Store(Store):
         request is made. ``s3``: :meth:`object_uri`.
         """
         if mode == "public":
-            if not public_base_url:
-                raise ConfigError("public URLs need a public base URL (CACHELAYER_PUBLIC_BASE_URL)")
-            return f"{public_base_url.rstrip('/')}/{quote(key)}"
+            return public_url(public_base_url, key)
         if mode == "presigned":
             if not 1 <= presign_ttl <= MAX_PRESIGN_TTL:
                 raise ConfigError(

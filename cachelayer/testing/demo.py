@@ -41,6 +41,14 @@ def read_durable(url: str) -> bytes:
     return resp.content
 
 
+def _tls_available() -> bool:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def run_demo(
     *, images: int = 3, url_ttl: float = 3.0, keep: bool = False, echo: Callable[[str], Any] = print
 ) -> None:
@@ -52,7 +60,10 @@ def run_demo(
     home = Path(tempfile.mkdtemp(prefix="cachelayer-demo-"))
     contents = {i: png(64, 64, i) for i in range(images)}
     try:
-        with ReplicateSimulator(https=True, url_ttl=url_ttl, data_removal_after=url_ttl) as sim:
+        # HTTPS (a throwaway CA) when cryptography is installed, plain HTTP otherwise: the
+        # demo runs on cachelayer[demo] alone.
+        https = _tls_available()
+        with ReplicateSimulator(https=https, url_ttl=url_ttl, data_removal_after=url_ttl) as sim:
             sim.add_model(
                 "demo/painter",
                 outputs=lambda inp: [
@@ -60,7 +71,8 @@ def run_demo(
                     for i in range(int(inp.get("num_outputs", images)))
                 ],
             )
-            echo(f"simulator   {sim.base_url} (HTTPS, self-signed CA {sim.ca_file})")
+            scheme = f"HTTPS, self-signed CA {sim.ca_file}" if https else "HTTP"
+            echo(f"simulator   {sim.base_url} ({scheme})")
             echo(f"catalog     sqlite:///{home}/catalog.db")
             echo(f"storage     {(home / 'objects').as_uri()}")
             layer = CacheLayer(

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import shutil
 import threading
-from typing import Any
-
-from cheroot.ssl.builtin import BuiltinSSLAdapter
+from typing import TYPE_CHECKING, Any
 
 from cachelayer.testing.httpserver import KeepAliveWSGIServer
-from cachelayer.testing.tls import CertificateFiles, generate_certificate, server_ssl_context
+
+if TYPE_CHECKING:
+    from cachelayer.testing.tls import CertificateFiles
 
 __all__ = ["KEEP_ALIVE_TIMEOUT", "THREADS", "Listener"]
 
@@ -56,7 +56,11 @@ class Listener:
             thread_name="replicate-sim",
         )
         try:
-            if https:
+            if https:  # cryptography (the dev extra) is imported only for HTTPS
+                from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+                from cachelayer.testing.tls import generate_certificate, server_ssl_context
+
                 self.certs = generate_certificate()
                 adapter = BuiltinSSLAdapter(self.certs.cert_file, self.certs.key_file)
                 adapter.context = server_ssl_context(self.certs)
