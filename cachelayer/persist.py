@@ -112,7 +112,7 @@ class Persister:
         self.store = store
         self.copier = copier
         self.api = api
-        self.prefix = str(getattr(store, "prefix", ""))
+        self.prefix = store.prefix
         self.reruns = RerunClaims(catalog.engine)
 
     # ---- record and copy ----------------------------------------------------------------

@@ -152,15 +152,14 @@ class ServerState:
 
     # ---- the gateway ------------------------------------------------------------------------
 
-    def stored_file(self, key: str, store: str) -> FileRecord | None:
-        """The ``stored`` file of ``store`` (its URI, e.g. ``s3://bucket``) with object key
-        ``key``, or ``None``."""
+    def stored_file(self, key: str, store: str | None = None) -> FileRecord | None:
+        """The ``stored`` file with object key ``key`` in any store (its ``store`` column says
+        which), or only in ``store`` (its URI, e.g. ``s3://bucket``); ``None`` if there is none."""
+        where = [OutputFile.key == key, OutputFile.status == "stored"]
+        if store is not None:
+            where.append(OutputFile.store == store)
         with self.sessions() as s:
-            row = s.scalars(
-                select(OutputFile)
-                .where(OutputFile.key == key, OutputFile.store == store, OutputFile.status == "stored")
-                .limit(1)
-            ).first()
+            row = s.scalars(select(OutputFile).where(*where).order_by(OutputFile.id).limit(1)).first()
             return FileRecord.of(row) if row is not None else None
 
     def file_totals(self) -> dict[str, tuple[int, int]]:

@@ -12,9 +12,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cachelayer.errors import ConfigError
-from cachelayer.storage.base import ObjectInfo, Store, UrlMode
+from cachelayer.storage.base import ObjectInfo, Store
 
-__all__ = ["ObjectInfo", "Store", "UrlMode", "open_store"]
+__all__ = ["ObjectInfo", "Store", "open_store"]
 
 
 def open_store(url: str, **s3_options: Any) -> Store:
