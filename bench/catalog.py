@@ -50,8 +50,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.db import make_engine, upgrade
-from cachelayer.catalog.queries import Catalog
 
 MODELS = [
     "black-forest-labs/flux-schnell",
@@ -302,7 +302,7 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
 
     from cachelayer.catalog.models import OutputFile, SourceUrl
 
-    with catalog.sessions() as s:
+    with catalog.db.sessions() as s:
         max_id = s.scalar(select(func.max(OutputFile.id))) or 1
         sample = s.execute(
             select(OutputFile.source_url, OutputFile.prediction_id).where(
@@ -336,7 +336,7 @@ def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str
         results.append((name, timed(fn, n, warmup)))
         print(f"  {name}: median {statistics.median(results[-1][1]):.2f} ms", file=sys.stderr)
 
-    add("baseline: get_file by primary key", lambda: catalog.get_file(rng.randint(1, max_id)))
+    add("baseline: get_file by primary key", lambda: catalog.files.get(rng.randint(1, max_id)))
 
     def resolve_one() -> None:
         assert catalog.resolve(rng.choice(urls)) is not None

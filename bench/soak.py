@@ -315,9 +315,11 @@ class Soak:
 
     # ---- the run -----------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
+    def run(self, moto: Any = None) -> dict[str, Any]:
+        """The whole run; ``moto``: a running ``MotoS3Server`` to use (left running), else
+        one of its own."""
         a = self.a
-        with bu_servers() as (moto, tmp), catalog(a.dialect, tmp) as (database_url, pg):
+        with bu_servers(moto) as (moto, tmp), catalog(a.dialect, tmp) as (database_url, pg):
             return self._run(moto, tmp, database_url, pg)
 
     def _run(self, moto: Any, tmp: Path, database_url: str, pg: Any) -> dict[str, Any]:
@@ -544,18 +546,20 @@ class StoredFiles:
 
 
 @contextmanager
-def bu_servers() -> Iterator[tuple[Any, Path]]:
-    """moto's S3 server (its own process) and a temporary directory."""
+def bu_servers(given: Any = None) -> Iterator[tuple[Any, Path]]:
+    """moto's S3 server (``given``, or one in a process of its own, stopped afterwards) and
+    a temporary directory."""
     import tempfile
 
     from cachelayer.testing.s3server import MotoS3Server
 
-    moto = MotoS3Server()
+    moto = given if given is not None else MotoS3Server()
     with tempfile.TemporaryDirectory(prefix="cachelayer-soak-") as tmp:
         try:
             yield moto, Path(tmp)
         finally:
-            moto.stop()
+            if given is None:
+                moto.stop()
 
 
 @contextmanager
@@ -602,6 +606,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--rss-slack", type=float, default=30.0, help="MiB of RSS growth allowed")
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
+
+
+def soak(argv: list[str], moto: Any = None) -> dict[str, Any]:
+    """One run with the command-line arguments ``argv``; the report as a dict."""
+    return Soak(parse(argv)).run(moto)
 
 
 def main(argv: list[str]) -> int:

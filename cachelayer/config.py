@@ -96,12 +96,13 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 from cachelayer.errors import ConfigError
+from cachelayer.masking import mask_secrets
 from cachelayer.urls import parse_host_patterns
 
 DEFAULT_ALLOWED_HOSTS = ("replicate.delivery", "*.replicate.delivery")
@@ -169,7 +170,9 @@ NUMBERS: dict[str, NumberRule] = {
 
 
 def _shown(raw: object) -> str:
-    text = repr(raw)
+    """``raw`` as the value of an error message: credentials masked (:func:`mask_secrets`),
+    ``repr``-quoted, at most 80 characters."""
+    text = repr(mask_secrets(raw) if isinstance(raw, str) else raw)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -245,9 +248,9 @@ def default_token_hosts(replicate_base_url: str | None) -> tuple[str, ...]:
                 host = f"[{host}]"
             api_host = f"{host}:{parts.port}" if parts.port else host
         except ValueError:
-            raise ConfigError(f"REPLICATE_BASE_URL is not a URL: {replicate_base_url!r}") from None
+            raise ConfigError(f"REPLICATE_BASE_URL is not a URL: {_shown(replicate_base_url)}") from None
         if not host:
-            raise ConfigError(f"REPLICATE_BASE_URL has no host: {replicate_base_url!r}")
+            raise ConfigError(f"REPLICATE_BASE_URL has no host: {_shown(replicate_base_url)}")
     return (api_host, *DELIVERY_TOKEN_HOSTS)
 
 
@@ -302,18 +305,18 @@ _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 def _check_storage_url(url: str) -> None:
     expected = "CACHELAYER_STORAGE_URL must be s3://bucket[/prefix] or file:///path"
     if not (url.startswith(("s3://", "file://")) or url.startswith("/")):
-        raise ConfigError(f"{expected}, got {url!r}")
+        raise ConfigError(f"{expected}, got {_shown(url)}")
     if any(ord(c) < 32 or ord(c) == 127 for c in url):
         raise ConfigError(f"{expected}, got {_shown(url)} (control characters)")
     parts = urlsplit(url)
     if parts.query or parts.fragment:
-        raise ConfigError(f"{expected} (no query or fragment), got {url!r}")
+        raise ConfigError(f"{expected} (no query or fragment), got {_shown(url)}")
     if url.startswith("s3://") and not _BUCKET.fullmatch(parts.netloc):
-        raise ConfigError(f"{expected} with a valid bucket name, got {url!r}")
+        raise ConfigError(f"{expected} with a valid bucket name, got {_shown(url)}")
     if url.startswith("s3://"):
         return
     if url.startswith("file://") and parts.netloc not in ("", "localhost"):
-        raise ConfigError(f"{expected} (a local path), got {url!r}")
+        raise ConfigError(f"{expected} (a local path), got {_shown(url)}")
     root = Path(unquote(parts.path) if url.startswith("file://") else url).expanduser()
     for path in (root, *root.parents):
         if path.exists():
@@ -322,12 +325,12 @@ def _check_storage_url(url: str) -> None:
             break
 
 
-def _check_text(name: str, value: str, *, limit: int) -> str:
-    """Printable ASCII of at most ``limit`` characters (an HTTP header value)."""
+def _check_text(name: str, value: str, *, limit: int, secret: bool = False) -> str:
+    """Printable ASCII of at most ``limit`` characters (an HTTP header value); a ``secret``
+    is never shown in the error, only its length."""
     if len(value) > limit or any(not (32 <= ord(c) < 127) for c in value):
-        raise ConfigError(
-            f"{name} must be printable ASCII of at most {limit} characters, got {_shown(value)}"
-        )
+        got = f"a value of {len(value)} characters" if secret else _shown(value)
+        raise ConfigError(f"{name} must be printable ASCII of at most {limit} characters, got {got}")
     return value
 
 
@@ -403,7 +406,6 @@ class Settings:
     gateway_url: str | None = None
     gateway_secret: str | None = None
     gateway_proxy: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, rule in NUMBERS.items():
@@ -484,7 +486,7 @@ class Settings:
             ca_bundle = _check_ca_bundle(ca_bundle)
         token = pick("replicate_api_token", "REPLICATE_API_TOKEN")
         if token:
-            _check_text("REPLICATE_API_TOKEN", token, limit=4096)
+            _check_text("REPLICATE_API_TOKEN", token, limit=4096, secret=True)
             if " " in token:
                 raise ConfigError("REPLICATE_API_TOKEN must not contain spaces")
         replicate_base_url = pick("replicate_base_url", "REPLICATE_BASE_URL")
@@ -495,7 +497,9 @@ class Settings:
             _http_url("s3_endpoint_url", str(s3_endpoint_url))
         s3_region = ov.get("s3_region")
         if s3_region is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", str(s3_region)):
-            raise ConfigError(f"s3_region must be a region name such as us-east-1 or auto, got {s3_region!r}")
+            raise ConfigError(
+                f"s3_region must be a region name such as us-east-1 or auto, got {_shown(s3_region)}"
+            )
         token_hosts = _hosts(
             ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS"
         ) or default_token_hosts(replicate_base_url)
@@ -513,7 +517,6 @@ class Settings:
             s3_region=s3_region,
             s3_addressing_style=pick("s3_addressing_style", "CACHELAYER_S3_ADDRESSING_STYLE") or "auto",
             token_hosts=token_hosts,
-            extra=ov.get("extra", {}),
             **numbers,
             **_server_settings(env, ov, url_mode),
         )

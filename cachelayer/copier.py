@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any, BinaryIO, cast
 
 from cachelayer import expiry
-from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.config import Settings
 from cachelayer.errors import (

@@ -16,12 +16,11 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from replicate.client import Client as ReplicateClient
 from sqlalchemy import Engine
 
 from cachelayer import scan, workers
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.db import ensure_schema, make_engine
-from cachelayer.catalog.queries import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier
@@ -29,10 +28,11 @@ from cachelayer.durable_urls import UrlPolicy
 from cachelayer.errors import CacheLayerError, ConfigError, ReplicateConfigError
 from cachelayer.fetch import Fetcher
 from cachelayer.leases import new_owner
-from cachelayer.outputs import find_files
+from cachelayer.outputs import file_url, find_files
 from cachelayer.persist import OnExpired, Persister, PersistResult
 from cachelayer.prediction import Prediction
-from cachelayer.replicate_api import ReplicateApi, check_succeeded, make_client
+from cachelayer.replicate_api import ReplicateApi, check_succeeded
+from cachelayer.replicate_clients import ReplicateAdapter, open_adapter
 from cachelayer.storage import Store, open_store
 from cachelayer.sweep import Sweep, SweepSummary
 from cachelayer.verify import VerifyReport, verify
@@ -48,7 +48,9 @@ class CacheLayer:
 
     ``CacheLayer()`` reads the environment (see :mod:`cachelayer.config`); every setting
     is also a keyword argument (``CacheLayer(database_url=..., storage_url=...)``).
-    ``client`` (a ``ReplicateClient``) and ``store`` replace the ones built from settings.
+    ``client`` (a 1.x ``replicate.Client``, a 2.x ``replicate.Replicate`` or a
+    :class:`~cachelayer.replicate_clients.ReplicateAdapter`) and ``store`` replace the ones
+    built from settings.
     ``auto_migrate`` applies catalog migrations on open (default: only for SQLite).
 
     Each part (catalog, store, Replicate client, copier) is built on first use, so queries
@@ -64,7 +66,7 @@ class CacheLayer:
         self,
         settings: Settings | None = None,
         *,
-        client: ReplicateClient | None = None,
+        client: Any = None,
         store: Store | None = None,
         auto_migrate: bool | None = None,
         **options: Any,
@@ -148,19 +150,26 @@ class CacheLayer:
         return UrlPolicy.from_settings(s, secret)
 
     @cached_property
-    def client(self) -> ReplicateClient:
-        """The ``ReplicateClient`` (token and base URL from the settings)."""
-        if self._client is not None:
-            return self._client
+    def adapter(self) -> ReplicateAdapter:
+        """Replicate behind one interface, the installed client (1.x or 2.x) underneath
+        (token, base URL and CA bundle from the settings). Raises
+        :class:`~cachelayer.errors.ReplicateConfigError` without a token."""
         s = self.settings
-        if not s.replicate_api_token:
+        if self._client is None and not s.replicate_api_token:
             raise ReplicateConfigError("REPLICATE_API_TOKEN is not set: the Replicate API needs your token")
-        return make_client(s.replicate_api_token, s.replicate_base_url, s.ca_bundle)
+        token, base_url = s.replicate_api_token, s.replicate_base_url
+        return open_adapter(self._client, api_token=token, base_url=base_url, ca_bundle=s.ca_bundle)
+
+    @property
+    def client(self) -> Any:
+        """The ``replicate`` client object (1.x ``replicate.Client``, 2.x
+        ``replicate.Replicate``) behind :attr:`adapter`, for the caller's own calls."""
+        return self.adapter.client
 
     @cached_property
     def api(self) -> ReplicateApi:
         """Replicate's API (create with retries, get, bounded wait, list)."""
-        return ReplicateApi(self.client, wait_timeout=self.settings.wait_timeout)
+        return ReplicateApi(self.adapter, wait_timeout=self.settings.wait_timeout)
 
     @cached_property
     def fetcher(self) -> Fetcher:
@@ -306,10 +315,11 @@ class CacheLayer:
         :meth:`cachelayer.persist.Persister.rerun`)."""
         return self.persister.rerun(prediction_id)
 
-    def resolve(self, url: str) -> str | None:
+    def resolve(self, url: Any) -> str | None:
         """The durable URL of the file once served from ``url`` (a source URL, including
-        ones since rotated), or ``None`` if no stored file came from it."""
-        rec = self.catalog.resolve(url)
+        ones since rotated, or either ``replicate`` client's ``FileOutput``), or ``None`` if
+        no stored file came from it."""
+        rec = self.catalog.resolve(file_url(url) or str(url))
         return self.durable_url(rec) if rec else None
 
     def durable_url(self, record: FileRecord) -> str:
@@ -339,7 +349,8 @@ class CacheLayer:
         with ``repair`` re-queue (or mark ``failed``) missing/corrupt files. Never deletes.
         Returns a :class:`cachelayer.verify.VerifyReport`; see :func:`cachelayer.verify.verify`."""
         return verify(
-            (self.catalog, self.store),
+            self.catalog,
+            self.store,
             model=model,
             since=since,
             until=until,
@@ -468,6 +479,9 @@ class CacheLayer:
             other.close()
         if "engine" in built:
             self.engine.dispose()
+        if "adapter" in built:  # rebuilt on next use, as the engine's pool is
+            built.pop("api", None)
+            built.pop("adapter").close()
 
     def __enter__(self) -> CacheLayer:
         return self
@@ -488,10 +502,16 @@ class CacheLayer:
 
     def handle_webhook(self, headers: Any, body: bytes) -> Any:
         """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
-        record the prediction and queue its files; returns a
+        record the prediction and queue its files, all before returning (synchronous; serve
+        instead answers from an inbox); returns a
         :class:`cachelayer.webhooks.WebhookOutcome`. For apps receiving webhooks in their own
         views; see :meth:`cachelayer.webhooks.WebhookReceiver.handle` (raises
         :class:`~cachelayer.errors.WebhookVerificationError` for refused deliveries)."""
+        return self.webhooks.handle(headers, body)
+
+    @property
+    def webhooks(self) -> Any:
+        """The :class:`cachelayer.webhooks.WebhookReceiver` of this layer (built on first use)."""
         from cachelayer.webhooks import WebhookReceiver
 
         receiver = self.__dict__.get("_webhooks")
@@ -499,7 +519,7 @@ class CacheLayer:
             secret = self.settings.webhook_secret
             made = WebhookReceiver(secret, lambda: self.client, lambda: self.catalog, self.enqueue)
             receiver = self.__dict__.setdefault("_webhooks", made)
-        return receiver.handle(headers, body)
+        return receiver
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -17,8 +17,8 @@ import threading
 import time
 import uuid
 
-from cachelayer.catalog.queries import Catalog
-from cachelayer.catalog.records import FileRecord
+from cachelayer.catalog import Catalog
+from cachelayer.catalog.records import FileRecord, FileStatus
 
 __all__ = ["Heartbeat", "claim_or_wait", "new_owner", "release_dead_local_leases"]
 
@@ -80,7 +80,7 @@ def claim_or_wait(catalog: Catalog, file_id: int, owner: str, lease_seconds: flo
         if claimed is not None:
             return claimed
         current = catalog.files.get(file_id)
-        if current is None or current.status == "stored":
+        if current is None or current.status == FileStatus.STORED:
             return None
         if not looked_for_dead:  # a killed process of this host need not hold us a whole lease
             looked_for_dead = True

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cachelayer import expiry
-from cachelayer.catalog.queries import Catalog, NewFile
+from cachelayer.catalog import Catalog, NewFile
 from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
-from cachelayer.catalog.reruns import RerunClaims
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError, RerunError
@@ -67,7 +66,7 @@ class PersistResult:
 
     @property
     def stored(self) -> list[FileRecord]:
-        return [f.record for f in self.files if f.record.status == "stored"]
+        return [f.record for f in self.files if f.record.status == FileStatus.STORED]
 
     @property
     def final(self) -> PersistResult:
@@ -113,7 +112,7 @@ class Persister:
         self.copier = copier
         self.api = api
         self.prefix = store.prefix
-        self.reruns = RerunClaims(catalog.engine)
+        self.reruns = catalog.reruns
 
     # ---- record and copy ----------------------------------------------------------------
 
@@ -149,22 +148,22 @@ class Persister:
         # recorded and (unless the data is gone) claimed in one transaction
         rows, claimed = self._record(prediction, rerun_of=rerun_of, claim=not removed)
         urls = {f.path: f.url for f in find_files(prediction.output)}
-        if removed and any(r.status != "stored" for r in rows):
+        if removed and any(r.status != FileStatus.STORED for r in rows):
             # Data is gone: whatever is not stored yet can never be fetched again.
             self.catalog.queue.mark_prediction_expired(
                 pid, "prediction data removed by Replicate (data_removed)"
             )
             rows = self.catalog.files.of_prediction(pid)
-        if any(r.status != "stored" for r in rows):
+        if any(r.status != FileStatus.STORED for r in rows):
             expiry.warn_if_late(prediction, self.settings.expiry_margin)
-        todo = [] if removed else [r for r in rows if r.status != "stored" and r.output_path in urls]
+        todo = [] if removed else [r for r in rows if r.status != FileStatus.STORED and r.output_path in urls]
         self.copier.release([r for r in rows if r.id in claimed and r not in todo])
         for r in todo:  # claimed files waiting for a copy thread keep their leases alive
             if r.id in claimed:
                 self.copier.heartbeat.add(r.id)
         done = {r.id: FileOutcome(r, skipped=True) for r in rows if r not in todo}
         for r in rows:
-            if r.id in done and r.status == "expired":
+            if r.id in done and r.status == FileStatus.EXPIRED:
                 err = ExpiredDownloadUrlError(
                     pid, r.output_path, r.source_url, r.last_error or "data removed"
                 )
@@ -283,7 +282,8 @@ class Persister:
         stored already, else from Replicate (waiting for it to finish)."""
         rec = self.catalog.predictions.get(rerun_id)
         files = self.catalog.files.of_prediction(rerun_id)
-        if rec is not None and rec.output is not None and files and all(f.status == "stored" for f in files):
+        all_stored = all(f.status == FileStatus.STORED for f in files)
+        if rec is not None and rec.output is not None and files and all_stored:
             done = [FileOutcome(f, skipped=True) for f in files]
             return PersistResult(
                 rerun_id, recorded_prediction(rec), sorted(done, key=lambda o: o.record.output_path)
@@ -303,7 +303,7 @@ class Persister:
 
         def swap(path: str, url: str) -> str:
             rec = by_path.get(path)
-            return render(rec) if rec is not None and rec.status == "stored" else url
+            return render(rec) if rec is not None and rec.status == FileStatus.STORED else url
 
         return replace_files(output, swap)
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from cachelayer.outputs import replace_files
+
 __all__ = ["Prediction", "PredictionStatus", "as_json", "is_version_id", "parse_time"]
 
 _VERSION_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -93,7 +95,10 @@ def is_version_id(version: str | None) -> bool:
 
 
 def as_json(prediction: Any) -> dict[str, Any]:
-    """A prediction given as a dict or a ``replicate`` ``Prediction`` object, as a JSON dict.
+    """A prediction given as a dict or either ``replicate`` client's ``Prediction`` object
+    (1.x: a pydantic-v1 model, ``.dict()``; 2.x: a pydantic-v2 model whose unknown fields
+    are kept, ``.model_dump()``), as a dict. ``FileOutput`` objects in it are left as they
+    are (:meth:`Prediction.of` turns them into their URLs).
 
     Raises ``TypeError`` for anything else.
     """
@@ -167,11 +172,16 @@ class Prediction:
 
     @classmethod
     def of(cls, prediction: Any) -> Prediction:
-        """A :class:`Prediction` from itself, a JSON dict or a ``replicate`` ``Prediction``
-        object. Raises ``TypeError``/``ValueError`` for anything else."""
+        """A :class:`Prediction` from itself, a JSON dict or either ``replicate`` client's
+        ``Prediction`` object; ``FileOutput`` objects (1.x or 2.x: anything with a string
+        ``url``) in its output become their URLs. Raises ``TypeError``/``ValueError`` for
+        anything else."""
         if isinstance(prediction, Prediction):
             return prediction
-        return cls.from_json(as_json(prediction))
+        data = as_json(prediction)
+        if data.get("output") is not None:
+            data["output"] = replace_files(data["output"], lambda _path, url: url)
+        return cls.from_json(data)
 
     @property
     def terminal(self) -> bool:

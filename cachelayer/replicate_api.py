@@ -1,31 +1,30 @@
-"""The calls cachelayer makes to Replicate, through the official ``replicate`` client.
+"""The calls cachelayer makes to Replicate, through one adapter whichever ``replicate``
+client (1.x or 2.x) is installed (:mod:`cachelayer.replicate_clients`).
 
 Everything returned is a typed :class:`~cachelayer.prediction.Prediction`. Replicate errors
 become typed cachelayer errors: 401/403 -> :class:`ReplicateConfigError`, 404 on a
 model/version/deployment -> :class:`ModelNotFoundError`, 404 on a prediction ->
 :class:`PredictionNotFoundError`, an unreachable API -> :class:`ReplicateConfigError`.
 
-Facts (shared/reference/replicate-api.md): the client retries GET on 429/503/504 honouring
-``Retry-After`` but never retries POST, so creates are retried here on 429 and 503 (bounded,
-``Retry-After`` honoured); pagination ``next`` links are absolute URLs on the API host, and
-the API token is sent only to the configured API origin.
+Facts (shared/reference/replicate-api.md): a create is sent once by the adapter (the 1.x
+client never retries ``POST``; the 2.x client would, so its retries are turned off for
+creates: a retried create is a second, billed prediction) and retried here on 429 and 503
+only (bounded, ``Retry-After`` honoured); reads keep the client's retries; pagination
+``next`` links are absolute URLs on the API host, and the API token is sent only to the
+configured API origin.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-import ssl
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
-from replicate.client import Client as ReplicateClient
-from replicate.exceptions import ReplicateError
-from replicate.helpers import encode_json
 
 from cachelayer.errors import (
     CacheLayerError,
@@ -37,6 +36,13 @@ from cachelayer.errors import (
     WaitTimeoutError,
 )
 from cachelayer.prediction import Prediction, is_version_id
+from cachelayer.replicate_clients import (
+    CreateRequest,
+    ReplicateAdapter,
+    ReplicateHTTPError,
+    ReplicateUnreachableError,
+    make_client,
+)
 
 __all__ = [
     "MAX_PREFER_WAIT",
@@ -75,16 +81,8 @@ def prefer_wait(wait: Any, left: float | None) -> bool | int | None:
     return n if n >= 1 else None
 
 
-def make_client(api_token: str | None, base_url: str | None, ca_bundle: str | None) -> ReplicateClient:
-    """A ``ReplicateClient``; ``ca_bundle`` (a PEM path) verifies a private TLS server.
-
-    The client builds its own httpx transport and ignores ``verify=``, so a transport
-    with the bundle is passed instead.
-    """
-    kwargs: dict[str, Any] = {}
-    if ca_bundle:
-        kwargs["transport"] = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=ca_bundle))
-    return ReplicateClient(api_token=api_token, base_url=base_url, **kwargs)
+#: Keyword parameters of a create besides ``wait`` (see :class:`CreateRequest`).
+_CREATE_PARAMS = ("webhook", "webhook_events_filter", "stream", "file_encoding_strategy")
 
 
 class ModelRef:
@@ -155,10 +153,9 @@ def check_succeeded(prediction: Prediction) -> None:
 
 
 def _translate(exc: Exception, what: str, not_found: type[CacheLayerError]) -> CacheLayerError:
-    """The cachelayer error for a ``ReplicateError`` or an ``httpx`` transport error."""
-    if isinstance(exc, ReplicateError):
-        status = exc.status or 0
-        detail = exc.detail or exc.title or str(exc)
+    """The cachelayer error for a :class:`ReplicateHTTPError` or an unreachable API."""
+    if isinstance(exc, ReplicateHTTPError):
+        status, detail = exc.status, exc.detail
         if status in (401, 403):
             return ReplicateConfigError(
                 f"Replicate refused the API token ({status}): set REPLICATE_API_TOKEN"
@@ -179,45 +176,50 @@ def _translate(exc: Exception, what: str, not_found: type[CacheLayerError]) -> C
 def _errors(what: str, *, not_found: type[CacheLayerError]) -> Iterator[None]:
     try:
         yield
-    except (ReplicateError, httpx.HTTPError) as exc:
+    except (ReplicateHTTPError, ReplicateUnreachableError) as exc:
         raise _translate(exc, what, not_found) from None
 
 
-def _retry_after(exc: ReplicateError) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+def _file_outputs_as_urls(value: Any) -> Any:
+    """``value`` (a model input) with each ``FileOutput`` of either client (an object with a
+    string ``url`` that is not a file or path) replaced by its URL, so an output can be fed
+    to the next model; dicts, lists and tuples are walked, anything else is left for the
+    client to encode (open files and paths are uploaded or sent as ``data:`` URIs)."""
+    if isinstance(value, dict):
+        return {k: _file_outputs_as_urls(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_file_outputs_as_urls(v) for v in value]
+    if isinstance(value, (str, bytes, int, float, io.IOBase, os.PathLike)) or value is None:
+        return value
+    url = getattr(value, "url", None)
+    return url if isinstance(url, str) else value
 
 
 class ReplicateApi:
     """Replicate's HTTP API for cachelayer: create (retried), get, wait (bounded), list.
 
-    ``client`` is a ``ReplicateClient``. ``wait_timeout``: seconds :meth:`wait` polls a
-    prediction before raising :class:`WaitTimeoutError` (``0`` = no limit). Polling uses
-    ``client.poll_interval`` (``REPLICATE_POLL_INTERVAL``, seconds).
+    ``adapter`` is a :class:`~cachelayer.replicate_clients.ReplicateAdapter` (the installed
+    client behind it). ``wait_timeout``: seconds :meth:`wait` polls a prediction before
+    raising :class:`WaitTimeoutError` (``0`` = no limit). Polling uses the adapter's
+    ``poll_interval`` (``REPLICATE_POLL_INTERVAL``, seconds).
     """
 
-    def __init__(self, client: ReplicateClient, *, wait_timeout: float = 0.0) -> None:
-        self.client = client
+    def __init__(self, adapter: ReplicateAdapter, *, wait_timeout: float = 0.0) -> None:
+        self.adapter = adapter
         self.wait_timeout = wait_timeout
-        base = urlsplit(str(client._client.base_url))
-        self.origin = (base.scheme, base.hostname, base.port)
+        self.origin = adapter.origin
 
     # ---- reading --------------------------------------------------------------------
 
     def get(self, prediction_id: str) -> Prediction:
         """``GET /v1/predictions/{id}``. Raises :class:`PredictionNotFoundError`.
 
-        Read as raw JSON through the client's own transport (auth, retries): the client's
-        ``Prediction`` model drops ``data_removed`` and ``source``, which expiry needs.
+        Read as Replicate's JSON (the clients' ``Prediction`` models drop ``data_removed``
+        and ``source``, which expiry needs), with the client's read retries.
         """
         what = f"cannot read prediction {prediction_id}"
         with _errors(what, not_found=PredictionNotFoundError):
-            data = self.client._request("GET", f"/v1/predictions/{prediction_id}").json()
+            data = self.adapter.get(prediction_id)
         return self._typed(data, what)
 
     def wait(self, prediction_id: str, timeout: float | None = None) -> Prediction:
@@ -237,7 +239,7 @@ class ReplicateApi:
                 return prediction
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeoutError(prediction_id, prediction.status.value, limit)
-            pause = float(self.client.poll_interval)
+            pause = float(self.adapter.poll_interval)
             if deadline is not None:
                 pause = max(0.0, min(pause, deadline - time.monotonic()))
             time.sleep(pause)
@@ -252,7 +254,7 @@ class ReplicateApi:
         """
         path = self._same_origin(cursor) if cursor else "/v1/predictions"
         with _errors("cannot list predictions", not_found=PredictionNotFoundError):
-            page = self.client._request("GET", path).json()
+            page = self.adapter.list_page(path)
         out = []
         for item in page.get("results") or []:
             try:
@@ -278,57 +280,43 @@ class ReplicateApi:
 
     def create(self, ref: str, input: dict[str, Any], **params: Any) -> Prediction:
         """Create a prediction as ``replicate.run`` would (version, model or deployment
-        endpoint by the form of ``ref``; ``params`` such as ``wait``, ``webhook``,
-        ``webhook_events_filter`` go to the create call). 429 and 503 answers are retried
+        endpoint by the form of ``ref``; ``params`` such as ``wait`` (``True`` or seconds:
+        ``Prefer: wait``), ``webhook``, ``webhook_events_filter`` go to the create call; the
+        adapter sends one ``POST`` per attempt, never retried by the client). 429 and 503 answers are retried
         up to :data:`CREATE_ATTEMPTS` times, waiting ``Retry-After`` (else 1, 2, 4... s,
         at most :data:`CREATE_MAX_DELAY`). Raises :class:`ModelNotFoundError`,
         :class:`ReplicateConfigError`, :class:`CacheLayerError`."""
-        parsed = parse_ref(ref)
+        request = self._create_request(parse_ref(ref), input, params)
         what = f"cannot run {ref}"
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
-                pred = self._create(parsed, input, params)
-            except ReplicateError as exc:
-                if (exc.status or 0) not in _RETRY_STATUSES or attempt == CREATE_ATTEMPTS:
+                pred = self.adapter.create(request)
+            except ReplicateHTTPError as exc:
+                if exc.status not in _RETRY_STATUSES or attempt == CREATE_ATTEMPTS:
                     raise _translate(exc, what, ModelNotFoundError) from None
-                delay = _retry_after(exc)
+                delay = exc.retry_after
                 delay = min(CREATE_MAX_DELAY, 2.0 ** (attempt - 1) if delay is None else delay)
                 log.info("create of %s answered %s; retry %d in %.1f s", ref, exc.status, attempt, delay)
                 time.sleep(delay)
                 continue
-            except httpx.HTTPError as exc:
+            except ReplicateUnreachableError as exc:
                 raise _translate(exc, what, ModelNotFoundError) from None
             created = self._typed(pred, what)
             return created if created.source else replace(created, source="api")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _create(self, ref: ModelRef, input: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        """``POST`` the create request as raw JSON (the client's ``Prediction`` model drops
-        ``source``/``data_removed`` and, in 1.0.x, rejects ``aborted``). ``input`` is encoded
-        by the client's own ``encode_json`` (files uploaded or sent as data URIs)."""
-        c = self.client
+    @staticmethod
+    def _create_request(ref: ModelRef, input: dict[str, Any], params: dict[str, Any]) -> CreateRequest:
+        """The :class:`CreateRequest` for ``ref``: ``wait`` (``True`` or seconds) becomes
+        ``Prefer: wait``/``wait=N``; ``webhook``, ``webhook_events_filter``, ``stream``,
+        ``file_encoding_strategy`` pass through; anything else raises :class:`ConfigError`."""
         params = dict(params)
         wait = params.pop("wait", None)
-        strategy = params.pop("file_encoding_strategy", None)
-        body: dict[str, Any] = {"input": encode_json(input, client=c, file_encoding_strategy=strategy)}
-        for key in ("webhook", "webhook_completed", "webhook_events_filter", "stream"):
-            if params.get(key) is not None:
-                body[key] = params.pop(key)
+        known = {k: params.pop(k) for k in _CREATE_PARAMS if k in params}
         if params:
             raise ConfigError(f"unknown prediction parameter(s): {', '.join(sorted(params))}")
-        if ref.kind == "deployment":
-            path = f"/v1/deployments/{ref.name}/predictions"
-        elif ref.kind == "version":
-            path, body["version"] = "/v1/predictions", str(ref.version)
-        else:
-            path = f"/v1/models/{ref.name}/predictions"
-        extra: dict[str, Any] = {}
-        if wait:
-            # Prefer: wait (up to 60 s) or wait=N (1-60 s); the read waits that long plus slack.
-            seconds = MAX_PREFER_WAIT if wait is True else min(int(wait), MAX_PREFER_WAIT)
-            extra["headers"] = {"Prefer": "wait" if wait is True else f"wait={seconds}"}
-            extra["timeout"] = httpx.Timeout(5.0, read=seconds + 5.0)
-        return dict(c._request("POST", path, json=body, **extra).json())
+        kind: Any = ref.kind
+        return CreateRequest(kind, ref.name, ref.version, _file_outputs_as_urls(input), wait=wait, **known)
 
     def create_and_wait(
         self, ref: str, input: dict[str, Any], *, timeout: float | None = None, **params: Any

@@ -22,9 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from cachelayer.catalog import checkpoint_name
-from cachelayer.catalog.queries import Catalog
-from cachelayer.catalog.reruns import requeue_failed
+from cachelayer.catalog import Catalog, checkpoint_name
 from cachelayer.copier import Copier
 from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError
 from cachelayer.leases import release_dead_local_leases
@@ -364,7 +362,7 @@ def backfill(
         tally.tick(force=True)
         return tally.summary
     if retry_failed:
-        tally.add(files_requeued=requeue_failed(catalog.engine))
+        tally.add(files_requeued=catalog.queue.requeue_failed())
 
     def scan(on_queued: QueuedFn) -> None:
         Scan(api, catalog, persister, flt, tally, limit=limit, dry_run=False, on_queued=on_queued).run()

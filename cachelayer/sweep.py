@@ -44,8 +44,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.checkpoints import checkpoint_name
-from cachelayer.catalog.queries import Catalog
 from cachelayer.catalog.records import PredictionRecord
 from cachelayer.catalog.server_state import ServerState
 from cachelayer.config import REPLICATE_RETENTION_SECONDS

@@ -34,14 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
-from cachelayer.catalog.records import FileRecord, PredictionRecord
+from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
 from cachelayer.errors import StorageError
 from cachelayer.expiry import retrievable
 
 if TYPE_CHECKING:
-    from cachelayer.catalog.queries import Catalog
+    from cachelayer.catalog import Catalog
     from cachelayer.storage.base import Store
 
 __all__ = ["VerifyProblem", "VerifyReport", "source_retrievable", "verify"]
@@ -167,18 +167,9 @@ def source_retrievable(prediction: PredictionRecord | None, now: datetime | None
     )
 
 
-class CatalogAndStore(Protocol):
-    """Anything with a ``catalog`` and a ``store`` (a ``CacheLayer``, for one)."""
-
-    @property
-    def catalog(self) -> Catalog: ...
-
-    @property
-    def store(self) -> Store: ...
-
-
 def verify(
-    target: CatalogAndStore | tuple[Catalog, Store],
+    catalog: Catalog,
+    store: Store,
     *,
     model: str | None = None,
     since: datetime | None = None,
@@ -191,7 +182,7 @@ def verify(
 ) -> VerifyReport:
     """Check every ``stored`` file matching the filters against its object.
 
-    ``target`` has a ``catalog`` and a ``store`` (a ``CacheLayer``) or is a ``(catalog, store)`` pair.
+    Only files recorded in ``store`` are checked (others are counted as skipped).
     Filters are those of :meth:`Catalog.list_files` (``since`` inclusive, ``until``
     exclusive, on the prediction's creation time). ``deep`` reads every object fully
     (SHA-256 and byte count); otherwise one ``HEAD`` per object checks existence and size.
@@ -204,13 +195,9 @@ def verify(
     Returns a :class:`VerifyReport`. Does not raise for a bad object; database errors
     propagate.
     """
-    if isinstance(target, tuple):
-        catalog, store = target
-    else:
-        catalog, store = target.catalog, target.store
     report = VerifyReport(deep=deep, repair=repair)
     files = catalog.iter_files(
-        model=model, status="stored", since=since, until=until, prediction_id=prediction_id
+        model=model, status=FileStatus.STORED, since=since, until=until, prediction_id=prediction_id
     )
     with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="cachelayer-verify") as pool:
         for batch in _batches(files, _BATCH):
@@ -297,13 +284,14 @@ def _repair(catalog: Catalog, problems: list[VerifyProblem]) -> list[VerifyProbl
         if p.problem == "error":
             repaired.append(VerifyProblem(p.file, p.problem, p.detail, "unchanged"))
             continue
-        status = "pending" if source_retrievable(preds.get(p.file.prediction_id), now) else "failed"
+        alive = source_retrievable(preds.get(p.file.prediction_id), now)
+        status = FileStatus.PENDING if alive else FileStatus.FAILED
         changed = catalog.queue.mark_unverified(
             p.file.id, status=status, error=f"verify: {p.problem}", expected_sha256=p.file.sha256
         )
         action: Action = "unchanged"
         if changed:
-            action = "requeued" if status == "pending" else "failed"
+            action = "requeued" if status == FileStatus.PENDING else "failed"
         repaired.append(VerifyProblem(p.file, p.problem, p.detail, action))
     return repaired
 

@@ -25,9 +25,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cachelayer.catalog.queries import Catalog
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
-from cachelayer.catalog.reruns import requeue_failed
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import ExpiredDownloadUrlError
 from cachelayer.leases import release_dead_local_leases
@@ -409,7 +408,7 @@ def work(
     first puts failed files back in the queue. Returns the run's summary."""
     tally = Tally(BackfillSummary(), progress)
     if retry_failed:
-        tally.add(files_requeued=requeue_failed(catalog.engine))
+        tally.add(files_requeued=catalog.queue.requeue_failed())
     release_dead_local_leases(catalog)
     pool = WorkerPool(
         catalog,

@@ -11,11 +11,26 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from cachelayer import CacheLayer
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    """A :class:`Catalog` on the catalog under test (SQLite and PostgreSQL), migrated."""
+    from cachelayer.catalog import Catalog
+    from cachelayer.catalog.db import make_engine, upgrade
+
+    engine = make_engine(catalog_url)
+    upgrade(engine)
+    yield Catalog(engine)
+    engine.dispose()
 
 
 @pytest.fixture

@@ -110,7 +110,7 @@ async def test_copies_run_off_the_loop(make_layer, replicate_simulator):
     async def watch() -> None:
         nonlocal seen_in_flight
         while not done.is_set():
-            if layer.catalog.lease_owners():  # a copy holds its lease while it runs
+            if layer.catalog.queue.lease_owners():  # a copy holds its lease while it runs
                 seen_in_flight = True
             await anyio.sleep(0.005)
 

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from conftest import CLI
 
+from cachelayer.catalog import Catalog
 from cachelayer.catalog.db import make_engine
-from cachelayer.catalog.queries import Catalog
 from cachelayer.testing.simulator import File
 
 NOW = datetime.now(timezone.utc)
@@ -108,7 +108,7 @@ def test_dry_run_writes_nothing(make_layer, replicate_simulator, s3_server, s3_b
     s = layer.backfill(dry_run=True)
     assert s.dry_run and s.files_to_copy == 8 and s.files_stored == 0
     assert objects(s3_server, s3_bucket) == []
-    assert layer.catalog.queue_counts() == {}
+    assert layer.catalog.queue.counts() == {}
     assert not [r for r in replicate_simulator.requests if r[1].startswith("/delivery/")]
 
 
@@ -133,7 +133,7 @@ def test_on_expired_rerun_in_backfill(make_layer, replicate_simulator, s3_server
     sim.remove_data(pid)
     s = layer.backfill(on_expired="rerun")
     assert s.predictions_rerun == 1
-    (new,) = layer.catalog.reruns_of(pid)
+    (new,) = layer.catalog.predictions.reruns_of(pid)
     (row,) = layer.catalog.files_of(new.id)
     assert row.status == "stored" and row.size == len(b"again-7")
 
@@ -185,8 +185,8 @@ def test_kill_9_at_several_points_then_rerun_loses_nothing(
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if catalog.queue_counts().get("stored", 0) >= kill_after and (
-                kill_after or catalog.queue_counts()
+            if catalog.queue.counts().get("stored", 0) >= kill_after and (
+                kill_after or catalog.queue.counts()
             ):
                 break
             time.sleep(0.02)
@@ -379,7 +379,7 @@ def test_an_error_on_the_early_first_page_is_the_scans_error(make_layer, replica
     with pytest.raises(ReplicateConfigError) as info:
         layer.backfill()
     assert "refused the API token (401)" in str(info.value)
-    assert layer.catalog.queue_counts() == {}
+    assert layer.catalog.queue.counts() == {}
 
 
 def test_the_pool_keeps_a_bounded_number_of_finish_times():

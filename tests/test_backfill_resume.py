@@ -42,7 +42,7 @@ def test_foreign_next_link_in_a_checkpoint_never_gets_the_token(make_layer, repl
     layer = make_layer()
     with body_server(b'{"results": [], "next": null}') as hostile:
         name = ScanFilter().checkpoint_name()
-        layer.catalog.save_checkpoint(
+        layer.catalog.checkpoints.save(
             name, hostile.url("/v1/predictions?cursor=x"), {"predictions_scanned": 3}
         )
         with pytest.raises(ReplicateConfigError, match="pagination link"):
@@ -63,7 +63,7 @@ def test_resumed_backfill_takes_predictions_created_since_the_interrupted_run(
     newest = max(p.created_at for p in first)
     for p in first:
         layer.enqueue(p)
-    layer.catalog.save_checkpoint(
+    layer.catalog.checkpoints.save(
         name, cursor, {"predictions_scanned": len(first), "complete": False, "newest": newest.isoformat()}
     )
     new = seed(sim, 5, start=1000, minutes_ago=1)  # created while the run was down
@@ -82,7 +82,7 @@ def test_worker_once_takes_over_a_dead_local_worker_before_exiting(make_layer, r
     dead = subprocess_pid_that_exited()
     owner = f"{socket.gethostname()[:30]}:{dead}:deadbeef"
     row = layer.catalog.files_of(pids[0])[0]
-    assert layer.catalog.claim(row.id, owner, 3600) is not None
+    assert layer.catalog.queue.claim(row.id, owner, 3600) is not None
     summary = layer.work(once=True, concurrency=2)
     assert stored_ids(layer) == set(pids)
     assert summary.files_leased_elsewhere == 0
@@ -95,7 +95,7 @@ def test_worker_once_waits_for_a_lapsing_foreign_lease(make_layer, replicate_sim
     for pid in pids:
         layer.enqueue(sim.prediction(pid))
     row = layer.catalog.files_of(pids[0])[0]
-    assert layer.catalog.claim(row.id, "other-host:1:cafe", 1.5) is not None  # another machine, gone
+    assert layer.catalog.queue.claim(row.id, "other-host:1:cafe", 1.5) is not None  # another machine, gone
     summary = layer.work(once=True, concurrency=2)
     assert stored_ids(layer) == set(pids)
     assert summary.files_leased_elsewhere == 0

@@ -3,23 +3,13 @@ checkpoint on every run, whatever time it resolves to; on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from cachelayer.catalog import Catalog, checkpoint_name
+from cachelayer.catalog import checkpoint_name
 from cachelayer.catalog.checkpoints import canonical_spec
-from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.timeparse import parse_duration
-
-
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 def _spec(since, *, models=("acme/a",), until=None) -> dict:
@@ -75,10 +65,11 @@ def test_relative_window_resumes_across_runs(catalog):
     assert saved is not None and saved.name == name
     assert saved.cursor == "cD0yMDI2LTExLTIw\x00" and saved.state == state
     assert saved.updated_at.tzinfo is not None
-    # finishing run 2 replaces the checkpoint; the old API reads the same row
+    # finishing run 2 replaces the checkpoint
     catalog.checkpoints.save(later, None, {**state, "complete": True})
-    assert catalog.load_checkpoint(name) == (None, {**state, "complete": True})
-    catalog.save_checkpoint(name, "next", {"n": 1})
+    finished = catalog.checkpoints.load(name)
+    assert finished is not None and (finished.cursor, finished.state) == (None, {**state, "complete": True})
+    catalog.checkpoints.save(name, "next", {"n": 1})
     assert catalog.checkpoints.load(name).cursor == "next"
     assert catalog.checkpoints.delete(name) and not catalog.checkpoints.delete(name)
-    assert catalog.load_checkpoint(name) == (None, {})
+    assert catalog.checkpoints.load(name) is None

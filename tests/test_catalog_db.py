@@ -282,3 +282,48 @@ def test_migrations_are_found_from_the_root_of_a_source_checkout(tmp_path):
     engine = make_engine(url)
     assert done.stdout.split() == [head_revision(engine)] * 2 == [current_revision(engine)] * 2
     engine.dispose()
+
+
+def test_revision_0006_moves_rerun_claims_out_of_checkpoints(catalog_url):
+    """A catalog written at revision 0004, whose rerun claims were ``checkpoints`` rows
+    ``rerun:<id>`` (one fulfilled, one still waiting for Replicate), keeps both claims after
+    ``db upgrade``, now in ``rerun_claims``; other checkpoints stay where they were."""
+    from datetime import datetime, timezone
+
+    from cachelayer.catalog import Catalog
+
+    engine = make_engine(catalog_url)
+    upgrade(engine, "0004")
+    catalog = Catalog(engine)
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    # what the landed RerunClaims wrote: the claim, then the rerun's id once created
+    catalog.checkpoints.save(
+        "rerun:done", None, {"owner": "host:1:aa", "claimed_at": at.isoformat(), "rerun_id": "newone"}
+    )
+    catalog.checkpoints.save("rerun:waiting", None, {"owner": "host:2:bb", "claimed_at": at.isoformat()})
+    catalog.checkpoints.save("backfill:0123", "cursor-7", {"complete": False})
+    assert upgrade(engine) == ("0004", head_revision(engine))
+    done, waiting = catalog.reruns.get("done"), catalog.reruns.get("waiting")
+    assert (done.owner, done.claimed_at, done.rerun_id) == ("host:1:aa", at, "newone")
+    assert (waiting.owner, waiting.claimed_at, waiting.rerun_id) == ("host:2:bb", at, None)
+    assert (
+        catalog.checkpoints.load("rerun:done") is None and catalog.checkpoints.load("rerun:waiting") is None
+    )
+    kept = catalog.checkpoints.load("backfill:0123")
+    assert kept is not None and (kept.cursor, kept.state) == ("cursor-7", {"complete": False})
+    # the waiting claim is still held: another process cannot take it before it is stale
+    again = catalog.reruns.claim("waiting", "host:3:cc", stale_after=10**9)
+    assert not again.mine
+    assert catalog.reruns.claim("waiting", "host:3:cc", stale_after=0).mine  # stale: taken over
+    assert not catalog.reruns.claim("done", "host:3:cc", stale_after=0).mine  # fulfilled: never
+    from alembic import command
+
+    from cachelayer.catalog.db import _alembic_config
+
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:  # and back: the claims return to checkpoints
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    back = catalog.checkpoints.load("rerun:done")
+    assert back is not None and back.state["rerun_id"] == "newone" and back.state["owner"] == "host:1:aa"
+    engine.dispose()

@@ -51,20 +51,22 @@ class Hiccups(logging.Handler):
 def _write(catalog: Catalog, i: int) -> None:
     """One unit of catalog work as the pipeline does it: record, queue, claim, store."""
     pid = f"w{i:05d}"
-    catalog.record_prediction(Prediction(pid, PredictionStatus.SUCCEEDED, model="acme/w", created_at=CREATED))
-    (row,) = catalog.ensure_files(
+    catalog.predictions.record(
+        Prediction(pid, PredictionStatus.SUCCEEDED, model="acme/w", created_at=CREATED)
+    )
+    (row,) = catalog.files.ensure(
         pid,
         [NewFile("", f"https://replicate.delivery/{pid}.png", f"k/{pid}.png")],
         store="s",
         model="acme/w",
         created_at=CREATED,
     )
-    assert catalog.claim(row.id, "writer", 60)
-    stored = catalog.mark_stored(
+    assert catalog.queue.claim(row.id, "writer", 60)
+    stored = catalog.queue.mark_stored(
         row.id, "writer", size=1, sha256="0" * 64, content_type="image/png", source_age_seconds=0.0
     )
     # None only if a retried transaction had committed before its connection dropped
-    assert stored is not None or catalog.get_file(row.id).status == "stored"
+    assert stored is not None or catalog.files.get(row.id).status == "stored"
 
 
 class Writer(threading.Thread):
@@ -219,7 +221,7 @@ def test_a_deadlock_is_retried(postgres_url):
     for t in threads:
         t.join(60)
     assert len(attempts) == 3  # one of the two ran again after the deadlock
-    assert [f.attempts for f in (catalog.get_file(ids[0]), catalog.get_file(ids[1]))] == [3, 3]
+    assert [f.attempts for f in (catalog.files.get(ids[0]), catalog.files.get(ids[1]))] == [3, 3]
     engine.dispose()
 
 
@@ -260,3 +262,45 @@ def test_retry_setting_is_validated():
             Settings.from_env({"CACHELAYER_DB_RETRY_SECONDS": bad}, storage_url="file:///x")
     with pytest.raises(ConfigError):
         make_engine("sqlite://", retry_seconds=float("nan"))
+
+
+def test_rerun_claims_and_requeue_ride_out_a_sqlite_lock(tmp_path):
+    """The rerun claim and re-queueing failed files go through the catalog's one Database:
+    a write lock held past SQLite's busy timeout is retried, not raised as SQLAlchemy's."""
+    path = tmp_path / "catalog.db"
+    engine = make_engine(f"sqlite:///{path}", sqlite_busy_timeout=0.1, retry_seconds=60)
+    upgrade(engine)
+    catalog = Catalog(engine)
+    _write(catalog, 0)
+    reruns = catalog.reruns
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock...
+    holder.execute("UPDATE output_files SET attempts = attempts")
+    released = threading.Timer(1.5, lambda: holder.execute("COMMIT"))  # ... for 15 busy timeouts
+    released.start()
+    with Hiccups() as hiccups:
+        claim = reruns.claim("w00000", "me", stale_after=60)
+        requeued = catalog.queue.requeue_failed()
+    released.join()
+    holder.close()
+    assert any("database is locked" in m for m in hiccups.messages)
+    assert claim.mine and reruns.get("w00000").owner == "me" and requeued == 0
+    engine.dispose()
+
+
+def test_rerun_claim_past_the_budget_is_a_typed_error(tmp_path):
+    path = tmp_path / "catalog.db"
+    engine = make_engine(f"sqlite:///{path}", sqlite_busy_timeout=0.05, retry_seconds=0.2)
+    upgrade(engine)
+    catalog = Catalog(engine)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(CatalogOutageError):
+            catalog.reruns.claim("p", "me", stale_after=60)
+        with pytest.raises(CatalogOutageError):
+            catalog.queue.requeue_failed()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    engine.dispose()

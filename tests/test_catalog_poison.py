@@ -13,7 +13,6 @@ import math
 import random
 import string
 import tracemalloc
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -22,21 +21,12 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from cachelayer.catalog import Catalog, FileFilter, FileStatus, NewFile
-from cachelayer.catalog.db import make_engine, upgrade
 from cachelayer.catalog.encoding import catalog_url, escape_json, escape_text, unescape_json, unescape_text
 from cachelayer.datauri import redact_data_uri
 from cachelayer.errors import CatalogWriteError
 from cachelayer.prediction import Prediction, PredictionStatus
 
 CREATED = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 def _noise(n: int, seed: int = 0) -> str:
@@ -61,8 +51,8 @@ def _prediction(pid: str, **fields) -> Prediction:
 
 
 def _store(c: Catalog, file_id: int, content_type: str = "image/png") -> None:
-    assert c.claim(file_id, "t", 60)
-    assert c.mark_stored(
+    assert c.queue.claim(file_id, "t", 60)
+    assert c.queue.mark_stored(
         file_id, "t", size=3, sha256="0" * 64, content_type=content_type, source_age_seconds=1.0
     )
 
@@ -117,7 +107,7 @@ def test_nul_surrogates_and_nan_round_trip(catalog):
         output=output,
         error="failed\x00 with \ud800",
     )
-    catalog.record_prediction(p)
+    catalog.predictions.record(p)
     rec = catalog.get_prediction(p.id)
     assert rec.input["prompt"] == "a\x00b \ud83d" and rec.input["k\x00"][0] == "\udfff"
     assert rec.input["k\x00"][1] == math.inf and rec.input["lit\\u0000"] == 1
@@ -125,7 +115,7 @@ def test_nul_surrogates_and_nan_round_trip(catalog):
     assert rec.output["lit"] == "\\u0000 literal" and math.isnan(rec.output["n"])
     assert rec.error == "failed\x00 with \ud800" and rec.model == "acme/nul\x00model"
 
-    rows = catalog.ensure_files(
+    rows = catalog.files.ensure(
         p.id,
         [NewFile("/im\x00g", nasty_url, "k/0.png"), NewFile("/lone\ud800", "https://x/\udc80", "k/1.png")],
         store="s3://b",
@@ -136,11 +126,11 @@ def test_nul_surrogates_and_nan_round_trip(catalog):
     assert rows[0].source_url == nasty_url and rows[1].source_url == "https://x/\udc80"
     _store(catalog, rows[0].id)
     assert catalog.resolve(nasty_url).id == rows[0].id
-    assert catalog.mark_unstored(rows[1].id, "t", status="failed", error="bad \x00 \ud800 url")
-    assert catalog.get_file(rows[1].id).last_error == "bad \x00 \ud800 url"
-    assert [f.id for f in catalog.iter_files(FileFilter(model="acme/nul\x00model"))] == [r.id for r in rows][
-        ::-1
-    ]
+    assert catalog.queue.mark_unstored(rows[1].id, "t", status="failed", error="bad \x00 \ud800 url")
+    assert catalog.files.get(rows[1].id).last_error == "bad \x00 \ud800 url"
+    assert [f.id for f in catalog.reports.iter_files(FileFilter(model="acme/nul\x00model"))] == [
+        r.id for r in rows
+    ][::-1]
     assert catalog.list_files(prediction_id=p.id, status="failed").files[0].id == rows[1].id
 
     with catalog.engine.connect() as conn:  # what SQL users see: the documented escapes
@@ -157,11 +147,11 @@ def test_long_content_type_output_key_and_url(catalog):
     long_url = "https://replicate.delivery/" + _noise(6000, 2) + ".png"
     ctype = "image/png; " + _noise(1000, 3)
     p = _prediction("long-values", output={long_key[1:]: long_url})
-    catalog.record_prediction(p)
-    (row,) = catalog.ensure_files(
+    catalog.predictions.record(p)
+    (row,) = catalog.files.ensure(
         p.id, [NewFile(long_key, long_url, "k/long.png")], store="s3://b", model=p.model, created_at=CREATED
     )
-    again = catalog.ensure_files(
+    again = catalog.files.ensure(
         p.id, [NewFile(long_key, long_url, "k/long.png")], store="s3://b", model=p.model, created_at=CREATED
     )
     assert again == [row] and row.output_path == long_key
@@ -169,20 +159,20 @@ def test_long_content_type_output_key_and_url(catalog):
     stored = catalog.resolve(long_url)
     assert stored.id == row.id and stored.content_type == ctype and stored.status is FileStatus.STORED
     rotated = "https://replicate.delivery/" + _noise(6000, 4) + ".png"
-    catalog.add_source_url(row.id, rotated)  # an alias of unbounded length too
+    catalog.files.add_source_url(row.id, rotated)  # an alias of unbounded length too
     assert catalog.resolve(rotated).id == row.id
 
 
 def test_thousands_of_files_in_one_prediction(catalog):
     n = 7000  # 7,000 rows of 10 columns: over PostgreSQL's 65,535 bind parameters in one INSERT
     p = _prediction("many-files", output=[f"https://replicate.delivery/m/{i}.png" for i in range(n)])
-    catalog.record_prediction(p)
+    catalog.predictions.record(p)
     files = [NewFile(f"/{i}", f"https://replicate.delivery/m/{i}.png", f"k/{i}.png") for i in range(n)]
-    rows = catalog.ensure_files(p.id, files, store="s3://b", model=p.model, created_at=CREATED)
+    rows = catalog.files.ensure(p.id, files, store="s3://b", model=p.model, created_at=CREATED)
     assert len(rows) == n and len({r.id for r in rows}) == n
-    assert catalog.ensure_files(p.id, files, store="s3://b", model=p.model, created_at=CREATED) == rows
-    catalog.renew([r.id for r in rows], "nobody", 60)  # a long IN list is chunked too
-    assert catalog.queue_counts() == {"pending": n}
+    assert catalog.files.ensure(p.id, files, store="s3://b", model=p.model, created_at=CREATED) == rows
+    catalog.queue.renew([r.id for r in rows], "nobody", 60)  # a long IN list is chunked too
+    assert catalog.queue.counts() == {"pending": n}
     assert sum(1 for _ in catalog.iter_files(prediction_id=p.id, batch_size=3000)) == n
     with catalog.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM source_urls")).scalar() == n
@@ -191,16 +181,16 @@ def test_thousands_of_files_in_one_prediction(catalog):
 def test_what_cannot_be_recorded_is_a_typed_error_and_the_rest_goes_on(catalog):
     too_long = "p" * 65
     with pytest.raises(CatalogWriteError, match="1 to 64 characters") as err:
-        catalog.record_prediction(_prediction(too_long))
+        catalog.predictions.record(_prediction(too_long))
     assert err.value.prediction_id == too_long and "ppp" in str(err.value)
     with pytest.raises(CatalogWriteError, match="1,024|1024"):
-        catalog.record_prediction(_prediction("long-model", model="acme/" + _noise(3000)))
+        catalog.predictions.record(_prediction("long-model", model="acme/" + _noise(3000)))
     with pytest.raises(CatalogWriteError):
-        catalog.ensure_files(
+        catalog.files.ensure(
             too_long, [NewFile("", "https://x/y.png", "k")], store="s", model=None, created_at=None
         )
     assert catalog.get_prediction(too_long) is None and catalog.get_prediction("long-model") is None
-    catalog.record_prediction(_prediction("fine"))  # the catalog goes on
+    catalog.predictions.record(_prediction("fine"))  # the catalog goes on
     assert catalog.get_prediction("fine").status == "succeeded"
 
 
@@ -212,9 +202,9 @@ def test_data_uri_payloads_never_enter_the_catalog(catalog):
     uri = "data:image/png;base64," + base64.b64encode(payload).decode()
     digest = hashlib.sha256(payload).hexdigest()
     p = _prediction("data-uri", output=[uri, "https://replicate.delivery/x/1.png"])
-    catalog.record_prediction(p)
+    catalog.predictions.record(p)
     assert catalog.get_prediction(p.id).output == [f"data:image/png;sha256={digest},", p.output[1]]
-    (row, _) = catalog.ensure_files(
+    (row, _) = catalog.files.ensure(
         p.id,
         [NewFile("/0", uri, "k/0.png"), NewFile("/1", p.output[1], "k/1.png")],
         store="s",
@@ -224,7 +214,7 @@ def test_data_uri_payloads_never_enter_the_catalog(catalog):
     assert row.source_url == f"data:image/png;sha256={digest}," == catalog_url(uri) == redact_data_uri(uri)
     _store(catalog, row.id)
     assert catalog.resolve(uri).id == row.id == catalog.resolve(row.source_url).id
-    catalog.set_durable_output(p.id, [uri, "s3://b/k/1.png"])  # a file not stored keeps its URI
+    catalog.predictions.set_durable_output(p.id, [uri, "s3://b/k/1.png"])  # a file not stored keeps its URI
     assert catalog.get_prediction(p.id).durable_output[0] == row.source_url
     with catalog.engine.connect() as conn:
         sizes = conn.execute(

@@ -26,8 +26,7 @@ import pytest
 from sqlalchemy import text
 
 from cachelayer import CacheLayer
-from cachelayer.catalog.db import make_engine, upgrade
-from cachelayer.catalog.queries import Catalog, NewFile
+from cachelayer.catalog import Catalog, NewFile
 from cachelayer.catalog.reports import CursorError, decode_cursor, encode_cursor
 from cachelayer.cli.formatting import Column, write_fields, write_records
 from cachelayer.errors import ConfigError
@@ -44,17 +43,9 @@ CLI = str(Path(sys.executable).with_name("cachelayer"))
 # ---- a catalog filled through the Catalog methods ---------------------------------------------
 
 
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
-
-
 def _store_file(c: Catalog, file_id: int, size: int) -> None:
-    assert c.claim(file_id, "test", 60)
-    assert c.mark_stored(
+    assert c.queue.claim(file_id, "test", 60)
+    assert c.queue.mark_stored(
         file_id, "test", size=size, sha256=f"{size:064x}", content_type="image/png", source_age_seconds=1.5
     )
 
@@ -71,7 +62,7 @@ def fill(c: Catalog) -> dict[str, Any]:
         pid = f"p{k}"
         model = ["acme/a", "acme/b", None][k % 3]
         created = None if k >= 7 else BASE + timedelta(hours=k if k != 2 else 1)
-        c.record_prediction(
+        c.predictions.record(
             Prediction.from_json(
                 {
                     "id": pid,
@@ -93,20 +84,20 @@ def fill(c: Catalog) -> dict[str, Any]:
                 url = "data:image/png;base64,iVBORw0KGgo" + "A" * 49  # 60 base64 characters
                 info["data_uri"] = url
             files.append(NewFile(f"/{j}", url, f"replicate/{pid}/{j}-out-{j}.png"))
-        rows = c.ensure_files(pid, files, store="s3://bucket", model=model, created_at=created)
+        rows = c.files.ensure(pid, files, store="s3://bucket", model=model, created_at=created)
         for j, (row, f) in enumerate(zip(rows, files, strict=True)):
             info["urls"][row.id] = f.source_url
             if k == 0 and f.output_path == "/0":  # Replicate rotated the URL before we copied
                 new = "https://replicate.delivery/xezq/p0-0-new/out-0.png"
-                c.add_source_url(row.id, new)
+                c.files.add_source_url(row.id, new)
                 info["rotated"] = {"old": f.source_url, "new": new, "id": row.id}
             status = "stored" if k == 4 and j == 0 else statuses[n % len(statuses)]
             n += 1
             if status == "stored":
                 _store_file(c, row.id, 100 * row.id)
             elif status != "pending":
-                assert c.claim(row.id, "test", 60)
-                c.mark_unstored(row.id, "test", status=status, error=f"{status} for test")
+                assert c.queue.claim(row.id, "test", 60)
+                c.queue.mark_unstored(row.id, "test", status=status, error=f"{status} for test")
     return info
 
 
@@ -222,7 +213,7 @@ def test_resolve_many_matches_resolve(catalog):
     assert many["https://example.com/never-seen.png"] is None
     # files not stored (pending, expired, failed) are never answers
     for file_id, url in info["urls"].items():
-        rec = catalog.get_file(file_id)
+        rec = catalog.files.get(file_id)
         assert (many[url] is not None) == (rec.status == "stored")
     assert len(catalog.resolve_many(list(info["urls"].values()) * 400)) == len(info["urls"])
 
@@ -339,15 +330,15 @@ def test_verify_repair_marks_failed_when_the_source_is_gone(sim, catalog_url, s3
     with _layer(sim, catalog_url, store=s3_store) as layer:
         pid = layer.run_result(model).prediction_id
         sim.remove_data(pid)  # Replicate's one-hour removal
-        layer.catalog.record_prediction(Prediction.from_json(sim.prediction(pid)))  # ... seen by the catalog
+        layer.catalog.predictions.record(Prediction.from_json(sim.prediction(pid)))  # ... seen by the catalog
         assert layer.catalog.get_prediction(pid).data_removed
         (rec,) = layer.catalog.files_of(pid)
         s3_server.client().delete_object(Bucket=s3_store.bucket, Key=rec.key)
         report = layer.verify(repair=True)
         assert (report.missing, report.requeued, report.marked_failed) == (1, 0, 1)
         assert report.problems[0].action == "failed"
-        assert layer.catalog.get_file(rec.id).status == "failed"
-        assert layer.catalog.get_file(rec.id).last_error == "verify: missing"
+        assert layer.catalog.files.get(rec.id).status == "failed"
+        assert layer.catalog.files.get(rec.id).last_error == "verify: missing"
         # a second repair finds nothing stored to check and changes nothing
         again = layer.verify(repair=True)
         assert again.clean and again.checked == 0
@@ -355,7 +346,7 @@ def test_verify_repair_marks_failed_when_the_source_is_gone(sim, catalog_url, s3
 
 def test_verify_skips_files_of_another_store(catalog, local_store):
     fill(catalog)
-    report = verify((catalog, local_store), deep=True, repair=True)
+    report = verify(catalog, local_store, deep=True, repair=True)
     stored = sum(1 for _ in catalog.iter_files(status="stored"))
     assert (report.checked, report.skipped, report.problems) == (0, stored, [])
     assert f"{stored} in another store skipped" in report.summary()

@@ -206,3 +206,5 @@ def test_edge_values_that_are_fine(tmp_path):
 def test_unknown_keyword():
     with pytest.raises(ConfigError, match="unknown setting"):
         Settings.from_env({}, bucket="x")
+    with pytest.raises(ConfigError, match="unknown setting"):  # nothing read it (issue 20)
+        Settings.from_env({}, extra={"a": 1})

@@ -9,6 +9,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from native_client import native_create, native_run
 
 from cachelayer import (
     BucketNotFoundError,
@@ -20,7 +21,6 @@ from cachelayer import (
     PredictionFailedError,
     TruncatedDownloadError,
 )
-from cachelayer.replicate_api import make_client
 from cachelayer.testing.simulator import DataURI, File
 
 
@@ -98,9 +98,7 @@ def test_bare_string_and_iterator_outputs(layer, replicate_simulator, s3_server)
 
 def test_persist_is_idempotent(layer, replicate_simulator):
     painter(replicate_simulator)
-    pred = make_client(replicate_simulator.token, replicate_simulator.base_url, None).predictions.create(
-        model="acme/painter", input={}, wait=True
-    )
+    pred = native_create(replicate_simulator, "acme/painter")
     first = layer.persist(pred)  # a replicate Prediction object
     second = layer.persist(pred.id)  # and an id
     assert first == second
@@ -115,8 +113,7 @@ def test_https_simulator_and_file_output_objects(make_layer, s3_server):
     with ReplicateSimulator(https=True) as sim:
         f = File(size=5000, seed=7)
         sim.add_model("acme/tls", outputs=[f])
-        client = make_client(sim.token, sim.base_url, sim.ca_file)
-        out = client.run("acme/tls", input={})
+        out = native_run(sim, "acme/tls")
         assert type(out[0]).__name__ == "FileOutput"  # what production users hold
         layer = make_layer(simulator=sim)
         durable = layer.run("acme/tls")
@@ -126,11 +123,10 @@ def test_https_simulator_and_file_output_objects(make_layer, s3_server):
 
 def test_expired_url_is_refreshed_through_predictions_get(layer, replicate_simulator, s3_server):
     files = painter(replicate_simulator, n=2)
-    client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
-    pred = client.predictions.create(model="acme/painter", input={}, wait=True)
+    pred = native_create(replicate_simulator, "acme/painter", {})
     old = replicate_simulator.delivery_urls(pred.id)
     replicate_simulator.rotate_urls(pred.id)  # old URLs now 404; get gives new ones
-    layer.enqueue(pred.dict())  # as if seen earlier with the old URLs
+    layer.enqueue(pred)  # as if seen earlier with the old URLs
     out = layer.persist(pred.id)
     assert [hashlib.sha256(s3_bytes(s3_server, u)).hexdigest() for u in out] == [f.sha256() for f in files]
     # both the original and the rotated URL resolve to the same durable URL
@@ -140,8 +136,7 @@ def test_expired_url_is_refreshed_through_predictions_get(layer, replicate_simul
 
 def test_expired_url_refresh_on_404_mid_persist(layer, replicate_simulator, s3_server):
     painter(replicate_simulator, n=1)
-    client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
-    pred = client.predictions.create(model="acme/painter", input={}, wait=True)
+    pred = native_create(replicate_simulator, "acme/painter", {})
     replicate_simulator.inject_fault("status", times=1, path_prefix="/delivery/", status=404)
     out = layer.persist(pred.id)
     assert s3_bytes(s3_server, out[0])
@@ -151,9 +146,8 @@ def test_expired_url_refresh_on_404_mid_persist(layer, replicate_simulator, s3_s
 
 def test_data_removed_raises_expired_and_records_it(layer, replicate_simulator):
     painter(replicate_simulator, n=2)
-    client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
-    pred = client.predictions.create(model="acme/painter", input={"prompt": "x"}, wait=True)
-    layer.enqueue(pred.dict())
+    pred = native_create(replicate_simulator, "acme/painter", {"prompt": "x"})
+    layer.enqueue(pred)
     replicate_simulator.remove_data(pred.id)
     with pytest.raises(ExpiredDownloadUrlError) as err:
         layer.persist(pred.id)
@@ -166,8 +160,7 @@ def test_data_removed_raises_expired_and_records_it(layer, replicate_simulator):
 
 def test_expired_at_download_time_is_detected_after_refresh(layer, replicate_simulator):
     painter(replicate_simulator, n=1)
-    client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
-    pred = client.predictions.create(model="acme/painter", input={}, wait=True)
+    pred = native_create(replicate_simulator, "acme/painter", {})
     replicate_simulator.expire_urls(pred.id)  # URL dead, prediction still has it
     with pytest.raises(ExpiredDownloadUrlError, match="still failing"):
         layer.persist(pred.id)
@@ -176,13 +169,12 @@ def test_expired_at_download_time_is_detected_after_refresh(layer, replicate_sim
 
 def test_on_expired_rerun_links_the_new_prediction(layer, replicate_simulator, s3_server):
     files = painter(replicate_simulator, n=2)
-    client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
-    pred = client.predictions.create(model="acme/painter", input={"num_outputs": 1}, wait=True)
-    layer.enqueue(pred.dict())
+    pred = native_create(replicate_simulator, "acme/painter", {"num_outputs": 1})
+    layer.enqueue(pred)
     replicate_simulator.remove_data(pred.id)
     out = layer.persist(pred.id, on_expired="rerun")
     assert len(out) == 1 and hashlib.sha256(s3_bytes(s3_server, out[0])).hexdigest() == files[0].sha256()
-    reruns = layer.catalog.reruns_of(pred.id)
+    reruns = layer.catalog.predictions.reruns_of(pred.id)
     assert len(reruns) == 1 and reruns[0].input == {"num_outputs": 1}
     assert reruns[0].id != pred.id
 
@@ -245,8 +237,7 @@ def test_multipart_file_round_trip(layer, replicate_simulator, s3_server):
 
 def test_429_on_the_api_is_retried(layer, replicate_simulator):
     painter(replicate_simulator, n=1)
-    client = make_client(replicate_simulator.token, replicate_simulator.base_url, None)
-    pred = client.predictions.create(model="acme/painter", input={}, wait=True)
+    pred = native_create(replicate_simulator, "acme/painter", {})
     replicate_simulator.inject_fault(
         "status", times=2, path_prefix=f"/v1/predictions/{pred.id}", status=429, retry_after=0
     )

@@ -10,6 +10,7 @@ import hashlib
 import threading
 
 import pytest
+from native_client import native_create, native_wait
 
 from cachelayer import (
     ConfigError,
@@ -134,8 +135,7 @@ def test_urls_the_caller_holds_resolve_after_rotation(layer, replicate_simulator
         outputs=[File(b"a", filename="a.png"), File(b"b", filename="b.png")],
         hidden_version=True,
     )
-    pred = layer.client.models.predictions.create(model=("acme", "official"), input={}, wait=True)
-    pred.wait()
+    pred = native_wait(sim, native_create(sim, "acme/official"))
     held = [str(u) for u in pred.output]  # what the app stored before calling persist
     sim.rotate_urls(pred.id)
     out = layer.persist(pred)

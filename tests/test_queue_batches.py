@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,14 +19,6 @@ from cachelayer.prediction import Prediction
 from cachelayer.testing.simulator import File
 
 CREATED = datetime(2026, 11, 21, tzinfo=timezone.utc)
-
-
-@pytest.fixture
-def catalog(catalog_url: str) -> Iterator[Catalog]:
-    engine = make_engine(catalog_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 def _fill(c: Catalog, predictions: int, files: int, *, tag: str = "queuebatch") -> list[int]:

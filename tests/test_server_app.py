@@ -56,10 +56,10 @@ def test_sigterm_releases_files_in_flight_and_exits_cleanly(make_layer, served, 
     layer = make_layer()
     assert _signed_post(sim, server, sim.prediction(pid)).status_code == 200
 
-    wait_for(layer.catalog.lease_owners, what="the copy to be claimed")
+    wait_for(layer.catalog.queue.lease_owners, what="the copy to be claimed")
     assert server.stop(signal.SIGTERM) == 0
 
-    assert layer.catalog.lease_owners() == []  # released, not left to lapse
+    assert layer.catalog.queue.lease_owners() == []  # released, not left to lapse
     (row,) = layer.catalog.files_of(pid)
     assert row.status in ("pending", "stored")
     assert "released 1 file(s) in flight" in server.output() or row.status == "stored"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from urllib.parse import parse_qs, quote, urlsplit
@@ -209,3 +210,30 @@ def test_the_local_store_is_always_proxied(
         assert part.status_code == 206 and part.content == page.read()[4:8]
     finally:
         assert server.stop() == 0
+
+
+def test_a_hostile_range_header_is_refused_while_healthz_answers(gateway, replicate_simulator):
+    """Issue 17: ``Range: bytes=0-`` + 128,000 spaces + ``x`` held the event loop for
+    49 s (a backtracking regular expression); now it is refused (416) on sight and every
+    other route keeps answering."""
+    replicate_simulator.add_model("acme/painter", outputs=File(b"pixels" * 1000, filename="p.png"))
+    server, layer = gateway(CACHELAYER_GATEWAY_PROXY="1")
+    url = layer.run("acme/painter", {})
+    hostile = "bytes=0-" + " " * 128_000 + "x"
+    answers: dict[int, httpx.Response] = {}
+
+    def attack(i: int) -> None:
+        answers[i] = httpx.get(url, headers={"range": hostile}, timeout=600)
+
+    attackers = [threading.Thread(target=attack, args=(i,)) for i in range(2)]
+    for t in attackers:
+        t.start()
+    health = [httpx.get(f"{server.url}/healthz", timeout=600).status_code]
+    while any(t.is_alive() for t in attackers):
+        health.append(httpx.get(f"{server.url}/healthz", timeout=600).status_code)
+    for t in attackers:
+        t.join()
+    assert set(health) == {200}
+    assert [a.status_code for a in answers.values()] == [416, 416]
+    assert answers[0].headers["content-range"] == "bytes */6000"
+    assert httpx.get(url, headers={"range": "bytes=0-5"}).content == b"pixels"  # still served

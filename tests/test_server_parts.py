@@ -149,7 +149,7 @@ def test_deliveries_are_claimed_once_forgotten_and_pruned(state):
 
 
 def test_record_progress_never_turns_a_finished_prediction_back(state):
-    from cachelayer.catalog.queries import Catalog
+    from cachelayer.catalog import Catalog
 
     catalog = Catalog(state.engine)
     now = datetime.now(timezone.utc).isoformat()
@@ -159,7 +159,7 @@ def test_record_progress_never_turns_a_finished_prediction_back(state):
     )
     assert state.record_progress(running) is True
     assert catalog.get_prediction("p9").status == "processing"
-    catalog.record_prediction(done)
+    catalog.predictions.record(done)
     assert state.record_progress(running) is False
     rec = catalog.get_prediction("p9")
     assert rec.status == "succeeded" and rec.output == "x"

@@ -22,13 +22,14 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, Oper
 from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS
 from cachelayer.catalog.session import RETRY_OPTION
 from cachelayer.errors import CatalogUnavailableError, ConfigError
+from cachelayer.masking import mask_secrets
 
 log = logging.getLogger("cachelayer")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: The newest migration shipped (kept equal to Alembic's head by a test), so opening an
 #: up-to-date catalog costs one SELECT and does not import Alembic at all.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0006"
 #: Pooled connections beyond the caller's concurrency (heartbeat, scan and main threads).
 POOL_SPARE = 5
 #: Seconds after which a pooled PostgreSQL connection is replaced instead of reused (before
@@ -173,7 +174,7 @@ def current_revision(engine: Engine) -> str | None:
         if not isinstance(exc, OperationalError):
             raise
         raise CatalogUnavailableError(
-            f"cannot open the catalog at {engine.url.render_as_string(hide_password=True)}: "
+            f"cannot open the catalog at {mask_secrets(engine.url.render_as_string(hide_password=True))}: "
             f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
         ) from exc
 
@@ -215,8 +216,7 @@ _CREATE_LOCK = 0x6361636865  # "cache"
 
 def create_fresh(engine: Engine) -> bool:
     """Give an empty database the catalog's schema in one transaction: the tables and
-    indexes of :mod:`cachelayer.catalog.models` and :mod:`cachelayer.catalog.server_state`
-    (``create_all``) and ``alembic_version`` at
+    indexes of :mod:`cachelayer.catalog.models` (``create_all``) and ``alembic_version`` at
     :data:`HEAD_REVISION`, without importing Alembic or running every migration (as Rails'
     ``db:schema:load`` does for a new database). A test keeps the result identical to the
     migrated schema on SQLite and PostgreSQL (tests/test_catalog_db.py).
@@ -225,7 +225,6 @@ def create_fresh(engine: Engine) -> bool:
     process may have just created them: creators take turns, SQLite's ``BEGIN IMMEDIATE``
     or a PostgreSQL advisory lock) or when creation fails; the migrations then decide.
     """
-    from cachelayer.catalog import server_state  # noqa: F401 - its two tables are on Base too
     from cachelayer.catalog.models import Base
 
     sqlite = engine.dialect.name == "sqlite"

@@ -188,6 +188,22 @@ class FileRepository:
 
         return self.db.read(work)
 
+    def stored_by_key(self, key: str) -> FileRecord | None:
+        """The ``stored`` file with object key ``key``, in whichever store it was written to
+        (its ``store``), or ``None``: the gateway's lookup (index ``ix_output_files_key``).
+        Retried and reported as every read (:meth:`Database.read`)."""
+
+        def work(s: Session) -> FileRecord | None:
+            row = s.execute(
+                select(*FILE_COLUMNS)
+                .where(_T.key == key, _T.status == FileStatus.STORED)
+                .order_by(_T.id)
+                .limit(1)
+            ).first()
+            return FileRecord(**row._mapping) if row is not None else None
+
+        return self.db.read(work)
+
     def of_prediction(self, prediction_id: str) -> list[FileRecord]:
         """Every file row of a prediction, ordered by output path."""
         return self.db.read(lambda s: _files_of(s, prediction_id))

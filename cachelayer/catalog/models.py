@@ -3,7 +3,8 @@
 Shape follows Rails Active Storage: ``predictions`` says what Replicate produced,
 ``output_files`` says where each file lives now (store, key, size, sha256) and is also the
 work queue (status, lease), ``source_urls`` remembers every URL a file was ever served from
-(URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress.
+(URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress,
+``rerun_claims`` the at-most-once rerun claims.
 All times are timezone-aware UTC; sizes are bytes. Text and JSON columns apply the lossless
 rules of :mod:`cachelayer.catalog.encoding` (see :mod:`cachelayer.catalog.types`).
 
@@ -25,6 +26,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    String,
+    Text,
     UniqueConstraint,
     event,
     func,
@@ -41,8 +45,11 @@ __all__ = [
     "Checkpoint",
     "OutputFile",
     "Prediction",
+    "RerunClaimRow",
+    "ServerStateValue",
     "SourceUrl",
     "UTCDateTime",
+    "WebhookDeliveryRow",
 ]
 
 #: The values of :class:`~cachelayer.catalog.records.FileStatus`, in their documented order.
@@ -179,3 +186,48 @@ class Checkpoint(Base):
     cursor: Mapped[str | None] = mapped_column(SafeText)
     state: Mapped[Any | None] = mapped_column(SafeJSON)
     updated_at: Mapped[datetime]
+
+
+class ServerStateValue(Base):
+    """One named value shared by every process of a catalog (table ``server_state``,
+    migration 0004): the generated gateway secret."""
+
+    __tablename__ = "server_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+#: Longest ``webhook-id`` recorded (Standard Webhooks ids are ``msg_`` + 27 characters).
+MAX_WEBHOOK_ID = 255
+
+
+class WebhookDeliveryRow(Base):
+    """One accepted webhook delivery by its ``webhook-id`` (table ``webhook_deliveries``,
+    migrations 0004 and 0005): the de-duplication row and serve's inbox. ``body`` holds the
+    verified raw body until the delivery is acted on (``processed_at`` set, ``body``
+    cleared); ``error`` says why a delivery could not be acted on."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[str] = mapped_column(String(MAX_WEBHOOK_ID), primary_key=True)
+    prediction_id: Mapped[str | None] = mapped_column(String(MAX_PREDICTION_ID))
+    status: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    processed_at: Mapped[datetime | None] = mapped_column(index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RerunClaimRow(Base):
+    """A claim on rerunning a prediction whose data Replicate removed (table
+    ``rerun_claims``, revision 0006): who took it and when, and the rerun's id once
+    Replicate created it."""
+
+    __tablename__ = "rerun_claims"
+
+    prediction_id: Mapped[str] = mapped_column(safe_string(MAX_PREDICTION_ID), primary_key=True)
+    owner: Mapped[str] = mapped_column(safe_string(64))
+    claimed_at: Mapped[datetime]
+    rerun_id: Mapped[str | None] = mapped_column(safe_string(MAX_PREDICTION_ID))

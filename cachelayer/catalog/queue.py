@@ -157,50 +157,38 @@ class QueueRepository:
 
     def release_leases(self, owners: Iterable[str]) -> int:
         """Drop the leases of ``owners`` (processes known to be dead); returns how many."""
-        names = list(owners)
-
-        def work(s: Connection) -> int:
-            n = 0
-            for chunk in chunked(names):
-                result = s.execute(
-                    update(OutputFile)
-                    .where(OutputFile.lease_owner.in_(chunk))
-                    .values(lease_owner=None, lease_expires_at=None)
-                    .execution_options(synchronize_session=False)
-                )
-                n += int(result.rowcount)
-            return n
-
-        return self._write(work) if names else 0
+        return self._update_chunks(OutputFile.lease_owner, owners, lease_owner=None, lease_expires_at=None)
 
     def release(self, file_ids: Iterable[int], owner: str) -> int:
         """Give back files ``owner`` claimed and never started: the lease is dropped and
         the claim's ``attempts`` increment undone. Returns how many."""
-        ids = list(file_ids)
+        return self._update_chunks(
+            OutputFile.id,
+            file_ids,
+            OutputFile.lease_owner == owner,
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=OutputFile.attempts - 1,
+        )
+
+    def _update_chunks(self, column: Any, items: Iterable[Any], *conds: Any, **values: Any) -> int:
+        """``UPDATE output_files SET values WHERE column IN items AND conds`` in chunks, one
+        transaction; returns how many rows changed."""
+        keys = list(items)
 
         def work(s: Connection) -> int:
             n = 0
-            for chunk in chunked(ids):
-                result = s.execute(
-                    update(OutputFile)
-                    .where(OutputFile.id.in_(chunk), OutputFile.lease_owner == owner)
-                    .values(lease_owner=None, lease_expires_at=None, attempts=OutputFile.attempts - 1)
-                    .execution_options(synchronize_session=False)
-                )
-                n += int(result.rowcount)
+            for chunk in chunked(keys):
+                stmt = update(OutputFile).where(column.in_(chunk), *conds).values(**values)
+                n += int(s.execute(stmt.execution_options(synchronize_session=False)).rowcount)
             return n
 
-        return self._write(work) if ids else 0
+        return self._write(work) if keys else 0
 
     def lease_owners(self) -> list[str]:
         """Distinct owners currently holding a lease (live or lapsed)."""
-        return self.db.read(
-            lambda s: list(
-                s.scalars(
-                    select(OutputFile.lease_owner).where(OutputFile.lease_owner.is_not(None)).distinct()
-                )
-            )
-        )
+        stmt = select(OutputFile.lease_owner).where(OutputFile.lease_owner.is_not(None)).distinct()
+        return self.db.read(lambda s: list(s.scalars(stmt)))
 
     # ---- outcomes -------------------------------------------------------------------------
 
@@ -336,6 +324,13 @@ class QueueRepository:
             )
             .values(status=FileStatus.EXPIRED, last_error=error[:MAX_ERROR_CHARS])
         )
+
+    def requeue_failed(self) -> int:
+        """Put every ``failed`` file back in the queue (``pending``, attempts reset, error
+        kept until the next attempt), e.g. after a setting was fixed. Returns how many."""
+        reset = {"attempts": 0, "available_at": None, "lease_owner": None, "lease_expires_at": None}
+        failed = OutputFile.status == FileStatus.FAILED
+        return self._rowcount(update(OutputFile).where(failed).values(status=FileStatus.PENDING, **reset))
 
     def mark_unverified(
         self, file_id: int, *, status: str | FileStatus, error: str, expected_sha256: str | None = None

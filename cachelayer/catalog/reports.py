@@ -149,6 +149,17 @@ class ReportRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def file_totals(self) -> dict[str, tuple[int, int]]:
+        """``{status: (files, bytes)}`` over every output file (bytes: the recorded sizes;
+        one ``GROUP BY status``, for ``/metrics``). Retried as every read."""
+
+        def work(s: Session) -> dict[str, tuple[int, int]]:
+            total = func.coalesce(func.sum(OutputFile.size), 0)
+            rows = s.execute(select(OutputFile.status, func.count(), total).group_by(OutputFile.status))
+            return {str(status): (int(n), int(size or 0)) for status, n, size in rows}
+
+        return self.db.read(work)
+
     def list_files(
         self, where: FileFilter | None = None, *, limit: int = 50, cursor: str | None = None
     ) -> Page:

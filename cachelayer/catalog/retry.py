@@ -18,13 +18,21 @@ retried. A transaction that fails is rolled back whole, so a retry re-runs it fr
 start: every catalog transaction is written to be idempotent or harmless to repeat (an
 upsert, an insert that ignores conflicts, an update guarded by the row's current state).
 Past the budget :class:`~cachelayer.errors.CatalogOutageError` is raised (one line).
+
+:func:`retry_deadline` shortens the budget of every retry inside a block to a point in time
+(nested blocks keep the earlier one): an HTTP route answers ``503`` after a few seconds
+rather than holding its client for the full budget, and shutdown releases what it can
+within its grace rather than retrying against a catalog that is down.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
@@ -40,7 +48,7 @@ from tenacity import (
 from cachelayer.config import DEFAULT_DB_RETRY_SECONDS
 from cachelayer.errors import CatalogOutageError
 
-__all__ = ["DEFAULT_RETRY_SECONDS", "first_line", "is_transient", "run_with_retries"]
+__all__ = ["DEFAULT_RETRY_SECONDS", "first_line", "is_transient", "retry_deadline", "run_with_retries"]
 
 log = logging.getLogger("cachelayer")
 
@@ -58,6 +66,25 @@ _SQLITE_TEXTS = (
 )
 
 T = TypeVar("T")
+
+#: ``time.monotonic()`` past which no retry of this context starts another attempt.
+_deadline: ContextVar[float | None] = ContextVar("cachelayer_retry_deadline", default=None)
+
+
+@contextlib.contextmanager
+def retry_deadline(seconds: float) -> Iterator[None]:
+    """Within the block (this thread or task, and what it copies its context to), every
+    :func:`run_with_retries` gives up at most ``seconds`` from now (or at the deadline of an
+    enclosing block, if earlier), raising :class:`~cachelayer.errors.CatalogOutageError`
+    as it does past its own budget. An attempt under way is not interrupted: the last one
+    may start just before the deadline and end one connect timeout or 2 s of backoff after it."""
+    deadline = time.monotonic() + max(0.0, seconds)
+    outer = _deadline.get()
+    token = _deadline.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -103,13 +130,22 @@ def _log_retry(state: RetryCallState) -> None:
 
 def run_with_retries(fn: Callable[[], T], budget: float) -> T:
     """``fn()``, retried while it raises a transient error, for at most ``budget`` seconds
-    (a last attempt may start just before the budget ends). Raises
-    :class:`~cachelayer.errors.CatalogOutageError` past the budget and re-raises any other
-    exception unchanged."""
+    (a last attempt may start just before the budget ends; a :func:`retry_deadline` around
+    the call may end it sooner). Raises :class:`~cachelayer.errors.CatalogOutageError` past
+    the budget and re-raises any other exception unchanged."""
+    deadline = _deadline.get()
+    if deadline is not None:
+        budget = min(budget, max(0.0, deadline - time.monotonic()))
+    budget = max(0.0, budget)
+    backoff = wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.1)
+
+    def wait(state: RetryCallState) -> float:  # never sleep past the budget
+        return min(backoff(state), max(0.0, budget - (state.seconds_since_start or 0.0)))
+
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_delay(max(0.0, budget)),
-        wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.1),
+        stop=stop_after_delay(budget),
+        wait=wait,
         before_sleep=_log_retry,
         reraise=True,
     )
@@ -119,5 +155,6 @@ def run_with_retries(fn: Callable[[], T], budget: float) -> T:
         if not is_transient(exc):
             raise
         raise CatalogOutageError(
-            f"the catalog did not answer for {budget:g} s (CACHELAYER_DB_RETRY_SECONDS): {first_line(exc)}"
+            f"the catalog did not answer for {round(budget, 1):g} s "
+            f"(CACHELAYER_DB_RETRY_SECONDS): {first_line(exc)}"
         ) from exc

@@ -1,75 +1,76 @@
-"""Catalog tables and queries of ``cachelayer serve``: shared server state and webhook
-deliveries (migration ``0003``; documented in ``docs/SCHEMA.md``).
+"""Catalog queries of ``cachelayer serve``: shared server state, webhook deliveries (the
+de-duplication rows and the inbox) and file totals. The tables live in
+:mod:`cachelayer.catalog.models` (``server_state``, ``webhook_deliveries``; migrations
+``0004`` and ``0005``; documented in ``docs/SCHEMA.md``).
 
 * ``server_state``: small named values every process sharing the catalog must agree on;
   today the generated gateway secret (``gateway_secret``).
 * ``webhook_deliveries``: the ``webhook-id`` of every accepted webhook delivery, so a
-  redelivery (Standard Webhooks keeps the id across retries) is acknowledged and ignored.
+  redelivery (Standard Webhooks keeps the id across retries) is acknowledged and ignored;
+  a delivery ``serve`` acknowledged but has not acted on yet keeps its body there (the
+  inbox, drained by :class:`cachelayer.webhooks.WebhookInbox`).
 
-Plus the one query the gateway needs on ``output_files``: the stored file with a given key
-(indexed by ``ix_output_files_key``).
+Every statement runs through the catalog's one :class:`~cachelayer.catalog.session.Database`,
+so transient errors are retried within its budget and none leaves as a SQLAlchemy error:
+:class:`~cachelayer.errors.CatalogOutageError` past the budget,
+:class:`~cachelayer.errors.CatalogWriteError` / :class:`~cachelayer.errors.CatalogError`
+otherwise.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, Text, delete, func, select
-from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+from sqlalchemy import Engine, delete, func, select, update
 
-from cachelayer.catalog.models import Base, OutputFile
+from cachelayer.catalog.models import (
+    MAX_WEBHOOK_ID,
+    OutputFile,
+    ServerStateValue,
+    WebhookDeliveryRow,
+)
 from cachelayer.catalog.models import Prediction as PredictionRow
 from cachelayer.catalog.predictions import prediction_values
-from cachelayer.catalog.records import FileRecord
-from cachelayer.catalog.session import dialect_insert
+from cachelayer.catalog.session import Database, utcnow
 from cachelayer.prediction import Prediction
 
-__all__ = ["GATEWAY_SECRET", "ServerState", "ServerStateValue", "WebhookDeliveryRow", "gateway_secret"]
+__all__ = [
+    "GATEWAY_SECRET",
+    "InboxDelivery",
+    "ServerState",
+    "ServerStateValue",
+    "WebhookDeliveryRow",
+    "gateway_secret",
+]
 
 _TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 
 #: Name of the generated gateway secret in ``server_state``.
 GATEWAY_SECRET = "gateway_secret"
 
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+_DELIVERIES = WebhookDeliveryRow.__table__
 
 
-class ServerStateValue(Base):
-    """One named value shared by every process of a catalog (table ``server_state``)."""
+@dataclass(frozen=True)
+class InboxDelivery:
+    """A delivery in the inbox: its ``webhook_id`` and the verified raw ``body`` (bytes)."""
 
-    __tablename__ = "server_state"
-
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime]
-
-
-class WebhookDeliveryRow(Base):
-    """One accepted webhook delivery, by its ``webhook-id`` (table ``webhook_deliveries``)."""
-
-    __tablename__ = "webhook_deliveries"
-
-    webhook_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    prediction_id: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str | None] = mapped_column(String(16))
-    received_at: Mapped[datetime] = mapped_column(index=True)
+    webhook_id: str
+    body: bytes
 
 
 class ServerState:
-    """Named queries over ``server_state``, ``webhook_deliveries`` and the gateway's lookup
-    of ``output_files``. Thread-safe; every method is one short transaction."""
+    """Named queries over ``server_state``, ``webhook_deliveries`` and totals of
+    ``output_files``. ``db``: the catalog's :class:`Database` (or an engine, wrapped in
+    one with the engine's retry budget). Thread-safe; every method is one short transaction."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
-
-    def _insert(self, model: Any) -> Any:
-        return dialect_insert(self.engine.dialect.name, model.__table__)
+    def __init__(self, db: Database | Engine) -> None:
+        self.db = db if isinstance(db, Database) else Database(db)
+        self.engine = self.db.engine
 
     # ---- named values -------------------------------------------------------------------
 
@@ -77,13 +78,16 @@ class ServerState:
         """The value stored under ``name``; stores ``value`` first if there is none. Every
         process racing here gets the same answer (the first insert wins)."""
         stmt = (
-            self._insert(ServerStateValue)
-            .values(name=name, value=value, created_at=_utcnow())
+            self.db.insert(ServerStateValue)
+            .values(name=name, value=value, created_at=utcnow())
             .on_conflict_do_nothing(index_elements=["name"])
         )
-        with self.sessions.begin() as s:
+
+        def work(s: Any) -> str:
             s.execute(stmt)
             return str(s.scalar(select(ServerStateValue.value).where(ServerStateValue.name == name)))
+
+        return self.db.write(work)
 
     # ---- predictions in progress ----------------------------------------------------------
 
@@ -96,7 +100,7 @@ class ServerState:
         :class:`~cachelayer.errors.CatalogWriteError` as :meth:`PredictionRepository.record`."""
         values = prediction_values(prediction)  # the same row as every other writer
         table = PredictionRow.__table__
-        stmt = self._insert(PredictionRow).values(**values)
+        stmt = self.db.insert(PredictionRow).values(**values)
         ex = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
@@ -112,62 +116,94 @@ class ServerState:
             },
             where=table.c.status.not_in(_TERMINAL),
         ).returning(table.c.id)
-        with self.sessions.begin() as s:
-            return s.execute(stmt).first() is not None
+        return self.db.write_statement(
+            lambda c: c.execute(stmt).first() is not None, prediction_id=prediction.id
+        )
 
     # ---- webhook deliveries ---------------------------------------------------------------
 
-    def claim_delivery(self, webhook_id: str, prediction_id: str | None, status: str | None) -> bool:
-        """Record ``webhook_id`` as received; ``False`` if it was already (a redelivery)."""
+    def claim_delivery(
+        self, webhook_id: str, prediction_id: str | None, status: str | None, body: bytes | None = None
+    ) -> bool:
+        """Record ``webhook_id`` as received, in one statement; ``False`` if it was already
+        (a redelivery). With ``body`` (the verified raw body) the delivery goes to the inbox,
+        to be acted on later (:meth:`inbox`, :meth:`mark_processed`); without, it is recorded
+        as acted on now. Ids are recorded as given: callers check their lengths
+        (``webhook_id`` at most 255 characters, ``prediction_id`` 64, ``status`` 16)."""
+        now = utcnow()
         stmt = (
-            self._insert(WebhookDeliveryRow)
+            self.db.insert(WebhookDeliveryRow)
             .values(
-                webhook_id=webhook_id[:255],
-                prediction_id=(prediction_id or None) and prediction_id[:64],
-                status=(status or None) and status[:16],
-                received_at=_utcnow(),
+                webhook_id=webhook_id[:MAX_WEBHOOK_ID],
+                prediction_id=prediction_id or None,
+                status=status or None,
+                received_at=now,
+                body=body,
+                processed_at=None if body is not None else now,
             )
             .on_conflict_do_nothing(index_elements=["webhook_id"])
-            .returning(WebhookDeliveryRow.__table__.c.webhook_id)
+            .returning(_DELIVERIES.c.webhook_id)
         )
-        with self.sessions.begin() as s:  # RETURNING: rowcount is unreliable for DO NOTHING
-            return s.execute(stmt).first() is not None
+        # RETURNING: rowcount is unreliable for DO NOTHING
+        return self.db.write_statement(
+            lambda c: c.execute(stmt).first() is not None, prediction_id=prediction_id
+        )
 
     def forget_delivery(self, webhook_id: str) -> None:
         """Drop a claimed delivery whose handling failed, so its redelivery is processed."""
-        with self.sessions.begin() as s:
-            s.execute(delete(WebhookDeliveryRow).where(WebhookDeliveryRow.webhook_id == webhook_id[:255]))
+        stmt = delete(WebhookDeliveryRow).where(WebhookDeliveryRow.webhook_id == webhook_id[:MAX_WEBHOOK_ID])
+        self.db.write_statement(lambda c: c.execute(stmt))
+
+    def inbox(self, limit: int = 100, received_before: datetime | None = None) -> list[str]:
+        """``webhook_id`` of up to ``limit`` deliveries not yet acted on, oldest first
+        (received before ``received_before``, if given)."""
+        query = select(WebhookDeliveryRow.webhook_id).where(WebhookDeliveryRow.processed_at.is_(None))
+        if received_before is not None:
+            query = query.where(WebhookDeliveryRow.received_at < received_before)
+        query = query.order_by(WebhookDeliveryRow.received_at).limit(limit)
+        return self.db.read(lambda s: [str(w) for w in s.scalars(query)])
+
+    def inbox_delivery(self, webhook_id: str) -> InboxDelivery | None:
+        """The delivery ``webhook_id`` if it is still in the inbox (not acted on), else ``None``."""
+        query = select(WebhookDeliveryRow.body).where(
+            WebhookDeliveryRow.webhook_id == webhook_id, WebhookDeliveryRow.processed_at.is_(None)
+        )
+        body = self.db.read(lambda s: s.scalar(query))
+        return None if body is None else InboxDelivery(webhook_id, bytes(body))
+
+    def mark_processed(self, webhook_id: str, error: str | None = None) -> None:
+        """Take a delivery out of the inbox (acted on, or ``error`` saying why it cannot be);
+        its body is dropped, its id kept for de-duplication."""
+        stmt = (
+            update(WebhookDeliveryRow)
+            .where(WebhookDeliveryRow.webhook_id == webhook_id)
+            .values(processed_at=utcnow(), body=None, error=error)
+        )
+        self.db.write_statement(lambda c: c.execute(stmt))
 
     def prune_deliveries(self, older_than_seconds: float) -> int:
-        """Delete deliveries received more than ``older_than_seconds`` ago; returns how many."""
-        cutoff = _utcnow() - timedelta(seconds=older_than_seconds)
-        with self.sessions.begin() as s:
-            result = s.execute(delete(WebhookDeliveryRow).where(WebhookDeliveryRow.received_at < cutoff))
-            return int(result.rowcount)  # type: ignore[attr-defined]
+        """Delete deliveries acted on and received more than ``older_than_seconds`` ago;
+        returns how many."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        stmt = delete(WebhookDeliveryRow).where(
+            WebhookDeliveryRow.received_at < cutoff, WebhookDeliveryRow.processed_at.is_not(None)
+        )
+        return self.db.write_statement(lambda c: int(c.execute(stmt).rowcount))
 
     def delivery_count(self) -> int:
         """Number of remembered deliveries."""
-        with self.sessions() as s:
-            return int(s.scalar(select(func.count()).select_from(WebhookDeliveryRow)) or 0)
+        query = select(func.count()).select_from(WebhookDeliveryRow)
+        return self.db.read(lambda s: int(s.scalar(query) or 0))
 
-    # ---- the gateway ------------------------------------------------------------------------
-
-    def stored_file(self, key: str, store: str | None = None) -> FileRecord | None:
-        """The ``stored`` file with object key ``key`` in any store (its ``store`` column says
-        which), or only in ``store`` (its URI, e.g. ``s3://bucket``); ``None`` if there is none."""
-        where = [OutputFile.key == key, OutputFile.status == "stored"]
-        if store is not None:
-            where.append(OutputFile.store == store)
-        with self.sessions() as s:
-            row = s.scalars(select(OutputFile).where(*where).order_by(OutputFile.id).limit(1)).first()
-            return FileRecord.of(row) if row is not None else None
+    # ---- output files -----------------------------------------------------------------------
 
     def file_totals(self) -> dict[str, tuple[int, int]]:
         """``{status: (files, bytes)}`` over every output file (bytes of recorded sizes)."""
-        with self.sessions() as s:
-            total = func.coalesce(func.sum(OutputFile.size), 0)
-            rows = s.execute(select(OutputFile.status, func.count(), total).group_by(OutputFile.status))
-            return {str(status): (int(n), int(size or 0)) for status, n, size in rows}
+        total = func.coalesce(func.sum(OutputFile.size), 0)
+        query = select(OutputFile.status, func.count(), total).group_by(OutputFile.status)
+        return self.db.read(
+            lambda s: {str(status): (int(n), int(size or 0)) for status, n, size in s.execute(query)}
+        )
 
 
 _secrets: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
@@ -179,8 +215,8 @@ def gateway_secret(engine: Engine, configured: str | None) -> bytes:
     else the secret generated once and kept in the catalog's ``server_state`` (created on
     first use, so every process sharing the catalog agrees). Cached per engine.
 
-    Raises :class:`~cachelayer.errors.CatalogUnavailableError`-style SQLAlchemy errors only
-    when the catalog cannot be read."""
+    Raises :class:`~cachelayer.errors.CatalogOutageError` or
+    :class:`~cachelayer.errors.CatalogError` only when the catalog cannot be read."""
     from cachelayer.gateway_urls import new_secret, secret_bytes
 
     if configured:

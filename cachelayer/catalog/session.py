@@ -76,6 +76,11 @@ class Database:
             retry_seconds = float(engine.get_execution_options().get(RETRY_OPTION, DEFAULT_RETRY_SECONDS))
         self.retry_seconds = retry_seconds
 
+    def within(self, seconds: float) -> Database:
+        """This database with a retry budget of at most ``seconds`` (a route that must
+        answer soon: the webhook acknowledgement)."""
+        return Database(self.engine, retry_seconds=min(self.retry_seconds, seconds))
+
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""

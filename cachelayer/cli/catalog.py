@@ -30,7 +30,7 @@ from typing import Any, TextIO
 
 import click
 
-from cachelayer.catalog.records import FileRecord
+from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.cli.formatting import Column, write_fields, write_json, write_records
 from cachelayer.cli.options import filter_options, format_option, open_layer, settings_options, time_options
 from cachelayer.errors import CacheLayerError, ConfigError
@@ -108,7 +108,7 @@ def _open(options: dict[str, Any]) -> Any:
 
 def _file_dict(layer: Any, rec: FileRecord) -> dict[str, Any]:
     d = rec.to_dict()
-    d["durable_url"] = layer.durable_url(rec) if rec.status == "stored" else None
+    d["durable_url"] = layer.durable_url(rec) if rec.status == FileStatus.STORED else None
     return d
 
 

@@ -6,6 +6,7 @@ import click
 
 from cachelayer.cli.options import database_option, require_catalog
 from cachelayer.errors import ConfigError
+from cachelayer.masking import mask_secrets
 
 __all__ = ["db"]
 
@@ -32,9 +33,8 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
             before, after = upgrade(engine, revision)
         except CommandError as exc:  # unknown or backwards --revision (Alembic's own check)
             raise ConfigError(f"--revision {revision!r}: {exc}") from None
-        click.echo(
-            f"catalog {engine.url.render_as_string(hide_password=True)}: {before or 'empty'} -> {after}"
-        )
+        shown = mask_secrets(engine.url.render_as_string(hide_password=True))
+        click.echo(f"catalog {shown}: {before or 'empty'} -> {after}")
     finally:
         engine.dispose()
 

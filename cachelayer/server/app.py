@@ -3,9 +3,11 @@
 Routes:
 
 ==================================  =========================================================
-``POST /webhooks/replicate``         Replicate's webhook: verified (Standard Webhooks), de-duplicated
-                                     by ``webhook-id``, recorded, files queued; answered at once
-                                     (see :mod:`cachelayer.webhooks`).
+``POST /webhooks/replicate``         Replicate's webhook: headers checked before the body is read,
+                                     the body verified as it streams (Standard Webhooks), answered
+                                     after one write (the de-duplication row holding the body);
+                                     recorded and queued from that inbox by a background thread
+                                     (see :mod:`cachelayer.webhooks`, :mod:`cachelayer.webhook_inbox`).
 ``GET|HEAD /files/{sig}/{key}``      the gateway (see :mod:`cachelayer.server.gateway`).
 ``GET /healthz``                     ``200 {"status": "ok"}`` when the catalog answers, else 503.
 ``GET /metrics``                     Prometheus text (see :mod:`cachelayer.server.metrics`).
@@ -26,6 +28,7 @@ the first one).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
@@ -35,22 +38,44 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from cachelayer.catalog.retry import retry_deadline, run_with_retries
 from cachelayer.errors import CacheLayerError, WebhookVerificationError
 from cachelayer.server.gateway import Gateway
 from cachelayer.server.metrics import CONTENT_TYPE, ServerMetrics
-from cachelayer.webhooks import MAX_BODY_BYTES
+from cachelayer.server.outage import (
+    EXCEPTION_HANDLERS,
+    PROBE_RETRY_SECONDS,
+    RouteDeadline,
+    describe,
+    retry_after,
+    route_deadline,
+)
+from cachelayer.webhooks import (
+    MAX_UNVERIFIED_BODIES,
+    UNVERIFIED_WAIT_SECONDS,
+    SignatureCheck,
+    parse_signed_headers,
+    read_signed_body,
+)
 
 if TYPE_CHECKING:
     from cachelayer.layer import CacheLayer
     from cachelayer.sweep import SweepSummary
+    from cachelayer.webhook_inbox import WebhookInbox
+    from cachelayer.webhooks import WebhookOutcome, WebhookReceiver
 
 log = logging.getLogger("cachelayer.server")
 
-__all__ = ["Service", "create_app"]
+__all__ = ["RELEASE_SECONDS", "Service", "create_app"]
+
+#: Seconds shutdown gives the release of this process's leases at least, when the grace
+#: was spent waiting for files in flight.
+RELEASE_SECONDS = 1.0
 
 
 class Service:
@@ -70,13 +95,11 @@ class Service:
     def __init__(
         self, layer: CacheLayer, *, workers: int, grace: float, sweep_interval: float | None = None
     ) -> None:
-        from cachelayer.catalog.server_state import ServerState
-
         self.layer = layer
         self.workers = workers
         self.grace = grace
         self.metrics = ServerMetrics(
-            lambda: ServerState(layer.engine).file_totals(),
+            lambda: layer.catalog.reports.file_totals(),
             lambda: layer.catalog.queue.count_unleased_pending(),
         )
         self.gateway = Gateway(layer, self.metrics)
@@ -87,6 +110,9 @@ class Service:
         self._sweep_stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.sweep_ok_at: float | None = None  # time.monotonic() of the last completed pass
+        # webhooks: bodies read before their signature is known, and the inbox thread
+        self._unverified = asyncio.Semaphore(MAX_UNVERIFIED_BODIES)
+        self._inbox: WebhookInbox | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -119,15 +145,28 @@ class Service:
     def stop_workers(self) -> int:
         """Stop the copy threads: wait up to ``grace`` seconds for files in flight, then
         release this process's leases (files still in flight go back to ``pending`` for any
-        worker). Returns how many leases were released. Blocking."""
+        worker). Returns how many leases were released. Blocking; ends within ``grace``
+        seconds (at least :data:`RELEASE_SECONDS` for the release) plus one catalog attempt
+        whatever is down: when the catalog does not answer in time the leases are left to
+        lapse after ``CACHELAYER_LEASE_SECONDS``, and any worker then takes the files over."""
         thread = self._thread
         if thread is None:
             return 0
+        ends = time.monotonic() + self.grace
         self._stop.set()
         thread.join(self.grace)
         released = 0
         if "copier" in self.layer.__dict__:
-            released = self.layer.catalog.queue.release_leases([self.layer.owner])
+            try:
+                with retry_deadline(max(RELEASE_SECONDS, ends - time.monotonic())):
+                    released = self.layer.catalog.queue.release_leases([self.layer.owner])
+            except CacheLayerError as exc:
+                log.warning(
+                    "shutdown: leases not released (%s); they lapse within %g s and the files go "
+                    "to the next worker",
+                    describe(exc),
+                    self.layer.settings.lease_seconds,
+                )
         if thread.is_alive() or released:
             log.warning("shutdown: released %d file(s) in flight back to the queue", released)
         self._thread = None
@@ -202,54 +241,110 @@ class Service:
         at = self.sweep_ok_at
         return None if at is None else {"last_ok_age_seconds": round(time.monotonic() - at, 3)}
 
+    # ---- the webhook inbox ----------------------------------------------------------------
+
+    def start_inbox(self) -> None:
+        """Start the thread acting on acknowledged webhook deliveries (recording, queueing);
+        it runs whatever ``workers`` is, takes over what a crash left in the inbox at once,
+        and is also started by the first delivery (an app mounted in another). Idempotent."""
+        self._inbox_of(self.layer.webhooks)
+
+    def stop_inbox(self) -> None:
+        """Stop the inbox threads, waiting at most 1 s (or ``grace``, if shorter) for the
+        deliveries in hand: whatever is not finished stays in the inbox (a recording cut
+        short is rolled back) and is acted on at the next start. Blocking."""
+        if self._inbox is not None and not self._inbox.stop(min(self.grace, 1.0)):
+            log.warning("shutdown: the webhook inbox thread is still acting on a delivery")
+
+    def _inbox_of(self, receiver: WebhookReceiver) -> WebhookInbox:
+        if self._inbox is None:
+            from cachelayer.webhook_inbox import WebhookInbox
+
+            self._inbox = WebhookInbox(receiver, self._count_outcome)
+        self._inbox.start()
+        return self._inbox
+
+    def _count_outcome(self, outcome: WebhookOutcome) -> None:
+        self.metrics.webhook_deliveries.labels("queued" if outcome.files else "recorded").inc()
+
     # ---- routes ---------------------------------------------------------------------------
 
     async def webhook(self, request: Request) -> Response:
-        declared = request.headers.get("content-length", "")
-        body = bytearray()
-        too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
-        if not too_large:
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    too_large = True
-                    break
-        if too_large:
-            return self._reject(WebhookVerificationError("too_large", "webhook body too large", 413))
+        """``POST /webhooks/replicate``: the signature headers are checked before any of the
+        body is read; the body is verified as it streams into a bounded spool (at most
+        ``MAX_UNVERIFIED_BODIES`` at once, else ``503`` with ``Retry-After``); a verified
+        delivery is answered after one write into the inbox, which :meth:`start_inbox`'s
+        thread then acts on. ``400``/``401``/``413`` refusals, ``503`` when the secret or the
+        catalog cannot be reached."""
+        receiver = self.layer.webhooks
+        spool = None
         try:
-            outcome = await run_in_threadpool(self.layer.handle_webhook, request.headers, bytes(body))
+            signed = parse_signed_headers(request.headers)
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > receiver.max_body_bytes:
+                raise WebhookVerificationError("too_large", "webhook body too large", 413)
+            key = receiver.cached_key() or await run_in_threadpool(receiver.key)  # read from Replicate once
+            check = SignatureCheck(key, signed)
+            try:
+                await asyncio.wait_for(self._unverified.acquire(), UNVERIFIED_WAIT_SECONDS)
+            except asyncio.TimeoutError:
+                return self._unavailable("busy", "too many webhook bodies in flight")
+            try:
+                spool = await read_signed_body(request.stream(), check, receiver.max_body_bytes)
+            finally:
+                self._unverified.release()
+            outcome = await run_in_threadpool(receiver.accept, check, spool)
         except WebhookVerificationError as exc:
             return self._reject(exc)
-        except CacheLayerError as exc:  # secret unreadable, catalog down: let Replicate retry
-            log.error("webhook not handled: %s", exc)
-            self.metrics.webhook_rejections.labels("unavailable").inc()
-            return JSONResponse({"error": "unavailable", "detail": str(exc)}, 503)
-        kind = "duplicate" if outcome.duplicate else ("queued" if outcome.files else "recorded")
-        self.metrics.webhook_deliveries.labels(kind).inc()
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except (CacheLayerError, OSError) as exc:  # secret unreadable, catalog down, spool disk full
+            return self._unavailable("unavailable", str(exc))
+        finally:
+            if spool is not None:
+                spool.close()
+        if outcome.duplicate:
+            self.metrics.webhook_deliveries.labels("duplicate").inc()
+        else:
+            self._inbox_of(receiver).notify(outcome)
         return JSONResponse(outcome.to_dict(), 200)
+
+    def _unavailable(self, reason: str, detail: str) -> Response:
+        log.error("webhook not handled: %s", detail)
+        self.metrics.webhook_rejections.labels(reason).inc()
+        body = {"error": "unavailable", "detail": " ".join(detail.split())[:300]}
+        return JSONResponse(body, 503, headers={"retry-after": "5"})
 
     def _reject(self, exc: WebhookVerificationError) -> Response:
         log.warning("webhook refused (%s): %s", exc.reason, exc)
         self.metrics.webhook_rejections.labels(exc.reason).inc()
         return JSONResponse({"error": exc.reason, "detail": str(exc)}, exc.status)
 
+    def _ping(self) -> None:
+        """``SELECT 1`` on the catalog, retried for up to ``PROBE_RETRY_SECONDS``."""
+        with route_deadline(PROBE_RETRY_SECONDS):
+            run_with_retries(lambda: self.layer.catalog.ping(), self.layer.settings.db_retry_seconds)
+
     async def healthz(self, request: Request) -> Response:
         try:
-            await run_in_threadpool(self.layer.catalog.ping)
-        except Exception as exc:
-            detail = " ".join(str(exc).split())[:300]
+            await run_in_threadpool(self._ping)
+        except Exception as exc:  # whatever the catalog raised: report it, never a 500
             body = {
                 "status": "unavailable",
-                "catalog": detail,
+                "catalog": describe(exc),
                 "workers": self.workers_state,
                 "sweep": self.sweep_health,
             }
-            return JSONResponse(body, 503)
+            return JSONResponse(body, 503, headers=retry_after())
         body = {"status": "ok", "catalog": "ok", "workers": self.workers_state, "sweep": self.sweep_health}
         return JSONResponse(body)
 
+    def _render_metrics(self) -> bytes:
+        with route_deadline(PROBE_RETRY_SECONDS):  # cachelayer_catalog_up 0 past it
+            return self.metrics.render()
+
     async def metrics_route(self, request: Request) -> Response:
-        body = await run_in_threadpool(self.metrics.render)
+        body = await run_in_threadpool(self._render_metrics)
         return Response(body, 200, media_type=CONTENT_TYPE)
 
 
@@ -282,11 +377,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(service.warm)
         service.start_workers()
+        service.start_inbox()
         service.start_sweeper()
         try:
             yield
         finally:
             await run_in_threadpool(service.stop_sweeper)
+            await run_in_threadpool(service.stop_inbox)
             await run_in_threadpool(service.stop_workers)
 
     app = Starlette(
@@ -297,6 +394,8 @@ def create_app(
             Route("/metrics", service.metrics_route, methods=["GET"]),
         ],
         lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RouteDeadline)],
     )
     app.state.cachelayer = service
     return app

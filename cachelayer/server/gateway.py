@@ -28,18 +28,19 @@ file ``404``; neither reaches the store. Lookups by key are cached in memory for
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cachelayer import gateway_urls
 from cachelayer.errors import CacheLayerError
+from cachelayer.server.outage import describe, retry_after
 
 if TYPE_CHECKING:
     from cachelayer.layer import CacheLayer
@@ -47,26 +48,43 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cachelayer.server")
 
-__all__ = ["Gateway", "parse_range"]
+__all__ = ["MAX_RANGE_HEADER", "Gateway", "parse_range"]
 
 #: Bytes read from the store per chunk when proxying.
 CHUNK = 256 * 1024
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 _SECURITY = {"x-content-type-options": "nosniff"}
+
+
+#: Longest ``Range`` header read, in characters. Real clients send a few dozen; a longer
+#: one is refused with ``416`` before any parsing (RFC 9110 section 14.2 lets a server
+#: refuse or ignore a range set it finds unreasonable).
+MAX_RANGE_HEADER = 1024
+_OWS = " \t"  # RFC 9110 section 5.6.3: optional whitespace is SP / HTAB
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """The byte range ``(first, last)`` (inclusive) a ``Range`` header asks of a
     ``size``-byte object; ``None`` to send the whole object (no header, a malformed one, or
-    several ranges, which RFC 9110 lets a server ignore); ``"unsatisfiable"`` when the range
-    starts past the end (answer ``416``)."""
+    several ranges, which RFC 9110 section 14.2 lets a server ignore); ``"unsatisfiable"``
+    when the range starts past the end or the header is longer than
+    :data:`MAX_RANGE_HEADER` characters (answer ``416``).
+
+    Plain string operations in time linear in the header (no regular expression: a
+    backtracking one took 49 s of the event loop on 128 kB of spaces, issue 17)."""
     if not header:
         return None
-    m = _RANGE.match(header)
-    if m is None:
+    if len(header) > MAX_RANGE_HEADER:
+        return "unsatisfiable"
+    unit, eq, spec = header.partition("=")
+    if not eq or unit.strip(_OWS).lower() != "bytes":
         return None
-    first, last = m.group(1), m.group(2)
-    if not first and not last:
+    first, dash, last = spec.partition("-")
+    first, last = first.strip(_OWS), last.strip(_OWS)
+    if not dash or not (first or last) or not all(_digits(t) for t in (first, last) if t):
         return None
     if not first:  # suffix: the last N bytes
         n = int(last)
@@ -115,19 +133,23 @@ class Gateway:
         self.reuse = s.presign_ttl // 4
         self.cache_control = s.cache_control or "public, max-age=31536000, immutable"
         self._secret: bytes | None = None
-        self._state: Any = None
         self._meta: dict[str, tuple[float, _Meta | None]] = {}
         self._signed: dict[str, tuple[float, str]] = {}
 
     # ---- parts ----------------------------------------------------------------------------
 
     def _prepare_sync(self) -> None:
-        from cachelayer.catalog.server_state import ServerState, gateway_secret
+        """Build the configured store and read the secret (retried as every catalog call;
+        raises :class:`~cachelayer.errors.CatalogOutageError` past the budget)."""
+        from cachelayer.catalog.retry import run_with_retries
+        from cachelayer.catalog.server_state import gateway_secret
 
         layer = self.layer
-        layer.store  # noqa: B018 -- build the configured store here, off the event loop
-        self._state = ServerState(layer.engine)
-        self._secret = gateway_secret(layer.engine, layer.settings.gateway_secret)
+        layer.store  # noqa: B018 -- built here, off the event loop
+        configured = layer.settings.gateway_secret
+        self._secret = run_with_retries(
+            lambda: gateway_secret(layer.engine, configured), layer.settings.db_retry_seconds
+        )
 
     async def prepare(self) -> None:
         """Read the gateway secret (generating it on first use) and build the store."""
@@ -137,7 +159,7 @@ class Gateway:
     # ---- lookups ---------------------------------------------------------------------------
 
     def _lookup_sync(self, key: str) -> _Meta | None:
-        rec = self._state.stored_file(key)
+        rec = self.layer.catalog.files.stored_by_key(key)
         if rec is None:
             return None
         store = self.layer.store_for(rec.store)
@@ -153,7 +175,8 @@ class Gateway:
 
     def _lookup_and_sign(self, key: str, sign: bool) -> tuple[_Meta | None, str | None]:
         """One trip off the event loop on a cache miss: the file and, if ``sign`` and its
-        store redirects, its URL."""
+        store redirects, its URL (catalog retries end by the request's
+        :class:`~cachelayer.server.outage.RouteDeadline`)."""
         meta = self._lookup_sync(key)
         return meta, self._presign_sync(meta) if meta is not None and meta.redirect and sign else None
 
@@ -200,13 +223,14 @@ class Gateway:
 
     async def handle(self, request: Request) -> Response:
         """The route's endpoint: answer one ``GET``/``HEAD`` (never raises; storage or
-        catalog failures answer ``503``)."""
+        catalog failures answer ``503`` with ``Retry-After``)."""
         started = time.perf_counter()
         try:
             response = await self._answer(request)
-        except CacheLayerError as exc:  # the store or catalog failed: not the client's doing
-            log.warning("gateway: %s", exc)
-            response = Response("storage unavailable\n", 503, media_type="text/plain")
+        except (CacheLayerError, SQLAlchemyError) as exc:  # the store or catalog failed
+            log.warning("gateway: 503 (%s)", describe(exc))
+            headers = {**retry_after(), **_SECURITY}
+            response = Response("storage unavailable\n", 503, media_type="text/plain", headers=headers)
         self.metrics.gateway(response.status_code, time.perf_counter() - started)
         return response
 

@@ -47,7 +47,6 @@ def run_demo(
     """Run the demo, printing what happens through ``echo``. Raises
     :class:`~cachelayer.errors.CacheLayerError` if any step does not behave as promised."""
     from cachelayer.layer import CacheLayer
-    from cachelayer.replicate_api import make_client
     from cachelayer.testing.simulator import File, ReplicateSimulator
 
     home = Path(tempfile.mkdtemp(prefix="cachelayer-demo-"))
@@ -77,9 +76,9 @@ def run_demo(
                 durable = layer.output_of(result)
                 echo(f"\n1. layer.run('demo/painter') stored {len(durable)} images:")
                 # The naive app: keep Replicate's URLs and use them later.
-                naive = make_client(sim.token, sim.base_url, sim.ca_file).predictions.create(
-                    model="demo/painter", input={"prompt": "a dog", "num_outputs": images}, wait=True
-                )
+                # (created through the Replicate adapter: nothing recorded, nothing copied)
+                dog = {"prompt": "a dog", "num_outputs": images}
+                naive = layer.api.create("demo/painter", dog, wait=True)
                 sources = [f.record for f in result.files]
                 for f, url in zip(sources, durable):
                     echo(f"   {f.source_url}\n     -> {url}")
