@@ -100,7 +100,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cachelayer.errors import ConfigError
@@ -127,7 +127,10 @@ DEFAULT_WAIT_TIMEOUT = 1800.0
 #: turns the sweep off). Replicate's last webhook retry comes about a minute after a
 #: prediction completes and its data goes an hour later: five minutes leaves eleven passes.
 DEFAULT_SWEEP_INTERVAL = 300.0
-URL_MODES = ("public", "presigned", "s3", "gateway")
+#: How durable URLs are rendered (:mod:`cachelayer.durable_urls`); :data:`URL_MODES` is the
+#: one list of them (``CACHELAYER_URL_MODE``, ``--url-mode``).
+UrlMode = Literal["public", "presigned", "s3", "gateway"]
+URL_MODES: tuple[UrlMode, ...] = get_args(UrlMode)
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 #: Longest validity of a SigV4 presigned URL, in seconds (seven days; AWS S3 "Sharing
 #: objects with presigned URLs").

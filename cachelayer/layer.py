@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cachelayer.config import Settings
+from cachelayer.durable_urls import UrlPolicy
 from cachelayer.errors import CacheLayerError, ConfigError, ExpiredDownloadUrlError, ReplicateConfigError
 from cachelayer.lazy import lazy_getattr
 from cachelayer.leases import new_owner
@@ -82,6 +83,7 @@ class CacheLayer:
         self.settings = settings or Settings.from_env(**options)
         self._client = client
         self._store = store
+        self._stores: dict[str, Store] = {}  # other stores files live in, by their uri
         self._auto_migrate = auto_migrate
         self._lock = threading.RLock()
         self.owner = new_owner()
@@ -116,19 +118,49 @@ class CacheLayer:
 
     @cached_property
     def store(self) -> Store:
-        """The storage backend; building it sends no request (the copier checks it)."""
-        if self._store is not None:
-            return self._store
+        """The configured storage backend, where new files go; building it sends no request
+        (the copier checks it)."""
+        return self._store if self._store is not None else self._open_store(self.settings.storage_url)
+
+    def _open_store(self, url: str) -> Store:
         from cachelayer.storage import open_store
 
         s = self.settings
         return open_store(
-            s.storage_url,
+            url,
             endpoint_url=s.s3_endpoint_url,
             region=s.s3_region,
             addressing_style=s.s3_addressing_style,
             max_pool_connections=max(10, s.concurrency * 4),
         )
+
+    def store_for(self, uri: str) -> Store:
+        """The store a file recorded with ``store = uri`` lives in (``FileRecord.store``):
+        :attr:`store` when it is that one, else the store of that identity opened with the
+        current settings (endpoint, region, addressing style; credentials from boto3's
+        chain), built once per URI. Sends no request. Raises
+        :class:`~cachelayer.errors.ConfigError` for a URI ``open_store`` refuses."""
+        store = self.store
+        if uri == store.uri:
+            return store
+        with self._lock:
+            opened = self._stores.get(uri)
+            if opened is None:
+                opened = self._stores[uri] = self._open_store(uri)
+            return opened
+
+    @cached_property
+    def url_policy(self) -> UrlPolicy:
+        """How durable URLs are rendered (:mod:`cachelayer.durable_urls`), from the settings;
+        the gateway secret is read from the catalog when a gateway URL is first rendered."""
+        s = self.settings
+
+        def secret() -> bytes:
+            from cachelayer.catalog.server_state import gateway_secret
+
+            return gateway_secret(self.engine, s.gateway_secret)
+
+        return UrlPolicy.from_settings(s, secret)
 
     @cached_property
     def adapter(self) -> ReplicateAdapter:
@@ -323,28 +355,14 @@ class CacheLayer:
         return self.durable_url(rec) if rec else None
 
     def durable_url(self, record: FileRecord) -> str:
-        """The durable URL of a stored file in the configured URL mode
+        """The durable URL of a stored file in the configured URL mode, rendered from the
+        store the file was written to (``record.store``), not the one configured now
         (``public``: ``{base}/{key}``, ``presigned``: signed for ``presign_ttl`` s,
         ``s3``: ``s3://bucket/key`` or ``file://`` for the local store, ``gateway``:
-        ``{CACHELAYER_GATEWAY_URL}/files/{hmac}/{key}``, served by ``cachelayer serve``)."""
-        s = self.settings
-        if s.url_mode == "gateway":
-            from cachelayer.catalog.server_state import gateway_secret
-            from cachelayer.gateway_urls import gateway_url
-
-            assert s.gateway_url  # Settings refuses gateway mode without it
-            return gateway_url(s.gateway_url, gateway_secret(self.engine, s.gateway_secret), record.key)
-        if self._store is None and "store" not in self.__dict__:
-            from cachelayer.storage import url_without_client
-
-            url = url_without_client(s.storage_url, record.key, s.url_mode, public_base_url=s.public_base_url)
-            if url is not None:  # rendered without building an S3 client (no boto3 import)
-                return url
-        return self.store.url(
-            record.key,
-            s.url_mode,  # type: ignore[arg-type]
-            public_base_url=s.public_base_url,
-            presign_ttl=s.presign_ttl,
+        ``{CACHELAYER_GATEWAY_URL}/files/{hmac}/{key}``, served by ``cachelayer serve``;
+        see :mod:`cachelayer.durable_urls`)."""
+        return self.url_policy.render(
+            record.key, lambda: self.store_for(record.store), store_uri=record.store
         )
 
     # ---- batch --------------------------------------------------------------------------
@@ -502,6 +520,8 @@ class CacheLayer:
             self.fetcher.close()
         if "store" in built:
             self.store.close()
+        for other in self._stores.values():
+            other.close()
         if "engine" in built:
             self.engine.dispose()
         if "adapter" in built:  # rebuilt on next use, as the engine's pool is

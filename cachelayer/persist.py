@@ -127,7 +127,7 @@ class Persister:
         self.store = store
         self.copier = copier
         self.api = api
-        self.prefix = str(getattr(store, "prefix", ""))
+        self.prefix = store.prefix
         self.reruns = catalog.reruns
 
     # ---- record and copy ----------------------------------------------------------------

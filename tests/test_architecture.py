@@ -248,3 +248,25 @@ def test_the_private_access_check_finds_what_it_must():
     )
     assert len(PRIVATE_ACCESS.findall(old)) >= 5
     assert PRIVATE_ACCESS.findall("self._client = client\nself._http.close()\n") == []
+
+
+#: The concrete stores: only ``open_store`` (``storage/__init__.py``) and the test kit name them.
+CONCRETE_STORES = ("cachelayer.storage.s3", "cachelayer.storage.local")
+
+
+def test_only_storage_imports_the_concrete_stores():
+    """Issue 20: what a store can do is asked of it (``can_presign``, ``presign``,
+    ``object_uri``), never read from its class: the server, the facade and the use cases
+    import no concrete store."""
+    g = graph()
+    bad = {
+        (m, t)
+        for m, targets in g.items()
+        if not m.startswith(("cachelayer.storage", "cachelayer.testing"))
+        for t in targets
+        if t.startswith(CONCRETE_STORES)
+    }
+    assert bad == set()
+    assert not any(
+        t.startswith(CONCRETE_STORES) for m, ts in g.items() if m.startswith("cachelayer.server") for t in ts
+    )

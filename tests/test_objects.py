@@ -301,6 +301,25 @@ def test_cleanup_of_incomplete_uploads_is_a_clear_error_where_the_server_cannot_
         target.store.cleanup_incomplete_uploads(0)
 
 
+# ---- delete: DeleteObjects in batches of at most 1,000 keys ------------------------------------
+
+
+def test_delete_in_batches_is_idempotent(target: Target) -> None:
+    """``Store.delete`` (issue 20): the keys are gone, others stay, a missing key is fine."""
+    keys = [f"replicate/del/{i:04d}.txt" for i in range(1003)]  # two DeleteObjects calls
+    client = target.store.client
+    for key in [*keys, "replicate/keep.txt"]:
+        client.put_object(Bucket=target.bucket, Key=key, Body=b"x")
+    target.store.delete([*keys, "replicate/never-was.txt"])
+    target.store.delete(keys[:5])
+    left = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=target.bucket)
+        for o in page.get("Contents", [])
+    ]
+    assert left == ["replicate/keep.txt"]
+
+
 # ---- read back by another tool: rclone -------------------------------------------------------
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from cachelayer.errors import (
     BucketNotFoundError,
@@ -645,7 +644,9 @@ def test_local_store_rejects_unsafe_keys(local_store: LocalStore, key: str) -> N
     with pytest.raises(ValueError):
         local_store.open(key)
     with pytest.raises(ValueError):
-        local_store.url(key, "s3")
+        local_store.object_uri(key)
+    with pytest.raises(ValueError):
+        local_store.delete([key])
     assert not (local_store.root.parent / "escape").exists()
 
 
@@ -666,53 +667,65 @@ def test_local_store_accepts_ordinary_keys(local_store: LocalStore) -> None:
             assert fh.read() == key.encode()
 
 
-# -- URLs ----------------------------------------------------------------------------------
+# -- delete ----------------------------------------------------------------------------------
 
 
-def test_s3_urls(s3_store: S3Store) -> None:
-    key = "outputs/run 1/a+b.png"
-    s3_store.put(key, io.BytesIO(b"PNG bytes"), content_type="image/png")
+def test_delete_removes_objects_and_is_idempotent(store: Store) -> None:
+    for key in ("p/a/0.png", "p/a/1.png", "p/b/0.png"):
+        store.put(key, io.BytesIO(key.encode()), content_type="image/png", metadata={"prediction-id": "a"})
 
-    assert s3_store.url(key, "public", public_base_url="https://cdn.example.com/") == (
-        "https://cdn.example.com/outputs/run%201/a%2Bb.png"
-    )
-    assert s3_store.url(key, "s3") == f"s3://{s3_store.bucket}/{key}"
-    assert s3_store.object_uri(key) == f"s3://{s3_store.bucket}/{key}"
-    assert s3_store.uri == f"s3://{s3_store.bucket}"
+    store.delete(["p/a/0.png", "p/a/1.png", "p/a/0.png", "p/never/was.png"])  # duplicates, a missing key
 
-    presigned = s3_store.url(key, "presigned", presign_ttl=600)
-    assert "X-Amz-Expires=600" in presigned and "X-Amz-Signature=" in presigned
-    resp = requests.get(presigned, timeout=10)
-    assert resp.status_code == 200
-    assert resp.content == b"PNG bytes"
-    assert resp.headers["Content-Type"] == "image/png"
-
-    with pytest.raises(ConfigError):
-        s3_store.url(key, "public")
-    with pytest.raises(ConfigError):
-        s3_store.url(key, "presigned", presign_ttl=7 * 24 * 3600 + 1)
-    with pytest.raises(ConfigError):
-        s3_store.url(key, "nonsense")  # type: ignore[arg-type]
+    assert store.head("p/a/0.png") is None and store.head("p/a/1.png") is None
+    with pytest.raises(FileNotFoundError):
+        store.open("p/a/0.png")
+    kept = store.head("p/b/0.png")
+    assert kept is not None and kept.metadata["prediction-id"] == "a"
+    store.delete(["p/a/0.png", "p/a/1.png"])  # again: nothing left to delete, no error
+    store.delete([])
+    if isinstance(store, LocalStore):  # the sidecars went with their files
+        assert not store._meta_path("p/a/0.png").exists() and store._meta_path("p/b/0.png").exists()
+    # a key written again after its delete is a new object
+    store.put("p/a/0.png", io.BytesIO(b"again"))
+    info = store.head("p/a/0.png")
+    assert info is not None and info.size == 5 and "prediction-id" not in info.metadata
 
 
-def test_local_urls(local_store: LocalStore) -> None:
-    key = "outputs/run 1/a+b.png"
-    local_store.put(key, io.BytesIO(b"PNG bytes"))
-    file_uri = (local_store.root / "outputs" / "run 1" / "a+b.png").as_uri()
-    assert local_store.uri == local_store.root.as_uri()
-    assert local_store.uri.startswith("file:///")
-    assert local_store.url(key, "s3") == file_uri
-    assert local_store.url(key, "presigned") == file_uri
-    assert local_store.object_uri(key) == file_uri
-    assert local_store.url(key, "public", public_base_url="https://files.example.com") == (
-        "https://files.example.com/outputs/run%201/a%2Bb.png"
-    )
-    with pytest.raises(ConfigError):
-        local_store.url(key, "public")
-    # the file URI names the bytes
-    from urllib.parse import unquote, urlsplit
+def test_s3_delete_sends_at_most_1000_keys_a_call(s3_store: S3Store) -> None:
+    keys = [f"many/{i:05d}.txt" for i in range(2345)]
+    client = s3_store.client
+    client.put_object(Bucket=s3_store.bucket, Key="many/keep.txt", Body=b"k")
+    for key in keys:
+        client.put_object(Bucket=s3_store.bucket, Key=key, Body=b"x")
+    sent: list[int] = []
 
-    assert Path(unquote(urlsplit(file_uri).path)).read_bytes() == b"PNG bytes"
+    def seen(params: dict[str, Any], **_: Any) -> None:
+        sent.append(len(params["Delete"]["Objects"]))
+
+    client.meta.events.register("provide-client-params.s3.DeleteObjects", seen)
+    s3_store.delete(keys)
+
+    assert sent == [1000, 1000, 345]
+    left = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3_store.bucket)
+        for o in page.get("Contents", [])
+    ]
+    assert left == ["many/keep.txt"]
+
+
+def test_s3_delete_failures_raise_storage_error(s3_server: MotoS3Server) -> None:
+    store = moto_store(s3_server, "no-such-bucket-for-delete")
+    with pytest.raises(StorageError, match="cannot delete from s3://no-such-bucket-for-delete: a, b"):
+        store.delete(["a", "b"])
+
+
+def test_local_delete_leaves_directories_and_other_files(local_store: LocalStore) -> None:
+    local_store.put("d/x.bin", io.BytesIO(b"x"))
+    local_store.put("d/y.bin", io.BytesIO(b"y"))
+    local_store.delete(["d/x.bin", "d"])  # "d" is a directory, not an object: nothing to delete
+    assert sorted(p.name for p in (local_store.root / "d").iterdir()) == ["y.bin"]
+    assert local_store.head("d/y.bin") is not None
 
 
 # -- open_store ----------------------------------------------------------------------------

@@ -188,15 +188,16 @@ class FileRepository:
 
         return self.db.read(work)
 
-    def stored_by_key(self, key: str, store: str) -> FileRecord | None:
-        """The ``stored`` file of ``store`` (its URI, e.g. ``s3://bucket``) with object key
-        ``key``, or ``None``: the gateway's lookup (index ``ix_output_files_key``). Retried
-        and reported as every read (:meth:`Database.read`)."""
+    def stored_by_key(self, key: str) -> FileRecord | None:
+        """The ``stored`` file with object key ``key``, in whichever store it was written to
+        (its ``store``), or ``None``: the gateway's lookup (index ``ix_output_files_key``).
+        Retried and reported as every read (:meth:`Database.read`)."""
 
         def work(s: Session) -> FileRecord | None:
             row = s.execute(
                 select(*FILE_COLUMNS)
-                .where(_T.key == key, _T.store == store, _T.status == FileStatus.STORED)
+                .where(_T.key == key, _T.status == FileStatus.STORED)
+                .order_by(_T.id)
                 .limit(1)
             ).first()
             return FileRecord(**row._mapping) if row is not None else None

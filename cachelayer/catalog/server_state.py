@@ -1,5 +1,5 @@
 """Catalog queries of ``cachelayer serve``: shared server state, webhook deliveries (the
-de-duplication rows and the inbox) and the gateway's lookups. The tables live in
+de-duplication rows and the inbox) and file totals. The tables live in
 :mod:`cachelayer.catalog.models` (``server_state``, ``webhook_deliveries``; migrations
 ``0004`` and ``0005``; documented in ``docs/SCHEMA.md``).
 
@@ -9,9 +9,6 @@ de-duplication rows and the inbox) and the gateway's lookups. The tables live in
   redelivery (Standard Webhooks keeps the id across retries) is acknowledged and ignored;
   a delivery ``serve`` acknowledged but has not acted on yet keeps its body there (the
   inbox, drained by :class:`cachelayer.webhooks.WebhookInbox`).
-
-Plus the one query the gateway needs on ``output_files``: the stored file with a given key
-(indexed by ``ix_output_files_key``).
 
 Every statement runs through the catalog's one :class:`~cachelayer.catalog.session.Database`,
 so transient errors are retried within its budget and none leaves as a SQLAlchemy error:
@@ -38,7 +35,6 @@ from cachelayer.catalog.models import (
 )
 from cachelayer.catalog.models import Prediction as PredictionRow
 from cachelayer.catalog.predictions import prediction_values
-from cachelayer.catalog.records import FileRecord
 from cachelayer.catalog.session import Database, utcnow
 from cachelayer.prediction import Prediction
 
@@ -68,8 +64,8 @@ class InboxDelivery:
 
 
 class ServerState:
-    """Named queries over ``server_state``, ``webhook_deliveries`` and the gateway's lookup
-    of ``output_files``. ``db``: the catalog's :class:`Database` (or an engine, wrapped in
+    """Named queries over ``server_state``, ``webhook_deliveries`` and totals of
+    ``output_files``. ``db``: the catalog's :class:`Database` (or an engine, wrapped in
     one with the engine's retry budget). Thread-safe; every method is one short transaction."""
 
     def __init__(self, db: Database | Engine) -> None:
@@ -199,22 +195,7 @@ class ServerState:
         query = select(func.count()).select_from(WebhookDeliveryRow)
         return self.db.read(lambda s: int(s.scalar(query) or 0))
 
-    # ---- the gateway ------------------------------------------------------------------------
-
-    def stored_file(self, key: str, store: str) -> FileRecord | None:
-        """The ``stored`` file of ``store`` (its URI, e.g. ``s3://bucket``) with object key
-        ``key``, or ``None``."""
-        query = (
-            select(OutputFile)
-            .where(OutputFile.key == key, OutputFile.store == store, OutputFile.status == "stored")
-            .limit(1)
-        )
-
-        def work(s: Any) -> FileRecord | None:
-            row = s.scalars(query).first()
-            return FileRecord.of(row) if row is not None else None
-
-        return self.db.read(work)
+    # ---- output files -----------------------------------------------------------------------
 
     def file_totals(self) -> dict[str, tuple[int, int]]:
         """``{status: (files, bytes)}`` over every output file (bytes of recorded sizes)."""

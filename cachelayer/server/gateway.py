@@ -2,13 +2,16 @@
 
 A gateway URL (:mod:`cachelayer.gateway_urls`) never expires. Each ``GET`` is answered with
 
-* **redirect** (S3 stores, the default): ``302 Found`` to a URL presigned for
+Each file is served from the store it was written to (``output_files.store``), whatever
+store is configured now. The URL policy (:mod:`cachelayer.durable_urls`) decides between
+
+* **redirect** (stores that presign, e.g. S3; the default): ``302 Found`` to a URL presigned for
   ``CACHELAYER_PRESIGN_TTL`` seconds. A presigned URL is reused for a quarter of the TTL and
   the redirect may be cached (``Cache-Control: public, max-age=<TTL/4>``), so a client or
   CDN following a cached redirect still holds a URL valid for at least half the TTL. Rails
   Active Storage's ``RedirectController`` does the same with a 5-minute URL.
-* **proxy** (``CACHELAYER_GATEWAY_PROXY=1``, and always for the local store, which cannot
-  presign): the bytes themselves with ``Content-Type``, ``Content-Length``, ``ETag`` (the
+* **proxy** (``CACHELAYER_GATEWAY_PROXY=1``, and always for a store that cannot presign,
+  such as a local directory): the bytes themselves with ``Content-Type``, ``Content-Length``, ``ETag`` (the
   file's sha256), the configured ``Cache-Control``, ``Accept-Ranges: bytes``, single
   ``Range`` requests (``206``/``416``, RFC 9110 section 14), ``If-None-Match`` (``304``) and
   ``If-Range``.
@@ -103,6 +106,8 @@ class _Meta:
     size: int
     content_type: str
     etag: str | None
+    store: str  # the uri of the store the file lives in
+    redirect: bool  # a GET is redirected to a presigned URL (else the bytes are streamed)
 
 
 class Gateway:
@@ -125,26 +130,22 @@ class Gateway:
         self.negative_ttl = negative_ttl
         self.max_entries = max_entries
         s = layer.settings
-        self.ttl = s.presign_ttl
         self.reuse = s.presign_ttl // 4
         self.cache_control = s.cache_control or "public, max-age=31536000, immutable"
         self._secret: bytes | None = None
-        self._proxy = s.gateway_proxy
         self._meta: dict[str, tuple[float, _Meta | None]] = {}
         self._signed: dict[str, tuple[float, str]] = {}
 
     # ---- parts ----------------------------------------------------------------------------
 
     def _prepare_sync(self) -> None:
-        """Build the store and read the secret (retried as every catalog call; raises
-        :class:`~cachelayer.errors.CatalogOutageError` past the budget)."""
+        """Build the configured store and read the secret (retried as every catalog call;
+        raises :class:`~cachelayer.errors.CatalogOutageError` past the budget)."""
         from cachelayer.catalog.retry import run_with_retries
         from cachelayer.catalog.server_state import gateway_secret
-        from cachelayer.storage.local import LocalStore
 
         layer = self.layer
-        store = layer.store
-        self._proxy = self._proxy or isinstance(store, LocalStore)
+        layer.store  # noqa: B018 -- built here, off the event loop
         configured = layer.settings.gateway_secret
         self._secret = run_with_retries(
             lambda: gateway_secret(layer.engine, configured), layer.settings.db_retry_seconds
@@ -155,31 +156,29 @@ class Gateway:
         if self._secret is None:
             await run_in_threadpool(self._prepare_sync)
 
-    @property
-    def proxy(self) -> bool:
-        """Whether bytes are streamed (``True``) or redirected to a presigned URL."""
-        return self._proxy
-
     # ---- lookups ---------------------------------------------------------------------------
 
     def _lookup_sync(self, key: str) -> _Meta | None:
-        rec = self.layer.catalog.files.stored_by_key(key, self.layer.store.uri)
+        rec = self.layer.catalog.files.stored_by_key(key)
         if rec is None:
             return None
+        store = self.layer.store_for(rec.store)
         size, ctype = rec.size, rec.content_type
         if size is None:
-            info = self.layer.store.head(key)
+            info = store.head(key)
             if info is None:
                 return None
             size, ctype = info.size, ctype or info.content_type
         etag = f'"{rec.sha256}"' if rec.sha256 else None
-        return _Meta(key, int(size), ctype or "application/octet-stream", etag)
+        redirect = self.layer.url_policy.redirects(store)
+        return _Meta(key, int(size), ctype or "application/octet-stream", etag, rec.store, redirect)
 
     def _lookup_and_sign(self, key: str, sign: bool) -> tuple[_Meta | None, str | None]:
-        """One trip off the event loop on a cache miss: the file and, if ``sign``, its URL
-        (catalog retries end by the request's :class:`~cachelayer.server.outage.RouteDeadline`)."""
+        """One trip off the event loop on a cache miss: the file and, if ``sign`` and its
+        store redirects, its URL (catalog retries end by the request's
+        :class:`~cachelayer.server.outage.RouteDeadline`)."""
         meta = self._lookup_sync(key)
-        return meta, self._presign_sync(key) if meta is not None and sign else None
+        return meta, self._presign_sync(meta) if meta is not None and meta.redirect and sign else None
 
     async def _lookup(self, key: str, *, sign: bool) -> tuple[_Meta | None, str | None]:
         """The stored file of ``key`` (cached) and, when ``sign`` and both caches missed, a
@@ -197,8 +196,10 @@ class Gateway:
             self._remember_url(key, url, now)
         return meta, url
 
-    def _presign_sync(self, key: str) -> str:
-        return self.layer.store.url(key, "presigned", presign_ttl=self.ttl)
+    def _presign_sync(self, meta: _Meta) -> str:
+        url = self.layer.url_policy.redirect(self.layer.store_for(meta.store), meta.key)
+        assert url is not None  # meta.redirect: the store presigns
+        return url
 
     def _cached_url(self, key: str) -> str | None:
         hit = self._signed.get(key)
@@ -210,12 +211,12 @@ class Gateway:
                 self._signed.clear()
             self._signed[key] = (signed_at + self.reuse, url)
 
-    async def _presigned(self, key: str) -> str:
-        url = self._cached_url(key)
+    async def _presigned(self, meta: _Meta) -> str:
+        url = self._cached_url(meta.key)
         if url is None:
             now = time.monotonic()
-            url = await run_in_threadpool(self._presign_sync, key)
-            self._remember_url(key, url, now)
+            url = await run_in_threadpool(self._presign_sync, meta)
+            self._remember_url(meta.key, url, now)
         return url
 
     # ---- the route ---------------------------------------------------------------------------
@@ -242,17 +243,16 @@ class Gateway:
             return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)
         if not gateway_urls.verify(self._secret, key, sig):
             return Response("forbidden: bad signature\n", 403, media_type="text/plain", headers=_SECURITY)
-        redirect = not self.proxy and request.method == "GET"
-        meta, fresh = await self._lookup(key, sign=redirect)
+        meta, fresh = await self._lookup(key, sign=request.method == "GET")
         if meta is None:
             return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)
         if request.method == "HEAD":
             headers = self._object_headers(meta)
-            if not self.proxy:
+            if meta.redirect:
                 headers["cache-control"] = "no-store"
             return Response(b"", 200, headers=headers)
-        if redirect:
-            url = fresh or await self._presigned(key)
+        if meta.redirect:
+            url = fresh or await self._presigned(meta)
             cache = f"public, max-age={self.reuse}" if self.reuse >= 1 else "no-store"
             return Response(b"", 302, headers={"location": url, "cache-control": cache, **_SECURITY})
         return await self._stream(request, meta)
@@ -294,7 +294,9 @@ class Gateway:
         if meta.size == 0:
             return Response(b"", 200, headers=headers)
         try:
-            stream = await run_in_threadpool(self.layer.store.open_range, meta.key, start, end)
+            stream = await run_in_threadpool(
+                self.layer.store_for(meta.store).open_range, meta.key, start, end
+            )
         except FileNotFoundError:
             self._meta.pop(meta.key, None)
             return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)

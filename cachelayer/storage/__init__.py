@@ -12,25 +12,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from cachelayer.errors import ConfigError
-from cachelayer.storage.base import ObjectInfo, Store, UrlMode
+from cachelayer.storage.base import ObjectInfo, Store
 
-__all__ = ["ObjectInfo", "Store", "UrlMode", "open_store", "url_without_client"]
-
-
-def url_without_client(storage_url: str, key: str, mode: str, *, public_base_url: str | None) -> str | None:
-    """The durable URL of ``key`` in an ``s3://`` store when rendering it needs no S3
-    client: mode ``s3`` (``s3://bucket/key``, as :meth:`S3Store.object_uri
-    <cachelayer.storage.s3.S3Store.object_uri>`) or ``public`` (``{base}/{quote(key)}``).
-    ``None`` for other stores and modes (build the store and call :meth:`Store.url`). So
-    the catalog queries render URLs without importing boto3. Raises :class:`ConfigError`
-    in mode ``public`` without a base URL."""
-    if not storage_url.startswith("s3://") or mode not in ("s3", "public"):
-        return None
-    from cachelayer.storage.base import public_url
-
-    return (
-        public_url(public_base_url, key) if mode == "public" else f"s3://{urlsplit(storage_url).netloc}/{key}"
-    )
+__all__ = ["ObjectInfo", "Store", "open_store"]
 
 
 def open_store(url: str, **s3_options: Any) -> Store:

@@ -3,19 +3,18 @@
 A *store* holds *objects* named by *keys* (``/``-separated, no leading slash). Two
 backends exist: :class:`cachelayer.storage.s3.S3Store` (any S3-compatible service through
 boto3) and :class:`cachelayer.storage.local.LocalStore` (a directory on disk). Policy
-(which key, when a file is stale) lives elsewhere; a store only moves bytes.
+(which key, when a file is stale, how its URL is rendered: :mod:`cachelayer.durable_urls`)
+lives elsewhere; a store moves bytes and says what it can do (``can_presign``).
 """
 
 from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO, Literal, cast
+from typing import BinaryIO, ClassVar, cast
 from urllib.parse import quote, unquote_to_bytes
-
-UrlMode = Literal["public", "presigned", "s3"]
 
 #: Bytes all user metadata of one object may take: names plus values, UTF-8 (AWS S3
 #: "Working with object metadata": "the user-defined metadata is limited to 2 KB in size").
@@ -94,18 +93,6 @@ def decode_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def public_url(public_base_url: str | None, key: str) -> str:
-    """``{public_base_url}/{quote(key)}`` (``/`` kept), the ``public`` URL mode of every
-    store. Raises :class:`~cachelayer.errors.ConfigError` without a base URL."""
-    from urllib.parse import quote
-
-    from cachelayer.errors import ConfigError
-
-    if not public_base_url:
-        raise ConfigError("public URLs need a public base URL (CACHELAYER_PUBLIC_BASE_URL)")
-    return f"{public_base_url.rstrip('/')}/{quote(key)}"
-
-
 @dataclass(frozen=True)
 class ObjectInfo:
     """What a store knows of one object without reading it.
@@ -168,8 +155,15 @@ class Store(abc.ABC):
     object remains under the key, never a partial one.
     """
 
-    #: Identifies the store in the catalog, e.g. ``s3://bucket`` or ``file:///srv/objects``.
+    #: Identifies the store in the catalog (``output_files.store``), e.g. ``s3://bucket`` or
+    #: ``file:///srv/objects``; ``open_store(uri)`` opens it again.
     uri: str
+    #: Where new keys go inside the store (``s3://bucket/prefix``'s ``prefix``, no leading or
+    #: trailing ``/``; ``""`` for none). Callers build full keys with it; the store itself never
+    #: adds it, every method takes the full key.
+    prefix: str = ""
+    #: Whether :meth:`presign` hands out signed URLs (``False``: it returns ``None``).
+    can_presign: ClassVar[bool] = False
 
     @abc.abstractmethod
     def check(self) -> None:
@@ -233,22 +227,20 @@ class Store(abc.ABC):
     def object_uri(self, key: str) -> str:
         """The canonical URI of an object: ``s3://bucket/key`` or ``file:///abs/path``."""
 
-    @abc.abstractmethod
-    def url(
-        self,
-        key: str,
-        mode: UrlMode,
-        *,
-        public_base_url: str | None = None,
-        presign_ttl: int = 3600,
-    ) -> str:
-        """The durable URL handed to callers.
+    def presign(self, key: str, ttl: int) -> str | None:
+        """A URL that ``GET``s the object for ``ttl`` seconds without credentials, or ``None``
+        when this store cannot sign (:attr:`can_presign` is ``False``; this default). Signing
+        is local: no request is made, and the object need not exist."""
+        return None
 
-        ``public``: ``{public_base_url}/{key}`` (key path-quoted); ``presigned``: a GET URL
-        signed for ``presign_ttl`` seconds (S3 only; the local store returns its ``file://``
-        URI); ``s3``: :meth:`object_uri`. Raises :class:`cachelayer.errors.ConfigError` if
-        ``public`` is asked without a base URL.
-        """
+    @abc.abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove the objects ``keys`` (and whatever the store keeps beside them). Idempotent:
+        a key with no object is not an error. Returns nothing: S3's ``DeleteObjects`` does not
+        say whether a key existed, and the sizes freed are the catalog's to count.
+        Raises :class:`cachelayer.errors.StorageError` when an object could not be removed
+        (after trying every other key), ``ValueError`` for an invalid key (before removing
+        any)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release pools and clients. Default: nothing to release."""

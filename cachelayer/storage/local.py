@@ -28,11 +28,12 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from cachelayer.errors import ConfigError, StorageConfigError, StorageError
-from cachelayer.storage.base import ObjectInfo, Store, UrlMode, public_url
+from cachelayer.errors import StorageConfigError, StorageError
+from cachelayer.storage.base import ObjectInfo, Store
 
 __all__ = ["LocalStore", "META_DIR", "validate_key"]
 
@@ -89,7 +90,6 @@ class LocalStore(Store):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = self.root.as_uri()
-        self.prefix = ""
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -289,25 +289,26 @@ class LocalStore(Store):
         """``file:///abs/root/key`` (percent-encoded as by ``Path.as_uri``)."""
         return self.path_for(key).as_uri()
 
-    def url(
-        self,
-        key: str,
-        mode: UrlMode,
-        *,
-        public_base_url: str | None = None,
-        presign_ttl: int = 3600,
-    ) -> str:
-        """``public``: ``{public_base_url}/{quote(key)}`` (raises :class:`ConfigError`
-        without a base URL, as the :class:`Store` contract says); ``presigned`` and ``s3``:
-        the ``file://`` URI (nothing to sign locally; ``presign_ttl`` is ignored). Unknown
-        modes raise :class:`ConfigError`.
-        """
-        if mode == "public":
-            validate_key(key)
-            return public_url(public_base_url, key)
-        if mode in ("presigned", "s3"):
-            return self.object_uri(key)
-        raise ConfigError(f"URL mode must be public, presigned or s3, got {mode!r}")
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove each key's file, then its sidecar (a sidecar left by a crash in between
+        describes no file and is rewritten by the next put); a missing one is skipped. Every
+        key is validated first (``ValueError``, nothing removed); file system errors raise
+        :class:`StorageError` naming the first few paths, after every key was tried. Emptied
+        directories stay (a concurrent put may be about to write into them)."""
+        paths = [(self.path_for(k), self._meta_path(k)) for k in dict.fromkeys(keys)]
+        failed: list[str] = []
+        for pair in paths:
+            for path in pair:
+                try:
+                    path.unlink()
+                except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                    pass  # no object there (a directory is none either)
+                except OSError as exc:
+                    failed.append(f"{path} ({exc.strerror or exc})")
+                    break  # keep the sidecar of a file still there
+        if failed:
+            shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+            raise StorageError(f"cannot delete {shown}")
 
     def __repr__(self) -> str:
         return f"<LocalStore {self.uri}>"

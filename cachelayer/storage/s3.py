@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
 
@@ -40,6 +40,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from cachelayer.config import MAX_PRESIGN_TTL
 from cachelayer.errors import (
     BucketNotFoundError,
     ConfigError,
@@ -47,7 +48,7 @@ from cachelayer.errors import (
     StorageConfigError,
     StorageError,
 )
-from cachelayer.storage.base import ObjectInfo, Store, UrlMode, decode_metadata, encode_metadata, public_url
+from cachelayer.storage.base import ObjectInfo, Store, decode_metadata, encode_metadata
 from cachelayer.storage.s3_upload import (
     MAX_COPY_SIZE,
     MAX_PART_SIZE,
@@ -81,14 +82,15 @@ __all__ = [
     "DEFAULT_CHECKSUM_COPY_MAX",
     "DEFAULT_MULTIPART_THRESHOLD",
     "MAX_COPY_SIZE",
+    "MAX_DELETE_KEYS",
     "MAX_PRESIGN_TTL",
 ]
 
 log = logging.getLogger("cachelayer")
 
 MiB = 1024 * 1024
-#: Longest validity of a SigV4 presigned URL, in seconds (seven days).
-MAX_PRESIGN_TTL = 7 * 24 * 3600
+#: Keys one ``DeleteObjects`` call takes at most (AWS S3 API reference, ``DeleteObjects``).
+MAX_DELETE_KEYS = 1000
 
 AddressingStyle = Literal["auto", "path", "virtual"]
 
@@ -485,44 +487,48 @@ class S3Store(Store):
         """``s3://bucket/key`` (the key is not quoted)."""
         return f"s3://{self.bucket}/{key}"
 
-    def url(
-        self,
-        key: str,
-        mode: UrlMode,
-        *,
-        public_base_url: str | None = None,
-        presign_ttl: int = 3600,
-    ) -> str:
-        """The durable URL of ``key``.
+    can_presign = True
 
-        ``public``: ``{public_base_url}/{quote(key)}`` (``/`` kept; raises
-        :class:`ConfigError` without a base URL). ``presigned``: a SigV4 ``GET`` URL from
-        ``generate_presigned_url('get_object', ExpiresIn=presign_ttl)``; ``presign_ttl`` is
-        in seconds, 1..604800 (SigV4 limit), else :class:`ConfigError`. Signing is local, no
-        request is made. ``s3``: :meth:`object_uri`.
-        """
-        if mode == "public":
-            return public_url(public_base_url, key)
-        if mode == "presigned":
-            if not 1 <= presign_ttl <= MAX_PRESIGN_TTL:
-                raise ConfigError(
-                    f"presign TTL must be 1..{MAX_PRESIGN_TTL} seconds (SigV4 limit), got {presign_ttl}"
+    def presign(self, key: str, ttl: int) -> str:
+        """A SigV4 ``GET`` URL of ``key`` from ``generate_presigned_url('get_object',
+        ExpiresIn=ttl)``; ``ttl`` in seconds, 1..604800 (the SigV4 limit), else
+        :class:`ConfigError`. Signing is local, no request is made. Raises
+        :class:`StorageConfigError` when boto3 cannot sign (no credentials, bad endpoint)."""
+        if not 1 <= ttl <= MAX_PRESIGN_TTL:
+            raise ConfigError(f"presign TTL must be 1..{MAX_PRESIGN_TTL} seconds (SigV4 limit), got {ttl}")
+        try:
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=ttl
                 )
+            )
+        except (BotoCoreError, ValueError) as exc:  # no credentials, bad endpoint...
+            raise StorageConfigError(f"cannot presign s3://{self.bucket}/{key}: {_one_line(exc)}") from exc
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """``DeleteObjects`` (quiet) for up to :data:`MAX_DELETE_KEYS` keys a call, in as
+        many calls as the keys need (duplicates sent once). S3 answers success for a key
+        with no object, so deleting twice is fine. Keys a call reports as not deleted, or a
+        call that fails, raise :class:`StorageError` naming the first few, after every call
+        was made (AWS S3 API reference, ``DeleteObjects``: "up to 1,000 keys")."""
+        unique = list(dict.fromkeys(keys))
+        failed: list[str] = []
+        last: Exception | None = None
+        for i in range(0, len(unique), MAX_DELETE_KEYS):
+            batch = unique[i : i + MAX_DELETE_KEYS]
             try:
-                return str(
-                    self.client.generate_presigned_url(
-                        "get_object",
-                        Params={"Bucket": self.bucket, "Key": key},
-                        ExpiresIn=presign_ttl,
-                    )
+                resp = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
                 )
-            except (BotoCoreError, ValueError) as exc:  # no credentials, bad endpoint...
-                raise StorageConfigError(
-                    f"cannot presign s3://{self.bucket}/{key}: {_one_line(exc)}"
-                ) from exc
-        if mode == "s3":
-            return self.object_uri(key)
-        raise ConfigError(f"URL mode must be public, presigned or s3, got {mode!r}")
+            except (BotoCoreError, ClientError) as exc:
+                failed.extend(batch)
+                last = exc
+                continue
+            failed.extend(f"{e.get('Key')} ({e.get('Code')})" for e in resp.get("Errors", []))
+        if failed:
+            reason = f": {_one_line(last)}" if last is not None else ""
+            shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+            raise StorageError(f"cannot delete from s3://{self.bucket}: {shown}{reason}")
 
     def cleanup_incomplete_uploads(
         self, older_than_seconds: float = 86400, *, dry_run: bool = False
