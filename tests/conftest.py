@@ -18,6 +18,8 @@ import pytest
 from cachelayer import CacheLayer
 
 if TYPE_CHECKING:
+    from pg_cluster import OwnPostgres
+
     from cachelayer.catalog import Catalog
 
 
@@ -31,6 +33,23 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
     upgrade(engine)
     yield Catalog(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A started PostgreSQL cluster of the test's own (``tests/pg_cluster.OwnPostgres``), to
+    stop and restart under the code; destroyed afterwards. Skips when none can be made."""
+    from pg_cluster import OwnPostgres, OwnPostgresUnavailable
+
+    try:
+        pg = OwnPostgres()
+    except OwnPostgresUnavailable as exc:
+        pytest.skip(f"no throw-away PostgreSQL cluster: {exc}")
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()
 
 
 @pytest.fixture

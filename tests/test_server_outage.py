@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from pg_cluster import OwnPostgres, OwnPostgresUnavailable
 from serving import ServeProcess, serve_env, wait_for
 
 from cachelayer import CacheLayer, gateway_urls
@@ -23,19 +22,6 @@ from cachelayer.testing.s3server import MotoS3Server
 from cachelayer.testing.simulator import File
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    try:
-        pg = OwnPostgres()
-    except OwnPostgresUnavailable as exc:
-        pytest.skip(f"no throw-away PostgreSQL cluster: {exc}")
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture
