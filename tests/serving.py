@@ -92,6 +92,26 @@ def serve_env(sim: Any, s3_server: Any, bucket: str, catalog_url: str, **extra: 
     return env
 
 
+def post_webhook(
+    server: ServeProcess, body: bytes, headers: dict[str, str], timeout: float = 30.0
+) -> httpx.Response:
+    """POST ``body`` (JSON) with ``headers`` (the signature's) to ``server``'s webhook route;
+    ``timeout`` in seconds."""
+    return httpx.post(
+        f"{server.url}/webhooks/replicate",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+        timeout=timeout,
+    )
+
+
+def files_stored(layer: Any, pid: str, n: int) -> Any:
+    """The ``n`` catalog rows of prediction ``pid`` when all ``n`` are stored, else ``None``
+    (a predicate for :func:`wait_for`)."""
+    files = layer.catalog.files_of(pid)
+    return files if len(files) == n and all(f.status == "stored" for f in files) else None
+
+
 def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> Any:
     """Poll ``predicate()`` until it returns something truthy (returned); fail after ``timeout``."""
     deadline = time.monotonic() + timeout
