@@ -6,7 +6,6 @@ friends come from cachelayer's own pytest plugin (``cachelayer.testing.fixtures`
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,10 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from serving import layer_options, process_env
 
 from cachelayer import CacheLayer
 
 if TYPE_CHECKING:
+    from pg_cluster import OwnPostgres
+
     from cachelayer.catalog import Catalog
 
 
@@ -34,6 +36,23 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
 
 
 @pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A started PostgreSQL cluster of the test's own (``tests/pg_cluster.OwnPostgres``), to
+    stop and restart under the code; destroyed afterwards. Skips when none can be made."""
+    from pg_cluster import OwnPostgres, OwnPostgresUnavailable
+
+    try:
+        pg = OwnPostgres()
+    except OwnPostgresUnavailable as exc:
+        pytest.skip(f"no throw-away PostgreSQL cluster: {exc}")
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture
 def make_layer(
     replicate_simulator, s3_server, s3_bucket, catalog_url, monkeypatch
 ) -> Iterator[Callable[..., CacheLayer]]:
@@ -47,17 +66,7 @@ def make_layer(
 
     def make(**overrides: Any) -> CacheLayer:
         sim = overrides.pop("simulator", replicate_simulator)
-        options: dict[str, Any] = dict(
-            database_url=catalog_url,
-            storage_url=f"s3://{s3_bucket}/replicate",
-            s3_endpoint_url=s3_server.endpoint_url,
-            s3_region=s3_server.region,
-            replicate_api_token=sim.token,
-            replicate_base_url=sim.base_url,
-            ca_bundle=sim.ca_file,
-            allowed_hosts=sim.host_port,
-            auto_migrate=True,
-        )
+        options = layer_options(sim, s3_server, s3_bucket, catalog_url)
         options.update(overrides)
         auto = options.pop("auto_migrate")
         layer = CacheLayer(auto_migrate=auto, **options)
@@ -88,18 +97,8 @@ def run_cli(
 def cli_env(replicate_simulator, s3_server, s3_bucket, catalog_url) -> dict[str, str]:
     """Environment for `cachelayer` subprocesses: simulator, S3 bucket (prefix `cli`),
     catalog upgraded with `cachelayer db upgrade`, short leases."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
-    env.update(
-        CACHELAYER_DATABASE_URL=catalog_url,
-        CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/cli",
-        CACHELAYER_ALLOWED_HOSTS=replicate_simulator.host_port,
-        CACHELAYER_LEASE_SECONDS="5",
-        AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
-        AWS_ACCESS_KEY_ID=s3_server.access_key_id,
-        AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
-        AWS_REGION=s3_server.region,
-        REPLICATE_API_TOKEN=replicate_simulator.token,
-        REPLICATE_BASE_URL=replicate_simulator.base_url,
+    env = process_env(
+        replicate_simulator, s3_server, f"s3://{s3_bucket}/cli", catalog_url, CACHELAYER_LEASE_SECONDS="5"
     )
     done = run_cli(env, "db", "upgrade")
     assert done.returncode == 0, done.stderr

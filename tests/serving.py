@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -72,15 +73,24 @@ class ServeProcess:
         return int(self.proc.returncode)
 
 
-def serve_env(sim: Any, s3_server: Any, bucket: str, catalog_url: str, **extra: str) -> dict[str, str]:
-    """Environment of a serve process on the simulator, the bucket (prefix ``replicate``, as
-    the ``make_layer`` fixture) and the catalog. ``extra``: more variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_", "AWS_"))}
+def process_env(
+    sim: Any,
+    s3_server: Any,
+    storage_url: str,
+    catalog_url: str,
+    *,
+    drop: tuple[str, ...] = ("CACHELAYER_", "REPLICATE_"),
+    **extra: str,
+) -> dict[str, str]:
+    """Environment of a `cachelayer` process on the simulator, the S3 server and the catalog:
+    this process's environment without the variables starting with ``drop``, then the
+    catalog, ``storage_url``, the simulator's host allowed, the S3 endpoint and credentials,
+    the simulator's token and base URL; ``extra``: more variables (they win)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         CACHELAYER_DATABASE_URL=catalog_url,
-        CACHELAYER_STORAGE_URL=f"s3://{bucket}/replicate",
+        CACHELAYER_STORAGE_URL=storage_url,
         CACHELAYER_ALLOWED_HOSTS=sim.host_port,
-        CACHELAYER_LEASE_SECONDS="5",
         AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
         AWS_ACCESS_KEY_ID=s3_server.access_key_id,
         AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
@@ -90,6 +100,68 @@ def serve_env(sim: Any, s3_server: Any, bucket: str, catalog_url: str, **extra: 
     )
     env.update(extra)
     return env
+
+
+def serve_env(sim: Any, s3_server: Any, bucket: str, catalog_url: str, **extra: str) -> dict[str, str]:
+    """Environment of a serve process on the simulator, the bucket (prefix ``replicate``, as
+    the ``make_layer`` fixture) and the catalog, 5-second leases, no inherited ``AWS_*``.
+    ``extra``: more variables."""
+    return process_env(
+        sim,
+        s3_server,
+        f"s3://{bucket}/replicate",
+        catalog_url,
+        drop=("CACHELAYER_", "REPLICATE_", "AWS_"),
+        **{"CACHELAYER_LEASE_SECONDS": "5", **extra},
+    )
+
+
+def layer_options(sim: Any, s3_server: Any, bucket: str, catalog_url: str) -> dict[str, Any]:
+    """``CacheLayer`` keyword arguments for the simulator, the bucket (prefix ``replicate``)
+    and the catalog, auto-migrating (the ``make_layer`` fixture's defaults)."""
+    return dict(
+        database_url=catalog_url,
+        storage_url=f"s3://{bucket}/replicate",
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_region=s3_server.region,
+        replicate_api_token=sim.token,
+        replicate_base_url=sim.base_url,
+        ca_bundle=sim.ca_file,
+        allowed_hosts=sim.host_port,
+        auto_migrate=True,
+    )
+
+
+def read_head(sock: socket.socket, chunk: int = 65536) -> bytes | None:
+    """Receive from ``sock`` (``chunk`` bytes at a time) until an HTTP head's blank line;
+    ``None`` when the peer closes first. For the small raw servers of tests."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(chunk)
+        if not data:
+            return None
+        head += data
+    return head
+
+
+def post_webhook(
+    server: ServeProcess, body: bytes, headers: dict[str, str], timeout: float = 30.0
+) -> httpx.Response:
+    """POST ``body`` (JSON) with ``headers`` (the signature's) to ``server``'s webhook route;
+    ``timeout`` in seconds."""
+    return httpx.post(
+        f"{server.url}/webhooks/replicate",
+        content=body,
+        headers={"content-type": "application/json", **headers},
+        timeout=timeout,
+    )
+
+
+def files_stored(layer: Any, pid: str, n: int) -> Any:
+    """The ``n`` catalog rows of prediction ``pid`` when all ``n`` are stored, else ``None``
+    (a predicate for :func:`wait_for`)."""
+    files = layer.catalog.files_of(pid)
+    return files if len(files) == n and all(f.status == "stored" for f in files) else None
 
 
 def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.05, what: str = "condition") -> Any:

@@ -8,11 +8,9 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
-from pg_cluster import OwnPostgres, OwnPostgresUnavailable
 from sqlalchemy import text
 
 from cachelayer.catalog import Catalog, NewFile
@@ -96,19 +94,6 @@ class Writer(threading.Thread):
         with self.progress:
             ok = self.progress.wait_for(lambda: self.done >= n or self.error is not None, timeout)
         assert ok and self.error is None, self.error
-
-
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[OwnPostgres]:
-    try:
-        pg = OwnPostgres()
-    except OwnPostgresUnavailable as exc:
-        pytest.skip(f"no throw-away PostgreSQL cluster: {exc}")
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 def _stored(catalog: Catalog) -> int:

@@ -25,24 +25,10 @@ from typing import BinaryIO
 import httpx
 import pytest
 from conftest import CLI, run_cli
-from serving import ServeProcess, wait_for
+from serving import files_stored, post_webhook, wait_for
 
 from cachelayer.storage.local import LocalStore
 from cachelayer.testing.simulator import File
-
-
-def _post(server: ServeProcess, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/webhooks/replicate",
-        content=body,
-        headers={"content-type": "application/json", **headers},
-        timeout=30,
-    )
-
-
-def _stored(layer, pid: str, n: int):
-    files = layer.catalog.files_of(pid)
-    return files if len(files) == n and all(f.status == "stored" for f in files) else None
 
 
 @pytest.mark.usefixtures("http_webhooks")
@@ -56,9 +42,9 @@ def test_a_non_ascii_prediction_id_from_a_webhook_is_stored_and_the_workers_go_o
     layer = make_layer()
 
     body = json.dumps(sim.prediction(pid)).encode()
-    assert _post(server, body, sim.sign_webhook(body)).status_code == 200
+    assert post_webhook(server, body, sim.sign_webhook(body)).status_code == 200
 
-    (stored,) = wait_for(lambda: _stored(layer, pid, 1), timeout=60, what="café-pred stored")
+    (stored,) = wait_for(lambda: files_stored(layer, pid, 1), timeout=60, what="café-pred stored")
     assert stored.sha256 == out.sha256() and stored.output_path == "/t\u00e4sse"
     info = layer.store.head(stored.key)
     assert info is not None and info.sha256 == out.sha256()
@@ -69,8 +55,8 @@ def test_a_non_ascii_prediction_id_from_a_webhook_is_stored_and_the_workers_go_o
     later_out = File(b"later", content_type="text/plain", filename="later.txt")
     later = sim.seed_prediction("acme/barista", {"n": 2}, later_out)
     body = json.dumps(sim.prediction(later)).encode()
-    assert _post(server, body, sim.sign_webhook(body)).status_code == 200
-    wait_for(lambda: _stored(layer, later, 1), timeout=60, what="the later prediction stored")
+    assert post_webhook(server, body, sim.sign_webhook(body)).status_code == 200
+    wait_for(lambda: files_stored(layer, later, 1), timeout=60, what="the later prediction stored")
     assert httpx.get(f"{server.url}/healthz", timeout=10).json()["workers"] == "running"
     assert "copy workers stopped" not in server.output()
 
@@ -96,7 +82,7 @@ def test_worker_once_stores_a_non_ascii_id_beside_the_others_without_a_traceback
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["files_stored"] == 4
     for pid in [poison, *plain]:
-        assert _stored(layer, pid, 1), layer.catalog.files_of(pid)
+        assert files_stored(layer, pid, 1), layer.catalog.files_of(pid)
 
 
 class _GremlinStore(LocalStore):
@@ -128,7 +114,7 @@ def test_an_unexpected_exception_fails_that_file_alone_after_its_attempts(
     assert row.last_error.startswith("RuntimeError: disk gremlin")
     assert len(row.last_error) < 1000  # truncated: a reason, not a dump
     for pid in good:
-        assert _stored(layer, pid, 1)
+        assert files_stored(layer, pid, 1)
     assert summary.files_stored == 3 and summary.files_failed == 1 and summary.exit_code == 1
     assert summary.failures == {"CopyError": 1}
 
@@ -149,7 +135,7 @@ def test_a_pool_that_runs_until_stopped_outlives_an_unexpected_exception(
         wait_for(lambda: layer.catalog.files_of(bad)[0].status == "failed", what="the gremlin file failed")
         later = sim.seed_prediction("acme/m", {}, File(b"later", filename="later.txt"))
         layer.enqueue(sim.prediction(later))
-        wait_for(lambda: _stored(layer, later, 1), what="a later file stored by the same pool")
+        wait_for(lambda: files_stored(layer, later, 1), what="a later file stored by the same pool")
         assert runner.is_alive()
     finally:
         stop.set()

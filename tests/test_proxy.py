@@ -9,7 +9,6 @@ records every target it was asked for.
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import socketserver
@@ -17,6 +16,7 @@ import threading
 
 import pytest
 from conftest import run_cli
+from serving import process_env, read_head
 
 from cachelayer.config import Settings
 from cachelayer.errors import ConfigError, DisallowedAddressError, DisallowedUrlError
@@ -35,12 +35,9 @@ class ConnectProxy:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
                 client: socket.socket = self.request
-                head = b""
-                while b"\r\n\r\n" not in head:
-                    chunk = client.recv(4096)
-                    if not chunk:
-                        return
-                    head += chunk
+                head = read_head(client, 4096)
+                if head is None:
+                    return
                 method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
                 owner.targets.append(target if method == "CONNECT" else f"{method} {target}")
                 if method != "CONNECT":
@@ -90,19 +87,13 @@ def test_downloads_go_through_the_proxy_and_are_stored(proxy, s3_server, s3_buck
     file through the proxy's tunnel, verified with the simulator's CA, and stored."""
     with ReplicateSimulator(https=True) as sim:
         sim.add_model("acme/proxied", outputs=[File(size=3000, seed=1), File(size=5000, seed=2)])
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
-        env.update(
-            CACHELAYER_DATABASE_URL=catalog_url,
-            CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/proxied",
-            CACHELAYER_ALLOWED_HOSTS=sim.host_port,
+        env = process_env(
+            sim,
+            s3_server,
+            f"s3://{s3_bucket}/proxied",
+            catalog_url,
             CACHELAYER_CA_BUNDLE=str(sim.ca_file),
             CACHELAYER_PROXY=proxy.url,
-            AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
-            AWS_ACCESS_KEY_ID=s3_server.access_key_id,
-            AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
-            AWS_REGION=s3_server.region,
-            REPLICATE_API_TOKEN=sim.token,
-            REPLICATE_BASE_URL=sim.base_url,
         )
         assert run_cli(env, "db", "upgrade").returncode == 0
         done = run_cli(env, "run", "acme/proxied")

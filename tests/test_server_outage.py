@@ -14,8 +14,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from pg_cluster import OwnPostgres, OwnPostgresUnavailable
-from serving import ServeProcess, serve_env, wait_for
+from serving import ServeProcess, layer_options, serve_env, wait_for
 
 from cachelayer import CacheLayer, gateway_urls
 from cachelayer.catalog.server_state import gateway_secret
@@ -23,19 +22,6 @@ from cachelayer.testing.s3server import MotoS3Server
 from cachelayer.testing.simulator import File
 
 MB = 1024 * 1024
-
-
-@pytest.fixture
-def own_postgres() -> Iterator[OwnPostgres]:
-    try:
-        pg = OwnPostgres()
-    except OwnPostgresUnavailable as exc:
-        pytest.skip(f"no throw-away PostgreSQL cluster: {exc}")
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture
@@ -50,18 +36,7 @@ def procs() -> Iterator[list[ServeProcess]]:
 
 
 def _layer(sim, s3, bucket: str, database_url: str, **options) -> CacheLayer:
-    return CacheLayer(
-        database_url=database_url,
-        storage_url=f"s3://{bucket}/replicate",
-        s3_endpoint_url=s3.endpoint_url,
-        s3_region=s3.region,
-        replicate_api_token=sim.token,
-        replicate_base_url=sim.base_url,
-        ca_bundle=sim.ca_file,
-        allowed_hosts=sim.host_port,
-        auto_migrate=True,
-        **options,
-    )
+    return CacheLayer(**{**layer_options(sim, s3, bucket, database_url), **options})
 
 
 def _migrate(layer: CacheLayer) -> None:

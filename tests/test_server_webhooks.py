@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-from serving import ServeProcess, wait_for
+from serving import files_stored, post_webhook, wait_for
 
 from cachelayer.catalog.server_state import ServerState
 from cachelayer.testing.simulator import File
@@ -23,20 +23,6 @@ pytestmark = pytest.mark.usefixtures("http_webhooks")
 
 
 MB = 1024 * 1024
-
-
-def _post(server: ServeProcess, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}/webhooks/replicate",
-        content=body,
-        headers={"content-type": "application/json", **headers},
-        timeout=30,
-    )
-
-
-def _files_stored(layer, pid: str, n: int):
-    files = layer.catalog.files_of(pid)
-    return files if len(files) == n and all(f.status == "stored" for f in files) else None
 
 
 def test_simulator_webhooks_are_verified_recorded_and_copied(make_layer, served, replicate_simulator):
@@ -54,7 +40,7 @@ def test_simulator_webhooks_are_verified_recorded_and_copied(make_layer, served,
         lambda: any(d.event == "completed" and d.status == 200 for d in sim.webhook_deliveries),
         what="the completed webhook to be acknowledged",
     )
-    files = wait_for(lambda: _files_stored(layer, pred.id, 2), what="both files stored")
+    files = wait_for(lambda: files_stored(layer, pred.id, 2), what="both files stored")
     by_path = {f.output_path: f for f in files}
     assert layer.store.open(by_path["/image"].key).read() == image.read()
     assert by_path["/clips/0"].sha256 == big.sha256() and by_path["/clips/0"].size == big.size
@@ -90,17 +76,17 @@ def test_forged_stale_tampered_and_replayed_deliveries_are_refused_or_ignored(
         "bad_timestamp": (body, {**sim.sign_webhook(body), "webhook-timestamp": "soon"}),
     }
     for name, (payload, headers) in refused.items():
-        resp = _post(server, payload, headers)
+        resp = post_webhook(server, payload, headers)
         assert resp.status_code in (400, 401), (name, resp.status_code, resp.text)
     assert layer.catalog.get_prediction(pid) is None  # nothing was acted on
-    assert _post(server, b"not json", sim.sign_webhook(b"not json")).status_code == 400
+    assert post_webhook(server, b"not json", sim.sign_webhook(b"not json")).status_code == 400
 
     headers = sim.sign_webhook(body)
-    first = _post(server, body, headers)
+    first = post_webhook(server, body, headers)
     assert first.status_code == 200, first.text
     assert first.json()["duplicate"] is False and first.json()["inbox"] is True
     rows = wait_for(lambda: layer.catalog.files_of(pid), what="the file queued from the inbox")
-    replay = _post(server, body, headers)
+    replay = post_webhook(server, body, headers)
     assert replay.status_code == 200 and replay.json()["duplicate"] is True
     assert layer.catalog.files_of(pid) == rows
     assert ServerState(layer.engine).delivery_count() == 1
@@ -122,12 +108,12 @@ def test_a_60_mb_output_is_acknowledged_before_its_copy_finishes(make_layer, ser
     server = served("--workers", "1", CACHELAYER_WEBHOOK_SECRET=sim.webhook_secret)
     layer = make_layer()
 
-    resp = _post(server, body, sim.sign_webhook(body))
+    resp = post_webhook(server, body, sim.sign_webhook(body))
     acked_at = datetime.now(timezone.utc)
 
     assert resp.status_code == 200, resp.text
     assert resp.json()["inbox"] is True and resp.json()["prediction_id"] == pid
-    (stored,) = wait_for(lambda: _files_stored(layer, pid, 1), timeout=180, what="the 60 MB copy")
+    (stored,) = wait_for(lambda: files_stored(layer, pid, 1), timeout=180, what="the 60 MB copy")
     assert stored.stored_at > acked_at  # the answer came before the copy was done
     assert stored.size == big.size and stored.sha256 == big.sha256()
 
@@ -143,7 +129,7 @@ def test_start_events_record_and_never_undo_a_finished_prediction(make_layer, se
 
     for snapshot, status in ((started, "processing"), (finished, "succeeded"), (started, "succeeded")):
         raw = json.dumps(snapshot).encode()
-        assert _post(server, raw, sim.sign_webhook(raw)).status_code == 200
+        assert post_webhook(server, raw, sim.sign_webhook(raw)).status_code == 200
         wait_for(lambda: ServerState(layer.engine).inbox() == [], what="the inbox to be drained")
         assert layer.catalog.get_prediction(pid).status == status
 
@@ -157,7 +143,7 @@ def test_unsuccessful_predictions_are_recorded_as_such(make_layer, served, repli
     server = served("--workers", "0", CACHELAYER_WEBHOOK_SECRET=sim.webhook_secret)
     layer = make_layer()
 
-    resp = _post(server, raw, sim.sign_webhook(raw))
+    resp = post_webhook(server, raw, sim.sign_webhook(raw))
 
     assert resp.status_code == 200 and resp.json()["inbox"] is True
     rec = wait_for(lambda: layer.catalog.get_prediction(pid), what="the prediction recorded from the inbox")

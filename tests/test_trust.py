@@ -12,7 +12,6 @@ set, exit status 2, never retried.
 
 from __future__ import annotations
 
-import os
 import socket
 import socketserver
 import ssl
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from serving import process_env, read_head
 
 from cachelayer.config import Settings
 from cachelayer.errors import CertificateError, ConfigError
@@ -50,12 +50,8 @@ class TlsFileServer:
                 except (ssl.SSLError, OSError):
                     return  # the client refused our certificate
                 with tls:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = tls.recv(65536)
-                        if not chunk:
-                            return
-                        data += chunk
+                    if read_head(tls) is None:
+                        return
                     tls.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n"
                         + f"Content-Length: {len(PNG)}\r\n\r\n".encode()
@@ -122,20 +118,7 @@ def test_the_standard_variable_alone_trusts_the_api_and_the_downloads(
     with ReplicateSimulator(https=True) as sim:
         files = [File(size=3000, seed=1), File(size=4000, seed=2)]
         sim.add_model("acme/tls", outputs=files)
-        env = _clean_env(
-            {k: v for k, v in os.environ.items() if not k.startswith(("CACHELAYER_", "REPLICATE_"))}
-        )
-        env.update(
-            CACHELAYER_DATABASE_URL=catalog_url,
-            CACHELAYER_STORAGE_URL=f"s3://{s3_bucket}/trust",
-            CACHELAYER_ALLOWED_HOSTS=sim.host_port,
-            AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
-            AWS_ACCESS_KEY_ID=s3_server.access_key_id,
-            AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
-            AWS_REGION=s3_server.region,
-            REPLICATE_API_TOKEN=sim.token,
-            REPLICATE_BASE_URL=sim.base_url,
-        )
+        env = _clean_env(process_env(sim, s3_server, f"s3://{s3_bucket}/trust", catalog_url))
         env[variable] = str(sim.ca_file)
         assert run_cli(env, "db", "upgrade").returncode == 0
         done = run_cli(env, "run", "acme/tls")

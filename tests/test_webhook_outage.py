@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from pg_cluster import OwnPostgres, OwnPostgresUnavailable
 from serving import ServeProcess, serve_env, wait_for
 
 from cachelayer.catalog import Catalog
@@ -22,20 +20,10 @@ from cachelayer.testing.simulator import File
 pytestmark = pytest.mark.usefixtures("http_webhooks")
 
 
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[OwnPostgres]:
-    try:
-        pg = OwnPostgres()
-    except OwnPostgresUnavailable as exc:
-        pytest.skip(f"no throw-away PostgreSQL cluster: {exc}")
-    try:
-        pg.start()
-        engine = make_engine(pg.url)
-        upgrade(engine)
-        engine.dispose()
-        yield pg
-    finally:
-        pg.destroy()
+def _migrate(catalog_url: str) -> None:
+    engine = make_engine(catalog_url)
+    upgrade(engine)
+    engine.dispose()
 
 
 def _delivery(sim, n: int) -> tuple[str, bytes]:
@@ -61,6 +49,7 @@ def test_postgresql_down_or_restarting_answers_503_and_loses_nothing(
     own_postgres, replicate_simulator, s3_server, s3_bucket, tmp_path
 ):
     sim = replicate_simulator
+    _migrate(own_postgres.url)
     env = serve_env(
         sim,
         s3_server,
@@ -110,9 +99,7 @@ def test_sqlite_locked_against_writers_answers_503(replicate_simulator, s3_serve
     sim = replicate_simulator
     path = tmp_path / "catalog.db"
     url = f"sqlite:///{path}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
+    _migrate(url)
     env = serve_env(
         sim,
         s3_server,
