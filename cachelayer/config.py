@@ -101,12 +101,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from cachelayer.errors import ConfigError
 from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
-from cachelayer.masking import mask_secrets
-from cachelayer.urls import parse_host_patterns
+from cachelayer.setting_values import (
+    check_database_url,
+    check_proxy,
+    check_storage_url,
+    check_text,
+    host_list,
+    http_url,
+    resolve_ca_bundle,
+    shown,
+)
 
 DEFAULT_ALLOWED_HOSTS = ("replicate.delivery", "*.replicate.delivery")
 #: Replicate's delivery domains (shared/reference/replicate-api.md), which get the API token.
@@ -169,36 +177,29 @@ NUMBERS: dict[str, NumberRule] = {
 }
 
 
-def _shown(raw: object) -> str:
-    """``raw`` as the value of an error message: credentials masked (:func:`mask_secrets`),
-    ``repr``-quoted, at most 80 characters."""
-    text = repr(mask_secrets(raw) if isinstance(raw, str) else raw)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def parse_number(name: str, raw: object, rule: NumberRule) -> int | float:
     """``raw`` (text or a number) read as ``rule`` says; ``name`` is the variable or keyword
     named in the error. Raises :class:`ConfigError` for a malformed, non-finite or
     out-of-range value."""
     if rule.kind is int:
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
-            raise ConfigError(f"{name} must be an integer, got {_shown(raw)}")
+            raise ConfigError(f"{name} must be an integer, got {shown(raw)}")
         try:
             value: int | float = int(raw) if isinstance(raw, (int, float)) else int(str(raw).strip())
         except (ValueError, OverflowError):
-            raise ConfigError(f"{name} must be an integer, got {_shown(raw)}") from None
+            raise ConfigError(f"{name} must be an integer, got {shown(raw)}") from None
     else:
         try:
             value = (
                 float(raw) if isinstance(raw, (int, float, str)) and not isinstance(raw, bool) else math.nan
             )
         except (ValueError, TypeError, OverflowError):
-            raise ConfigError(f"{name} must be a number of {rule.unit}, got {_shown(raw)}") from None
+            raise ConfigError(f"{name} must be a number of {rule.unit}, got {shown(raw)}") from None
         if not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number of {rule.unit}, got {_shown(raw)}")
+            raise ConfigError(f"{name} must be a finite number of {rule.unit}, got {shown(raw)}")
     if not rule.low <= value <= rule.high:
         high = "" if rule.high == math.inf else f" and at most {rule.high:g}"
-        raise ConfigError(f"{name} must be at least {rule.low:g}{high} ({rule.unit}), got {_shown(raw)}")
+        raise ConfigError(f"{name} must be at least {rule.low:g}{high} ({rule.unit}), got {shown(raw)}")
     return value
 
 
@@ -217,25 +218,6 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_data_dir("cachelayer", appauthor=False))
 
 
-def _http_url(name: str, url: str, *, path_ok: bool = True) -> str:
-    """``url`` if it is ``http(s)://host[:port][/path]`` without query or fragment."""
-    bad = f"{name} must be an http(s) URL with a host"
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ConfigError(f"{bad}, got {_shown(url)} (whitespace or control characters)")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigError(f"{bad}, got {_shown(url)} ({exc})") from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{bad}, got {_shown(url)}")
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        raise ConfigError(f"{bad} and no user, query or fragment, got {_shown(url)}")
-    if not path_ok and parts.path not in ("", "/"):
-        raise ConfigError(f"{bad} and no path, got {_shown(url)}")
-    return url
-
-
 def default_token_hosts(replicate_base_url: str | None) -> tuple[str, ...]:
     """The API host of ``replicate_base_url`` (``host`` for https, ``host:port`` when a port
     is given; default ``api.replicate.com``) plus Replicate's delivery domains."""
@@ -248,144 +230,10 @@ def default_token_hosts(replicate_base_url: str | None) -> tuple[str, ...]:
                 host = f"[{host}]"
             api_host = f"{host}:{parts.port}" if parts.port else host
         except ValueError:
-            raise ConfigError(f"REPLICATE_BASE_URL is not a URL: {_shown(replicate_base_url)}") from None
+            raise ConfigError(f"REPLICATE_BASE_URL is not a URL: {shown(replicate_base_url)}") from None
         if not host:
-            raise ConfigError(f"REPLICATE_BASE_URL has no host: {_shown(replicate_base_url)}")
+            raise ConfigError(f"REPLICATE_BASE_URL has no host: {shown(replicate_base_url)}")
     return (api_host, *DELIVERY_TOKEN_HOSTS)
-
-
-def sqlite_path(database_url: str, name: str = "CACHELAYER_DATABASE_URL") -> Path | None:
-    """The file of a SQLite catalog URL (``~`` expanded), ``None`` for other databases and
-    in-memory SQLite. Raises :class:`ConfigError` naming ``name`` (the variable or flag the
-    URL came from) for a URL SQLAlchemy cannot parse."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(database_url)
-    except (ArgumentError, ValueError):
-        raise ConfigError(f"{name} is not a database URL: {_shown(database_url)}") from None
-    if url.get_backend_name() != "sqlite":
-        return None
-    db = url.database
-    if not db or db == ":memory:" or db.startswith("file:"):
-        return None
-    return Path(db).expanduser()
-
-
-def _check_database_url(url: str, name: str = "CACHELAYER_DATABASE_URL") -> None:
-    from sqlalchemy.engine import make_url
-
-    path = sqlite_path(url, name)  # also checks that the URL parses
-    backend = make_url(url).get_backend_name()
-    if backend not in ("sqlite", "postgresql", "postgres"):
-        raise ConfigError(f"{name} must be a SQLite or PostgreSQL URL, got {backend!r} ({_shown(url)})")
-    if path is None:
-        return
-    if path.is_dir():
-        raise ConfigError(f"{name} names a directory, not a SQLite file: {str(path)!r}")
-    if path.exists():
-        # Whether it holds a SQLite database is left to SQLite (at the first connection,
-        # cachelayer.catalog.db): reading the file here would drop this process's POSIX
-        # locks on it when the descriptor closes, under any catalog already open.
-        return
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{name}: {str(parent)!r} is a file, so {str(path)!r} cannot be created")
-            break
-
-
-_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-
-
-def _check_storage_url(url: str, name: str = "CACHELAYER_STORAGE_URL") -> None:
-    expected = f"{name} must be s3://bucket[/prefix] or file:///path"
-    if not (url.startswith(("s3://", "file://")) or url.startswith("/")):
-        raise ConfigError(f"{expected}, got {_shown(url)}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in url):
-        raise ConfigError(f"{expected}, got {_shown(url)} (control characters)")
-    parts = urlsplit(url)
-    if parts.query or parts.fragment:
-        raise ConfigError(f"{expected} (no query or fragment), got {_shown(url)}")
-    if url.startswith("s3://") and not _BUCKET.fullmatch(parts.netloc):
-        raise ConfigError(f"{expected} with a valid bucket name, got {_shown(url)}")
-    if url.startswith("s3://"):
-        return
-    if url.startswith("file://") and parts.netloc not in ("", "localhost"):
-        raise ConfigError(f"{expected} (a local path), got {_shown(url)}")
-    root = Path(unquote(parts.path) if url.startswith("file://") else url).expanduser()
-    for path in (root, *root.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise ConfigError(f"{name}: {str(path)!r} is a file, not a directory")
-            break
-
-
-def _check_text(name: str, value: str, *, limit: int, secret: bool = False) -> str:
-    """Printable ASCII of at most ``limit`` characters (an HTTP header value); a ``secret``
-    is never shown in the error, only its length."""
-    if len(value) > limit or any(not (32 <= ord(c) < 127) for c in value):
-        got = f"a value of {len(value)} characters" if secret else _shown(value)
-        raise ConfigError(f"{name} must be printable ASCII of at most {limit} characters, got {got}")
-    return value
-
-
-CA_BUNDLE_VARIABLES = ("CACHELAYER_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
-
-
-def resolve_ca_bundle(env: Mapping[str, str], override: str | None = None) -> str | None:
-    """The CA bundle (PEM path) of the Replicate API and the downloads: ``override`` (the
-    ``ca_bundle`` keyword), else the first of :data:`CA_BUNDLE_VARIABLES` set in ``env``;
-    ``None``: certifi's. :class:`ConfigError` names the variable of a bad file."""
-    if override:
-        return _check_ca_bundle(override, "CACHELAYER_CA_BUNDLE")
-    for var in CA_BUNDLE_VARIABLES:
-        if env.get(var):
-            return _check_ca_bundle(env[var], var)
-    return None
-
-
-def _check_ca_bundle(path_text: str, var: str) -> str:
-    path = Path(path_text).expanduser()
-    if path.is_dir():
-        raise ConfigError(f"{var} must be a PEM file, but {path_text!r} is a directory")
-    if not path.is_file():
-        raise ConfigError(f"{var} names {path_text!r}, which does not exist")
-    import ssl
-
-    try:
-        ssl.create_default_context(cafile=str(path))
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        raise ConfigError(f"{var} {path_text!r} is not a PEM CA bundle: {exc}") from None
-    return str(path)
-
-
-def _check_proxy(url: str) -> str:
-    """``CACHELAYER_PROXY``: ``http(s)://[user:password@]host:port``; errors hide the password."""
-    parts = urlsplit(url.strip())
-    if parts.query or parts.fragment:
-        raise ConfigError("CACHELAYER_PROXY must be http(s)://[user:password@]host:port (no query)")
-    host_only = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-    _http_url("CACHELAYER_PROXY", host_only, path_ok=False)
-    return url.strip()
-
-
-def _hosts(raw: Any, setting: str) -> tuple[str, ...] | None:
-    """Host patterns from a comma-separated string or a sequence; ``None`` when empty."""
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        items = raw.split(",")
-    elif isinstance(raw, (list, tuple, set, frozenset)):
-        items = [str(h) for h in raw]
-    else:
-        raise ConfigError(f"{setting} must be a comma-separated string or a list of host patterns")
-    hosts = tuple(h.strip().lower() for h in items if h.strip())
-    if not hosts:
-        return None
-    parse_host_patterns(hosts, setting=setting)
-    return hosts
 
 
 @dataclass(frozen=True)
@@ -492,13 +340,13 @@ class Settings:
             database_url = f"sqlite:///{data_dir}/catalog.db"
         if not storage_url:
             storage_url = (Path(str(data_dir)) / "objects").as_uri()
-        _check_database_url(database_url, name("database_url", "CACHELAYER_DATABASE_URL"))
-        _check_storage_url(storage_url, name("storage_url", "CACHELAYER_STORAGE_URL"))
+        check_database_url(database_url, name("database_url", "CACHELAYER_DATABASE_URL"))
+        check_storage_url(storage_url, name("storage_url", "CACHELAYER_STORAGE_URL"))
 
         base_name = name("public_base_url", "CACHELAYER_PUBLIC_BASE_URL")
         public_base_url = pick("public_base_url", "CACHELAYER_PUBLIC_BASE_URL")
         if public_base_url:
-            public_base_url = _http_url(base_name, public_base_url).rstrip("/")
+            public_base_url = http_url(base_name, public_base_url).rstrip("/")
         url_mode = pick("url_mode", "CACHELAYER_URL_MODE") or ("public" if public_base_url else "s3")
         mode_name = name("url_mode", "CACHELAYER_URL_MODE")
         if url_mode == "public" and not public_base_url:
@@ -514,34 +362,34 @@ class Settings:
             return parse_number(rule.var, raw, rule)
 
         numbers = {key: num(key) for key in NUMBERS}
-        allowed_hosts = _hosts(
+        allowed_hosts = host_list(
             ov.get("allowed_hosts", env.get("CACHELAYER_ALLOWED_HOSTS")),
             name("allowed_hosts", "CACHELAYER_ALLOWED_HOSTS"),
         )
         cache_control = ov.get("cache_control", env.get("CACHELAYER_CACHE_CONTROL", cls.cache_control))
         if cache_control:
-            cache_control = _check_text("CACHELAYER_CACHE_CONTROL", str(cache_control), limit=1024)
+            cache_control = check_text("CACHELAYER_CACHE_CONTROL", str(cache_control), limit=1024)
         ca_bundle = resolve_ca_bundle(env, str(ov["ca_bundle"]) if ov.get("ca_bundle") else None)
         proxy = pick("proxy", "CACHELAYER_PROXY")
         if proxy:
-            proxy = _check_proxy(proxy)
+            proxy = check_proxy(proxy)
         token = pick("replicate_api_token", "REPLICATE_API_TOKEN")
         if token:
-            _check_text("REPLICATE_API_TOKEN", token, limit=4096, secret=True)
+            check_text("REPLICATE_API_TOKEN", token, limit=4096, secret=True)
             if " " in token:
                 raise ConfigError("REPLICATE_API_TOKEN must not contain spaces")
         replicate_base_url = pick("replicate_base_url", "REPLICATE_BASE_URL")
         if replicate_base_url:
-            _http_url("REPLICATE_BASE_URL", replicate_base_url)
+            http_url("REPLICATE_BASE_URL", replicate_base_url)
         s3_endpoint_url = ov.get("s3_endpoint_url")
         if s3_endpoint_url:
-            _http_url("s3_endpoint_url", str(s3_endpoint_url))
+            http_url("s3_endpoint_url", str(s3_endpoint_url))
         s3_region = ov.get("s3_region")
         if s3_region is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,64}", str(s3_region)):
             raise ConfigError(
-                f"s3_region must be a region name such as us-east-1 or auto, got {_shown(s3_region)}"
+                f"s3_region must be a region name such as us-east-1 or auto, got {shown(s3_region)}"
             )
-        token_hosts = _hosts(
+        token_hosts = host_list(
             ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS"
         ) or default_token_hosts(replicate_base_url)
         return cls(
@@ -565,8 +413,8 @@ class Settings:
 
 
 def _optional_url(name: str, raw: str | None) -> str | None:
-    """``raw`` checked as an http(s) URL (:func:`_http_url`), without a trailing ``/``."""
-    return _http_url(name, raw.strip()).rstrip("/") if raw and raw.strip() else None
+    """``raw`` checked as an http(s) URL (:func:`http_url`), without a trailing ``/``."""
+    return http_url(name, raw.strip()).rstrip("/") if raw and raw.strip() else None
 
 
 _TRUE = ("1", "true", "yes", "on")

@@ -4,7 +4,7 @@ Findings: downloads ignored ``SSL_CERT_FILE`` and ``REQUESTS_CA_BUNDLE`` (the do
 is built with ``trust_env=False``) while the API client honoured them, so behind a private CA
 the API worked and every file failed with ``CERTIFICATE_VERIFY_FAILED``, was retried four
 times and was reported as a *truncated* download. Now one resolution
-(:func:`cachelayer.config.resolve_ca_bundle`: ``CACHELAYER_CA_BUNDLE``, else ``SSL_CERT_FILE``,
+(:func:`cachelayer.setting_values.resolve_ca_bundle`: ``CACHELAYER_CA_BUNDLE``, else ``SSL_CERT_FILE``,
 else ``REQUESTS_CA_BUNDLE``) serves the API and the downloads, and a certificate failure is a
 :class:`~cachelayer.errors.CertificateError`: one line naming the host and the variables to
 set, exit status 2, never retried.

@@ -26,8 +26,9 @@ import click
 
 from cachelayer.catalog.models import FILE_STATUSES
 from cachelayer.cli.formatting import DEFAULT_FORMAT, FORMATS
-from cachelayer.config import URL_MODES, Settings, sqlite_path
+from cachelayer.config import URL_MODES, Settings
 from cachelayer.errors import CatalogUnavailableError
+from cachelayer.setting_values import sqlite_path
 from cachelayer.timeparse import parse_duration, parse_when
 
 if TYPE_CHECKING:
