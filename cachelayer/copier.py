@@ -37,6 +37,7 @@ from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.config import Settings
 from cachelayer.errors import (
     CacheLayerError,
+    ConfigError,
     CopyError,
     DisallowedUrlError,
     DownloadError,
@@ -356,7 +357,9 @@ class Copier:
         """Record a failure. A transient one (``retryable``) goes back to ``pending`` with an
         exponential backoff (``available_at``) until the file has been claimed
         ``settings.max_attempts`` times; after that, and for permanent ones, ``status``."""
-        log.warning("could not copy %s %s: %s", row.prediction_id, row.output_path or "(root)", exc)
+        # a setting to fix (an untrusted certificate) reaches the caller as one line of its own
+        say = log.debug if isinstance(exc, ConfigError) else log.warning
+        say("could not copy %s %s: %s", row.prediction_id, row.output_path or "(root)", exc)
         retry_after = None
         if retryable and row.attempts < self.settings.max_attempts:
             status = "pending"
