@@ -155,4 +155,4 @@ def test_persist_on_expired_takes_the_one_vocabulary(cli_env, replicate_simulato
     assert raised.returncode == 1 and "expired" in raised.stderr
     skipped = cli(cli_env, "persist", pid, "--json", "--on-expired", "skip")
     assert skipped.returncode == 0, skipped.stderr
-    assert json.loads(skipped.stdout) == {pid: [url]}
+    assert json.loads(skipped.stdout) == {pid: {"ok": True, "output": [url]}}

@@ -232,16 +232,26 @@ def write_records(
         out.write("\n]\n" if n else "]\n")
         return n
     if fmt == "csv":
-        writer: Any = None
+        # Lines end in "\n"; the csv module then quotes cells holding "\n" but not a lone
+        # "\r", which readers take for a line end: such a row is written fully quoted.
+        plain = csv.writer(out, lineterminator="\n")
+        quoted = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+        def write(row: list[Any]) -> None:
+            (quoted if any(isinstance(c, str) and "\r" in c for c in row) else plain).writerow(row)
+
+        names: list[str] | None = list(fields) if fields is not None else None
+        header = False
         for r in records:
-            if writer is None:
-                names = list(fields) if fields is not None else list(r.keys())
-                writer = csv.writer(out, lineterminator="\n")
-                writer.writerow(names)
-            writer.writerow([_csv_cell(r.get(k)) for k in names])
+            if names is None:
+                names = list(r.keys())
+            if not header:
+                write(list(names))
+                header = True
+            write([_csv_cell(r.get(k)) for k in names])
             n += 1
-        if writer is None and fields is not None:
-            csv.writer(out, lineterminator="\n").writerow(list(fields))
+        if not header and names is not None:
+            write(list(names))
         return n
     raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
 
