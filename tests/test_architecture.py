@@ -270,3 +270,13 @@ def test_only_storage_imports_the_concrete_stores():
     assert not any(
         t.startswith(CONCRETE_STORES) for m, ts in g.items() if m.startswith("cachelayer.server") for t in ts
     )
+
+
+def test_every_package_is_in_the_wheel():
+    """pyproject.toml lists the packages explicitly: a new package left out installs
+    without it (``pip install .`` then fails at import, as ``replicate_clients`` did)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "cachelayer").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)
