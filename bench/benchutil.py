@@ -602,8 +602,8 @@ def null_store() -> Any:
         def object_uri(self, key: str) -> str:
             return f"null:///{key}"
 
-        def url(self, key: str, mode: Any, **kwargs: Any) -> str:
-            return self.object_uri(key)
+        def delete(self, keys: Any) -> None:
+            pass
 
     return NullStore()
 

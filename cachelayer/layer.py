@@ -140,9 +140,11 @@ class CacheLayer:
         current settings (endpoint, region, addressing style; credentials from boto3's
         chain), built once per URI. Sends no request. Raises
         :class:`~cachelayer.errors.ConfigError` for a URI ``open_store`` refuses."""
-        store = self.store
-        if uri == store.uri:
-            return store
+        # the configured store only if already built: comparing with it must not build it
+        # (an S3 client) for a file recorded in another store (tests/test_startup.py)
+        configured = self._store if self._store is not None else self.__dict__.get("store")
+        if configured is not None and uri == configured.uri:
+            return configured
         with self._lock:
             opened = self._stores.get(uri)
             if opened is None:
