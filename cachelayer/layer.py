@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -413,6 +413,7 @@ class CacheLayer:
         on_expired: OnExpired = "skip",
         retry_failed: bool = False,
         progress: ProgressFn | None = None,
+        processes: int = 1,
     ) -> BackfillSummary:
         """Copy every retrievable file of the account's prediction history.
 
@@ -428,7 +429,10 @@ class CacheLayer:
         queue but copy nothing (leave it to :meth:`work`). ``on_expired="rerun"`` reruns
         removed predictions whose input was recorded (once each). ``retry_failed`` puts
         failed files back in the queue first. ``progress(summary)`` is called at most every
-        0.2 s from worker threads. Returns a :class:`~cachelayer.workers.BackfillSummary`;
+        0.2 s from worker threads (this process's copies; other processes' are added at the
+        end). ``processes``: copy with that many processes in all, this one (which also
+        scans) and ``processes - 1`` helpers (:mod:`cachelayer.processes`; a layer built
+        from settings alone). Returns a :class:`~cachelayer.workers.BackfillSummary`;
         raises :class:`~cachelayer.errors.ConfigError` for bad arguments (``since`` not
         before ``until``), :class:`~cachelayer.errors.ModelNotFoundError` for a model of
         ``models`` Replicate does not know, and Replicate errors of the list call (after
@@ -446,19 +450,38 @@ class CacheLayer:
         except CacheLayerError:
             pages = None
         copier = self.copier
-        return scan.backfill(
-            pages or self.api,
-            self.catalog,
-            copier,
-            self.persister,
-            flt,
-            concurrency=concurrency or self.settings.concurrency,
-            limit=limit,
-            dry_run=dry_run,
-            scan_only=scan_only,
-            on_expired=on_expired,
-            retry_failed=retry_failed,
-            progress=progress,
+
+        def run() -> BackfillSummary:
+            return scan.backfill(
+                pages or self.api,
+                self.catalog,
+                copier,
+                self.persister,
+                flt,
+                concurrency=concurrency or self.settings.concurrency,
+                limit=limit,
+                dry_run=dry_run,
+                scan_only=scan_only,
+                on_expired=on_expired,
+                retry_failed=retry_failed,
+                progress=progress,
+            )
+
+        return self._beside(1 if dry_run or scan_only else processes, once=False, run=run)
+
+    def _beside(self, processes: int, *, once: bool, run: Callable[[], BackfillSummary]) -> BackfillSummary:
+        """``run()`` with ``processes - 1`` helper processes copying beside it."""
+        from cachelayer.processes import run_beside
+
+        if processes > 1 and (self._client is not None or self._store is not None):
+            raise ConfigError("processes > 1 needs a CacheLayer built from settings (no client or store)")
+        return run_beside(
+            type(self),
+            self.settings,
+            processes,
+            once=once,
+            run=run,
+            leased_elsewhere=self.catalog.queue.count_leased_pending,
         )
 
     def sweep(
@@ -493,6 +516,7 @@ class CacheLayer:
         retry_failed: bool = False,
         stop: threading.Event | None = None,
         progress: ProgressFn | None = None,
+        processes: int = 1,
     ) -> BackfillSummary:
         """Drain the catalog's queue of pending files with ``concurrency`` threads.
 
@@ -500,18 +524,23 @@ class CacheLayer:
         until stored or taken over); otherwise keep polling until ``stop`` is set.
         ``retry_failed`` puts failed files back in the queue first. Many processes on many
         machines may run this against one catalog and bucket: claims are leases, so no file
-        is stored twice."""
+        is stored twice. ``processes``: that many processes in all, this one and
+        ``processes - 1`` helpers (:mod:`cachelayer.processes`), stopped when this one's run
+        ends; their counts are added to the summary."""
         from cachelayer import workers
 
-        return workers.work(
-            self.catalog,
-            self.copier,
-            concurrency=concurrency or self.settings.concurrency,
-            once=once,
-            retry_failed=retry_failed,
-            stop=stop,
-            progress=progress,
-        )
+        def run() -> BackfillSummary:
+            return workers.work(
+                self.catalog,
+                self.copier,
+                concurrency=concurrency or self.settings.concurrency,
+                once=once,
+                retry_failed=retry_failed,
+                stop=stop,
+                progress=progress,
+            )
+
+        return self._beside(processes, once=once, run=run)
 
     def close(self) -> None:
         """Release connections, pools and background threads (of the parts that were built)."""
