@@ -241,11 +241,19 @@ class Mirror:
             log.warning("could not record a mirror copy: %s", exc)
 
     def drain(
-        self, *, stop: threading.Event | None = None, once: bool = True, retry_failed: bool = False
+        self,
+        *,
+        stop: threading.Event | None = None,
+        once: bool = True,
+        retry_failed: bool = False,
+        catch_up: bool = True,
     ) -> MirrorSummary:
-        """Copy pending mirror copies until none is ready (``once``; copies leased by others
-        are waited for, those in backoff are left) or ``stop`` is set, ``threads`` at once.
-        First queues what is missing (:meth:`queue_unqueued`); ``retry_failed`` first puts
+        """Copy pending mirror copies until none is ready (``once``; copies this process's
+        other threads hold are waited for; those in backoff, or leased by other processes,
+        are left to them) or ``stop`` is set, ``threads`` at once.
+        With ``catch_up``, first queues what is missing (:meth:`queue_unqueued`: one pass
+        over the stored files; the background thread, woken by :meth:`after_store` for
+        files it just queued, skips it); ``retry_failed`` first puts
         failed copies and those in backoff back in the queue. Catalog outages of a run that
         ends propagate; a run until stopped waits and tries again."""
         stop = stop or threading.Event()
@@ -254,7 +262,7 @@ class Mirror:
             return summary
         if retry_failed:
             self.catalog.copies.retry_failed(self.stores)
-        summary.queued = self.queue_unqueued()
+        summary.queued = self.queue_unqueued() if catch_up else 0
         with ThreadPoolExecutor(self.threads, thread_name_prefix="cachelayer-mirror") as pool:
             while not (stop.is_set() or self._closing.is_set()):
                 try:
@@ -270,7 +278,7 @@ class Mirror:
                 if tasks:
                     list(pool.map(lambda t: self.copy(t, summary), tasks))
                     continue
-                if once and not self.catalog.copies.leased(self.stores):
+                if once and not self.catalog.copies.leased(self.stores, self.owner):
                     break
                 stop.wait(POLL)
         return summary
@@ -292,7 +300,7 @@ class Mirror:
             with self._lock:
                 self._kicked = False
             try:
-                self.drain(once=True)
+                self.drain(once=True, catch_up=False)
             except Exception as exc:  # noqa: BLE001 - workers catch up what this thread left
                 log.warning("mirror thread stopped: %s", exc)
             with self._lock:

@@ -257,11 +257,14 @@ class CopyRepository:
             stmt = stmt.where(_C.store.in_(list(stores)))
         return self.db.read(lambda s: {str(r[0]): int(r[1]) for r in s.execute(stmt)})
 
-    def leased(self, stores: Sequence[str]) -> int:
-        """Pending copies into ``stores`` held under a lease that has not lapsed (some
-        worker is copying them)."""
+    def leased(self, stores: Sequence[str], owner: str) -> int:
+        """Pending copies into ``stores`` that ``owner`` holds under a lease that has not
+        lapsed (a thread of that process is copying them)."""
         now = utcnow()
         stmt = select(func.count()).where(
-            _C.status == FileStatus.PENDING, _C.store.in_(list(stores)), _C.lease_expires_at >= now
+            _C.status == FileStatus.PENDING,
+            _C.store.in_(list(stores)),
+            _C.lease_owner == owner,
+            _C.lease_expires_at >= now,
         )
         return int(self.db.read(lambda s: s.execute(stmt).scalar_one()))
