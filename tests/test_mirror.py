@@ -215,3 +215,36 @@ def test_mirror_key_swaps_the_prefix():
     assert mirror_key("replicate/ab/x.png", "replicate", "") == "ab/x.png"
     assert mirror_key("ab/x.png", "", "m") == "m/ab/x.png"
     assert mirror_key("other/x.png", "replicate", "m") == "m/other/x.png"
+
+
+def test_a_catalog_at_revision_0006_upgrades_and_its_stored_files_get_mirrored(
+    make_layer, replicate_simulator, catalog_url, tmp_path: Path
+):
+    """A catalog as the landed code left it (revision 0006: no ``file_copies``), with a
+    stored prediction: ``db upgrade`` adds the table, and the first worker run with a
+    mirror copies the old files there."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from cachelayer.catalog.db import _alembic_config, current_revision, make_engine, upgrade
+
+    pid, files = _seed(replicate_simulator)
+    make_layer().persist(pid)
+    engine = make_engine(catalog_url)
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    assert current_revision(engine) == "0006" and "file_copies" not in inspect(engine).get_table_names()
+    assert upgrade(engine)[0] == "0006"
+    assert "file_copies" in inspect(engine).get_table_names()
+    engine.dispose()
+
+    local = tmp_path / "mirror-after-upgrade"
+    layer = make_layer(mirror_urls=local.as_uri())
+    layer.work()
+    recs = layer.catalog.files.of_prediction(pid)
+    copies = layer.catalog.copies.of_files(r.id for r in recs)
+    for rec, f in zip(recs, files, strict=True):
+        (copy,) = copies[rec.id]
+        assert copy.status == FileStatus.STORED and (local / copy.key).read_bytes() == f.read()
