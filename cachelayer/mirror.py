@@ -220,7 +220,7 @@ class Mirror:
             log.warning("mirror copy of %s into %s differs: %s", f.key, c.store, exc)
             bad = str(exc)
             self._record(lambda: self.catalog.copies.mark_unstored(c.id, error=bad, retry_after=None))
-            summary.failed += 1
+            self._count(summary, "failed")
             return
         except Exception as exc:  # noqa: BLE001 - a down mirror, a missing primary object, a bug
             reason = (
@@ -229,10 +229,14 @@ class Mirror:
             delay = min(MAX_BACKOFF, 2.0 ** max(0, c.attempts)) * (0.5 + random.random())
             log.info("mirror copy of %s into %s failed (%s); retry in %.0f s", f.key, c.store, reason, delay)
             self._record(lambda: self.catalog.copies.mark_unstored(c.id, error=reason, retry_after=delay))
-            summary.retrying += 1
+            self._count(summary, "retrying")
             return
         self._record(lambda: self.catalog.copies.mark_stored(c.id, sha256=sha, size=size))
-        summary.stored += 1
+        self._count(summary, "stored")
+
+    def _count(self, summary: MirrorSummary, outcome: str) -> None:
+        with self._lock:
+            setattr(summary, outcome, getattr(summary, outcome) + 1)
 
     def _record(self, write: Callable[[], None]) -> None:
         try:
@@ -281,6 +285,13 @@ class Mirror:
                 if once and not self.catalog.copies.leased(self.stores, self.owner):
                     break
                 stop.wait(POLL)
+        if summary.stored or summary.retrying or summary.failed:
+            log.info(
+                "mirror: %d copies stored, %d retrying, %d failed",
+                summary.stored,
+                summary.retrying,
+                summary.failed,
+            )
         return summary
 
     # ---- the background thread -----------------------------------------------------------
