@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from cachelayer.config import Settings
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from cachelayer.copier import Copier
     from cachelayer.expiry import OnExpired
     from cachelayer.fetch import Fetcher
+    from cachelayer.mirror import Mirror
     from cachelayer.persist import Persister, PersistResult
     from cachelayer.replicate_api import ReplicateApi
     from cachelayer.replicate_clients import ReplicateAdapter
@@ -88,9 +89,7 @@ class CacheLayer:
         self._lock = threading.RLock()
         self.owner = new_owner()
 
-    # ---- parts, each built on first use -------------------------------------------------
-    # Queries need the catalog alone; durable URLs need the store object but no request to
-    # it; copying needs everything (and checks the bucket once).
+    # ---- parts, each built on first use (queries: the catalog alone; copying: everything) ----
 
     @cached_property
     def engine(self) -> Engine:
@@ -219,7 +218,7 @@ class CacheLayer:
 
         with self._lock:
             self.store.check()
-            return Copier(
+            copier = Copier(
                 self.settings,
                 self.catalog,
                 self.store,
@@ -227,6 +226,15 @@ class CacheLayer:
                 lambda pid: self.api.get(pid),
                 owner=self.owner,
             )
+            copier.on_stored = self.mirror.after_store if self.settings.mirror_urls else None
+            return copier
+
+    @cached_property
+    def mirror(self) -> Mirror:
+        """The mirror stores, each opened by :meth:`store_for` (:mod:`cachelayer.mirror`)."""
+        from cachelayer.mirror import Mirror
+
+        return Mirror.build(self.settings, self.catalog, self.store_for, self.store, self.owner)
 
     @cached_property
     def persister(self) -> Persister:
@@ -389,6 +397,7 @@ class CacheLayer:
         return verify(
             self.catalog,
             self.store,
+            mirror=self.mirror,
             model=model,
             since=since,
             until=until,
@@ -518,7 +527,7 @@ class CacheLayer:
         progress: ProgressFn | None = None,
         processes: int = 1,
     ) -> BackfillSummary:
-        """Drain the catalog's queue of pending files with ``concurrency`` threads.
+        """Drain the catalog's queue of pending files (and the mirror's) with ``concurrency`` threads.
 
         ``once``: return when nothing is left (files other processes hold are waited for
         until stored or taken over); otherwise keep polling until ``stop`` is set.
@@ -530,21 +539,20 @@ class CacheLayer:
         from cachelayer import workers
 
         def run() -> BackfillSummary:
-            return workers.work(
-                self.catalog,
-                self.copier,
-                concurrency=concurrency or self.settings.concurrency,
-                once=once,
-                retry_failed=retry_failed,
-                stop=stop,
-                progress=progress,
-            )
+            n = concurrency or self.settings.concurrency
+            mine = partial(workers.work, self.catalog, self.copier, once=once, stop=stop, progress=progress)
+            mine = partial(mine, concurrency=n, retry_failed=retry_failed)
+            if not self.settings.mirror_urls:
+                return mine()
+            return self.mirror.beside(mine, once=once, stop=stop, retry_failed=retry_failed)
 
         return self._beside(processes, once=once, run=run)
 
     def close(self) -> None:
         """Release connections, pools and background threads (of the parts that were built)."""
         built = self.__dict__
+        if "mirror" in built:
+            self.mirror.close()
         if "copier" in built:
             self.copier.heartbeat.stop()
         if "fetcher" in built:
