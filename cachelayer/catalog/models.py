@@ -4,7 +4,8 @@ Shape follows Rails Active Storage: ``predictions`` says what Replicate produced
 ``output_files`` says where each file lives now (store, key, size, sha256) and is also the
 work queue (status, lease), ``source_urls`` remembers every URL a file was ever served from
 (URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress,
-``rerun_claims`` the at-most-once rerun claims.
+``rerun_claims`` the at-most-once rerun claims, ``tombstones`` what stays of a deleted
+prediction.
 All times are timezone-aware UTC; sizes are bytes. Text and JSON columns apply the lossless
 rules of :mod:`cachelayer.catalog.encoding` (see :mod:`cachelayer.catalog.types`).
 
@@ -48,6 +49,7 @@ __all__ = [
     "RerunClaimRow",
     "ServerStateValue",
     "SourceUrl",
+    "Tombstone",
     "UTCDateTime",
     "WebhookDeliveryRow",
 ]
@@ -231,3 +233,22 @@ class RerunClaimRow(Base):
     owner: Mapped[str] = mapped_column(safe_string(64))
     claimed_at: Mapped[datetime]
     rerun_id: Mapped[str | None] = mapped_column(safe_string(MAX_PREDICTION_ID))
+
+
+class Tombstone(Base):
+    """What stays of a deleted prediction (table ``tombstones``, revision 0007): its id and
+    model, why and when it was deleted, how many files and bytes that freed. The one home
+    of "this prediction is deleted": no writer records or queues a prediction that has a
+    row here (:func:`cachelayer.catalog.tombstones.refuse_deleted_in`). ``deleted_at`` is
+    ``NULL`` while the delete is under way (its files ``deleting``): a rerun of the delete
+    or the sweep finishes it (:mod:`cachelayer.delete`)."""
+
+    __tablename__ = "tombstones"
+
+    prediction_id: Mapped[str] = mapped_column(safe_string(MAX_PREDICTION_ID), primary_key=True)
+    model: Mapped[str | None] = mapped_column(SafeText)
+    reason: Mapped[str | None] = mapped_column(SafeText)
+    requested_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_freed: Mapped[int] = mapped_column(BigInteger, default=0)
