@@ -44,6 +44,8 @@ def _files_of(s: Session | Connection, prediction_id: str) -> list[FileRecord]:
 
 
 _ALIASES = cast(Table, SourceUrl.__table__)
+#: Statuses of a file whose prediction is deleted (or being deleted).
+DELETED_STATUSES = (FileStatus.DELETING, FileStatus.DELETED)
 
 
 class FileRepository:
@@ -207,6 +209,12 @@ class FileRepository:
             return FileRecord(**row._mapping) if row is not None else None
 
         return self.db.read(work)
+
+    def deleted_by_key(self, key: str) -> bool:
+        """Whether a file with object key ``key`` was deleted (or is being deleted) and no
+        stored one has it: the gateway's ``410 Gone`` (after :meth:`stored_by_key` missed)."""
+        stmt = select(_T.id).where(_T.key == key, _T.status.in_(DELETED_STATUSES)).limit(1)
+        return self.db.read(lambda s: s.execute(stmt).first() is not None)
 
     def of_prediction(self, prediction_id: str) -> list[FileRecord]:
         """Every file row of a prediction, ordered by output path."""
