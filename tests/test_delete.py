@@ -217,3 +217,38 @@ def test_retention_setting_refuses_bad_values(raw, tmp_path):
 
     with pytest.raises(ConfigError, match="CACHELAYER_RETENTION"):
         Settings.from_env({"CACHELAYER_HOME": str(tmp_path), "CACHELAYER_RETENTION": raw})
+
+
+def test_a_catalog_at_revision_0006_upgrades_and_its_predictions_can_be_deleted(
+    catalog_url, make_layer, replicate_simulator
+):
+    """A catalog at the landed revision (0006), holding a stored prediction, gets
+    ``tombstones`` from ``db upgrade`` (0007) and its prediction deletes; downgrading
+    drops the table again."""
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from cachelayer.catalog.db import _alembic_config, make_engine, upgrade
+
+    engine = make_engine(catalog_url)
+    upgrade(engine, "0006")
+    assert "tombstones" not in inspect(engine).get_table_names()
+    pid = _seed(replicate_simulator, 2)
+    from cachelayer.catalog.models import Prediction as Row
+    from cachelayer.catalog.predictions import prediction_values
+    from cachelayer.prediction import Prediction
+
+    with engine.begin() as c:  # the row as revision 0006's code wrote it
+        c.execute(
+            Row.__table__.insert(), prediction_values(Prediction.of(replicate_simulator.prediction(pid)))
+        )
+    assert upgrade(engine) == ("0006", "0007")
+    layer = make_layer()
+    layer.persist(pid)
+    assert layer.delete(pid).predictions == 1
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    assert "tombstones" not in inspect(engine).get_table_names()
+    engine.dispose()
