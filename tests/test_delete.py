@@ -84,12 +84,19 @@ def test_delete_removes_objects_erases_input_and_output_and_keeps_a_tombstone(
     assert [o.outcome for o in again.outcomes] == ["already_deleted"] and again.predictions == 0
 
 
-def test_nothing_copies_a_deleted_prediction_again(layer, replicate_simulator):
+def test_nothing_copies_a_deleted_prediction_again(make_layer, replicate_simulator):
+    import json
+
     sim = replicate_simulator
+    layer = make_layer(webhook_secret=sim.webhook_secret)
     pid = _seed(sim, 2)
     layer.persist(pid)
     keys = [r.key for r in layer.catalog.files.of_prediction(pid)]
     layer.delete(pid)
+
+    body = json.dumps(sim.prediction(pid)).encode()  # its completed webhook, delivered late
+    outcome = layer.handle_webhook(sim.sign_webhook(body), body)
+    assert outcome.queued == 0 and not outcome.duplicate
 
     with pytest.raises(PredictionDeletedError):
         layer.persist(pid)
