@@ -11,7 +11,9 @@ and to run again:
 2. the objects are removed from each file's store (not here: the catalog moves no bytes).
 3. :meth:`TombstoneRepository.finish`, one transaction: once no file of it is in another
    status and no live lease holds one (a copy in flight), its files become ``deleted``
-   (``sha256`` cleared) and the tombstone gets ``deleted_at``, files and bytes freed.
+   (``sha256`` cleared), the tombstone gets ``deleted_at``, files and bytes freed, and the
+   input and output are erased once more (a writer whose refusal check ran just before
+   step 1 committed may have written them back: PostgreSQL, READ COMMITTED).
 
 So there is never an object whose row is gone, nor a ``stored`` row whose object is gone.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, case, exists, func, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, Prediction, Tombstone
@@ -43,6 +45,8 @@ _F = _FILES.c
 _PREDS = cast(Table, Prediction.__table__)
 _P = _PREDS.c
 _GONE = (FileStatus.DELETING, FileStatus.DELETED)
+#: What a delete erases of the prediction's row (add ``.where(...)``).
+_ERASE = update(_PREDS).values(input=None, output=None, durable_output=None, updated_at=bindparam("p_now"))
 
 
 @dataclass(frozen=True)
@@ -175,11 +179,7 @@ class TombstoneRepository:
                     .where(_F.prediction_id.in_(ids), _F.status != FileStatus.DELETED)
                     .values(status=FileStatus.DELETING)
                 )
-                c.execute(
-                    update(_PREDS)
-                    .where(_P.id.in_(ids))
-                    .values(input=None, output=None, durable_output=None, updated_at=now)
-                )
+                c.execute(_ERASE.where(_P.id.in_(ids)), {"p_now": now})
                 for p in ids:
                     todo[p] = []
                 deleting = select(*FILE_COLUMNS).where(
@@ -239,6 +239,9 @@ class TombstoneRepository:
                     .group_by(_F.prediction_id)
                 )
                 counts = {p: (int(n), int(b)) for p, n, b in sums}
+                # again: a writer that raced step 1 (its refusal check before the tombstone
+                # committed, its upsert after) cannot leave the input or output behind
+                c.execute(_ERASE.where(_P.id.in_(ready)), {"p_now": now})
                 for p in ready:
                     n, b = counts.get(p, (0, 0))
                     c.execute(
