@@ -69,6 +69,9 @@ Environment variables (all optional):
 ``CACHELAYER_WEBHOOK_SECRET``   the ``whsec_...`` secret Replicate signs webhooks with (Standard
                                 Webhooks). Default: read once from Replicate's
                                 ``GET /v1/webhooks/default/secret`` with the API token.
+``CACHELAYER_RETENTION``        delete copies of predictions created longer ago than this
+                                (``90d``, ``12w``; at least ``1h``) in every sweep of
+                                ``cachelayer serve`` (:mod:`cachelayer.delete`). Default off.
 ``CACHELAYER_SWEEP_INTERVAL``   seconds between two sweeps of ``cachelayer serve`` (the catch-up
                                 of missed webhooks, :mod:`cachelayer.sweep`), 0..86400
                                 (default 300; ``0``: no sweep).
@@ -116,6 +119,7 @@ from cachelayer.setting_values import (
     http_url,
     mirror_url_list,
     resolve_ca_bundle,
+    retention_seconds,
     shown,
 )
 
@@ -275,6 +279,7 @@ class Settings:
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     db_retry_seconds: float = DEFAULT_DB_RETRY_SECONDS
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL
+    retention: float | None = None  # seconds; None: off
     # cachelayer serve: webhooks and the gateway (issue 10)
     webhook_secret: str | None = None
     webhook_url: str | None = None
@@ -296,6 +301,8 @@ class Settings:
                 f"CACHELAYER_S3_ADDRESSING_STYLE must be one of {', '.join(ADDRESSING_STYLES)}, "
                 f"got {self.s3_addressing_style!r}"
             )
+        if self.retention is not None:
+            retention_seconds(self.retention, "retention (CACHELAYER_RETENTION)")
         if self.stall_bytes_per_second > 0 and self.stall_window <= 0:
             raise ConfigError(
                 "CACHELAYER_STALL_WINDOW must be more than 0 seconds while the stall rule is on "
@@ -470,7 +477,11 @@ def _server_settings(
         proxy = False
     else:
         raise ConfigError(f"CACHELAYER_GATEWAY_PROXY must be 1 or 0, got {proxy_raw!r}")
+    retention = ov.get("retention", env.get("CACHELAYER_RETENTION"))
     return {
+        "retention": retention_seconds(
+            retention, "retention" if "retention" in ov else "CACHELAYER_RETENTION"
+        ),
         "webhook_secret": webhook_secret,
         "webhook_url": _optional_url("CACHELAYER_WEBHOOK_URL", pick("webhook_url", "CACHELAYER_WEBHOOK_URL")),
         "gateway_url": gateway_url,

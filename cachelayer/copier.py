@@ -320,6 +320,11 @@ class Copier:
                 log.info("%s was recorded by another worker first", row.key)
                 final = self.catalog.files.get(row.id)
                 assert final is not None
+                if final.status in (FileStatus.DELETING, FileStatus.DELETED):
+                    # deleted while copied (cachelayer.delete): this copy goes as well; were
+                    # this process to die first, the delete waits out the lease and removes it
+                    self.store.delete([row.key])
+                    self.catalog.queue.release([row.id], self.owner)
             log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
             if self.on_stored is not None:
                 self.on_stored(final)

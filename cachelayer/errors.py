@@ -92,6 +92,17 @@ class PredictionNotFoundError(CacheLayerError):
     """No prediction with that id exists on Replicate (404 on ``GET /v1/predictions/{id}``)."""
 
 
+class PredictionDeletedError(CacheLayerError):
+    """The prediction was deleted (``cachelayer delete``/``prune``; a ``tombstones`` row):
+    nothing of it is recorded, queued or copied again."""
+
+    def __init__(self, prediction_id: str) -> None:
+        self.prediction_id = prediction_id
+        super().__init__(
+            f"prediction {prediction_id} was deleted (cachelayer delete); it is not copied again"
+        )
+
+
 class PredictionFailedError(CacheLayerError):
     """The prediction ended ``failed``, ``canceled`` or ``aborted`` (``status``); its error
     is in the message."""

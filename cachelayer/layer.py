@@ -22,7 +22,7 @@ from cachelayer.errors import CacheLayerError, ConfigError, ExpiredDownloadUrlEr
 from cachelayer.lazy import lazy_getattr
 from cachelayer.leases import new_owner
 from cachelayer.outputs import durable_output, file_url, find_files
-from cachelayer.prediction import Prediction
+from cachelayer.prediction import Prediction, held_prediction
 
 # What copying needs (the Replicate client, requests, boto3 through the copier and the
 # store) is imported when a part is first built, so the catalog queries load none of it
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cachelayer.catalog import Catalog
     from cachelayer.catalog.records import FileRecord
     from cachelayer.copier import Copier
+    from cachelayer.delete import Deleter, DeleteSummary
     from cachelayer.expiry import OnExpired
     from cachelayer.fetch import Fetcher
     from cachelayer.mirror import Mirror
@@ -301,7 +302,7 @@ class CacheLayer:
         """Like :meth:`persist` but returns the per-file
         :class:`~cachelayer.persist.PersistResult` and does not raise for files that could
         not be copied (their errors are in it)."""
-        held = _held_prediction(prediction)
+        held = held_prediction(prediction)
         persister = self.persister  # checks the store before waiting on Replicate
         if held is not None and held.succeeded and held.output is not None:
             current = held  # in hand and finished: no re-read (the copier refreshes dead URLs)
@@ -374,6 +375,31 @@ class CacheLayer:
         return self.url_policy.render(
             record.key, lambda: self.store_for(record.store), store_uri=record.store
         )
+
+    # ---- delete and retention (cachelayer.delete) -----------------------------------------
+
+    @cached_property
+    def deleter(self) -> Deleter:
+        """The :class:`cachelayer.delete.Deleter` (catalog + each file's store)."""
+        from cachelayer.delete import Deleter
+
+        return Deleter(self.catalog, self.store_for, retention=self.settings.retention)
+
+    def delete(
+        self, prediction_ids: Any, reason: str | None = None, *, dry_run: bool = False
+    ) -> DeleteSummary:
+        """Delete predictions' copies (an id or ids): each file's object from the store it
+        records, the recorded input and output; a tombstone stays (``reason``), so nothing
+        copies them again. Unknown ids are reported, not raised. Returns a
+        :class:`cachelayer.delete.DeleteSummary`; see :meth:`cachelayer.delete.Deleter.delete`."""
+        ids = [prediction_ids] if isinstance(prediction_ids, str) else list(prediction_ids)
+        return self.deleter.delete(ids, reason=reason, dry_run=dry_run)
+
+    def prune(self, older_than: timedelta, **options: Any) -> DeleteSummary:
+        """Delete (as :meth:`delete`) every prediction created more than ``older_than`` ago;
+        ``options``: ``models``, ``statuses``, ``dry_run``, ``reason``, ``progress``, ``stop``
+        (see :meth:`cachelayer.delete.Deleter.prune`)."""
+        return self.deleter.prune(older_than, **options)
 
     # ---- batch --------------------------------------------------------------------------
 
@@ -500,8 +526,9 @@ class CacheLayer:
         predictions created since the sweep's checkpoint (less an overlap; the last hour,
         the data's lifetime, the first time) are listed and each finished one whose files
         are not recorded is recorded and queued; predictions recorded as
-        ``starting``/``processing`` are re-read by id and handled once finished. The
-        checkpoint moves only after a complete pass.
+        ``starting``/``processing`` are re-read by id and handled once finished; half-done
+        deletes are finished, and with ``CACHELAYER_RETENTION`` older predictions pruned.
+        The checkpoint moves only after a complete pass.
 
         ``copy``: copy what is queued with ``concurrency`` threads (default the
         ``concurrency`` setting) and return once the queue is drained; ``False``: record and
@@ -515,7 +542,8 @@ class CacheLayer:
 
         persister = self.persister  # checks the store before anything is listed
         threads = (concurrency or self.settings.concurrency) if copy else 0
-        return Sweep(self.api, self.catalog, persister, stop=stop).run(self.copier if copy else None, threads)
+        sweep = Sweep(self.api, self.catalog, persister, stop=stop, deleter=self.deleter)
+        return sweep.run(self.copier if copy else None, threads)
 
     def work(
         self,
@@ -607,24 +635,3 @@ class CacheLayer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _held_prediction(prediction: Any) -> Prediction | None:
-    """``None`` for an id; the typed prediction for an object; ``ConfigError`` for a URL."""
-    if isinstance(prediction, str):
-        text = prediction.strip()
-        if "://" in text or text.startswith("data:") or "/" in text:
-            raise ConfigError(
-                f"persist takes a prediction id or a Prediction, not a URL ({text[:60]!r}); "
-                "to find the durable URL of a file you hold, use resolve(url)"
-            )
-        return None
-    if hasattr(prediction, "url") and not hasattr(prediction, "id"):  # a FileOutput
-        raise ConfigError(
-            "persist takes a prediction id or a Prediction, not a FileOutput; pass the prediction, "
-            "or use resolve(str(file_output)) for a file already stored"
-        )
-    try:
-        return Prediction.of(prediction)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"persist takes a prediction id or a Prediction: {exc}") from None

@@ -30,7 +30,13 @@ from cachelayer.catalog import Catalog, NewFile
 from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome
-from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError, ModelNotFoundError, RerunError
+from cachelayer.errors import (
+    CacheLayerError,
+    ExpiredDownloadUrlError,
+    ModelNotFoundError,
+    PredictionDeletedError,
+    RerunError,
+)
 from cachelayer.expiry import OnExpired
 from cachelayer.keys import object_key
 from cachelayer.outputs import durable_output, find_files
@@ -252,7 +258,10 @@ class Persister:
         persists it. A rerun that already exists is persisted and returned instead.
         Raises :class:`RerunError` (no recorded input, model or version), and the errors of
         creating and waiting for a prediction (``ModelNotFoundError``,
-        ``PredictionFailedError``, ``WaitTimeoutError``...)."""
+        ``PredictionFailedError``, ``WaitTimeoutError``...); :class:`PredictionDeletedError`
+        for a deleted prediction."""
+        if self.catalog.tombstones.get_many([prediction_id]):
+            raise PredictionDeletedError(prediction_id)
         existing = self._existing_rerun(prediction_id)
         if existing is not None:
             return self._persist_rerun(existing, prediction_id)

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from cachelayer.errors import CatalogWriteError, ConfigError, WebhookVerificationError
+from cachelayer.errors import CatalogWriteError, ConfigError, PredictionDeletedError, WebhookVerificationError
 from cachelayer.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -463,8 +463,12 @@ class WebhookReceiver:
         return outcome
 
     def _act(self, prediction: Prediction) -> list[FileRecord]:
-        if prediction.terminal:
-            return self._enqueue(prediction)
+        try:
+            if prediction.terminal:
+                return self._enqueue(prediction)
+        except PredictionDeletedError:  # deleted (cachelayer delete): acted on by doing nothing
+            log.info("webhook for deleted prediction %s ignored", prediction.id)
+            return []
         self.state.record_progress(prediction)
         return []
 

@@ -524,6 +524,8 @@ def test_cli_commands(cli, catalog_cli, tmp_path):
             "expired": 0,
             "failed": 0,
             "stored_bytes": 2 * (1000 + 1001 + 1002),
+            "deleted": 0,
+            "deleting": 0,
         }
     ]
     day = list(csv.DictReader(io.StringIO(cli("stats", "--by", "day", "--format", "csv").stdout)))

@@ -19,6 +19,8 @@ retries of transient errors):
                    rerun claims
 ``copies``         :class:`~cachelayer.catalog.copies.CopyRepository`: each file's copies in
                    the mirror stores, the mirror queue, every copy of given predictions
+``tombstones``     :class:`~cachelayer.catalog.tombstones.TombstoneRepository`: deleted
+                   predictions and the catalog's steps of a delete
 =================  ==========================================================================
 
 :class:`Catalog` composes them (``catalog.queue.claim_next(...)``) and offers the documented
@@ -45,6 +47,7 @@ from cachelayer.catalog.records import FileRecord, FileStatus, NewFile, Predicti
 from cachelayer.catalog.reports import CursorError, Page, PredictionFiles, ReportRepository, StatsBy, StatsRow
 from cachelayer.catalog.reruns import RerunRepository
 from cachelayer.catalog.session import Database
+from cachelayer.catalog.tombstones import TombstoneRecord, TombstoneRepository
 
 __all__ = [
     "Catalog",
@@ -59,6 +62,7 @@ __all__ = [
     "PredictionRecord",
     "StatsBy",
     "StatsRow",
+    "TombstoneRecord",
     "catalog_url",
     "checkpoint_name",
 ]
@@ -68,7 +72,7 @@ class Catalog:
     """The catalog of one database (``engine``); thread-safe.
 
     Repositories: ``predictions``, ``files``, ``queue``, ``reports``, ``checkpoints``,
-    ``reruns``, ``copies``.
+    ``reruns``, ``copies``, ``tombstones``.
     Every method runs its own short transaction (callers never hold locks while moving
     bytes), retried after transient errors for ``retry_seconds`` (default: the engine's
     setting from :func:`~cachelayer.catalog.db.make_engine`, else 60 s). Errors: a
@@ -88,6 +92,7 @@ class Catalog:
         self.checkpoints = CheckpointRepository(self.db)
         self.reruns = RerunRepository(self.db)
         self.copies = CopyRepository(self.db)
+        self.tombstones = TombstoneRepository(self.db)
 
     def ping(self) -> None:
         """One ``SELECT 1``: raises whatever the database raises when it does not answer

@@ -5,7 +5,7 @@ Shape follows Rails Active Storage: ``predictions`` says what Replicate produced
 work queue (status, lease), ``source_urls`` remembers every URL a file was ever served from
 (URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress,
 ``rerun_claims`` the at-most-once rerun claims, ``file_copies`` each file's copies in the
-mirror stores (and the mirror queue).
+mirror stores (and the mirror queue), ``tombstones`` what stays of a deleted prediction.
 All times are timezone-aware UTC; sizes are bytes. Text and JSON columns apply the lossless
 rules of :mod:`cachelayer.catalog.encoding` (see :mod:`cachelayer.catalog.types`).
 
@@ -50,6 +50,7 @@ __all__ = [
     "RerunClaimRow",
     "ServerStateValue",
     "SourceUrl",
+    "Tombstone",
     "UTCDateTime",
     "WebhookDeliveryRow",
 ]
@@ -260,3 +261,22 @@ class RerunClaimRow(Base):
     owner: Mapped[str] = mapped_column(safe_string(64))
     claimed_at: Mapped[datetime]
     rerun_id: Mapped[str | None] = mapped_column(safe_string(MAX_PREDICTION_ID))
+
+
+class Tombstone(Base):
+    """What stays of a deleted prediction (table ``tombstones``, revision 0007): its id and
+    model, why and when it was deleted, how many files and bytes that freed. The one home
+    of "this prediction is deleted": no writer records or queues a prediction that has a
+    row here (:func:`cachelayer.catalog.tombstones.refuse_deleted_in`). ``deleted_at`` is
+    ``NULL`` while the delete is under way (its files ``deleting``): a rerun of the delete
+    or the sweep finishes it (:mod:`cachelayer.delete`)."""
+
+    __tablename__ = "tombstones"
+
+    prediction_id: Mapped[str] = mapped_column(safe_string(MAX_PREDICTION_ID), primary_key=True)
+    model: Mapped[str | None] = mapped_column(SafeText)
+    reason: Mapped[str | None] = mapped_column(SafeText)
+    requested_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None] = mapped_column(index=True)
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_freed: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -10,9 +10,10 @@ from sqlalchemy import Connection, Table, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from cachelayer.catalog.encoding import escape_text
-from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, OutputFile, Prediction
+from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, OutputFile, Prediction, Tombstone
 from cachelayer.catalog.records import FileStatus, PredictionRecord
 from cachelayer.catalog.session import Database, chunked, utcnow
+from cachelayer.catalog.tombstones import refuse_deleted_in
 from cachelayer.datauri import redact_data_uris
 from cachelayer.errors import CatalogWriteError
 from cachelayer.outputs import durable_output as durable_of
@@ -124,7 +125,9 @@ def _upsert(db: Database) -> Any:
 
 def record_in(s: Connection, db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> None:
     """Record ``prediction`` (the rules of :meth:`PredictionRepository.record`) inside the
-    caller's transaction ``s``."""
+    caller's transaction ``s``. Raises :class:`~cachelayer.errors.PredictionDeletedError`
+    for a deleted prediction (a tombstone), writing nothing."""
+    refuse_deleted_in(s, prediction.id)
     s.execute(_upsert(db), prediction_values(prediction, rerun_of=rerun_of))
 
 
@@ -159,7 +162,8 @@ class PredictionRepository:
         or ``output`` is never overwritten by the ``null`` Replicate shows after removal.
         ``data:`` URIs in the output are recorded in their redacted form (their payload
         never enters the catalog). Raises :class:`~cachelayer.errors.CatalogWriteError`
-        when the prediction cannot be recorded (then nothing of it is) and
+        when the prediction cannot be recorded (then nothing of it is),
+        :class:`~cachelayer.errors.PredictionDeletedError` for a deleted one and
         :class:`~cachelayer.errors.CatalogOutageError`.
         """
         self.db.write_core(
@@ -240,11 +244,15 @@ class PredictionRepository:
 
     def unfinished(self, limit: int) -> list[str]:
         """Ids of up to ``limit`` predictions recorded as ``starting`` or ``processing``
-        whose data is not known to be gone, oldest first: the ones the sweep re-reads
-        until they finish."""
+        whose data is not known to be gone and that were not deleted, oldest first: the
+        ones the sweep re-reads until they finish."""
         stmt = (
             select(Prediction.id)
-            .where(Prediction.status.in_(UNFINISHED), Prediction.data_removed.is_(False))
+            .where(
+                Prediction.status.in_(UNFINISHED),
+                Prediction.data_removed.is_(False),
+                ~exists().where(Tombstone.prediction_id == Prediction.id),
+            )
             .order_by(Prediction.created_at, Prediction.id)
             .limit(limit)
         )

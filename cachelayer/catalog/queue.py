@@ -24,7 +24,7 @@ from cachelayer.catalog.claims import (
 )
 from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
 from cachelayer.catalog.predictions import set_complete_output_in
-from cachelayer.catalog.records import FileRecord, FileStatus
+from cachelayer.catalog.records import NO_COPY, FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
 __all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository"]
@@ -98,7 +98,7 @@ class QueueRepository:
             update(OutputFile)
             .where(
                 OutputFile.id == file_id,
-                OutputFile.status != FileStatus.STORED,
+                OutputFile.status.not_in(NO_COPY),
                 or_(
                     OutputFile.lease_expires_at.is_(None),
                     OutputFile.lease_expires_at < now,
@@ -300,7 +300,7 @@ class QueueRepository:
             update(OutputFile)
             .where(
                 OutputFile.id == file_id,
-                OutputFile.status != FileStatus.STORED,
+                OutputFile.status.not_in(NO_COPY),
                 or_(OutputFile.lease_owner == owner, OutputFile.lease_owner.is_(None)),
             )
             .values(
@@ -320,7 +320,7 @@ class QueueRepository:
             update(OutputFile)
             .where(
                 OutputFile.prediction_id == prediction_id,
-                OutputFile.status != FileStatus.STORED,
+                OutputFile.status.not_in(NO_COPY),
                 OutputFile.lease_owner.is_(None),
             )
             .values(status=FileStatus.EXPIRED, last_error=error[:MAX_ERROR_CHARS])

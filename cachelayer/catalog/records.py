@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
+__all__ = ["NO_COPY", "FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
 
 
 class FileStatus(str, enum.Enum):
@@ -20,7 +20,10 @@ class FileStatus(str, enum.Enum):
 
     ``pending``: waiting to be copied (or in flight under a lease); ``stored``: the object
     exists and matches size/sha256; ``expired``: the source is gone for good (data removed);
-    ``failed``: copying failed for another reason (see ``last_error``).
+    ``failed``: copying failed for another reason (see ``last_error``); ``deleting``: a
+    delete of its prediction (:mod:`cachelayer.delete`) has begun, its object may still
+    exist at ``store``/``key``; ``deleted``: its object was removed (the row stays: it
+    says where the object was, and its source URLs resolve as deleted).
 
     Members are ``str`` and compare (and hash) equal to their value, so
     ``record.status == "stored"`` and ``{"stored": n}[record.status]`` keep working;
@@ -31,6 +34,8 @@ class FileStatus(str, enum.Enum):
     STORED = "stored"
     EXPIRED = "expired"
     FAILED = "failed"
+    DELETING = "deleting"
+    DELETED = "deleted"
 
     def __str__(self) -> str:
         return self.value
@@ -47,6 +52,11 @@ class FileStatus(str, enum.Enum):
             raise ValueError(
                 f"status must be one of {', '.join(s.value for s in cls)}, got {value!r}"
             ) from None
+
+
+#: Statuses no copier, claim or re-queue ever changes: the object is in place (``stored``)
+#: or its prediction is being or was deleted.
+NO_COPY = (FileStatus.STORED, FileStatus.DELETING, FileStatus.DELETED)
 
 
 @dataclass(frozen=True)

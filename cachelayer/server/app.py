@@ -101,6 +101,7 @@ class Service:
         self.metrics = ServerMetrics(
             lambda: layer.catalog.reports.file_totals(),
             lambda: layer.catalog.queue.count_unleased_pending(),
+            deleted=lambda: layer.catalog.tombstones.totals(),
         )
         self.gateway = Gateway(layer, self.metrics)
         self._stop = threading.Event()
