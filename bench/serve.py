@@ -452,8 +452,11 @@ class Bench:
         workers: int,
         external: bool = False,
         other_code: str | None = None,
+        ack_only: bool = False,
     ) -> dict[str, Any]:
-        """``external``: the copies run in a separate ``cachelayer worker`` process (same
+        """``ack_only``: stop the server after the burst instead of waiting until every file
+        is stored (what it left is not copied; ``all_stored_seconds`` is NaN).
+        ``external``: the copies run in a separate ``cachelayer worker`` process (same
         threads) instead of the server's own threads. ``other_code``: a checkout whose
         ``cachelayer`` the server (and worker) run instead of this one (``PYTHONPATH``)."""
         from cachelayer.testing.simulator import File
@@ -505,9 +508,9 @@ class Bench:
         stats["load_average_after"] = round(os.getloadavg()[0], 2)
         counts = layer.catalog.queue.counts()
         stats["stored_by_end_of_burst"] = counts.get("stored", 0)
-        while workers and layer.catalog.queue.counts().get("stored", 0) < count:
+        while workers and not ack_only and layer.catalog.queue.counts().get("stored", 0) < count:
             time.sleep(0.2)
-        stats["all_stored_seconds"] = time.monotonic() - started if workers else float("nan")
+        stats["all_stored_seconds"] = time.monotonic() - started if workers and not ack_only else float("nan")
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
@@ -616,6 +619,7 @@ def run(
     moto: Any = None,
     other_code: str | None = None,
     rounds: int = 1,
+    ack_only: bool = False,
 ) -> dict[str, Any]:
     """Run the bench; returns the results (also what ``--json`` prints). ``other_code``: a
     checkout of another commit whose webhook runs alternate with this code's, ``rounds``
@@ -640,7 +644,7 @@ def run(
             if "webhooks" in parts:
                 codes: list[str | None] = [None, other_code] if other_code else [None]
                 results["webhooks"] = [
-                    bench.webhooks(webhooks, webhook_file_kb, c, workers, placement == "out", code)
+                    bench.webhooks(webhooks, webhook_file_kb, c, workers, placement == "out", code, ack_only)
                     for r in range(max(1, rounds))
                     for c in webhook_concurrency
                     for placement in placements
@@ -683,6 +687,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a checkout of another commit: its webhook runs alternate with this code's (PYTHONPATH)",
     )
     ap.add_argument("--rounds", type=int, default=1, help="webhook rounds (with --other-code: A/B pairs)")
+    ap.add_argument(
+        "--ack-only",
+        action="store_true",
+        help="stop each webhook server after the burst (acks measured; copies not waited for)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child-load", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -708,6 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         catalog=args.catalog,
         other_code=args.other_code,
         rounds=args.rounds,
+        ack_only=args.ack_only,
     )
     if args.json:
         print(json.dumps(results, indent=2))

@@ -38,9 +38,11 @@ __all__ = ["ACK_CONNECTIONS", "AsyncDeliveries"]
 
 log = logging.getLogger("cachelayer")
 
-#: Connections :class:`AsyncDeliveries` keeps open: acknowledgements beyond wait their turn
-#: (one INSERT is well under a millisecond of the server's time).
-ACK_CONNECTIONS = 4
+#: Connections :class:`AsyncDeliveries` opens at most (as many as acknowledgements were in
+#: flight at once, kept open); acknowledgements beyond wait their turn. 4 halved the acks/s
+#: at 64 concurrent deliveries on a loaded machine (each round trip waits for the CPU);
+#: 16 is as many as the catalog's pool lends the thread path (docs/BENCHMARKS.md).
+ACK_CONNECTIONS = 16
 #: Seconds to connect, unless the URL says otherwise (as the catalog's engine).
 CONNECT_TIMEOUT = 10
 

@@ -5,7 +5,8 @@ Routes:
 ==================================  =========================================================
 ``POST /webhooks/replicate``         Replicate's webhook: headers checked before the body is read,
                                      the body verified as it streams (Standard Webhooks), answered
-                                     after one write (the de-duplication row holding the body);
+                                     after one write (the de-duplication row holding the body;
+                                     on PostgreSQL from the event loop, no thread);
                                      recorded and queued from that inbox by a background thread
                                      (see :mod:`cachelayer.webhooks`, :mod:`cachelayer.webhook_inbox`).
 ``GET|HEAD /files/{sig}/{key}``      the gateway (see :mod:`cachelayer.server.gateway`).
