@@ -25,7 +25,6 @@ does it all before returning. Neither ever downloads.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
     from replicate.client import Client as ReplicateClient
 
     from cachelayer.catalog import Catalog
-    from cachelayer.catalog.async_deliveries import AsyncDeliveries
     from cachelayer.catalog.records import FileRecord
     from cachelayer.catalog.server_state import ServerState
     from cachelayer.replicate_api import ReplicateApi
@@ -77,9 +75,6 @@ DEFAULT_EVENTS = ("completed",)
 MAX_BODY_BYTES = 64 * 1024 * 1024
 #: Bytes of an unverified body kept in memory; the rest is spooled to a temporary file.
 SPOOL_MEMORY_BYTES = 256 * 1024
-#: Bodies at most this large are parsed on the event loop by ``serve`` (a prediction's
-#: webhook body is a few kB; parsing 64 kB of JSON takes well under a millisecond).
-LOOP_BODY_BYTES = 64 * 1024
 #: Bodies read at once before their signature is known (``serve``); more wait.
 MAX_UNVERIFIED_BODIES = 16
 #: Seconds a delivery waits for one of those slots before ``503`` with ``Retry-After``.
@@ -324,7 +319,6 @@ class WebhookReceiver:
         self._fetched_at = 0.0
         self._state: ServerState | None = None
         self._writes: Any = contextlib.nullcontext()
-        self._loop_deliveries: AsyncDeliveries | None = None
 
     # ---- parts --------------------------------------------------------------------------
 
@@ -432,46 +426,8 @@ class WebhookReceiver:
         state = self.state
         with self._writes:
             fresh = state.claim_delivery(webhook_id, prediction.id, status, body=body)
-        return self._accepted(webhook_id, prediction, fresh)
-
-    async def accept_on_loop(self, check: SignatureCheck, spool: IO[bytes]) -> WebhookOutcome | None:
-        """:meth:`accept` without leaving the running asyncio loop, or ``None`` when this
-        delivery must go through :meth:`accept` in a thread instead: the catalog is not
-        PostgreSQL or not opened yet by :meth:`accept`, the body is over
-        ``LOOP_BODY_BYTES``, or the signature does not match (the secret may have to be read
-        again). The write is the same statement on connections of the loop's own
-        (:class:`~cachelayer.catalog.async_deliveries.AsyncDeliveries`): no thread hop, no
-        wait for the GIL or the copies' connection pool. Same results and errors as
-        :meth:`accept`."""
-        state = self._state
-        if state is None or state.db.dialect != "postgresql":
-            return None
-        size = spool.seek(0, 2)
-        spool.seek(0)
-        if size > LOOP_BODY_BYTES or not check.matches():
-            return None
-        deliveries = self._loop_deliveries
-        if deliveries is None or deliveries.loop is not asyncio.get_running_loop():
-            from cachelayer.catalog.async_deliveries import AsyncDeliveries
-
-            deliveries = AsyncDeliveries(state.db.engine, retry_seconds=self.ack_retry_seconds)
-            self._loop_deliveries = deliveries
-        body = spool.read()
-        prediction = self.parse(body)
-        webhook_id, status = check.signed.webhook_id, prediction.status.value
-        fresh = await deliveries.claim(webhook_id, prediction.id, status, body)
-        return self._accepted(webhook_id, prediction, fresh)
-
-    async def close_loop_connections(self) -> None:
-        """Close the connections :meth:`accept_on_loop` opened (on the loop that opened them)."""
-        deliveries, self._loop_deliveries = self._loop_deliveries, None
-        if deliveries is not None and deliveries.loop is asyncio.get_running_loop():
-            await deliveries.close()
-
-    def _accepted(self, webhook_id: str, prediction: Prediction, fresh: bool) -> WebhookOutcome:
         if not fresh:
             log.info("webhook %s for %s was delivered before; ignored", webhook_id, prediction.id)
-        status = prediction.status.value
         return WebhookOutcome(
             webhook_id, prediction.id, status, duplicate=not fresh, inbox=fresh, prediction=prediction
         )

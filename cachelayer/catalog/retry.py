@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -52,11 +51,8 @@ from cachelayer.errors import CatalogOutageError
 __all__ = [
     "DEFAULT_RETRY_SECONDS",
     "RAW_DATABASE_ERROR",
-    "backoff_seconds",
-    "budget_left",
     "first_line",
     "is_transient",
-    "is_transient_state",
     "retry_deadline",
     "run_with_retries",
 ]
@@ -113,7 +109,7 @@ def is_transient(exc: BaseException) -> bool:
     orig = exc.orig
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if state:
-        return is_transient_state(state)
+        return state in _PG_STATES or state[:2] in _PG_CLASSES
     if isinstance(orig, sqlite3.Error):
         name = getattr(orig, "sqlite_errorname", "") or ""
         if name:
@@ -122,27 +118,6 @@ def is_transient(exc: BaseException) -> bool:
         return any(t in text for t in _SQLITE_TEXTS)
     # psycopg reports a refused or dropped connection as OperationalError with no SQLSTATE
     return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
-
-
-def is_transient_state(sqlstate: str) -> bool:
-    """Whether a PostgreSQL error with SQLSTATE ``sqlstate`` is worth retrying (the module
-    docstring's list): for code that talks to the driver without SQLAlchemy."""
-    return sqlstate in _PG_STATES or sqlstate[:2] in _PG_CLASSES
-
-
-def budget_left(budget: float) -> float:
-    """Seconds a retry loop starting now may take: ``budget``, or less within a
-    :func:`retry_deadline` block (never below 0)."""
-    deadline = _deadline.get()
-    if deadline is not None:
-        budget = min(budget, deadline - time.monotonic())
-    return max(0.0, budget)
-
-
-def backoff_seconds(attempt: int) -> float:
-    """The pause after failed attempt ``attempt`` (1, 2, ...) of :func:`run_with_retries`'s
-    schedule: 50 ms doubling up to 2 s, plus up to 100 ms of jitter."""
-    return float(min(2.0, 0.05 * 2 ** (attempt - 1))) + random.uniform(0, 0.1)
 
 
 def first_line(exc: BaseException) -> str:
@@ -169,7 +144,10 @@ def run_with_retries(fn: Callable[[], T], budget: float) -> T:
     (a last attempt may start just before the budget ends; a :func:`retry_deadline` around
     the call may end it sooner). Raises :class:`~cachelayer.errors.CatalogOutageError` past
     the budget and re-raises any other exception unchanged."""
-    budget = budget_left(budget)
+    deadline = _deadline.get()
+    if deadline is not None:
+        budget = min(budget, max(0.0, deadline - time.monotonic()))
+    budget = max(0.0, budget)
     backoff = wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.1)
 
     def wait(state: RetryCallState) -> float:  # never sleep past the budget

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, select, update
+from sqlalchemy import Engine, delete, func, select, update
 
 from cachelayer.catalog.models import (
     MAX_WEBHOOK_ID,
@@ -35,7 +35,7 @@ from cachelayer.catalog.models import (
 )
 from cachelayer.catalog.models import Prediction as PredictionRow
 from cachelayer.catalog.predictions import prediction_values
-from cachelayer.catalog.session import Database, dialect_insert, utcnow
+from cachelayer.catalog.session import Database, utcnow
 from cachelayer.prediction import Prediction
 
 __all__ = [
@@ -131,18 +131,22 @@ class ServerState:
         as acted on now. Ids are recorded as given: callers check their lengths
         (``webhook_id`` at most 255 characters, ``prediction_id`` 64, ``status`` 16)."""
         now = utcnow()
-        params = {
-            "webhook_id": webhook_id[:MAX_WEBHOOK_ID],
-            "prediction_id": prediction_id or None,
-            "status": status or None,
-            "received_at": now,
-            "body": body,
-            "processed_at": None if body is not None else now,
-        }
-        stmt = delivery_insert(self.db.dialect)
+        stmt = (
+            self.db.insert(WebhookDeliveryRow)
+            .values(
+                webhook_id=webhook_id[:MAX_WEBHOOK_ID],
+                prediction_id=prediction_id or None,
+                status=status or None,
+                received_at=now,
+                body=body,
+                processed_at=None if body is not None else now,
+            )
+            .on_conflict_do_nothing(index_elements=["webhook_id"])
+            .returning(_DELIVERIES.c.webhook_id)
+        )
         # RETURNING: rowcount is unreliable for DO NOTHING
         return self.db.write_statement(
-            lambda c: c.execute(stmt, params).first() is not None, prediction_id=prediction_id
+            lambda c: c.execute(stmt).first() is not None, prediction_id=prediction_id
         )
 
     def forget_delivery(self, webhook_id: str) -> None:
@@ -200,21 +204,6 @@ class ServerState:
         return self.db.read(
             lambda s: {str(status): (int(n), int(size or 0)) for status, n, size in s.execute(query)}
         )
-
-
-def delivery_insert(dialect: str) -> Any:
-    """The statement of :meth:`ServerState.claim_delivery` for ``dialect`` (``postgresql``
-    or ``sqlite``): ``INSERT`` of one delivery (bound parameters ``webhook_id``,
-    ``prediction_id``, ``status``, ``received_at``, ``body``, ``processed_at``) that does
-    nothing on a known ``webhook_id`` and returns the id only when it inserted: also what
-    :class:`~cachelayer.catalog.async_deliveries.AsyncDeliveries` runs."""
-    columns = ("webhook_id", "prediction_id", "status", "received_at", "body", "processed_at")
-    return (
-        dialect_insert(dialect, WebhookDeliveryRow)
-        .values({name: bindparam(name) for name in columns})
-        .on_conflict_do_nothing(index_elements=["webhook_id"])
-        .returning(_DELIVERIES.c.webhook_id)
-    )
 
 
 _secrets: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()

@@ -5,8 +5,7 @@ Routes:
 ==================================  =========================================================
 ``POST /webhooks/replicate``         Replicate's webhook: headers checked before the body is read,
                                      the body verified as it streams (Standard Webhooks), answered
-                                     after one write (the de-duplication row holding the body;
-                                     on PostgreSQL from the event loop, no thread);
+                                     after one write (the de-duplication row holding the body);
                                      recorded and queued from that inbox by a background thread
                                      (see :mod:`cachelayer.webhooks`, :mod:`cachelayer.webhook_inbox`).
 ``GET|HEAD /files/{sig}/{key}``      the gateway (see :mod:`cachelayer.server.gateway`).
@@ -114,7 +113,6 @@ class Service:
         # webhooks: bodies read before their signature is known, and the inbox thread
         self._unverified = asyncio.Semaphore(MAX_UNVERIFIED_BODIES)
         self._inbox: WebhookInbox | None = None
-        self._receiver: WebhookReceiver | None = None  # once a delivery came
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -282,7 +280,7 @@ class Service:
         delivery is answered after one write into the inbox, which :meth:`start_inbox`'s
         thread then acts on. ``400``/``401``/``413`` refusals, ``503`` when the secret or the
         catalog cannot be reached."""
-        receiver = self._receiver = self.layer.webhooks
+        receiver = self.layer.webhooks
         spool = None
         try:
             signed = parse_signed_headers(request.headers)
@@ -299,9 +297,7 @@ class Service:
                 spool = await read_signed_body(request.stream(), check, receiver.max_body_bytes)
             finally:
                 self._unverified.release()
-            outcome = await receiver.accept_on_loop(check, spool)
-            if outcome is None:  # SQLite, a large body, a secret to read again
-                outcome = await run_in_threadpool(receiver.accept, check, spool)
+            outcome = await run_in_threadpool(receiver.accept, check, spool)
         except WebhookVerificationError as exc:
             return self._reject(exc)
         except ClientDisconnect:
@@ -392,8 +388,6 @@ def create_app(
         finally:
             await run_in_threadpool(service.stop_sweeper)
             await run_in_threadpool(service.stop_inbox)
-            if service._receiver is not None:
-                await service._receiver.close_loop_connections()
             await run_in_threadpool(service.stop_workers)
 
     app = Starlette(
