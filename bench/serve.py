@@ -41,6 +41,14 @@ Usage::
     python bench/serve.py --parts webhooks --webhooks 2000 --webhook-concurrency 64
     python bench/serve.py --parts webhooks --catalog postgresql --webhook-concurrency 8,64   # issue 17
     python bench/serve.py --loadgen python                   # without wrk
+    python bench/serve.py --parts webhooks --catalog postgresql --webhook-concurrency 8,64 \
+        --other-code /path/to/other/checkout --rounds 3 --ack-only      # A/B, interleaved
+
+``--other-code DIR`` runs every webhook run twice, with this code and with the
+``cachelayer`` of another checkout (``PYTHONPATH``), alternating the order every round
+(``--rounds N``), and prints the per-round p99 ratios (this / other): on a shared machine
+only such interleaved ratios mean anything. ``--ack-only`` stops each server after the
+burst instead of waiting for every copy (acknowledgements measured, minutes saved).
 
 ``--json`` prints the results as one JSON object (what the small test in ``tests/`` reads).
 """
