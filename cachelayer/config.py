@@ -305,7 +305,7 @@ class Settings:
         env: Mapping[str, str] | None = None,
         *,
         override_names: Callable[[str], str] | None = None,
-        **overrides: Any,
+        **overrides: object,
     ) -> Settings:
         """Build settings from ``env`` (default ``os.environ``) with ``overrides`` on top.
 
@@ -322,7 +322,8 @@ class Settings:
         unknown = set(overrides) - names
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        ov = {k: v for k, v in overrides.items() if v is not None}
+        # each value is checked where it is read below (ConfigError names it)
+        ov: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
 
         def name(key: str, var: str) -> str:
             return override_names(key) if override_names is not None and key in ov else var
