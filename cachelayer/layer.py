@@ -22,7 +22,7 @@ from cachelayer.errors import CacheLayerError, ConfigError, ExpiredDownloadUrlEr
 from cachelayer.lazy import lazy_getattr
 from cachelayer.leases import new_owner
 from cachelayer.outputs import durable_output, file_url, find_files
-from cachelayer.prediction import Prediction
+from cachelayer.prediction import Prediction, held_prediction
 
 # What copying needs (the Replicate client, requests, boto3 through the copier and the
 # store) is imported when a part is first built, so the catalog queries load none of it
@@ -309,7 +309,7 @@ class CacheLayer:
         """Like :meth:`persist` but returns the per-file
         :class:`~cachelayer.persist.PersistResult` and does not raise for files that could
         not be copied (their errors are in it)."""
-        held = _held_prediction(prediction)
+        held = held_prediction(prediction)
         persister = self.persister  # checks the store before waiting on Replicate
         if held is not None and held.succeeded and held.output is not None:
             current = held  # in hand and finished: no re-read (the copier refreshes dead URLs)
@@ -588,24 +588,3 @@ class CacheLayer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _held_prediction(prediction: str | PredictionLike) -> Prediction | None:
-    """``None`` for an id; the typed prediction for an object; ``ConfigError`` for a URL."""
-    if isinstance(prediction, str):
-        text = prediction.strip()
-        if "://" in text or text.startswith("data:") or "/" in text:
-            raise ConfigError(
-                f"persist takes a prediction id or a Prediction, not a URL ({text[:60]!r}); "
-                "to find the durable URL of a file you hold, use resolve(url)"
-            )
-        return None
-    if hasattr(prediction, "url") and not hasattr(prediction, "id"):  # a FileOutput
-        raise ConfigError(
-            "persist takes a prediction id or a Prediction, not a FileOutput; pass the prediction, "
-            "or use resolve(str(file_output)) for a file already stored"
-        )
-    try:
-        return Prediction.of(prediction)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"persist takes a prediction id or a Prediction: {exc}") from None

@@ -21,12 +21,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from cachelayer.errors import ConfigError
 from cachelayer.outputs import replace_files
 
 if TYPE_CHECKING:
     from cachelayer.model_io import JSONObject, JSONValue, ReplicatePredictionLike
 
-__all__ = ["Prediction", "PredictionLike", "PredictionStatus", "as_json", "is_version_id", "parse_time"]
+__all__ = [
+    "Prediction",
+    "PredictionLike",
+    "PredictionStatus",
+    "as_json",
+    "held_prediction",
+    "is_version_id",
+    "parse_time",
+]
 
 _VERSION_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -213,3 +222,26 @@ PredictionLike: TypeAlias = "Prediction | Mapping[str, JSONValue] | ReplicatePre
 
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def held_prediction(prediction: str | PredictionLike) -> Prediction | None:
+    """What ``persist`` was given: ``None`` for an id; the typed prediction for an object.
+    Raises :class:`~cachelayer.errors.ConfigError` for a URL, a ``FileOutput`` or anything
+    else that is not a prediction."""
+    if isinstance(prediction, str):
+        text = prediction.strip()
+        if "://" in text or text.startswith("data:") or "/" in text:
+            raise ConfigError(
+                f"persist takes a prediction id or a Prediction, not a URL ({text[:60]!r}); "
+                "to find the durable URL of a file you hold, use resolve(url)"
+            )
+        return None
+    if hasattr(prediction, "url") and not hasattr(prediction, "id"):  # a FileOutput
+        raise ConfigError(
+            "persist takes a prediction id or a Prediction, not a FileOutput; pass the prediction, "
+            "or use resolve(str(file_output)) for a file already stored"
+        )
+    try:
+        return Prediction.of(prediction)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"persist takes a prediction id or a Prediction: {exc}") from None
