@@ -110,6 +110,7 @@ from urllib.parse import urlsplit
 
 from cachelayer.errors import ConfigError
 from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
+from cachelayer.retry_policy import CATALOG, COPY_DOWNLOAD, COPY_REQUEUE
 from cachelayer.setting_values import (
     check_database_url,
     check_proxy,
@@ -132,7 +133,7 @@ DEFAULT_STALL_BYTES_PER_SECOND = 16384
 DEFAULT_STALL_WINDOW = 120.0
 #: Default of ``CACHELAYER_DB_RETRY_SECONDS``: long enough for a PostgreSQL restart or
 #: fail-over (seconds to tens of seconds), short enough that a dead server is reported.
-DEFAULT_DB_RETRY_SECONDS = 60.0
+DEFAULT_DB_RETRY_SECONDS: float = CATALOG.deadline_s or 0.0
 #: Seconds ``run``/``persist`` wait for a prediction to finish before giving up
 #: (``CACHELAYER_WAIT_TIMEOUT``; ``0`` waits forever). Most image models finish in seconds
 #: and video models in minutes; a prediction still queued after half an hour is reported
@@ -261,8 +262,8 @@ class Settings:
     max_file_bytes: int = 10 * 1024**3
     concurrency: int = 8
     expiry_margin: float = 600.0
-    download_retries: int = 4
-    max_attempts: int = 5
+    download_retries: int = COPY_DOWNLOAD.attempts or 1
+    max_attempts: int = COPY_REQUEUE.attempts or 1
     lease_seconds: float = 60.0
     cache_control: str | None = "public, max-age=31536000, immutable"
     ca_bundle: str | None = None
@@ -315,7 +316,7 @@ class Settings:
         env: Mapping[str, str] | None = None,
         *,
         override_names: Callable[[str], str] | None = None,
-        **overrides: Any,
+        **overrides: object,
     ) -> Settings:
         """Build settings from ``env`` (default ``os.environ``) with ``overrides`` on top.
 
@@ -332,7 +333,8 @@ class Settings:
         unknown = set(overrides) - names
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        ov = {k: v for k, v in overrides.items() if v is not None}
+        # each value is checked where it is read below (ConfigError names it)
+        ov: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
 
         def name(key: str, var: str) -> str:
             return override_names(key) if override_names is not None and key in ov else var

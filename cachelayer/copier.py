@@ -7,7 +7,8 @@ and is verified on the way (size, SHA-256). A source URL that stops answering (4
 or an expired signature) is refreshed through ``predictions.get`` and retried at the same
 output path until :func:`cachelayer.expiry.refreshed_source` says it expired; a transient
 failure (truncation, a 5xx, a storage error) goes back to the queue with a backoff until
-``settings.max_attempts`` claims.
+``settings.max_attempts`` claims (:data:`~cachelayer.retry_policy.COPY_REQUEUE`; a download
+cut mid-body is first retried in place, :data:`~cachelayer.retry_policy.COPY_DOWNLOAD`).
 
 **No poison pill.** Any exception while copying one file (encoding, metadata, the store, the
 catalog, a bug) is caught here: it becomes a :class:`~cachelayer.errors.CopyError` whose
@@ -23,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import mimetypes
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +49,7 @@ from cachelayer.errors import (
 from cachelayer.fetch import Fetcher, parse_content_type
 from cachelayer.leases import Heartbeat, claim_or_wait
 from cachelayer.prediction import Prediction
+from cachelayer.retry_policy import COPY_DOWNLOAD, COPY_REQUEUE
 from cachelayer.storage.base import Store
 
 __all__ = ["MAX_REASON_CHARS", "Copier", "DownloadSlot", "FileOutcome", "Refresher"]
@@ -283,9 +284,9 @@ class Copier:
                 url = new_url
                 continue
             except TruncatedDownloadError as exc:
-                if attempt >= self.settings.download_retries:
+                if COPY_DOWNLOAD.with_attempts(self.settings.download_retries).gives_up_after(attempt):
                     return self._fail(row, exc, "failed", age, retryable=True)
-                delay = min(10.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
+                delay = COPY_DOWNLOAD.delay(attempt)
                 log.info("download of %s %s broke (%s); retry %d in %.2f s", pid, path, exc, attempt, delay)
                 time.sleep(delay)
                 continue
@@ -372,7 +373,7 @@ class Copier:
         retry_after = None
         if retryable and row.attempts < self.settings.max_attempts:
             status = "pending"
-            retry_after = min(300.0, 2.0**row.attempts) * (0.5 + random.random())
+            retry_after = COPY_REQUEUE.delay(row.attempts)
         final = self.catalog.queue.mark_unstored(
             row.id, self.owner, status=status, error=str(exc), source_age_seconds=age, retry_after=retry_after
         )

@@ -65,6 +65,7 @@ from cachelayer.errors import (
     TruncatedDownloadError,
 )
 from cachelayer.netguard import DeadlineRetry, GuardedAdapter, certificate_failure, request_deadline
+from cachelayer.retry_policy import DOWNLOAD
 from cachelayer.urls import (
     AddressPolicy,
     ApiOrigin,
@@ -93,7 +94,7 @@ log = logging.getLogger("cachelayer")
 #: Statuses that mean "this URL no longer serves the file" (Replicate answers 404 once data
 #: is removed; signed CDN URLs answer 403 when expired; 410 Gone is the HTTP word for it).
 GONE_STATUSES = frozenset({403, 404, 410})
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES = DOWNLOAD.retry_on
 MAX_REDIRECTS = 5
 
 #: Defaults of the deadline and stall rule, in seconds and bytes/s (arithmetic in
@@ -325,9 +326,10 @@ class Fetcher:
     ``allowed_hosts``: allow-list patterns (:mod:`cachelayer.urls`: ``host``, ``host:port``,
     ``*.domain``, ``*``; a bad one raises :class:`~cachelayer.errors.ConfigError`).
     ``max_bytes``: size cap per file. ``pool_size``: connections kept per host (match the
-    transfer concurrency). ``retries``: urllib3 retries for connection errors and 429/5xx,
-    with exponential backoff (0.25 s doubling, capped at 30 s), jitter and ``Retry-After``
-    (capped at 30 s). ``timeout``: (connect, read) seconds per socket operation.
+    transfer concurrency). ``retries``: urllib3 retries for connection errors and 429/5xx
+    (default 4); the rest is :data:`cachelayer.retry_policy.DOWNLOAD` (backoff from 0.25 s
+    doubling, capped at 30 s, jitter, ``Retry-After`` capped at 30 s). ``timeout``:
+    (connect, read) seconds per socket operation.
     ``ca_bundle``: PEM path for TLS verification (``None``: certifi's bundle; the caller
     resolves it with :func:`cachelayer.config.resolve_ca_bundle`). ``proxy``: an
     ``http(s)://`` egress proxy every download goes through, the allow-list checked on the
@@ -359,7 +361,7 @@ class Fetcher:
         *,
         max_bytes: int,
         pool_size: int = 10,
-        retries: int = 4,
+        retries: int | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
         ca_bundle: str | None = None,
         download_timeout: float | None = DEFAULT_DOWNLOAD_TIMEOUT,
@@ -389,19 +391,9 @@ class Fetcher:
         # the settings, which read SSL_CERT_FILE / REQUESTS_CA_BUNDLE.)
         self.session.trust_env = False
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        retry = DeadlineRetry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            redirect=0,
-            status_forcelist=sorted(RETRY_STATUSES),
-            allowed_methods=frozenset({"GET", "HEAD"}),
-            backoff_factor=0.25,
-            backoff_max=30,
-            backoff_jitter=0.25,
-            respect_retry_after_header=True,
-            raise_on_status=False,
+        policy = DOWNLOAD if retries is None else DOWNLOAD.with_attempts(retries + 1)
+        retry = policy.to_urllib3(
+            DeadlineRetry, redirect=0, allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False
         )
         adapter = GuardedAdapter(
             self.policy, proxy=proxy, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry

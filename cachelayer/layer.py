@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cachelayer.config import Settings
 from cachelayer.durable_urls import UrlPolicy
@@ -29,6 +29,7 @@ from cachelayer.prediction import Prediction, held_prediction
 # (tests/test_startup.py).
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+    from typing_extensions import Unpack
 
     from cachelayer.catalog import Catalog
     from cachelayer.catalog.records import FileRecord
@@ -37,12 +38,15 @@ if TYPE_CHECKING:
     from cachelayer.expiry import OnExpired
     from cachelayer.fetch import Fetcher
     from cachelayer.mirror import Mirror
+    from cachelayer.model_io import CreateParams, FileOutputLike, Input, Output
     from cachelayer.persist import Persister, PersistResult
+    from cachelayer.prediction import PredictionLike
     from cachelayer.replicate_api import ReplicateApi
     from cachelayer.replicate_clients import ReplicateAdapter
     from cachelayer.storage import Store
     from cachelayer.sweep import SweepSummary
     from cachelayer.verify import VerifyReport
+    from cachelayer.webhooks import WebhookOutcome, WebhookReceiver
     from cachelayer.workers import BackfillSummary, ProgressFn
 
 __all__ = ["CacheLayer"]
@@ -75,14 +79,14 @@ class CacheLayer:
         self,
         settings: Settings | None = None,
         *,
-        client: Any = None,
+        client: object = None,
         store: Store | None = None,
         auto_migrate: bool | None = None,
-        **options: Any,
+        **options: object,
     ) -> None:
         if settings is not None and options:
             raise ConfigError("pass either settings or keyword options, not both")
-        self.settings = settings or Settings.from_env(**options)
+        self.settings = settings or Settings.from_env(**cast("dict[str, Any]", options))
         self._client = client
         self._store = store
         self._stores: dict[str, Store] = {}  # other stores files live in, by their uri
@@ -178,7 +182,7 @@ class CacheLayer:
         return open_adapter(self._client, api_token=token, base_url=base_url, ca_bundle=s.ca_bundle)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> object:
         """The ``replicate`` client object (1.x ``replicate.Client``, 2.x
         ``replicate.Replicate``) behind :attr:`adapter`, for the caller's own calls."""
         return self.adapter.client
@@ -248,8 +252,13 @@ class CacheLayer:
     # ---- the calls of the README --------------------------------------------------------
 
     def run(
-        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
-    ) -> Any:
+        self,
+        ref: str,
+        input: Input | None = None,
+        *,
+        on_expired: OnExpired = "raise",
+        **params: Unpack[CreateParams],
+    ) -> Output:
         """Run a model like ``replicate.run`` and return its output with every file
         replaced by a durable URL (same shape: str, list, dict, nested).
 
@@ -265,16 +274,21 @@ class CacheLayer:
         return self.output_of(self.run_result(ref, input, on_expired=on_expired, **params), on_expired)
 
     def run_result(
-        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
+        self,
+        ref: str,
+        input: Input | None = None,
+        *,
+        on_expired: OnExpired = "raise",
+        **params: Unpack[CreateParams],
     ) -> PersistResult:
         """Like :meth:`run` but returns the :class:`~cachelayer.persist.PersistResult`
         (prediction, per-file records and errors) and does not raise for files that could
         not be copied."""
         persister = self.persister  # checks the store before paying for a prediction
-        prediction = self.api.create_and_wait(ref, input or {}, **params)
+        prediction = self.api.create_and_wait(ref, dict(input or {}), **params)
         return self._persist_finished(persister, prediction, on_expired)
 
-    def persist(self, prediction: Any, *, on_expired: OnExpired = "raise") -> Any:
+    def persist(self, prediction: str | PredictionLike, *, on_expired: OnExpired = "raise") -> Output:
         """Copy every file of an existing prediction; return its durable output.
 
         ``prediction``: an id, a :class:`~cachelayer.prediction.Prediction`, Replicate JSON
@@ -298,7 +312,9 @@ class CacheLayer:
         """
         return self.output_of(self.persist_result(prediction, on_expired=on_expired), on_expired)
 
-    def persist_result(self, prediction: Any, *, on_expired: OnExpired = "raise") -> PersistResult:
+    def persist_result(
+        self, prediction: str | PredictionLike, *, on_expired: OnExpired = "raise"
+    ) -> PersistResult:
         """Like :meth:`persist` but returns the per-file
         :class:`~cachelayer.persist.PersistResult` and does not raise for files that could
         not be copied (their errors are in it)."""
@@ -307,7 +323,7 @@ class CacheLayer:
         if held is not None and held.succeeded and held.output is not None:
             current = held  # in hand and finished: no re-read (the copier refreshes dead URLs)
         else:
-            current = self.api.wait(prediction if held is None else held.id)
+            current = self.api.wait(held.id if held is not None else str(prediction))
         result = self._persist_finished(persister, current, on_expired)
         if held is not None:
             self._remember_urls(held, result)
@@ -331,7 +347,7 @@ class CacheLayer:
             if rec is not None and ref.url != rec.source_url and not ref.url.startswith("data:"):
                 self.catalog.files.add_source_url(rec.id, ref.url)
 
-    def output_of(self, result: PersistResult, on_expired: OnExpired = "raise") -> Any:
+    def output_of(self, result: PersistResult, on_expired: OnExpired = "raise") -> Output:
         """The durable output of a :class:`~cachelayer.persist.PersistResult` (its rerun's,
         if there was one). Raises the first file error, as :meth:`persist` does (with
         ``on_expired="skip"``, not an :class:`~cachelayer.errors.ExpiredDownloadUrlError`:
@@ -346,7 +362,7 @@ class CacheLayer:
         stored = stored_as([f.record for f in final.files], self.durable_url)
         return durable_output(final.prediction.output, stored)
 
-    def enqueue(self, prediction: Any) -> list[FileRecord]:
+    def enqueue(self, prediction: PredictionLike) -> list[FileRecord]:
         """Record ``prediction`` (a :class:`~cachelayer.prediction.Prediction`, Replicate
         JSON or a ``replicate`` ``Prediction``; an id is not enough) and queue each of its
         files as ``pending`` for :meth:`work` (in this or any process); nothing is
@@ -358,7 +374,7 @@ class CacheLayer:
         :meth:`cachelayer.persist.Persister.rerun`)."""
         return self.persister.rerun(prediction_id)
 
-    def resolve(self, url: Any) -> str | None:
+    def resolve(self, url: str | FileOutputLike) -> str | None:
         """The durable URL of the file once served from ``url`` (a source URL, including
         ones since rotated, or either ``replicate`` client's ``FileOutput``), or ``None`` if
         no stored file came from it."""
@@ -600,7 +616,7 @@ class CacheLayer:
 
     # ---- webhooks (cachelayer serve, or the app's own view) ---------------------------------
 
-    def create(self, ref: str, input: dict[str, Any] | None = None, **params: Any) -> Prediction:
+    def create(self, ref: str, input: Input | None = None, **params: Unpack[CreateParams]) -> Prediction:
         """Create a prediction that reports to ``CACHELAYER_WEBHOOK_URL`` when it completes
         (``webhook_events_filter=["completed"]``; ``params`` may override both), record it and
         return it (typed, usually ``starting``) without waiting. The webhook receiver
@@ -610,9 +626,11 @@ class CacheLayer:
 
         record = record_created(self.catalog)
         url = self.settings.webhook_url
-        return create_prediction(self.api, record, ref, input, webhook_url=url, **params)
+        return create_prediction(
+            self.api, record, ref, None if input is None else dict(input), webhook_url=url, **params
+        )
 
-    def handle_webhook(self, headers: Any, body: bytes) -> Any:
+    def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookOutcome:
         """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
         record the prediction and queue its files, all before returning (synchronous; serve
         instead answers from an inbox); returns a
@@ -622,15 +640,15 @@ class CacheLayer:
         return self.webhooks.handle(headers, body)
 
     @property
-    def webhooks(self) -> Any:
+    def webhooks(self) -> WebhookReceiver:
         """The :class:`cachelayer.webhooks.WebhookReceiver` of this layer (built on first use)."""
         from cachelayer.webhooks import WebhookReceiver
 
-        receiver = self.__dict__.get("_webhooks")
+        receiver: WebhookReceiver | None = self.__dict__.get("_webhooks")
         if receiver is None:
             secret = self.settings.webhook_secret
-            made = WebhookReceiver(secret, lambda: self.client, lambda: self.catalog, self.enqueue)
-            receiver = self.__dict__.setdefault("_webhooks", made)
+            made = WebhookReceiver(secret, lambda: self.adapter.client, lambda: self.catalog, self.enqueue)
+            receiver = cast(WebhookReceiver, self.__dict__.setdefault("_webhooks", made))
         return receiver
 
     def __exit__(self, *exc: object) -> None:

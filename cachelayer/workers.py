@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from cachelayer.errors import ExpiredDownloadUrlError, failure_reason
 from cachelayer.leases import release_dead_local_leases
 from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
+from cachelayer.retry_policy import CLAIM
 
 __all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "count_queue", "upload_threads", "work"]
 
@@ -327,7 +328,7 @@ class WorkerPool:
                     if self.once:
                         raise  # a run that ends reports it (the CLI: one line, exit 1)
                     failures += 1
-                    delay = min(30.0, self.idle_poll * 2**failures)
+                    delay = replace(CLAIM, base_delay_s=2 * self.idle_poll).delay(failures)
                     log.warning("could not claim a file (%s); trying again in %.0f s", exc, delay)
                     self.stop.wait(delay)
                     continue

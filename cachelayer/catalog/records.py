@@ -10,7 +10,10 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cachelayer.model_io import JSONObject, JSONValue
 
 __all__ = ["NO_COPY", "FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
 
@@ -93,11 +96,11 @@ class FileRecord:
     created_at: datetime | None
 
     @classmethod
-    def of(cls, row: Any) -> FileRecord:
+    def of(cls, row: object) -> FileRecord:
         """From an ``OutputFile`` ORM row (or anything with these attributes)."""
         return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready dict: times as ISO 8601 UTC strings, ``status`` as its string."""
         d = _jsonable(asdict(self))
         d["status"] = str(self.status)
@@ -115,9 +118,9 @@ class PredictionRecord:
     version: str | None
     status: str
     source: str | None
-    input: Any
-    output: Any
-    durable_output: Any
+    input: JSONValue
+    output: JSONValue
+    durable_output: JSONValue
     error: str | None
     created_at: datetime | None
     started_at: datetime | None
@@ -126,11 +129,11 @@ class PredictionRecord:
     rerun_of: str | None
 
     @classmethod
-    def of(cls, row: Any) -> PredictionRecord:
+    def of(cls, row: object) -> PredictionRecord:
         """From a ``Prediction`` ORM row (or anything with these attributes)."""
         return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready dict: times as ISO 8601 UTC strings."""
         return _jsonable(asdict(self))
 

@@ -48,6 +48,7 @@ from cachelayer.errors import (
     StorageConfigError,
     StorageError,
 )
+from cachelayer.retry_policy import S3 as S3_RETRY
 from cachelayer.storage.base import ObjectInfo, Store, decode_metadata, encode_metadata
 from cachelayer.storage.s3_upload import (
     MAX_COPY_SIZE,
@@ -231,10 +232,9 @@ class S3Store(Store):
                     s3={"addressing_style": addressing_style},
                     signature_version="s3v4",
                     max_pool_connections=max_pool_connections,
-                    retries={"mode": "standard"},
                     connect_timeout=10,
                     read_timeout=60,
-                )
+                ).merge(S3_RETRY.to_botocore_config())
                 client = session.client("s3", endpoint_url=endpoint_url, config=config)
                 skip_payload_hash_when_checksummed(client)
             except (BotoCoreError, ValueError) as exc:
