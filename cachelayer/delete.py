@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
@@ -54,6 +54,18 @@ Outcome = str
 
 #: ``progress(summary)``: called after each batch of a prune.
 ProgressFn = Callable[["DeleteSummary"], None]
+
+
+class PruneOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Deleter.prune` (and ``CacheLayer.prune``)."""
+
+    models: Sequence[str]
+    statuses: Sequence[str]
+    dry_run: bool
+    reason: str | None
+    progress: ProgressFn | None
+    stop: threading.Event | None
+    now: datetime | None
 
 
 @dataclass

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from cachelayer.config import Settings
 from cachelayer.durable_urls import UrlPolicy
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from cachelayer.catalog import Catalog
     from cachelayer.catalog.records import FileRecord
     from cachelayer.copier import Copier
-    from cachelayer.delete import Deleter, DeleteSummary
+    from cachelayer.delete import Deleter, DeleteSummary, PruneOptions
     from cachelayer.expiry import OnExpired
     from cachelayer.fetch import Fetcher
     from cachelayer.mirror import Mirror
@@ -402,7 +402,7 @@ class CacheLayer:
         return Deleter(self.catalog, self.store_for, retention=self.settings.retention)
 
     def delete(
-        self, prediction_ids: Any, reason: str | None = None, *, dry_run: bool = False
+        self, prediction_ids: str | Iterable[str], reason: str | None = None, *, dry_run: bool = False
     ) -> DeleteSummary:
         """Delete predictions' copies (an id or ids): each file's object from the store it
         records, the recorded input and output; a tombstone stays (``reason``), so nothing
@@ -411,7 +411,7 @@ class CacheLayer:
         ids = [prediction_ids] if isinstance(prediction_ids, str) else list(prediction_ids)
         return self.deleter.delete(ids, reason=reason, dry_run=dry_run)
 
-    def prune(self, older_than: timedelta, **options: Any) -> DeleteSummary:
+    def prune(self, older_than: timedelta, **options: Unpack[PruneOptions]) -> DeleteSummary:
         """Delete (as :meth:`delete`) every prediction created more than ``older_than`` ago;
         ``options``: ``models``, ``statuses``, ``dry_run``, ``reason``, ``progress``, ``stop``
         (see :meth:`cachelayer.delete.Deleter.prune`)."""
