@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from cachelayer.lazy import lazy_getattr
 from cachelayer.leases import new_owner
 from cachelayer.outputs import durable_output, file_url, find_files
 from cachelayer.prediction import Prediction
+from cachelayer.units import held_prediction
 
 # What copying needs (the Replicate client, requests, boto3 through the copier and the
 # store) is imported when a part is first built, so the catalog queries load none of it
@@ -293,7 +294,7 @@ class CacheLayer:
         """Like :meth:`persist` but returns the per-file
         :class:`~cachelayer.persist.PersistResult` and does not raise for files that could
         not be copied (their errors are in it)."""
-        held = _held_prediction(prediction)
+        held = held_prediction(prediction)
         persister = self.persister  # checks the store before waiting on Replicate
         if held is not None and held.succeeded and held.output is not None:
             current = held  # in hand and finished: no re-read (the copier refreshes dead URLs)
@@ -336,6 +337,16 @@ class CacheLayer:
                 raise f.error
         stored = stored_as([f.record for f in final.files], self.durable_url)
         return durable_output(final.prediction.output, stored)
+
+    def copy_file(self, file_id: int) -> FileRecord:
+        """Copy one recorded file (``FileRecord.id``: claim, fetch, store, record); return
+        its ``stored`` record. Idempotent and safe to run twice or at once: a stored file
+        comes back as it is, a file another process holds is waited for. Raises
+        ``FileNotRecordedError``, ``ExpiredDownloadUrlError``, the file's other error (retry
+        it when :func:`~cachelayer.errors.is_transient`); see :func:`cachelayer.units.copy_file`."""
+        from cachelayer.units import copy_file
+
+        return copy_file(self.catalog, self.copier, file_id)
 
     def enqueue(self, prediction: Any) -> list[FileRecord]:
         """Record ``prediction`` (a :class:`~cachelayer.prediction.Prediction`, Replicate
@@ -547,14 +558,16 @@ class CacheLayer:
         url = self.settings.webhook_url
         return create_prediction(self.api, record, ref, input, webhook_url=url, **params)
 
-    def handle_webhook(self, headers: Any, body: bytes) -> Any:
+    def handle_webhook(self, headers: Any, body: bytes, *, enqueue: Callable[[str], object] | None = None) -> Any:
         """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
         record the prediction and queue its files, all before returning (synchronous; serve
-        instead answers from an inbox); returns a
+        instead answers from an inbox); ``enqueue(prediction_id)``: then hand the persist of a
+        succeeded prediction with files left to copy to the app's job queue (e.g. a Celery
+        task's ``delay``; :mod:`cachelayer.integrations`). Returns a
         :class:`cachelayer.webhooks.WebhookOutcome`. For apps receiving webhooks in their own
         views; see :meth:`cachelayer.webhooks.WebhookReceiver.handle` (raises
         :class:`~cachelayer.errors.WebhookVerificationError` for refused deliveries)."""
-        return self.webhooks.handle(headers, body)
+        return self.webhooks.handle(headers, body, then=enqueue)
 
     @property
     def webhooks(self) -> Any:
@@ -571,23 +584,3 @@ class CacheLayer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def _held_prediction(prediction: Any) -> Prediction | None:
-    """``None`` for an id; the typed prediction for an object; ``ConfigError`` for a URL."""
-    if isinstance(prediction, str):
-        text = prediction.strip()
-        if "://" in text or text.startswith("data:") or "/" in text:
-            raise ConfigError(
-                f"persist takes a prediction id or a Prediction, not a URL ({text[:60]!r}); "
-                "to find the durable URL of a file you hold, use resolve(url)"
-            )
-        return None
-    if hasattr(prediction, "url") and not hasattr(prediction, "id"):  # a FileOutput
-        raise ConfigError(
-            "persist takes a prediction id or a Prediction, not a FileOutput; pass the prediction, "
-            "or use resolve(str(file_output)) for a file already stored"
-        )
-    try:
-        return Prediction.of(prediction)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"persist takes a prediction id or a Prediction: {exc}") from None
