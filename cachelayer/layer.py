@@ -558,7 +558,9 @@ class CacheLayer:
         url = self.settings.webhook_url
         return create_prediction(self.api, record, ref, input, webhook_url=url, **params)
 
-    def handle_webhook(self, headers: Any, body: bytes, *, enqueue: Callable[[str], object] | None = None) -> Any:
+    def handle_webhook(
+        self, headers: Any, body: bytes, *, enqueue: Callable[[str], object] | None = None
+    ) -> Any:
         """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
         record the prediction and queue its files, all before returning (synchronous; serve
         instead answers from an inbox); ``enqueue(prediction_id)``: then hand the persist of a
@@ -583,4 +585,3 @@ class CacheLayer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

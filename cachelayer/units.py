@@ -61,7 +61,9 @@ def copy_file(catalog: Catalog, copier: Copier, file_id: int) -> FileRecord:
     if row.status == FileStatus.STORED:
         return row
     if row.status == FileStatus.EXPIRED:
-        raise ExpiredDownloadUrlError(row.prediction_id, row.output_path, row.source_url, row.last_error or "")
+        raise ExpiredDownloadUrlError(
+            row.prediction_id, row.output_path, row.source_url, row.last_error or ""
+        )
     finished = catalog.predictions.finished_at(row.prediction_id)
     outcome = copier.copy(row, source_url(catalog, row), finished, record_output=True)
     if outcome.error is not None:

@@ -461,7 +461,11 @@ class WebhookReceiver:
                 return WebhookOutcome(webhook_id, prediction.id, status, duplicate=True)
             try:
                 files = self._act(prediction)
-                if then is not None and prediction.succeeded and any(f.status != FileStatus.STORED for f in files):
+                if (
+                    then is not None
+                    and prediction.succeeded
+                    and any(f.status != FileStatus.STORED for f in files)
+                ):
                     then(prediction.id)
             except BaseException:
                 state.forget_delivery(webhook_id)

@@ -15,7 +15,6 @@ cannot hand out claims, trying again with a backoff up to 30 s.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time

@@ -5,6 +5,7 @@ processes (Celery, RQ) run as real processes on them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -94,7 +95,9 @@ class WorkerProcess:
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        env = dict(env, PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        env = dict(
+            env, PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        )
         self.proc = subprocess.Popen(
             argv, env=env, cwd=log.parent, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -113,10 +116,8 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the worker's whole session and reap it."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(30)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -143,7 +144,14 @@ def celery_worker(broker: str, queue: str, env: dict[str, str], log: Path, **ext
 
 def rq_worker(queue: str, env: dict[str, str], log: Path, *, burst: bool = False) -> WorkerProcess:
     """``rq worker`` (the default forking ``Worker``) consuming ``queue`` on Redis."""
-    argv = [str(Path(sys.executable).with_name("rq")), "worker", "--url", REDIS_URL, "--name", f"{queue}-{time.time_ns()}"]
+    argv = [
+        str(Path(sys.executable).with_name("rq")),
+        "worker",
+        "--url",
+        REDIS_URL,
+        "--name",
+        f"{queue}-{time.time_ns()}",
+    ]
     if burst:
         argv.append("--burst")
     argv.append(queue)
