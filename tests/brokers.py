@@ -132,9 +132,9 @@ class WorkerProcess:
 
 
 def celery_worker(broker: str, queue: str, env: dict[str, str], log: Path, **extra: str) -> WorkerProcess:
-    """``celery -A celery_test_app worker`` (pool ``solo``: the task runs in the worker
-    process itself, which a SIGKILL takes down mid-task) consuming ``queue`` on ``broker``."""
-    argv = [sys.executable, "-m", "celery", "-A", "celery_test_app", "worker", "-P", "solo", "-Q", queue]
+    """``celery -A celery_test_app worker`` (Celery's default prefork pool, one child: the
+    task runs in the child, the parent acknowledges) consuming ``queue`` on ``broker``."""
+    argv = [sys.executable, "-m", "celery", "-A", "celery_test_app", "worker", "-c", "1", "-Q", queue]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{queue}@%h"]
     full = dict(env, CL_TEST_BROKER=broker, CL_TEST_QUEUE=queue, **extra)
     worker = WorkerProcess(argv, full, log)

@@ -221,11 +221,34 @@ def test_celery_worker_killed_mid_copy_task_redelivered(
     second = celery_worker(broker, queue_name, worker_env, tmp_path / "second.log", **visibility)
     try:
         wait_until(lambda: all_stored(layer, pid), "the redelivered task", TIMEOUT, second)
-        wait_until(lambda: "cachelayer.persist" in second.output(), "the task in the 2nd worker", 30, second)
+        # the one task sent was received again by the second worker
+        wait_until(lambda: "Task cachelayer.persist[" in second.output(), "redelivery", 30, second)
     finally:
         second.stop()
     assert_stored_once(layer, s3_server, s3_bucket, {"slow.bin": slow, "quick.bin": quick}, [pid])
     assert layer.catalog.predictions.get(pid).durable_output is not None
+
+
+def test_celery_task_retried_after_a_transient_failure(
+    queue_name, worker_env, app_layer, replicate_simulator, s3_server, s3_bucket, tmp_path
+):
+    from celery_test_app import make_app
+
+    broker = require("redis")
+    sim = replicate_simulator
+    cut = File(size=40_000, seed=11, filename="cut.bin")
+    pid = seeded(sim, "cut", cut)
+    sim.inject_fault("truncate", times=1, path_prefix="/delivery/")  # the first download breaks
+    env = dict(worker_env, CACHELAYER_DOWNLOAD_RETRIES="1")  # ... and that attempt gives up
+    worker = celery_worker(broker, queue_name, env, tmp_path / "worker.log")
+    try:
+        make_app(broker, queue_name).send_task("cachelayer.persist", args=[pid])
+        wait_until(lambda: all_stored(app_layer, pid), "the retried task", TIMEOUT, worker)
+        wait_until(lambda: "succeeded in" in worker.output(), "the task's success", 30, worker)
+    finally:
+        worker.stop()
+    assert "TruncatedDownloadError" in worker.output() and "Retry in" in worker.output(), worker.output()
+    assert_stored_once(app_layer, s3_server, s3_bucket, {"cut.bin": cut}, [pid])
 
 
 # ---- RQ -----------------------------------------------------------------------------------
