@@ -6,6 +6,7 @@ again and every file ends stored once (one object, one row, the bytes of the sou
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -167,11 +168,20 @@ def broker(request) -> str:
     return require(request.param)
 
 
-def test_celery_tasks_persist_copy_and_sweep(
-    broker, queue_name, worker_env, app_layer, replicate_simulator, s3_server, s3_bucket, tmp_path
-):
+@pytest.fixture
+def celery_app(broker, queue_name):
+    """The app's Celery app, sending to this test's queue; the queue is deleted afterwards."""
     from celery_test_app import make_app
 
+    app = make_app(broker, queue_name)
+    yield app
+    with contextlib.suppress(Exception), app.connection_for_write() as conn:
+        conn.default_channel.queue_delete(queue_name)
+
+
+def test_celery_tasks_persist_copy_and_sweep(
+    broker, celery_app, queue_name, worker_env, app_layer, replicate_simulator, s3_server, s3_bucket, tmp_path
+):
     sim = replicate_simulator
     files = {f"p{i}.bin": File(size=20_000 + i, seed=i, filename=f"p{i}.bin") for i in range(4)}
     by_persist = seeded(sim, "persisted", files["p0.bin"], files["p1.bin"])
@@ -179,7 +189,7 @@ def test_celery_tasks_persist_copy_and_sweep(
     by_sweep = seeded(sim, "swept", files["p3.bin"])
     layer = app_layer
     [row] = layer.enqueue(sim.prediction(by_copy))
-    app = make_app(broker, queue_name)
+    app = celery_app
     worker = celery_worker(broker, queue_name, worker_env, tmp_path / "worker.log")
     try:
         app.send_task("cachelayer.persist", args=[by_persist])
@@ -197,17 +207,15 @@ def test_celery_tasks_persist_copy_and_sweep(
 
 
 def test_celery_worker_killed_mid_copy_task_redelivered(
-    broker, queue_name, worker_env, app_layer, replicate_simulator, s3_server, s3_bucket, tmp_path
+    broker, celery_app, queue_name, worker_env, app_layer, replicate_simulator, s3_server, s3_bucket, tmp_path
 ):
-    from celery_test_app import make_app
-
     sim = replicate_simulator
     slow = File(size=256 * 1024, seed=7, filename="slow.bin", bytes_per_second=64 * 1024)
     quick = File(size=10_000, seed=8, filename="quick.bin")
     pid = seeded(sim, "killed", quick, slow)
     layer = app_layer
     visibility = {"CL_TEST_VISIBILITY": "3"}  # Redis: unacked for 3 s -> handed out again
-    app = make_app(broker, queue_name, 3.0)
+    app = celery_app
     first = celery_worker(broker, queue_name, worker_env, tmp_path / "first.log", **visibility)
     try:
         app.send_task("cachelayer.persist", args=[pid])
