@@ -18,7 +18,8 @@ Plain functions, enqueued by dotted path so the enqueuing process need not impor
 =================================================  ========================================
 
 **Retries and dead workers.** RQ retries a job only when it was enqueued with
-``retry=Retry(...)`` (:data:`RETRY`: 8 retries, 5 s to 10 min apart), and then for any
+``retry=Retry(...)`` (:data:`RETRY`: 8 retries, 5 s to 10 min apart; delayed retries need a
+worker started ``--with-scheduler``), and then for any
 exception (every unit of work is idempotent, so a final error retried costs a few
 requests). A worker killed mid-job (SIGKILL, OOM) leaves the job in the queue's
 ``StartedJobRegistry``; once its heartbeat lapses (the worker's ``job_monitoring_interval``
