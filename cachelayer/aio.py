@@ -116,9 +116,12 @@ class AsyncCacheLayer:
         return the typed prediction without waiting for it."""
         return await self._thread(self.sync.create, ref, input, **params)
 
-    async def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookOutcome:
-        """``await`` form of :meth:`CacheLayer.handle_webhook` (for ASGI apps' own routes)."""
-        return await self._thread(self.sync.handle_webhook, headers, body)
+    async def handle_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, enqueue: Callable[[str], object] | None = None
+    ) -> WebhookOutcome:
+        """``await`` form of :meth:`CacheLayer.handle_webhook` (for ASGI apps' own routes;
+        ``enqueue`` runs in the worker thread too)."""
+        return await self._thread(self.sync.handle_webhook, headers, body, enqueue=enqueue)
 
     async def enqueue(self, prediction: PredictionLike) -> list[FileRecord]:
         """``await`` form of :meth:`CacheLayer.enqueue`."""

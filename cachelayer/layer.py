@@ -362,6 +362,16 @@ class CacheLayer:
         stored = stored_as([f.record for f in final.files], self.durable_url)
         return durable_output(final.prediction.output, stored)
 
+    def copy_file(self, file_id: int) -> FileRecord:
+        """Copy one recorded file (``FileRecord.id``: claim, fetch, store, record); return
+        its ``stored`` record. Idempotent and safe to run twice or at once: a stored file
+        comes back as it is, a file another process holds is waited for. Raises
+        ``FileNotRecordedError``, ``ExpiredDownloadUrlError``, the file's other error (retry
+        it when :func:`~cachelayer.errors.is_transient`); see :func:`cachelayer.units.copy_file`."""
+        from cachelayer.units import copy_file
+
+        return copy_file(self.catalog, self.copier, file_id)
+
     def enqueue(self, prediction: PredictionLike) -> list[FileRecord]:
         """Record ``prediction`` (a :class:`~cachelayer.prediction.Prediction`, Replicate
         JSON or a ``replicate`` ``Prediction``; an id is not enough) and queue each of its
@@ -630,14 +640,18 @@ class CacheLayer:
             self.api, record, ref, None if input is None else dict(input), webhook_url=url, **params
         )
 
-    def handle_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookOutcome:
+    def handle_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, enqueue: Callable[[str], object] | None = None
+    ) -> WebhookOutcome:
         """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
         record the prediction and queue its files, all before returning (synchronous; serve
-        instead answers from an inbox); returns a
+        instead answers from an inbox); ``enqueue(prediction_id)``: then hand the persist of a
+        succeeded prediction with files left to copy to the app's job queue (e.g. a Celery
+        task's ``delay``; :mod:`cachelayer.integrations`). Returns a
         :class:`cachelayer.webhooks.WebhookOutcome`. For apps receiving webhooks in their own
         views; see :meth:`cachelayer.webhooks.WebhookReceiver.handle` (raises
         :class:`~cachelayer.errors.WebhookVerificationError` for refused deliveries)."""
-        return self.webhooks.handle(headers, body)
+        return self.webhooks.handle(headers, body, then=enqueue)
 
     @property
     def webhooks(self) -> WebhookReceiver:

@@ -15,7 +15,6 @@ cannot hand out claims, trying again with a backoff up to 30 s.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -30,9 +29,9 @@ from cachelayer.catalog.records import FileRecord
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import ExpiredDownloadUrlError, failure_reason
 from cachelayer.leases import release_dead_local_leases
-from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
 from cachelayer.retry_policy import CLAIM
+from cachelayer.units import source_url
 
 __all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "count_queue", "upload_threads", "work"]
 
@@ -279,15 +278,7 @@ class WorkerPool:
             self._finished[pid] = stamp
 
     def _source_url(self, row: FileRecord) -> str:
-        """The row's source URL; a ``data:`` URI is recorded as a digest, so the payload
-        comes from the recorded output at the row's output path (when kept there)."""
-        url = row.source_url
-        if url.startswith("data:"):
-            rec = self.catalog.predictions.get(row.prediction_id)
-            if rec is not None:
-                with contextlib.suppress(KeyError):
-                    url = file_url(lookup(rec.output, row.output_path)) or url
-        return url
+        return source_url(self.catalog, row)
 
     def _idle(self) -> bool:
         """Whether this run is done: the scan (if any) finished and no pending file is left
