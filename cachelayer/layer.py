@@ -310,7 +310,7 @@ class CacheLayer:
         if not prediction.succeeded:
             from cachelayer.replicate_api import check_succeeded
 
-            self.catalog.predictions.record(prediction)
+            persister.record_prediction(prediction)  # with its manifest
             check_succeeded(prediction)
         return persister.persist(prediction, on_expired)
 
