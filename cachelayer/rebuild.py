@@ -102,9 +102,7 @@ def rebuild(
     store cannot be listed or read (run it again to resume); catalog outages."""
     rows = ManifestRows(catalog.db)
     if not rows.rebuilding() and not rows.is_empty():
-        raise ConfigError(
-            "the catalog is not empty: rebuild from the store only into an empty or new database"
-        )
+        raise ConfigError("the catalog is not empty: rebuild only into an empty or new database")
     rows.begin_rebuild()
     started = time.monotonic()
     summary = RebuildSummary()

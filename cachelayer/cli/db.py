@@ -86,16 +86,16 @@ def db_rebuild(from_store: bool, storage_url: str | None, database_url: str | No
     settings = Settings.from_env(override_names=flag_name, database_url=database_url, storage_url=storage_url)
     with CacheLayer(settings, auto_migrate=True) as layer:
         layer.store.check()
-        if not settings.gateway_secret:
-            click.echo(
-                "cachelayer: CACHELAYER_GATEWAY_SECRET is not set: gateway URLs signed before the "
-                "rebuild do not survive it (the generated secret lived in the lost catalog, never "
-                "in the bucket); set it so the next rebuild keeps them",
-                err=True,
-            )
         live = _Live(sys.stderr.isatty())
         with live:
             summary: RebuildSummary = rebuild(layer.catalog, layer.store, progress=live.update)
+    if not settings.gateway_secret:
+        click.echo(
+            "cachelayer: CACHELAYER_GATEWAY_SECRET is not set: gateway URLs signed before the "
+            "rebuild do not survive it (the generated secret lived in the lost catalog, never in "
+            "the bucket); set it (the same value in every process) so the next rebuild keeps them",
+            err=True,
+        )
     if as_json:
         write_json(summary.to_dict())
     else:
