@@ -30,7 +30,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "MAX_MANIFEST_BYTES",
     "Manifest",
     "Manifests",
+    "PublishSummary",
     "Tombstone",
     "build_manifest",
     "encode",
@@ -303,11 +304,46 @@ class Manifests:
         failure (catalog or store down) is logged as a warning and the manifest is written
         by the prediction's next change (see the module docstring)."""
         try:
-            recorded = self.rows.read(prediction_id)
-            if recorded is None or any(f.status == FileStatus.PENDING for f in recorded.files):
-                return False
-            write_manifest(self.store, build_manifest(recorded, self.store))
-            return True
+            return self._publish(prediction_id)
         except Exception as exc:  # noqa: BLE001 - a manifest never fails the copy it describes
             log.warning("could not write the manifest of %s: %s", prediction_id, exc)
             return False
+
+    def _publish(self, prediction_id: str) -> bool:
+        recorded = self.rows.read(prediction_id)
+        if recorded is None or any(f.status == FileStatus.PENDING for f in recorded.files):
+            return False
+        write_manifest(self.store, build_manifest(recorded, self.store))
+        return True
+
+    def publish_all(
+        self, *, batch: int = 500, progress: Callable[[PublishSummary], None] | None = None
+    ) -> PublishSummary:
+        """Write the manifest of every prediction in the catalog (those recorded before
+        manifests existed, or whose write failed), in id order, ``batch`` ids per catalog
+        read; ``progress`` after each. Predictions with a pending file are left for their
+        copies to write. Idempotent. Raises :class:`~cachelayer.errors.StorageError` and
+        catalog errors (run it again: it starts over, rewriting the same documents)."""
+        summary = PublishSummary()
+        after: str | None = None
+        while True:
+            ids = self.rows.prediction_ids(after, batch)
+            for pid in ids:
+                if self._publish(pid):
+                    summary.written += 1
+                else:
+                    summary.pending += 1
+                if progress is not None:
+                    progress(summary)
+            if len(ids) < batch:
+                return summary
+            after = ids[-1]
+
+
+@dataclass
+class PublishSummary:
+    """What :meth:`Manifests.publish_all` did: manifests ``written``, predictions left
+    because a file of theirs is ``pending``."""
+
+    written: int = 0
+    pending: int = 0

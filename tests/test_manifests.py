@@ -312,3 +312,33 @@ def test_list_keys_of_both_stores(s3_store, local_store):
     ]
     assert list(local_store.list_keys("nothing/here/")) == []
     assert len(list(local_store.list_keys(""))) == 4  # no sidecar (.cachelayer-meta/) listed
+
+
+def test_write_manifests_covers_predictions_recorded_before_manifests(
+    make_layer, replicate_simulator, s3_server, catalog_url, tmp_path
+):
+    """A catalog from before manifests (its objects there, no manifest): `db write-manifests`
+    writes one per prediction, so a rebuild restores them all."""
+    sim = replicate_simulator
+    storage_url = (tmp_path / "old").as_uri()
+    ids = [sim.seed_prediction("acme/x", input={"n": i}, output=[File(size=50, seed=i)]) for i in range(3)]
+    ids.append(sim.seed_prediction("acme/llm", input={}, output="just text"))
+    layer = make_layer(storage_url=storage_url)
+    layer.backfill()
+    layer.close()
+    store = open_store(storage_url)
+    store.delete(list(store.list_keys(f"{MANIFEST_DIR}/")))  # as an older release left the bucket
+    assert list(store.list_keys(f"{MANIFEST_DIR}/")) == []
+    env = process_env(sim, s3_server, storage_url, catalog_url)
+    done = run_cli(env, "db", "write-manifests")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("4 manifests written")
+    assert sorted(store.list_keys(f"{MANIFEST_DIR}/")) == sorted(manifest_key("", pid) for pid in ids)
+    rebuilt = run_cli(
+        {**env, "CACHELAYER_DATABASE_URL": f"sqlite:///{tmp_path}/new.db"},
+        "db",
+        "rebuild",
+        "--from-store",
+        "--json",
+    )
+    assert rebuilt.returncode == 0 and json.loads(rebuilt.stdout)["predictions"] == 4, rebuilt.stderr

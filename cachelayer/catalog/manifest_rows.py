@@ -78,6 +78,18 @@ class ManifestRows:
 
         return self.db.read(work)
 
+    def prediction_ids(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` prediction ids after ``after`` (``None``: from the first), in id
+        order: a keyset walk over every prediction."""
+
+        def work(s: Session) -> list[str]:
+            stmt = select(_P.c.id).order_by(_P.c.id).limit(limit)
+            if after is not None:
+                stmt = stmt.where(_P.c.id > after)
+            return list(s.execute(stmt).scalars())
+
+        return self.db.read(work)
+
     def is_empty(self) -> bool:
         """Whether no table of the catalog holds a row (Alembic's own table aside)."""
 

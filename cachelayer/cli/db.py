@@ -133,13 +133,37 @@ class _Live:
         return self
 
     def update(self, s: Any) -> None:
+        self.show(
+            f"rebuilding: {s.manifests} manifests read, {s.predictions} predictions and "
+            f"{s.files} files restored, {len(s.skipped)} skipped, {s.elapsed_seconds:.0f}s"
+        )
+
+    def show(self, line: str) -> None:
         if self._live is not None:
-            line = (
-                f"rebuilding: {s.manifests} manifests read, {s.predictions} predictions and "
-                f"{s.files} files restored, {len(s.skipped)} skipped, {s.elapsed_seconds:.0f}s"
-            )
             self._live.update(line)
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
             self._live.__exit__(None, None, None)
+
+
+@db.command("write-manifests")
+@click.option("--storage-url", help="s3://bucket[/prefix] or file:///dir [env CACHELAYER_STORAGE_URL].")
+@database_option
+def db_write_manifests(storage_url: str | None, database_url: str | None) -> None:
+    """Write the manifest of every prediction in the catalog into the store (those recorded
+    before manifests existed), so `db rebuild --from-store` can restore them. Idempotent."""
+    from cachelayer.config import Settings
+    from cachelayer.layer import CacheLayer
+    from cachelayer.manifests import Manifests
+
+    settings = Settings.from_env(override_names=flag_name, database_url=database_url, storage_url=storage_url)
+    require_catalog(settings.database_url)
+    with CacheLayer(settings) as layer:
+        layer.store.check()
+        live = _Live(sys.stderr.isatty())
+        with live:
+            done = Manifests(layer.catalog, layer.store).publish_all(
+                progress=lambda s: live.show(f"manifests: {s.written} written, {s.pending} left pending")
+            )
+    click.echo(f"{done.written} manifests written, {done.pending} predictions with files still pending")
