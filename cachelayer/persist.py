@@ -138,7 +138,8 @@ class Persister:
         a prediction the catalog refuses leaves neither it nor any of its files. Writes its
         manifest when none of its files is left to copy (:mod:`cachelayer.manifests`)."""
         rows = self._record(prediction, rerun_of=rerun_of, claim=False)[0]
-        self.publish(prediction.id)
+        if all(r.status != FileStatus.PENDING for r in rows):  # else its last copy writes it
+            self.publish(prediction.id)
         return rows
 
     def record_prediction(self, prediction: Prediction) -> None:
@@ -217,7 +218,8 @@ class Persister:
             done.update({o.record.id: o for o in outcomes})
         result = PersistResult(pid, prediction)
         result.files = sorted(done.values(), key=lambda o: o.record.output_path)
-        self.publish(pid)  # after its files (the last one's transaction recorded the durable output)
+        if all(o.record.status != FileStatus.PENDING for o in result.files):
+            self.publish(pid)  # after its files (the last one's transaction recorded the durable output)
         return result
 
     # ---- the policy -------------------------------------------------------------------
