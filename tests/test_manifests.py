@@ -342,3 +342,47 @@ def test_write_manifests_covers_predictions_recorded_before_manifests(
         "--json",
     )
     assert rebuilt.returncode == 0 and json.loads(rebuilt.stdout)["predictions"] == 4, rebuilt.stderr
+
+
+def test_rebuild_from_a_store_without_manifests_says_so(replicate_simulator, s3_server, tmp_path):
+    """A wrong --storage-url (no manifest under it) is not a silent empty catalog: exit 1."""
+    env = process_env(
+        replicate_simulator, s3_server, (tmp_path / "empty").as_uri(), f"sqlite:///{tmp_path}/c.db"
+    )
+    done = run_cli(env, "db", "rebuild", "--from-store")
+    assert done.returncode == 1 and "no manifests under" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_interrupted_rebuild_resumes(make_layer, replicate_simulator, catalog_url, tmp_path, request):
+    """The store fails half-way: the rebuild stops (the error raised), a catalog holding
+    its first predictions is not refused the second time, and the second run finishes."""
+    from cachelayer.errors import StorageError
+    from cachelayer.rebuild import rebuild
+    from cachelayer.storage.local import LocalStore
+
+    sim = replicate_simulator
+    storage_url = (tmp_path / "objs").as_uri()
+    ids = [sim.seed_prediction("acme/x", input={"n": i}, output=[File(size=80, seed=i)]) for i in range(4)]
+    layer = make_layer(storage_url=storage_url)
+    layer.backfill()
+    layer.close()
+
+    class Failing(LocalStore):
+        reads = 0
+
+        def open(self, key):
+            Failing.reads += 1
+            if Failing.reads == 3:
+                raise StorageError("the store went away")
+            return super().open(key)
+
+    new_url = _fresh_catalog_url(catalog_url, tmp_path, request)
+    fresh = make_layer(database_url=new_url, storage_url=storage_url)
+    with pytest.raises(StorageError):
+        rebuild(fresh.catalog, Failing(tmp_path / "objs"))
+    assert sum(fresh.catalog.get_prediction(pid) is not None for pid in ids) == 2
+    summary = rebuild(fresh.catalog, open_store(storage_url))
+    assert (summary.predictions, summary.already, summary.skipped) == (2, 2, [])
+    assert all(fresh.catalog.files_of(pid)[0].status == "stored" for pid in ids)
+    with pytest.raises(Exception, match="not empty"):
+        rebuild(fresh.catalog, open_store(storage_url))  # finished: a third run is refused

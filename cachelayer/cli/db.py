@@ -75,12 +75,14 @@ def db_current(database_url: str | None) -> None:
 def db_rebuild(from_store: bool, storage_url: str | None, database_url: str | None, as_json: bool) -> None:
     """Recreate a lost catalog from the bucket's manifests, into an empty or new database.
 
-    Exit status 1 when a manifest could not be read (reported, skipped); an interrupted
-    rebuild resumes when run again. Gateway URLs survive only with CACHELAYER_GATEWAY_SECRET
-    set (a generated secret lives in the catalog and never goes to the bucket)."""
+    Exit status 1 when a manifest could not be read (reported, skipped) or none was found;
+    an interrupted rebuild resumes when run again. Gateway URLs survive only with
+    CACHELAYER_GATEWAY_SECRET set (a generated secret lives in the catalog and never goes
+    to the bucket)."""
     from cachelayer.cli.formatting import write_fields, write_json
     from cachelayer.config import Settings
     from cachelayer.layer import CacheLayer
+    from cachelayer.manifests import manifest_prefix
     from cachelayer.rebuild import RebuildSummary, rebuild
 
     settings = Settings.from_env(override_names=flag_name, database_url=database_url, storage_url=storage_url)
@@ -113,6 +115,13 @@ def db_rebuild(from_store: bool, storage_url: str | None, database_url: str | No
         rows += [(f"rerun without its original: {a}", b) for a, b in summary.reruns_unlinked]
         rows.append(("elapsed", f"{summary.elapsed_seconds:.1f}s"))
         write_fields(rows)
+    if not summary.manifests:
+        click.echo(
+            f"cachelayer: no manifests under {layer.store.uri}/{manifest_prefix(layer.store.prefix)} "
+            "(check --storage-url and its prefix)",
+            err=True,
+        )
+        sys.exit(1)
     sys.exit(summary.exit_code)
 
 
