@@ -17,6 +17,8 @@ retries of transient errors):
                    of long-running jobs, keyed by the filter's spec
 ``reruns``         :class:`~cachelayer.catalog.reruns.RerunRepository`: the at-most-once
                    rerun claims
+``copies``         :class:`~cachelayer.catalog.copies.CopyRepository`: each file's copies in
+                   the mirror stores, the mirror queue, every copy of given predictions
 =================  ==========================================================================
 
 :class:`Catalog` composes them (``catalog.queue.claim_next(...)``) and offers the documented
@@ -33,6 +35,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from cachelayer.catalog.checkpoints import CheckpointRecord, CheckpointRepository, checkpoint_name
+from cachelayer.catalog.copies import CopyRepository
 from cachelayer.catalog.encoding import catalog_url
 from cachelayer.catalog.files import FileRepository
 from cachelayer.catalog.filters import FileFilter
@@ -65,7 +68,7 @@ class Catalog:
     """The catalog of one database (``engine``); thread-safe.
 
     Repositories: ``predictions``, ``files``, ``queue``, ``reports``, ``checkpoints``,
-    ``reruns``.
+    ``reruns``, ``copies``.
     Every method runs its own short transaction (callers never hold locks while moving
     bytes), retried after transient errors for ``retry_seconds`` (default: the engine's
     setting from :func:`~cachelayer.catalog.db.make_engine`, else 60 s). Errors: a
@@ -84,6 +87,7 @@ class Catalog:
         self.reports = ReportRepository(self.db)
         self.checkpoints = CheckpointRepository(self.db)
         self.reruns = RerunRepository(self.db)
+        self.copies = CopyRepository(self.db)
 
     def ping(self) -> None:
         """One ``SELECT 1``: raises whatever the database raises when it does not answer

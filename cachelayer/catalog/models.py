@@ -4,7 +4,8 @@ Shape follows Rails Active Storage: ``predictions`` says what Replicate produced
 ``output_files`` says where each file lives now (store, key, size, sha256) and is also the
 work queue (status, lease), ``source_urls`` remembers every URL a file was ever served from
 (URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress,
-``rerun_claims`` the at-most-once rerun claims.
+``rerun_claims`` the at-most-once rerun claims, ``file_copies`` each file's copies in the
+mirror stores (and the mirror queue).
 All times are timezone-aware UTC; sizes are bytes. Text and JSON columns apply the lossless
 rules of :mod:`cachelayer.catalog.encoding` (see :mod:`cachelayer.catalog.types`).
 
@@ -43,6 +44,7 @@ __all__ = [
     "FILE_STATUSES",
     "Base",
     "Checkpoint",
+    "FileCopy",
     "OutputFile",
     "Prediction",
     "RerunClaimRow",
@@ -175,6 +177,33 @@ for _model, _index, _column in (
 #: The ``output_files`` columns a :class:`FileRecord` is built from, for plain-column
 #: selects (no ORM identity map, so listings can stream millions of rows).
 FILE_COLUMNS = [OutputFile.__table__.c[name] for name in FileRecord.__dataclass_fields__]
+
+
+class FileCopy(Base):
+    """One file's copy in one mirror store (table ``file_copies``, revision 0009); also the
+    mirror queue (``status``, ``attempts``, backoff in ``available_at``, lease). The primary
+    copy stays recorded on its ``output_files`` row (``store``, ``key``)."""
+
+    __tablename__ = "file_copies"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    file_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("output_files.id", ondelete="CASCADE"))
+    store: Mapped[str] = mapped_column(safe_string(255))
+    key: Mapped[str] = mapped_column(safe_string(1024))
+    sha256: Mapped[str | None] = mapped_column(safe_string(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[FileStatus] = mapped_column(StatusType, default=FileStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(SafeText)
+    available_at: Mapped[datetime | None]
+    lease_owner: Mapped[str | None] = mapped_column(safe_string(64))
+    lease_expires_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("file_id", "store", name="uq_file_copies_file_store"),
+        Index("ix_file_copies_queue", "status", "available_at"),
+    )
 
 
 class Checkpoint(Base):
