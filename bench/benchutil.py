@@ -407,11 +407,14 @@ class Servers:
         self.s3.delete_bucket(Bucket=name)
 
     def objects(self, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
-        """Key relative to ``prefix/`` -> ``(size, ETag without quotes)`` of every object."""
+        """Key relative to ``prefix/`` -> ``(size, ETag without quotes)`` of every output
+        copy: the predictions' manifests (``_manifests/``, issue 18) are left out."""
         found = {}
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
             for o in page.get("Contents", []):
-                found[o["Key"][len(prefix) + 1 :]] = (o["Size"], o["ETag"].strip('"'))
+                rel = o["Key"][len(prefix) + 1 :]
+                if not rel.startswith("_manifests/"):
+                    found[rel] = (o["Size"], o["ETag"].strip('"'))
         return found
 
     def cli_env(self, database_url: str, bucket: str, prefix: str) -> dict[str, str]:

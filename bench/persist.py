@@ -435,6 +435,7 @@ class Bench:
                 self.s3.delete_object(Bucket=self.bucket, Key=stored_key)
         if warm:
             self._delete_prefix(f"{method}/{warm['warm_pid']}/")
+        self._delete_prefix(f"{method}/_manifests/")  # the predictions' manifests (issue 18)
         child_cpu = usage.ru_utime + usage.ru_stime
         return Measurement(
             method=label,

@@ -48,6 +48,7 @@ from cachelayer.errors import (
 )
 from cachelayer.fetch import Fetcher, parse_content_type
 from cachelayer.leases import Heartbeat, claim_or_wait
+from cachelayer.manifests import Manifests
 from cachelayer.prediction import Prediction
 from cachelayer.retry_policy import COPY_DOWNLOAD, COPY_REQUEUE
 from cachelayer.storage.base import Store
@@ -152,6 +153,8 @@ class Copier:
         self.owner = owner
         self.lease_seconds = settings.lease_seconds
         self.heartbeat = Heartbeat(catalog, owner, self.lease_seconds)
+        #: Writes each prediction's manifest once its files are through (:mod:`cachelayer.manifests`).
+        self.manifests = Manifests(catalog, store)
         #: called with each file this copier stored (the mirror queues its copies; never raises)
         self.on_stored: Callable[[FileRecord], None] | None = None
 
@@ -210,6 +213,10 @@ class Copier:
             self.heartbeat.discard(row.id)
         for nxt in outcome.claimed:
             self.heartbeat.add(nxt.id)
+        if not record_output and outcome.record.status != FileStatus.PENDING:
+            # a queue's copy: the last file of its prediction writes the manifest (the
+            # persister writes it after a persist's files)
+            self.manifests.publish(row.prediction_id)
         return outcome
 
     def unexpected(self, row: FileRecord, exc: Exception) -> FileOutcome:

@@ -136,13 +136,21 @@ class Deleter:
 
     ``catalog``; ``store_for(uri)``: the store a file recorded with ``store = uri`` lives in
     (:meth:`cachelayer.CacheLayer.store_for`); ``retention`` (seconds, ``CACHELAYER_RETENTION``;
-    ``None``: off): the age the sweep prunes at. Thread-safe as far as its parts are."""
+    ``None``: off): the age the sweep prunes at; ``manifest_store``: the uri of the store
+    the manifests of predictions without files went to. Thread-safe as far as its parts are."""
 
     def __init__(
-        self, catalog: Catalog, store_for: Callable[[str], Store], *, retention: float | None = None
+        self,
+        catalog: Catalog,
+        store_for: Callable[[str], Store],
+        *,
+        retention: float | None = None,
+        manifest_store: str | None = None,
     ) -> None:
         self.catalog = catalog
         self.store_for = store_for
+        #: Where the manifest of a prediction without files was written (the configured store).
+        self.manifest_store = manifest_store
         #: The age at which serve's sweep prunes (``None``: never).
         self.retention = timedelta(seconds=retention) if retention else None
 
@@ -176,9 +184,9 @@ class Deleter:
         files = self.catalog.tombstones.begin(prediction_ids, reason)
         # 2. the objects, from each file's own store
         failed = self._remove_objects(files)
-        ok = [p for p in files if p not in failed]
         # 3. the bucket's description of each prediction follows
-        self._tombstone_manifests(ok)
+        failed.update(self._tombstone_manifests([p for p in files if p not in failed], files))
+        ok = [p for p in files if p not in failed]
         # 4. files ``deleted``, the tombstone finished (one transaction)
         finished = self.catalog.tombstones.finish(ok)
         return [self._outcome(p, tombs.get(p), files, failed, finished) for p in prediction_ids]
@@ -207,11 +215,37 @@ class Deleter:
                     failed.setdefault(pid, reason)
         return failed
 
-    def _tombstone_manifests(self, prediction_ids: Sequence[str]) -> None:
-        """Replace each prediction's manifest (``{prefix}/_manifests/{id}.json``) by its
-        tombstone, after its objects are gone and before the catalog says so (a crash in
-        between: the rerun writes it again). Manifests are not written yet (issue 18 item
-        4): nothing to do until they are."""
+    def _tombstone_manifests(
+        self, prediction_ids: Sequence[str], files: dict[str, list[FileRecord]]
+    ) -> dict[str, str]:
+        """Replace each prediction's manifest (``{prefix}/_manifests/{id}.json``, in every
+        store its files were written to, under the prefix of their keys; else in
+        :attr:`manifest_store`) by its tombstone, after its objects are gone and before the
+        catalog says so (a crash in between: the rerun writes it again). Returns
+        ``{prediction id: error}`` for those whose tombstone could not be written (their
+        deletes stay unfinished)."""
+        from cachelayer.keys import prediction_part
+        from cachelayer.manifests import write_tombstone
+
+        tombs = self.catalog.tombstones.get_many(prediction_ids)
+        failed: dict[str, str] = {}
+        for pid in prediction_ids:
+            where: dict[tuple[str, str | None], None] = {}
+            part = f"/{prediction_part(pid)}/"
+            for f in files.get(pid, []):
+                cut = ("/" + f.key).find(part)  # keys are {prefix}/{prediction}/{output}
+                where[(f.store, ("/" + f.key)[1:cut] if cut >= 0 else None)] = None
+            if not where and self.manifest_store:
+                where[(self.manifest_store, None)] = None
+            tomb = tombs.get(pid)
+            doc = tomb.to_dict() if tomb is not None else {"prediction_id": pid}
+            for uri, prefix in where:
+                try:
+                    write_tombstone(self.store_for(uri), pid, doc, prefix=prefix)
+                except (CacheLayerError, ValueError) as exc:
+                    failed[pid] = f"{uri}: manifest tombstone not written: {failure_reason(exc)}"
+                    log.warning("delete: %s", failed[pid])
+        return failed
 
     def _outcome(
         self,

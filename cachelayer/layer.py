@@ -335,7 +335,7 @@ class CacheLayer:
         if not prediction.succeeded:
             from cachelayer.replicate_api import check_succeeded
 
-            self.catalog.predictions.record(prediction)
+            persister.record_prediction(prediction)  # with its manifest
             check_succeeded(prediction)
         return persister.persist(prediction, on_expired)
 
@@ -409,7 +409,8 @@ class CacheLayer:
         """The :class:`cachelayer.delete.Deleter` (catalog + each file's store)."""
         from cachelayer.delete import Deleter
 
-        return Deleter(self.catalog, self.store_for, retention=self.settings.retention)
+        r = self.settings.retention
+        return Deleter(self.catalog, self.store_for, retention=r, manifest_store=self.store.uri)
 
     def delete(
         self, prediction_ids: str | Iterable[str], reason: str | None = None, *, dry_run: bool = False

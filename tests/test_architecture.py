@@ -122,6 +122,8 @@ LOWER_PREFIXES = (
     "cachelayer.scan",
     "cachelayer.sweep",
     "cachelayer.verify",
+    "cachelayer.manifests",
+    "cachelayer.rebuild",
 )
 
 
