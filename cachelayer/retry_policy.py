@@ -209,6 +209,14 @@ class RetryPolicy:
             reraise=True,
         )
 
+    def to_rq(self) -> Any:
+        """An ``rq.Retry`` for this policy: ``retries`` retries at the backoff's waits
+        (whole seconds, no jitter: RQ takes a fixed list). Needs the ``rq`` package."""
+        from rq import Retry
+
+        n = self.retries or 0
+        return Retry(max=n, interval=[int(self.backoff(k)) for k in range(1, n + 1)])
+
 
 CATALOG = RetryPolicy(attempts=None, base_delay_s=0.05, max_delay_s=2.0, jitter_s=0.1, deadline_s=60.0)
 DOWNLOAD = RetryPolicy(
@@ -224,3 +232,6 @@ SOURCE_REFRESH = RetryPolicy(attempts=3)
 API_CREATE = RetryPolicy(attempts=5, base_delay_s=1.0, max_delay_s=30.0, retry_on=frozenset({429, 503}))
 CLAIM = RetryPolicy(attempts=None, base_delay_s=2.0, max_delay_s=30.0)
 S3 = RetryPolicy(attempts=3, base_delay_s=1.0, max_delay_s=20.0, library_defaults=True)
+#: A job-queue task (Celery, RQ: :mod:`cachelayer.integrations`) after a transient failure:
+#: 8 retries, 5 s doubling to 10 min, jittered x0.5 to x1.5 so a burst does not return at once.
+JOB_QUEUE = RetryPolicy(attempts=9, base_delay_s=5.0, max_delay_s=600.0, jitter_ratio=0.5)

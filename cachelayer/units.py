@@ -65,6 +65,8 @@ def copy_file(catalog: Catalog, copier: Copier, file_id: int) -> FileRecord:
         )
     finished = catalog.predictions.finished_at(row.prediction_id)
     outcome = copier.copy(row, source_url(catalog, row), finished, record_output=True)
+    if outcome.record.status != FileStatus.PENDING:  # the prediction describes itself
+        copier.manifests.publish(row.prediction_id)
     if outcome.error is not None:
         raise outcome.error
     return outcome.record

@@ -12,22 +12,20 @@ is imported by ``import cachelayer``; each needs its extra (``cachelayer[celery]
 from __future__ import annotations
 
 import os
-import random
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from cachelayer.retry_policy import JOB_QUEUE
 
 if TYPE_CHECKING:
     from cachelayer.layer import CacheLayer
 
 __all__ = ["configure", "process_layer", "retry_delay"]
 
-#: Seconds before the first retry of a transient failure; doubled each retry (with jitter),
-#: at most :data:`RETRY_MAX_DELAY`.
-RETRY_FIRST_DELAY = 5.0
-RETRY_MAX_DELAY = 600.0
-#: Retries of one task after transient failures before it fails for good.
-MAX_RETRIES = 8
+#: Retries of one task after transient failures before it fails for good
+#: (:data:`cachelayer.retry_policy.JOB_QUEUE`, the one home of the policy).
+MAX_RETRIES = JOB_QUEUE.retries or 0
 
 _lock = threading.Lock()
 _built: CacheLayer | None = None
@@ -73,7 +71,7 @@ def process_layer() -> CacheLayer:
 
 
 def retry_delay(retries: int) -> float:
-    """Seconds to wait before retry number ``retries + 1`` (``retries`` done so far):
-    :data:`RETRY_FIRST_DELAY` doubled per retry, at most :data:`RETRY_MAX_DELAY`, times a
-    jitter of 0.5 to 1.5 so a burst of failures does not come back at once."""
-    return min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2.0 ** max(0, retries)) * (0.5 + random.random())
+    """Seconds to wait before retry number ``retries + 1`` (``retries`` done so far), as
+    :data:`cachelayer.retry_policy.JOB_QUEUE` says: 5 s doubled per retry, at most 600 s,
+    times a jitter of 0.5 to 1.5 so a burst of failures does not come back at once."""
+    return JOB_QUEUE.delay(max(0, retries) + 1)

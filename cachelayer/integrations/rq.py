@@ -42,16 +42,14 @@ from typing import Any
 
 from rq import Queue, Retry
 
-from cachelayer.integrations import MAX_RETRIES, RETRY_FIRST_DELAY, RETRY_MAX_DELAY, process_layer
+from cachelayer.integrations import process_layer
+from cachelayer.retry_policy import JOB_QUEUE
 
 __all__ = ["RETRY", "copy_file", "enqueuer", "persist", "sweep"]
 
 #: The retry policy to enqueue the jobs with: :data:`~cachelayer.integrations.MAX_RETRIES`
 #: retries, the backoff of :func:`cachelayer.integrations.retry_delay` without its jitter.
-RETRY = Retry(
-    max=MAX_RETRIES,
-    interval=[int(min(RETRY_MAX_DELAY, RETRY_FIRST_DELAY * 2**n)) for n in range(MAX_RETRIES)],
-)
+RETRY = JOB_QUEUE.to_rq()
 
 
 def persist(prediction_id: str, on_expired: str = "raise") -> Any:
