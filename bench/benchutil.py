@@ -258,7 +258,7 @@ def serve_simulator(
     from cachelayer.testing.simulator import ReplicateSimulator
 
     with ReplicateSimulator() as sim:
-        info = {"base_url": sim.base_url, "host_port": sim.host_port, "token": sim.token}
+        info = {"base_url": sim.base_url, "delivery_host_port": sim.delivery_host_port, "token": sim.token}
         print(json.dumps({**info, "seeded": seed(sim)}), flush=True)
         for line in sys.stdin:
             cmd, _, arg = line.strip().partition(" ")
@@ -294,7 +294,7 @@ class SimProcess:
         info = json.loads(line)
         self.pid = self.proc.pid
         self.base_url: str = info["base_url"]
-        self.host_port: str = info["host_port"]
+        self.delivery_host_port: str = info["delivery_host_port"]
         self.token: str = info["token"]
         self.seeded: Any = info["seeded"]
         self._lock = threading.Lock()
@@ -423,7 +423,7 @@ class Servers:
             self.env,
             CACHELAYER_DATABASE_URL=database_url,
             CACHELAYER_STORAGE_URL=f"s3://{bucket}/{prefix}",
-            CACHELAYER_ALLOWED_HOSTS=self.sim.host_port,
+            CACHELAYER_ALLOWED_HOSTS=self.sim.delivery_host_port,
             AWS_ENDPOINT_URL_S3=self.moto.endpoint_url,
             REPLICATE_API_TOKEN=self.sim.token,
             REPLICATE_BASE_URL=self.sim.base_url,

@@ -412,7 +412,7 @@ class Bench:
             region=self.moto.region,
             token=self.sim.token,
             base_url=self.sim.base_url,
-            host_port=self.sim.host_port,
+            host_port=self.sim.delivery_host_port,
             ca_file=self.sim.ca_file,
             db=db,
             variants=[v for v in own.split("+") if v],

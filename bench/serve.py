@@ -332,7 +332,7 @@ class Bench:
         self.base_env = {
             "CACHELAYER_DATABASE_URL": self.catalog,
             "CACHELAYER_STORAGE_URL": f"s3://{self.bucket}/replicate",
-            "CACHELAYER_ALLOWED_HOSTS": self.sim.host_port,
+            "CACHELAYER_ALLOWED_HOSTS": self.sim.delivery_host_port,
             "AWS_ENDPOINT_URL_S3": self.moto.endpoint_url,
             "AWS_ACCESS_KEY_ID": self.moto.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.moto.secret_access_key,
@@ -367,7 +367,7 @@ class Bench:
         return CacheLayer(
             database_url=self.catalog,
             storage_url=f"s3://{self.bucket}/replicate",
-            allowed_hosts=self.sim.host_port,
+            allowed_hosts=self.sim.delivery_host_port,
             replicate_api_token=self.sim.token,
             replicate_base_url=self.sim.base_url,
             **options,

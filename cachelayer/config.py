@@ -54,12 +54,13 @@ Environment variables (all optional):
 ``CACHELAYER_STALL_WINDOW``     seconds of that window (default 120: a source sending 1 byte/s
                                 is cut after 2 minutes with a retryable error); > 0 while the
                                 stall rule is on.
-``CACHELAYER_TOKEN_HOSTS``      comma-separated host patterns that get the Replicate token as
-                                ``Authorization: Bearer`` on downloads (https only, unless a
-                                pattern names host and port). Default: the API host of
-                                ``REPLICATE_BASE_URL`` (``api.replicate.com``), plus
-                                ``replicate.delivery,*.replicate.delivery``. On the API host
-                                only the Files API's ``/v1/files/{id}/download`` gets it.
+``CACHELAYER_TOKEN_HOSTS``      comma-separated patterns of the hosts that serve files and get
+                                the Replicate token as ``Authorization: Bearer`` on downloads
+                                (https only, unless a pattern names host and port). Default:
+                                ``replicate.delivery,*.replicate.delivery``. The API host of
+                                ``REPLICATE_BASE_URL`` gets it only on the Files API's
+                                ``/v1/files/{id}/download``; any other URL there is refused
+                                (:mod:`cachelayer.token_scope`).
 ``CACHELAYER_WAIT_TIMEOUT``     seconds ``run``/``persist`` wait for a prediction to finish
                                 (default 1800; ``0``: forever).
 ``CACHELAYER_DB_RETRY_SECONDS`` seconds a catalog transaction is retried after a transient
@@ -106,7 +107,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from cachelayer.errors import ConfigError
 from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
@@ -127,7 +127,6 @@ from cachelayer.setting_values import (
 DEFAULT_ALLOWED_HOSTS = ("replicate.delivery", "*.replicate.delivery")
 #: Replicate's delivery domains (shared/reference/replicate-api.md), which get the API token.
 DELIVERY_TOKEN_HOSTS = ("replicate.delivery", "*.replicate.delivery")
-DEFAULT_API_HOST = "api.replicate.com"
 DEFAULT_DOWNLOAD_TIMEOUT = 21600.0
 DEFAULT_STALL_BYTES_PER_SECOND = 16384
 DEFAULT_STALL_WINDOW = 120.0
@@ -226,24 +225,6 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_data_dir("cachelayer", appauthor=False))
 
 
-def default_token_hosts(replicate_base_url: str | None) -> tuple[str, ...]:
-    """The API host of ``replicate_base_url`` (``host`` for https, ``host:port`` when a port
-    is given; default ``api.replicate.com``) plus Replicate's delivery domains."""
-    api_host = DEFAULT_API_HOST
-    if replicate_base_url:
-        try:
-            parts = urlsplit(replicate_base_url)
-            host = (parts.hostname or "").lower()
-            if ":" in host:
-                host = f"[{host}]"
-            api_host = f"{host}:{parts.port}" if parts.port else host
-        except ValueError:
-            raise ConfigError(f"REPLICATE_BASE_URL is not a URL: {shown(replicate_base_url)}") from None
-        if not host:
-            raise ConfigError(f"REPLICATE_BASE_URL has no host: {shown(replicate_base_url)}")
-    return (api_host, *DELIVERY_TOKEN_HOSTS)
-
-
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build with :meth:`from_env`; every field is also a keyword.
@@ -276,7 +257,7 @@ class Settings:
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
     stall_bytes_per_second: float = DEFAULT_STALL_BYTES_PER_SECOND
     stall_window: float = DEFAULT_STALL_WINDOW
-    token_hosts: tuple[str, ...] = (DEFAULT_API_HOST, *DELIVERY_TOKEN_HOSTS)
+    token_hosts: tuple[str, ...] = DELIVERY_TOKEN_HOSTS
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     db_retry_seconds: float = DEFAULT_DB_RETRY_SECONDS
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL
@@ -402,9 +383,10 @@ class Settings:
             raise ConfigError(
                 f"s3_region must be a region name such as us-east-1 or auto, got {shown(s3_region)}"
             )
-        token_hosts = host_list(
-            ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS"
-        ) or default_token_hosts(replicate_base_url)
+        token_hosts = (
+            host_list(ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS")
+            or DELIVERY_TOKEN_HOSTS
+        )
         mirror_urls = mirror_url_list(
             ov.get("mirror_urls", env.get("CACHELAYER_MIRROR_URLS")),
             name("mirror_urls", "CACHELAYER_MIRROR_URLS"),

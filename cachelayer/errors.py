@@ -180,6 +180,13 @@ class DisallowedAddressError(DisallowedUrlError):
     before any connection attempt to them."""
 
 
+class ApiHostUrlError(DisallowedUrlError):
+    """The URL is on the Replicate API's own origin (``REPLICATE_BASE_URL``'s host and port)
+    but is not the Files API's download path: an API call, never an output file. Refused
+    before any request, whatever ``CACHELAYER_ALLOWED_HOSTS`` allows
+    (:class:`cachelayer.token_scope.TokenScope`)."""
+
+
 class TruncatedDownloadError(DownloadError):
     """The body ended before its ``Content-Length`` or the connection dropped."""
 

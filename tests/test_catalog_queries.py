@@ -273,7 +273,7 @@ def _layer(sim: ReplicateSimulator, catalog_url: str, **kw: Any) -> CacheLayer:
         database_url=catalog_url,
         replicate_api_token=sim.token,
         replicate_base_url=sim.base_url,
-        allowed_hosts=sim.host_port,
+        allowed_hosts=sim.delivery_host_port,
         auto_migrate=True,
         **kw,
     )

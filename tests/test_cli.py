@@ -152,7 +152,7 @@ def test_persist_on_expired_takes_the_one_vocabulary(cli_env, replicate_simulato
     sim = replicate_simulator
     pid = sim.seed_prediction("acme/x", input={}, output=[File(b"gone", filename="g.png")])
     url = sim.prediction(pid)["output"][0]
-    sim.inject_fault("status", status=404, path_prefix=url.split(sim.base_url, 1)[1], times=100)
+    sim.inject_fault("status", status=404, path_prefix=url.split(sim.delivery_url, 1)[1], times=100)
     raised = cli(cli_env, "persist", pid, "--on-expired", "raise")
     assert raised.returncode == 1 and "expired" in raised.stderr
     skipped = cli(cli_env, "persist", pid, "--json", "--on-expired", "skip")

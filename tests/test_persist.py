@@ -181,7 +181,7 @@ def test_on_expired_rerun_links_the_new_prediction(layer, replicate_simulator, s
 
 def test_disallowed_urls_are_refused_recorded_and_never_requested(layer, replicate_simulator):
     evil = [
-        f"{replicate_simulator.base_url.replace('127.0.0.1', 'localhost')}/delivery/x/a.png",
+        f"{replicate_simulator.delivery_url.replace('127.0.0.1', 'localhost')}/delivery/x/a.png",
         "file:///etc/passwd",
         "http://169.254.169.254/latest/meta-data",
         "ftp://h/x.bin",
@@ -421,7 +421,7 @@ def test_the_durable_output_holds_null_for_a_file_not_stored(layer, replicate_si
     pid = sim.seed_prediction("acme/half", {}, [good, File(b"gone", filename="gone.png")])
     held = sim.prediction(pid)
     gone_url = held["output"][1]
-    sim.inject_fault("status", status=403, path_prefix=gone_url.split(sim.base_url, 1)[1], times=100)
+    sim.inject_fault("status", status=403, path_prefix=gone_url.split(sim.delivery_url, 1)[1], times=100)
     with pytest.raises(ExpiredDownloadUrlError):
         layer.persist(held)
     stored, gone = layer.catalog.files_of(pid)
