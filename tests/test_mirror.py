@@ -8,7 +8,6 @@ or overwritten behind cachelayer's back with boto3, as an operator's mistake wou
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,17 +21,8 @@ from serving import ServeProcess, process_env, serve_env
 from cachelayer.catalog.records import FileStatus
 from cachelayer.errors import ConfigError
 from cachelayer.mirror import mirror_key
+from cachelayer.testing.fixtures import delete_bucket
 from cachelayer.testing.simulator import File
-
-
-def _drop_bucket(s3_server: Any, name: str) -> None:
-    client = s3_server.admin_client
-    with contextlib.suppress(Exception):
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-            keys: list[Any] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            if keys:
-                client.delete_objects(Bucket=name, Delete={"Objects": keys})
-        client.delete_bucket(Bucket=name)
 
 
 @pytest.fixture
@@ -40,7 +30,7 @@ def mirror_bucket(s3_server: Any) -> Iterator[str]:
     name = f"cachelayer-mirror-{secrets.token_hex(8)}"
     s3_server.create_bucket(name)
     yield name
-    _drop_bucket(s3_server, name)
+    delete_bucket(s3_server, name)
 
 
 def _get(s3_server: Any, bucket: str, key: str) -> bytes:
@@ -160,7 +150,7 @@ def test_a_mirror_that_is_down_neither_delays_nor_fails_the_persist(
         assert _get(s3_server, absent, copy.key) == files[0].read()
         assert sim.download_count(rec.source_url) == 1
     finally:
-        _drop_bucket(s3_server, absent)
+        delete_bucket(s3_server, absent)
 
 
 def test_files_stored_before_the_mirror_or_before_a_crash_are_queued_by_the_next_worker(
@@ -277,7 +267,7 @@ def test_serve_workers_drain_pending_mirror_copies(make_layer, replicate_simulat
         assert _get(s3_server, absent, copy.key) == files[0].read()
         assert replicate_simulator.download_count(rec.source_url) == 1
     finally:
-        _drop_bucket(s3_server, absent)
+        delete_bucket(s3_server, absent)
 
 
 def test_delete_removes_every_copy_and_its_rows(

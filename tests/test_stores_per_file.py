@@ -10,7 +10,6 @@ with the installed ``cachelayer`` script, renders them in the library, and a rea
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import pytest
 from conftest import run_cli
 from serving import ServeProcess, serve_env
 
+from cachelayer.testing.fixtures import delete_bucket
 from cachelayer.testing.simulator import File
 
 
@@ -31,13 +31,7 @@ def _bucket(s3_server: Any) -> Iterator[str]:
     try:
         yield name
     finally:
-        client = s3_server.admin_client
-        with contextlib.suppress(Exception):
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-                keys: list[Any] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-                if keys:
-                    client.delete_objects(Bucket=name, Delete={"Objects": keys})
-            client.delete_bucket(Bucket=name)
+        delete_bucket(s3_server, name)
 
 
 @pytest.fixture

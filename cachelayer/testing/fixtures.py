@@ -112,10 +112,12 @@ def s3_bucket(s3_server: MotoS3Server) -> Iterator[str]:
     try:
         yield name
     finally:
-        _delete_bucket(s3_server, name)
+        delete_bucket(s3_server, name)
 
 
-def _delete_bucket(server: MotoS3Server | S3rverServer, name: str) -> None:
+def delete_bucket(server: MotoS3Server | S3rverServer, name: str) -> None:
+    """Delete bucket ``name`` on ``server`` with everything in it (unfinished multipart
+    uploads, then objects, then the bucket); errors are ignored (clean-up after a test)."""
     client = server.admin_client
     with contextlib.suppress(Exception):
         for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
@@ -185,7 +187,7 @@ def s3rver_bucket(s3rver_server: S3rverServer) -> Iterator[str]:
     try:
         yield name
     finally:
-        _delete_bucket(s3rver_server, name)
+        delete_bucket(s3rver_server, name)
 
 
 # -- local files -----------------------------------------------------------------------
