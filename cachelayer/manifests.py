@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -300,6 +301,10 @@ class Manifests:
     def __init__(self, catalog: Catalog, store: Store) -> None:
         self.store = store
         self.rows = ManifestRows(catalog.db)
+        # One prediction's read-then-write runs under one lock (striped by id), so a
+        # publish that read an older state never lands after one that read a newer state
+        # (a file's copier thread and the persister publish the same prediction at once).
+        self._locks = [threading.Lock() for _ in range(64)]
 
     def publish(self, prediction_id: str) -> bool:
         """(Re)write ``prediction_id``'s manifest from the catalog if none of its files is
@@ -313,11 +318,12 @@ class Manifests:
             return False
 
     def _publish(self, prediction_id: str) -> bool:
-        recorded = self.rows.read(prediction_id)
-        if recorded is None or any(f.status == FileStatus.PENDING for f in recorded.files):
-            return False
-        write_manifest(self.store, build_manifest(recorded, self.store))
-        return True
+        with self._locks[hash(prediction_id) % len(self._locks)]:
+            recorded = self.rows.read(prediction_id)
+            if recorded is None or any(f.status == FileStatus.PENDING for f in recorded.files):
+                return False
+            write_manifest(self.store, build_manifest(recorded, self.store))
+            return True
 
     def publish_all(
         self, *, batch: int = 500, progress: Callable[[PublishSummary], None] | None = None
