@@ -69,11 +69,15 @@ def assert_stored_once(layer, s3_server, bucket: str, files: dict[str, File], pi
     assert len(rows) == len(files), rows
     assert len({(r.prediction_id, r.output_path) for r in rows}) == len(rows)
     client = s3_server.client()
-    listed = client.list_objects_v2(Bucket=bucket)
-    every = [o["Key"] for o in listed.get("Contents", [])]
+    deadline = time.monotonic() + 30
+    while True:  # a prediction's manifest is written just after its last file is recorded
+        every = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        manifests = {k.rsplit("/", 1)[-1] for k in every if "/_manifests/" in k}
+        if manifests == {f"{pid}.json" for pid in pids} or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     keys = sorted(k for k in every if "/_manifests/" not in k)
     assert keys == sorted(r.key for r in rows)
-    manifests = {k.rsplit("/", 1)[-1] for k in every if "/_manifests/" in k}
     assert manifests == {f"{pid}.json" for pid in pids}  # each prediction describes itself once
     uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert uploads == []
