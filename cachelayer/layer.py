@@ -230,11 +230,14 @@ class CacheLayer:
 
     @cached_property
     def persister(self) -> Persister:
-        """The persist policy (record, copy, fallbacks, rerun at most once)."""
+        """The persist policy (record, copy, fallbacks, rerun at most once). Builds the
+        copier first: its bucket check is a copy command's first request, sent before the
+        catalog (and SQLAlchemy) is loaded and opened (docs/BENCHMARKS.md, issue 21 item 5)."""
         from cachelayer.persist import Persister
 
         with self._lock:
-            return Persister(self.settings, self.catalog, self.store, self.copier, lambda: self.api)
+            copier = self.copier
+            return Persister(self.settings, self.catalog, self.store, copier, lambda: self.api)
 
     # ---- the calls of the README --------------------------------------------------------
 

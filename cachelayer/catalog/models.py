@@ -38,7 +38,7 @@ from sqlalchemy import (
     func,
 )
 
-from cachelayer.catalog.records import FileRecord, FileStatus
+from cachelayer.catalog.records import FILE_STATUSES, FileRecord, FileStatus
 from cachelayer.catalog.types import SafeJSON, SafeText, StatusType, UTCDateTime, safe_string
 
 __all__ = [
@@ -54,9 +54,6 @@ __all__ = [
     "UTCDateTime",
     "WEBHOOK_DELIVERIES",
 ]
-
-#: The values of :class:`~cachelayer.catalog.records.FileStatus`, in their documented order.
-FILE_STATUSES = tuple(s.value for s in FileStatus)
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
+__all__ = ["FILE_STATUSES", "FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
 
 
 class FileStatus(str, enum.Enum):
@@ -47,6 +47,10 @@ class FileStatus(str, enum.Enum):
             raise ValueError(
                 f"status must be one of {', '.join(s.value for s in cls)}, got {value!r}"
             ) from None
+
+
+#: The values of :class:`FileStatus`, in their documented order.
+FILE_STATUSES = tuple(s.value for s in FileStatus)
 
 
 @dataclass(frozen=True)
