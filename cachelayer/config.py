@@ -14,6 +14,8 @@ Environment variables (all optional):
                                 must not be a directory or an existing non-SQLite file.
 ``CACHELAYER_STORAGE_URL``      ``s3://bucket[/prefix]`` or ``file:///path`` (or an absolute
                                 path). Default: ``file://{data_dir}/objects``.
+``CACHELAYER_MIRROR_URLS``      comma-separated store URLs (as ``CACHELAYER_STORAGE_URL``): every
+                                object is also copied to each mirror (:mod:`cachelayer.mirror`).
 ``CACHELAYER_S3_ADDRESSING_STYLE`` ``auto``, ``path`` or ``virtual`` (default ``auto``).
 ``CACHELAYER_PUBLIC_BASE_URL``  durable URL = ``{base}/{key}``; an ``http(s)`` URL with a
                                 host and no query or fragment.
@@ -112,6 +114,7 @@ from cachelayer.setting_values import (
     check_text,
     host_list,
     http_url,
+    mirror_url_list,
     resolve_ca_bundle,
     shown,
 )
@@ -246,6 +249,7 @@ class Settings:
 
     database_url: str
     storage_url: str
+    mirror_urls: tuple[str, ...] = ()
     public_base_url: str | None = None
     url_mode: str = "s3"
     presign_ttl: int = 3600
@@ -392,9 +396,15 @@ class Settings:
         token_hosts = host_list(
             ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS"
         ) or default_token_hosts(replicate_base_url)
+        mirror_urls = mirror_url_list(
+            ov.get("mirror_urls", env.get("CACHELAYER_MIRROR_URLS")),
+            name("mirror_urls", "CACHELAYER_MIRROR_URLS"),
+            storage_url,
+        )
         return cls(
             database_url=database_url,
             storage_url=storage_url,
+            mirror_urls=mirror_urls,
             public_base_url=public_base_url,
             url_mode=url_mode,
             allowed_hosts=allowed_hosts or DEFAULT_ALLOWED_HOSTS,

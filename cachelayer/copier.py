@@ -153,6 +153,8 @@ class Copier:
         self.owner = owner
         self.lease_seconds = settings.lease_seconds
         self.heartbeat = Heartbeat(catalog, owner, self.lease_seconds)
+        #: called with each file this copier stored (the mirror queues its copies; never raises)
+        self.on_stored: Callable[[FileRecord], None] | None = None
 
     def copy(
         self, row: FileRecord, url: str, finished_at: datetime | None, *, record_output: bool = False
@@ -321,6 +323,8 @@ class Copier:
                 final = self.catalog.files.get(row.id)
                 assert final is not None
             log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
+            if self.on_stored is not None:
+                self.on_stored(final)
             return FileOutcome(final, claimed=claimed, output_recorded=recorded)
 
     def _fetch_and_put(

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 from cachelayer.config import Settings
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from cachelayer.copier import Copier
     from cachelayer.expiry import OnExpired
     from cachelayer.fetch import Fetcher
+    from cachelayer.mirror import Mirror
     from cachelayer.persist import Persister, PersistResult
     from cachelayer.replicate_api import ReplicateApi
     from cachelayer.replicate_clients import ReplicateAdapter
@@ -88,9 +89,7 @@ class CacheLayer:
         self._lock = threading.RLock()
         self.owner = new_owner()
 
-    # ---- parts, each built on first use -------------------------------------------------
-    # Queries need the catalog alone; durable URLs need the store object but no request to
-    # it; copying needs everything (and checks the bucket once).
+    # ---- parts, each built on first use (queries: the catalog alone; copying: everything) ----
 
     @cached_property
     def engine(self) -> Engine:
@@ -219,7 +218,7 @@ class CacheLayer:
 
         with self._lock:
             self.store.check()
-            return Copier(
+            copier = Copier(
                 self.settings,
                 self.catalog,
                 self.store,
@@ -227,6 +226,15 @@ class CacheLayer:
                 lambda pid: self.api.get(pid),
                 owner=self.owner,
             )
+            copier.on_stored = self.mirror.after_store if self.settings.mirror_urls else None
+            return copier
+
+    @cached_property
+    def mirror(self) -> Mirror:
+        """The mirror stores, each opened by :meth:`store_for` (:mod:`cachelayer.mirror`)."""
+        from cachelayer.mirror import Mirror
+
+        return Mirror.build(self.settings, self.catalog, self.store_for, self.store, self.owner)
 
     @cached_property
     def persister(self) -> Persister:
@@ -392,6 +400,7 @@ class CacheLayer:
         return verify(
             self.catalog,
             self.store,
+            mirror=self.mirror,
             model=model,
             since=since,
             until=until,
@@ -416,6 +425,7 @@ class CacheLayer:
         on_expired: OnExpired = "skip",
         retry_failed: bool = False,
         progress: ProgressFn | None = None,
+        processes: int = 1,
     ) -> BackfillSummary:
         """Copy every retrievable file of the account's prediction history.
 
@@ -431,7 +441,10 @@ class CacheLayer:
         queue but copy nothing (leave it to :meth:`work`). ``on_expired="rerun"`` reruns
         removed predictions whose input was recorded (once each). ``retry_failed`` puts
         failed files back in the queue first. ``progress(summary)`` is called at most every
-        0.2 s from worker threads. Returns a :class:`~cachelayer.workers.BackfillSummary`;
+        0.2 s from worker threads (this process's copies; other processes' are added at the
+        end). ``processes``: copy with that many processes in all, this one (which also
+        scans) and ``processes - 1`` helpers (:mod:`cachelayer.processes`; a layer built
+        from settings alone). Returns a :class:`~cachelayer.workers.BackfillSummary`;
         raises :class:`~cachelayer.errors.ConfigError` for bad arguments (``since`` not
         before ``until``), :class:`~cachelayer.errors.ModelNotFoundError` for a model of
         ``models`` Replicate does not know, and Replicate errors of the list call (after
@@ -449,19 +462,38 @@ class CacheLayer:
         except CacheLayerError:
             pages = None
         copier = self.copier
-        return scan.backfill(
-            pages or self.api,
-            self.catalog,
-            copier,
-            self.persister,
-            flt,
-            concurrency=concurrency or self.settings.concurrency,
-            limit=limit,
-            dry_run=dry_run,
-            scan_only=scan_only,
-            on_expired=on_expired,
-            retry_failed=retry_failed,
-            progress=progress,
+
+        def run() -> BackfillSummary:
+            return scan.backfill(
+                pages or self.api,
+                self.catalog,
+                copier,
+                self.persister,
+                flt,
+                concurrency=concurrency or self.settings.concurrency,
+                limit=limit,
+                dry_run=dry_run,
+                scan_only=scan_only,
+                on_expired=on_expired,
+                retry_failed=retry_failed,
+                progress=progress,
+            )
+
+        return self._beside(1 if dry_run or scan_only else processes, once=False, run=run)
+
+    def _beside(self, processes: int, *, once: bool, run: Callable[[], BackfillSummary]) -> BackfillSummary:
+        """``run()`` with ``processes - 1`` helper processes copying beside it."""
+        from cachelayer.processes import run_beside
+
+        if processes > 1 and (self._client is not None or self._store is not None):
+            raise ConfigError("processes > 1 needs a CacheLayer built from settings (no client or store)")
+        return run_beside(
+            type(self),
+            self.settings,
+            processes,
+            once=once,
+            run=run,
+            leased_elsewhere=self.catalog.queue.count_leased_pending,
         )
 
     def sweep(
@@ -496,29 +528,34 @@ class CacheLayer:
         retry_failed: bool = False,
         stop: threading.Event | None = None,
         progress: ProgressFn | None = None,
+        processes: int = 1,
     ) -> BackfillSummary:
-        """Drain the catalog's queue of pending files with ``concurrency`` threads.
+        """Drain the catalog's queue of pending files (and the mirror's) with ``concurrency`` threads.
 
         ``once``: return when nothing is left (files other processes hold are waited for
         until stored or taken over); otherwise keep polling until ``stop`` is set.
         ``retry_failed`` puts failed files back in the queue first. Many processes on many
         machines may run this against one catalog and bucket: claims are leases, so no file
-        is stored twice."""
+        is stored twice. ``processes``: that many processes in all, this one and
+        ``processes - 1`` helpers (:mod:`cachelayer.processes`), stopped when this one's run
+        ends; their counts are added to the summary."""
         from cachelayer import workers
 
-        return workers.work(
-            self.catalog,
-            self.copier,
-            concurrency=concurrency or self.settings.concurrency,
-            once=once,
-            retry_failed=retry_failed,
-            stop=stop,
-            progress=progress,
-        )
+        def run() -> BackfillSummary:
+            n = concurrency or self.settings.concurrency
+            mine = partial(workers.work, self.catalog, self.copier, once=once, stop=stop, progress=progress)
+            mine = partial(mine, concurrency=n, retry_failed=retry_failed)
+            if not self.settings.mirror_urls:
+                return mine()
+            return self.mirror.beside(mine, once=once, stop=stop, retry_failed=retry_failed)
+
+        return self._beside(processes, once=once, run=run)
 
     def close(self) -> None:
         """Release connections, pools and background threads (of the parts that were built)."""
         built = self.__dict__
+        if "mirror" in built:
+            self.mirror.close()
         if "copier" in built:
             self.copier.heartbeat.stop()
         if "fetcher" in built:

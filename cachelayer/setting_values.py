@@ -21,6 +21,7 @@ __all__ = [
     "check_database_url",
     "check_proxy",
     "check_storage_url",
+    "mirror_url_list",
     "check_text",
     "database_url_parts",
     "host_list",
@@ -156,6 +157,29 @@ def check_storage_url(url: str, name: str = "CACHELAYER_STORAGE_URL") -> None:
             if not path.is_dir():
                 raise ConfigError(f"{name}: {str(path)!r} is a file, not a directory")
             break
+
+
+def mirror_url_list(raw: Any, name: str, storage_url: str) -> tuple[str, ...]:
+    """Mirror store URLs from a comma-separated string or a sequence, each checked as a
+    store URL (:func:`check_storage_url`: ``s3://bucket[/prefix]`` or ``file:///path``);
+    ``()`` when empty. Raises :class:`ConfigError` (credentials masked) for a bad URL, a
+    repeated one, or one equal to ``storage_url`` (the primary store)."""
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, (list, tuple)):
+        items = [str(u) for u in raw]
+    else:
+        raise ConfigError(f"{name} must be a comma-separated string or a list of store URLs")
+    urls = tuple(u.strip() for u in items if u.strip())
+    for url in urls:
+        check_storage_url(url, name)
+        if url.rstrip("/") == storage_url.rstrip("/"):
+            raise ConfigError(f"{name}: {shown(url)} is the primary store (CACHELAYER_STORAGE_URL)")
+    if len({u.rstrip("/") for u in urls}) != len(urls):
+        raise ConfigError(f"{name} names a store twice: {shown(','.join(urls))}")
+    return urls
 
 
 def check_text(name: str, value: str, *, limit: int, secret: bool = False) -> str:

@@ -23,6 +23,15 @@ retrievable when the prediction's data has not been removed and either it was cr
 the web (Replicate keeps those) or it completed less than one hour ago (Replicate removes
 API predictions' files one hour after they finish): :func:`cachelayer.expiry.retrievable`.
 Nothing is ever deleted, neither objects nor rows.
+
+**Mirror copies** (``file_copies``, :mod:`cachelayer.mirror`): every ``stored`` copy of a
+checked file is checked the same way in its own store, against the file's recorded size
+and sha256 (its problems carry the copy's ``store`` and ``key``). With ``repair``, a
+missing or corrupt copy, primary or mirror, is first **restored from a good one** (a copy
+that passed this run), streamed store to store and checked by sha256
+(:func:`cachelayer.mirror.copy_object`; action ``restored``): nothing is downloaded from
+Replicate. Only when no good copy is left does a primary copy take the path above; a
+mirror copy without a good source goes back to the mirror queue (``requeued``).
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +52,8 @@ from cachelayer.expiry import retrievable
 
 if TYPE_CHECKING:
     from cachelayer.catalog import Catalog
+    from cachelayer.catalog.copies import CopyRecord
+    from cachelayer.mirror import Mirror
     from cachelayer.storage.base import Store
 
 __all__ = ["VerifyProblem", "VerifyReport", "verify"]
@@ -49,7 +61,7 @@ __all__ = ["VerifyProblem", "VerifyReport", "verify"]
 log = logging.getLogger("cachelayer")
 
 Problem = Literal["missing", "corrupt", "error"]
-Action = Literal["requeued", "failed", "unchanged"]
+Action = Literal["requeued", "failed", "unchanged", "restored"]
 
 _READ_CHUNK = 1024 * 1024  # bytes per read in a deep check
 _BATCH = 256  # files handed to the thread pool at once
@@ -60,8 +72,10 @@ _SIZE_ONLY = "size only"  # detail of a passed HEAD check without a stored sha25
 class VerifyProblem:
     """One object that did not pass: its file record, ``problem`` (``missing``,
     ``corrupt`` or ``error``), a one-line ``detail`` and, with ``repair``, the ``action``
-    taken: ``requeued`` (now ``pending``), ``failed``, or ``unchanged`` (the row was no
-    longer ``stored`` as read, e.g. re-copied meanwhile; also every ``error``)."""
+    taken: ``requeued`` (now ``pending``), ``failed``, ``restored`` (written again from
+    another good copy), or ``unchanged`` (the row was no longer ``stored`` as read, e.g.
+    re-copied meanwhile; also every ``error``). A mirror copy's problem has the copy's
+    ``store`` and ``key`` in ``file``."""
 
     file: FileRecord
     problem: Problem
@@ -129,6 +143,10 @@ class VerifyReport:
         return sum(1 for p in self.problems if p.action == "requeued")
 
     @property
+    def restored(self) -> int:
+        return sum(1 for p in self.problems if p.action == "restored")
+
+    @property
     def marked_failed(self) -> int:
         return sum(1 for p in self.problems if p.action == "failed")
 
@@ -150,6 +168,8 @@ class VerifyReport:
             text += f"; {self.skipped} in another store skipped"
         if self.repair:
             text += f"; repair: {self.requeued} re-queued, {self.marked_failed} marked failed"
+            if self.restored:
+                text += f", {self.restored} restored from another copy"
         return text
 
 
@@ -165,6 +185,7 @@ def verify(
     repair: bool = False,
     concurrency: int = 8,
     on_problem: Callable[[VerifyProblem], None] | None = None,
+    mirror: Mirror | None = None,
 ) -> VerifyReport:
     """Check every ``stored`` file matching the filters against its object.
 
@@ -177,6 +198,8 @@ def verify(
     ``repair`` moves missing/corrupt files out of ``stored`` (see the module docstring);
     nothing is deleted. ``concurrency`` objects are checked at once (threads).
     ``on_problem`` is called (from the calling thread) for each problem as found.
+    ``mirror`` (:class:`cachelayer.mirror.Mirror`) opens the store of each mirror copy
+    and restores copies (``None``: mirror copies are not checked).
 
     Returns a :class:`VerifyReport`. Does not raise for a bad object; database errors
     propagate.
@@ -190,17 +213,24 @@ def verify(
             mine = [f for f in batch if f.store == store.uri]
             report.skipped += len(batch) - len(mine)
             outcomes = list(pool.map(lambda f: _check(store, f, deep), mine))
+            copies = _copies(catalog, mine) if mirror is not None and mine else []
+            views = [_as_copy(rec, c) for rec, c in copies]
+            opener = mirror.store_for if mirror is not None else _same(store)
+            outcomes += list(pool.map(partial(_check_in, opener, deep=deep), views))
             found: list[VerifyProblem] = []
-            for rec, (problem, detail, nbytes) in zip(mine, outcomes, strict=True):
+            good: dict[int, list[FileRecord]] = {}
+            for rec, (problem, detail, nbytes) in zip([*mine, *views], outcomes, strict=True):
                 report.checked += 1
                 report.bytes_read += nbytes
                 if problem is None:
                     report.ok += 1
                     report.size_only += detail == _SIZE_ONLY
+                    good.setdefault(rec.id, []).append(rec)
                 else:
                     found.append(VerifyProblem(rec, problem, detail))
             if repair and found:
-                found = _repair(catalog, found)
+                mirrors = {(rec.id, c.store): c for rec, c in copies}
+                found = _restore(found, good, store, mirror, mirrors, catalog)
             for p in found:
                 log.info(
                     "verify: %s %s (%s %s): %s",
@@ -216,6 +246,80 @@ def verify(
             if report.checked and report.checked % 10_000 < len(mine):
                 log.info("verify: %s", report.summary())
     return report
+
+
+def _same(store: Store) -> Callable[[str], Store]:
+    return lambda uri: store
+
+
+def _check_in(
+    store_for: Callable[[str], Store], rec: FileRecord, *, deep: bool
+) -> tuple[Problem | None, str, int]:
+    return _check(store_for(rec.store), rec, deep)
+
+
+def _copies(catalog: Catalog, files: list[FileRecord]) -> list[tuple[FileRecord, CopyRecord]]:
+    """The stored mirror copies of ``files``, each with its file."""
+    by_id = catalog.copies.of_files(f.id for f in files)
+    return [(f, c) for f in files for c in by_id.get(f.id, []) if c.status == FileStatus.STORED]
+
+
+def _as_copy(rec: FileRecord, copy: CopyRecord) -> FileRecord:
+    """``rec`` as its mirror copy (the copy's store and key; the file's size and sha256)."""
+    return replace(rec, store=copy.store, key=copy.key)
+
+
+def _restore(
+    problems: list[VerifyProblem],
+    good: dict[int, list[FileRecord]],
+    primary: Store,
+    mirror: Mirror | None,
+    mirrors: dict[tuple[int, str], CopyRecord],
+    catalog: Catalog,
+) -> list[VerifyProblem]:
+    """Write each missing/corrupt copy again from a good copy of the same file (action
+    ``restored``); the rest: primary copies through :func:`_repair`, mirror copies back to
+    the mirror queue (``requeued``), errors ``unchanged``."""
+    from cachelayer.mirror import copy_object
+
+    def open_store(uri: str) -> Store:
+        return primary if uri == primary.uri or mirror is None else mirror.store_for(uri)
+
+    cache_control = mirror.cache_control if mirror is not None else None
+
+    done: list[VerifyProblem] = []
+    rest: list[VerifyProblem] = []
+    for p in problems:
+        f = p.file
+        copy = mirrors.get((f.id, f.store))
+        is_mirror = copy is not None and copy.key == f.key
+        if p.problem == "error":
+            done.append(replace(p, action="unchanged"))
+            continue
+        restored = False
+        for src in good.get(f.id, []):
+            try:
+                sha, size = copy_object(
+                    open_store(src.store), src.key, open_store(f.store), f.key, f, cache_control=cache_control
+                )
+            except (FileNotFoundError, StorageError, ValueError) as exc:
+                log.warning("verify: restoring %s from %s failed: %s", f.key, src.store, _one_line(exc))
+                continue
+            if is_mirror and copy is not None:
+                catalog.copies.mark_stored(copy.id, sha256=sha, size=size)
+            done.append(replace(p, action="restored", detail=f"{p.detail}; restored from {src.store}"))
+            restored = True
+            break
+        if restored:
+            continue
+        if is_mirror and copy is not None:
+            catalog.copies.requeue(copy.id, error=f"verify: {p.problem}")
+            done.append(replace(p, action="requeued"))
+        else:
+            rest.append(p)
+    repaired = _repair(catalog, rest) if rest else []
+    order = {id(p.file): i for i, p in enumerate(problems)}
+    return sorted([*done, *repaired], key=lambda p: order.get(id(p.file), 0))
 
 
 def _batches(items: Iterator[FileRecord], n: int) -> Iterator[list[FileRecord]]:

@@ -64,7 +64,9 @@ class BackfillSummary:
     in the queue by ``retry_failed``; ``files_leased_elsewhere`` were still held by other
     processes when this run ended. ``files_queued``: of a backfill, the files its scan
     queued; of a worker run (:func:`work`), the files it found in the queue (those it
-    finished plus those still pending, counted again as it goes).
+    finished plus those still pending, counted again as it goes). ``processes``: processes
+    that copied (``--processes``); ``files_stored_by_helpers``: of ``files_stored``, those
+    the other processes stored (:mod:`cachelayer.processes`).
     """
 
     predictions_scanned: int = 0
@@ -87,6 +89,8 @@ class BackfillSummary:
     scan_complete: bool = False
     resumed: bool = False
     warnings: list[str] = field(default_factory=list)
+    processes: int = 1
+    files_stored_by_helpers: int = 0
 
     @property
     def exit_code(self) -> int:

@@ -17,6 +17,8 @@ retries of transient errors):
                    of long-running jobs, keyed by the filter's spec
 ``reruns``         :class:`~cachelayer.catalog.reruns.RerunRepository`: the at-most-once
                    rerun claims
+``copies``         :class:`~cachelayer.catalog.copies.CopyRepository`: each file's copies in
+                   the mirror stores, the mirror queue, every copy of given predictions
 =================  ==========================================================================
 
 :class:`Catalog` (:mod:`cachelayer.catalog.composed`) composes them

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from cachelayer.catalog.checkpoints import CheckpointRepository
+from cachelayer.catalog.copies import CopyRepository
 from cachelayer.catalog.files import FileRepository
 from cachelayer.catalog.filters import FileFilter
 from cachelayer.catalog.predictions import PredictionRepository
@@ -28,7 +29,7 @@ class Catalog:
     """The catalog of one database (``engine``); thread-safe.
 
     Repositories: ``predictions``, ``files``, ``queue``, ``reports``, ``checkpoints``,
-    ``reruns``.
+    ``reruns``, ``copies``.
     Every method runs its own short transaction (callers never hold locks while moving
     bytes), retried after transient errors for ``retry_seconds`` (default: the engine's
     setting from :func:`~cachelayer.catalog.db.make_engine`, else 60 s). Errors: a
@@ -47,6 +48,7 @@ class Catalog:
         self.reports = ReportRepository(self.db)
         self.checkpoints = CheckpointRepository(self.db)
         self.reruns = RerunRepository(self.db)
+        self.copies = CopyRepository(self.db)
 
     def ping(self) -> None:
         """One ``SELECT 1``: raises whatever the database raises when it does not answer

@@ -29,7 +29,7 @@ log = logging.getLogger("cachelayer")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: The newest migration shipped (kept equal to Alembic's head by a test), so opening an
 #: up-to-date catalog costs one SELECT and does not import Alembic at all.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0009"
 #: Pooled connections beyond the caller's concurrency (heartbeat, scan and main threads).
 POOL_SPARE = 5
 #: Seconds after which a pooled PostgreSQL connection is replaced instead of reused (before

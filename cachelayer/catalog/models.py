@@ -4,7 +4,8 @@ Shape follows Rails Active Storage: ``predictions`` says what Replicate produced
 ``output_files`` says where each file lives now (store, key, size, sha256) and is also the
 work queue (status, lease), ``source_urls`` remembers every URL a file was ever served from
 (URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress,
-``rerun_claims`` the at-most-once rerun claims.
+``rerun_claims`` the at-most-once rerun claims, ``file_copies`` each file's copies in the
+mirror stores (and the mirror queue).
 
 Core tables, not ORM classes: every statement of the catalog is a Core statement, so no
 command loads ``sqlalchemy.orm`` (about a third of SQLAlchemy's import, plus the mapping of
@@ -43,6 +44,7 @@ from cachelayer.catalog.types import SafeJSON, SafeText, StatusType, UTCDateTime
 
 __all__ = [
     "CHECKPOINTS",
+    "FILE_COPIES",
     "FILE_COLUMNS",
     "FILE_STATUSES",
     "METADATA",
@@ -177,6 +179,29 @@ for _table, _index, _column in (
 #: The ``output_files`` columns a :class:`FileRecord` is built from, for plain-column
 #: selects (listings stream millions of rows).
 FILE_COLUMNS = [OUTPUT_FILES.c[name] for name in FileRecord.__dataclass_fields__]
+
+#: One file's copy in one mirror store (revision 0009); also the mirror queue (``status``,
+#: ``attempts``, backoff in ``available_at``, lease). The primary copy stays recorded on its
+#: ``output_files`` row (``store``, ``key``).
+FILE_COPIES = Table(
+    "file_copies",
+    METADATA,
+    Column("id", BigIntPK, primary_key=True, autoincrement=True),
+    Column("file_id", BigInteger, ForeignKey("output_files.id", ondelete="CASCADE"), nullable=False),
+    Column("store", safe_string(255), nullable=False),
+    Column("key", safe_string(1024), nullable=False),
+    Column("sha256", safe_string(64)),
+    Column("size", BigInteger),
+    Column("status", StatusType, nullable=False, default=FileStatus.PENDING),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", SafeText),
+    _utc("available_at"),
+    Column("lease_owner", safe_string(64)),
+    _utc("lease_expires_at"),
+    _utc("updated_at", nullable=False),
+    UniqueConstraint("file_id", "store", name="uq_file_copies_file_store"),
+    Index("ix_file_copies_queue", "status", "available_at"),
+)
 
 #: Progress of a named long-running job (the backfill scan): cursor and state.
 CHECKPOINTS = Table(

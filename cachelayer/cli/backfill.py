@@ -16,6 +16,7 @@ import click
 from cachelayer.cli.options import SINCE, WHEN, open_layer, settings_options
 from cachelayer.cli.progress import LiveProgress, print_summary
 from cachelayer.expiry import check_on_expired
+from cachelayer.processes import default_processes
 
 __all__ = ["BACKFILL_CONCURRENCY", "backfill", "worker"]
 
@@ -27,6 +28,12 @@ _summary_options = [
     click.option("--quiet", "quiet_progress", is_flag=True, help="No live progress display."),
 ]
 
+
+_processes = click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    help="Copy with this many processes in all, sharing the catalog [default: cores less one].",
+)
 
 _retry_failed = click.option(
     "--retry-failed", is_flag=True, help="Put files that failed for good back in the queue first."
@@ -53,6 +60,7 @@ _retry_failed = click.option(
 @click.option("--dry-run", is_flag=True, help="Scan and report what would be copied; write nothing.")
 @click.option("--scan-only", is_flag=True, help="Record and queue only; `cachelayer worker` copies.")
 @click.option("--on-expired", type=click.Choice(["skip", "rerun"]), default="skip", show_default=True)
+@_processes
 @_retry_failed
 @_summary_options[0]
 @_summary_options[1]
@@ -67,6 +75,7 @@ def backfill(
     dry_run: bool,
     scan_only: bool,
     on_expired: str,
+    processes: int | None,
     retry_failed: bool,
     as_json: bool,
     quiet_progress: bool,
@@ -89,6 +98,7 @@ def backfill(
             on_expired=check_on_expired(on_expired),
             retry_failed=retry_failed,
             progress=live.update,
+            processes=processes or default_processes(),
         )
     print_summary(summary, as_json=as_json)
     sys.exit(summary.exit_code)
@@ -98,12 +108,20 @@ def backfill(
 @click.option(
     "--once", is_flag=True, help="Exit when the queue is drained (files others hold are waited for)."
 )
+@_processes
 @_retry_failed
 @_summary_options[0]
 @_summary_options[1]
 @settings_options
-def worker(once: bool, retry_failed: bool, as_json: bool, quiet_progress: bool, **options: Any) -> None:
-    """Drain the catalog's queue of pending files; run one per machine.
+def worker(
+    once: bool,
+    processes: int | None,
+    retry_failed: bool,
+    as_json: bool,
+    quiet_progress: bool,
+    **options: Any,
+) -> None:
+    """Drain the catalog's queue of pending files (--processes: several processes at once).
 
     Without --once it keeps polling until interrupted: Ctrl-C or SIGTERM finish the files
     in flight first, then the summary is printed (a second Ctrl-C stops at once). Exit
@@ -123,7 +141,13 @@ def worker(once: bool, retry_failed: bool, as_json: bool, quiet_progress: bool, 
     signal.signal(signal.SIGINT, on_sigint)
     options["concurrency"] = options.get("concurrency") or BACKFILL_CONCURRENCY
     with open_layer(options) as layer, LiveProgress(not quiet_progress) as live:
-        summary = layer.work(once=once, retry_failed=retry_failed, stop=stop, progress=live.update)
+        summary = layer.work(
+            once=once,
+            retry_failed=retry_failed,
+            stop=stop,
+            progress=live.update,
+            processes=processes or default_processes(),
+        )
     print_summary(summary, as_json=as_json)
     if interrupted.is_set():
         click.echo("cachelayer: interrupted", err=True)

@@ -57,6 +57,8 @@ class RunSummary(Protocol):
     failures: dict[str, int]
     dry_run: bool
     scan_complete: bool
+    processes: int
+    files_stored_by_helpers: int
 
     @property
     def rate_bytes_per_second(self) -> float: ...
@@ -221,6 +223,9 @@ def print_summary(s: RunSummary, *, as_json: bool) -> None:
             ("bytes stored", s.bytes_stored),
             ("rate", f"{human_bytes(s.rate_bytes_per_second)}/s"),
         ]
+    if s.processes > 1:
+        rows.append(("processes", s.processes))
+        rows.append(("stored by the other processes", s.files_stored_by_helpers))
     rows.append(("elapsed", f"{s.elapsed_seconds:.1f}s"))
     for reason, n in sorted(s.failures.items(), key=lambda kv: -kv[1]):
         rows.append((f"failed: {reason}", n))

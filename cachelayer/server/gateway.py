@@ -3,7 +3,11 @@
 A gateway URL (:mod:`cachelayer.gateway_urls`) never expires. Each ``GET`` is answered with
 
 Each file is served from the store it was written to (``output_files.store``), whatever
-store is configured now. The URL policy (:mod:`cachelayer.durable_urls`) decides between
+store is configured now. A file with mirror copies (``file_copies``, :mod:`cachelayer.mirror`)
+is served from its first copy present, primary first: a lookup of such a file asks the
+primary store for the object (one ``HEAD``, cached with the lookup) and falls through to the
+next stored copy when it answers not-found; a streamed read that finds the object gone
+looks again the same way. The URL policy (:mod:`cachelayer.durable_urls`) decides between
 
 * **redirect** (stores that presign, e.g. S3; the default): ``302 Found`` to a URL presigned for
   ``CACHELAYER_PRESIGN_TTL`` seconds. A presigned URL is reused for a quarter of the TTL and
@@ -38,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from cachelayer import gateway_urls
+from cachelayer.catalog.records import FileStatus
 from cachelayer.catalog.retry import RAW_DATABASE_ERROR
 from cachelayer.errors import CacheLayerError
 from cachelayer.server.outage import describe, retry_after
@@ -106,7 +111,8 @@ class _Meta:
     size: int
     content_type: str
     etag: str | None
-    store: str  # the uri of the store the file lives in
+    store: str  # the uri of the store the served copy lives in
+    object_key: str  # the served copy's key in that store (a mirror's may differ from ``key``)
     redirect: bool  # a GET is redirected to a presigned URL (else the bytes are streamed)
 
 
@@ -162,16 +168,27 @@ class Gateway:
         rec = self.layer.catalog.files.stored_by_key(key)
         if rec is None:
             return None
-        store = self.layer.store_for(rec.store)
+        where, okey = rec.store, key
+        store = self.layer.store_for(where)
         size, ctype = rec.size, rec.content_type
-        if size is None:
+        mirrors = [
+            c
+            for c in self.layer.catalog.copies.of_files([rec.id]).get(rec.id, [])
+            if c.status == FileStatus.STORED
+        ]
+        if size is None or mirrors:
             info = store.head(key)
+            for copy in mirrors if info is None else ():  # the primary object is missing
+                store = self.layer.store_for(copy.store)
+                if (info := store.head(copy.key)) is not None:
+                    where, okey = copy.store, copy.key
+                    break
             if info is None:
                 return None
-            size, ctype = info.size, ctype or info.content_type
+            size, ctype = size if size is not None else info.size, ctype or info.content_type
         etag = f'"{rec.sha256}"' if rec.sha256 else None
         redirect = self.layer.url_policy.redirects(store)
-        return _Meta(key, int(size), ctype or "application/octet-stream", etag, rec.store, redirect)
+        return _Meta(key, int(size), ctype or "application/octet-stream", etag, where, okey, redirect)
 
     def _lookup_and_sign(self, key: str, sign: bool) -> tuple[_Meta | None, str | None]:
         """One trip off the event loop on a cache miss: the file and, if ``sign`` and its
@@ -197,7 +214,7 @@ class Gateway:
         return meta, url
 
     def _presign_sync(self, meta: _Meta) -> str:
-        url = self.layer.url_policy.redirect(self.layer.store_for(meta.store), meta.key)
+        url = self.layer.url_policy.redirect(self.layer.store_for(meta.store), meta.object_key)
         assert url is not None  # meta.redirect: the store presigns
         return url
 
@@ -294,13 +311,23 @@ class Gateway:
         if meta.size == 0:
             return Response(b"", 200, headers=headers)
         try:
-            stream = await run_in_threadpool(
-                self.layer.store_for(meta.store).open_range, meta.key, start, end
-            )
+            stream = await run_in_threadpool(self._open, meta, start, end)
         except FileNotFoundError:
             self._meta.pop(meta.key, None)
             return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)
         return StreamingResponse(_chunks(stream), status, headers=headers)
+
+    def _open(self, meta: _Meta, start: int, end: int) -> BinaryIO:
+        """Bytes ``start``-``end`` of the served copy; when it is gone, of the next copy
+        present (looked up again: a mirror's when the primary object was deleted)."""
+        try:
+            return self.layer.store_for(meta.store).open_range(meta.object_key, start, end)
+        except FileNotFoundError:
+            again = self._lookup_sync(meta.key)
+            if again is None or (again.store, again.object_key) == (meta.store, meta.object_key):
+                raise
+            self._meta[meta.key] = (time.monotonic() + self.meta_ttl, again)
+            return self.layer.store_for(again.store).open_range(again.object_key, start, end)
 
 
 async def _chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
