@@ -238,9 +238,8 @@ class CacheLayer:
 
     @cached_property
     def persister(self) -> Persister:
-        """The persist policy (record, copy, fallbacks, rerun at most once). Builds the
-        copier first: its bucket check is a copy command's first request, sent before the
-        catalog (and SQLAlchemy) is loaded and opened (docs/BENCHMARKS.md, issue 21 item 5)."""
+        """The persist policy (record, copy, fallbacks, rerun at most once). The copier's
+        bucket check comes first, before the catalog and SQLAlchemy (docs/BENCHMARKS.md)."""
         from cachelayer.persist import Persister
 
         with self._lock:
