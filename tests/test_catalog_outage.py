@@ -105,7 +105,7 @@ def test_postgresql_restart_mid_run_loses_nothing(own_postgres):
     engine = make_engine(own_postgres.url, pool_size=4, retry_seconds=60)
     upgrade(engine)
     with engine.begin() as conn:  # the module's other tests may have written before
-        conn.execute(text("TRUNCATE predictions, output_files, source_urls"))
+        conn.execute(text("TRUNCATE predictions, output_files, source_urls, file_copies"))
     catalog = Catalog(engine)
     writers = [Writer(catalog, first=k * 100_000) for k in range(3)]
     for w in writers:
