@@ -251,7 +251,7 @@ class Bench(bu.Servers):
         return (
             dict(bucket=bucket, prefix=prefix, database_url=database_url, size=self.size, **more)
             | dict(endpoint=moto.endpoint_url, region=moto.region, token=sim.token, base_url=sim.base_url)
-            | dict(host_port=sim.host_port)
+            | dict(host_port=sim.delivery_host_port)
         )
 
     def child(self, kind: str, spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:

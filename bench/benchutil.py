@@ -258,7 +258,7 @@ def serve_simulator(
     from cachelayer.testing.simulator import ReplicateSimulator
 
     with ReplicateSimulator() as sim:
-        info = {"base_url": sim.base_url, "host_port": sim.host_port, "token": sim.token}
+        info = {"base_url": sim.base_url, "delivery_host_port": sim.delivery_host_port, "token": sim.token}
         print(json.dumps({**info, "seeded": seed(sim)}), flush=True)
         for line in sys.stdin:
             cmd, _, arg = line.strip().partition(" ")
@@ -294,7 +294,7 @@ class SimProcess:
         info = json.loads(line)
         self.pid = self.proc.pid
         self.base_url: str = info["base_url"]
-        self.host_port: str = info["host_port"]
+        self.delivery_host_port: str = info["delivery_host_port"]
         self.token: str = info["token"]
         self.seeded: Any = info["seeded"]
         self._lock = threading.Lock()
@@ -407,11 +407,14 @@ class Servers:
         self.s3.delete_bucket(Bucket=name)
 
     def objects(self, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
-        """Key relative to ``prefix/`` -> ``(size, ETag without quotes)`` of every object."""
+        """Key relative to ``prefix/`` -> ``(size, ETag without quotes)`` of every output
+        copy: the predictions' manifests (``_manifests/``, issue 18) are left out."""
         found = {}
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
             for o in page.get("Contents", []):
-                found[o["Key"][len(prefix) + 1 :]] = (o["Size"], o["ETag"].strip('"'))
+                rel = o["Key"][len(prefix) + 1 :]
+                if not rel.startswith("_manifests/"):
+                    found[rel] = (o["Size"], o["ETag"].strip('"'))
         return found
 
     def cli_env(self, database_url: str, bucket: str, prefix: str) -> dict[str, str]:
@@ -420,7 +423,7 @@ class Servers:
             self.env,
             CACHELAYER_DATABASE_URL=database_url,
             CACHELAYER_STORAGE_URL=f"s3://{bucket}/{prefix}",
-            CACHELAYER_ALLOWED_HOSTS=self.sim.host_port,
+            CACHELAYER_ALLOWED_HOSTS=self.sim.delivery_host_port,
             AWS_ENDPOINT_URL_S3=self.moto.endpoint_url,
             REPLICATE_API_TOKEN=self.sim.token,
             REPLICATE_BASE_URL=self.sim.base_url,

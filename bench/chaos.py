@@ -381,7 +381,7 @@ class Campaign:
             region=self.servers.moto.region,
             token=self.servers.sim.token,
             base_url=self.servers.sim.base_url,
-            host_port=self.servers.sim.host_port,
+            host_port=self.servers.sim.delivery_host_port,
             n=self.next_n,
         )
         self.next_n += 1

@@ -412,7 +412,7 @@ class Bench:
             region=self.moto.region,
             token=self.sim.token,
             base_url=self.sim.base_url,
-            host_port=self.sim.host_port,
+            host_port=self.sim.delivery_host_port,
             ca_file=self.sim.ca_file,
             db=db,
             variants=[v for v in own.split("+") if v],
@@ -435,6 +435,7 @@ class Bench:
                 self.s3.delete_object(Bucket=self.bucket, Key=stored_key)
         if warm:
             self._delete_prefix(f"{method}/{warm['warm_pid']}/")
+        self._delete_prefix(f"{method}/_manifests/")  # the predictions' manifests (issue 18)
         child_cpu = usage.ru_utime + usage.ru_stime
         return Measurement(
             method=label,

@@ -41,6 +41,14 @@ Usage::
     python bench/serve.py --parts webhooks --webhooks 2000 --webhook-concurrency 64
     python bench/serve.py --parts webhooks --catalog postgresql --webhook-concurrency 8,64   # issue 17
     python bench/serve.py --loadgen python                   # without wrk
+    python bench/serve.py --parts webhooks --catalog postgresql --webhook-concurrency 8,64 \
+        --other-code /path/to/other/checkout --rounds 3 --ack-only      # A/B, interleaved
+
+``--other-code DIR`` runs every webhook run twice, with this code and with the
+``cachelayer`` of another checkout (``PYTHONPATH``), alternating the order every round
+(``--rounds N``), and prints the per-round p99 ratios (this / other): on a shared machine
+only such interleaved ratios mean anything. ``--ack-only`` stops each server after the
+burst instead of waiting for every copy (acknowledgements measured, minutes saved).
 
 ``--json`` prints the results as one JSON object (what the small test in ``tests/`` reads).
 """
@@ -324,7 +332,7 @@ class Bench:
         self.base_env = {
             "CACHELAYER_DATABASE_URL": self.catalog,
             "CACHELAYER_STORAGE_URL": f"s3://{self.bucket}/replicate",
-            "CACHELAYER_ALLOWED_HOSTS": self.sim.host_port,
+            "CACHELAYER_ALLOWED_HOSTS": self.sim.delivery_host_port,
             "AWS_ENDPOINT_URL_S3": self.moto.endpoint_url,
             "AWS_ACCESS_KEY_ID": self.moto.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.moto.secret_access_key,
@@ -359,7 +367,7 @@ class Bench:
         return CacheLayer(
             database_url=self.catalog,
             storage_url=f"s3://{self.bucket}/replicate",
-            allowed_hosts=self.sim.host_port,
+            allowed_hosts=self.sim.delivery_host_port,
             replicate_api_token=self.sim.token,
             replicate_base_url=self.sim.base_url,
             **options,
@@ -445,10 +453,20 @@ class Bench:
     # ---- part 2 ------------------------------------------------------------------------------
 
     def webhooks(
-        self, count: int, file_kb: int, concurrency: int, workers: int, external: bool = False
+        self,
+        count: int,
+        file_kb: int,
+        concurrency: int,
+        workers: int,
+        external: bool = False,
+        other_code: str | None = None,
+        ack_only: bool = False,
     ) -> dict[str, Any]:
-        """``external``: the copies run in a separate ``cachelayer worker`` process (same
-        threads) instead of the server's own threads."""
+        """``ack_only``: stop the server after the burst instead of waiting until every file
+        is stored (what it left is not copied; ``all_stored_seconds`` is NaN).
+        ``external``: the copies run in a separate ``cachelayer worker`` process (same
+        threads) instead of the server's own threads. ``other_code``: a checkout whose
+        ``cachelayer`` the server (and worker) run instead of this one (``PYTHONPATH``)."""
         from cachelayer.testing.simulator import File
 
         # a fresh catalog per run, so the counts below are this run's
@@ -462,18 +480,20 @@ class Bench:
             )
             pid = self.sim.seed_prediction("bench/webhooks", {"n": i}, out)
             bodies.append(json.dumps(self.sim.prediction(pid)).encode())
+        code = {"PYTHONPATH": other_code} if other_code else {}
         server = self.serve(
             "--workers",
             "0" if external else str(workers),
             "--no-access-log",
             CACHELAYER_WEBHOOK_SECRET=self.sim.webhook_secret,
+            **code,
         )
         worker = None
         if external and workers:
             cli = str(Path(sys.executable).with_name("cachelayer"))
             worker = subprocess.Popen(
                 [cli, "worker", "--concurrency", str(workers), "--quiet"],
-                env=_env(self.base_env),
+                env=_env(self.base_env, **code),
                 stdout=subprocess.DEVNULL,
                 stderr=open(self.tmp / f"worker-{self.runs}.log", "wb"),  # noqa: SIM115
             )
@@ -496,9 +516,9 @@ class Bench:
         stats["load_average_after"] = round(os.getloadavg()[0], 2)
         counts = layer.catalog.queue.counts()
         stats["stored_by_end_of_burst"] = counts.get("stored", 0)
-        while workers and layer.catalog.queue.counts().get("stored", 0) < count:
+        while workers and not ack_only and layer.catalog.queue.counts().get("stored", 0) < count:
             time.sleep(0.2)
-        stats["all_stored_seconds"] = time.monotonic() - started if workers else float("nan")
+        stats["all_stored_seconds"] = time.monotonic() - started if workers and not ack_only else float("nan")
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
             worker.wait(60)
@@ -510,11 +530,12 @@ class Bench:
             workers=workers,
             external_workers=external,
             loadgen="python",
+            code="other" if other_code else "this",
         )
         layer.close()
         server.stop()
         _print(
-            f"webhooks c={concurrency:<3} {'out' if external else 'in '} {_line(stats)}; "
+            f"webhooks c={concurrency:<3} {'out' if external else 'in '} {stats['code']:5} {_line(stats)}; "
             "stored by the end of the burst "
             f"{stats['stored_by_end_of_burst']}/{count}, "
             f"all stored after {stats['all_stored_seconds']:.1f} s "
@@ -545,6 +566,31 @@ def ack_targets(runs: Sequence[dict[str, Any]], catalog: str) -> list[dict[str, 
             met = s["rps"] >= ACKS_PER_SECOND_TARGET
             what = f"acks/s >= {ACKS_PER_SECOND_TARGET:.0f}, {where}"
             out.append({"what": what, "value": s["rps"], "met": met})
+    return out
+
+
+def compare(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This code against ``--other-code``, per concurrency and placement: the medians over
+    the rounds of p99, acks/s and server CPU per ack, and the median of the per-round
+    p99 ratios (this / other: below 1 is better)."""
+    import statistics
+
+    out: list[dict[str, Any]] = []
+    keys = sorted({(s["concurrency"], s["external_workers"]) for s in runs})
+    for c, external in keys:
+        mine = [
+            s for s in runs if (s["concurrency"], s["external_workers"], s["code"]) == (c, external, "this")
+        ]
+        other = [
+            s for s in runs if (s["concurrency"], s["external_workers"], s["code"]) == (c, external, "other")
+        ]
+        row: dict[str, Any] = {"concurrency": c, "external_workers": external, "rounds": len(mine)}
+        for name, group in (("this", mine), ("other", other)):
+            for k in ("p99_ms", "rps", "server_cpu_ms_per_request", "load_average_after"):
+                row[f"{name}_{k}"] = statistics.median(s[k] for s in group)
+        row["p99_ratios"] = [a["p99_ms"] / b["p99_ms"] for a, b in zip(mine, other, strict=False)]
+        row["p99_ratio_median"] = statistics.median(row["p99_ratios"])
+        out.append(row)
     return out
 
 
@@ -579,8 +625,13 @@ def run(
     placements: Sequence[str] = ("in",),
     catalog: str = "sqlite",
     moto: Any = None,
+    other_code: str | None = None,
+    rounds: int = 1,
+    ack_only: bool = False,
 ) -> dict[str, Any]:
-    """Run the bench; returns the results (also what ``--json`` prints)."""
+    """Run the bench; returns the results (also what ``--json`` prints). ``other_code``: a
+    checkout of another commit whose webhook runs alternate with this code's, ``rounds``
+    times (the order swapped every other round), and ``comparison`` in the results."""
     if loadgen == "auto":
         loadgen = "wrk" if shutil.which("wrk") else "python"
     results: dict[str, Any] = {
@@ -599,12 +650,18 @@ def run(
             if "gateway" in parts:
                 results["gateway"] = bench.gateway(modes, files, connections, duration, loadgen)
             if "webhooks" in parts:
+                codes: list[str | None] = [None, other_code] if other_code else [None]
                 results["webhooks"] = [
-                    bench.webhooks(webhooks, webhook_file_kb, c, workers, external=placement == "out")
+                    bench.webhooks(webhooks, webhook_file_kb, c, workers, placement == "out", code, ack_only)
+                    for r in range(max(1, rounds))
                     for c in webhook_concurrency
                     for placement in placements
+                    for code in (codes if r % 2 == 0 else codes[::-1])
                 ]
-                results["targets"] = ack_targets(results["webhooks"], catalog)
+                ours = [s for s in results["webhooks"] if s["code"] == "this"]
+                results["targets"] = ack_targets(ours, catalog)
+                if other_code:
+                    results["comparison"] = compare(results["webhooks"])
         finally:
             bench.close()
     return results
@@ -633,12 +690,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "or in,out",
     )
     ap.add_argument("--catalog", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument(
+        "--other-code",
+        help="a checkout of another commit: its webhook runs alternate with this code's (PYTHONPATH)",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="webhook rounds (with --other-code: A/B pairs)")
+    ap.add_argument(
+        "--ack-only",
+        action="store_true",
+        help="stop each webhook server after the burst (acks measured; copies not waited for)",
+    )
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--child-load", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_load:
         _child_load(args.child_load)
         return 0
+    if args.other_code and not (Path(args.other_code) / "cachelayer" / "server").is_dir():
+        ap.error(f"--other-code {args.other_code}: no cachelayer/server there")
     WRK_THREADS = args.wrk_threads
     _QUIET = args.json
     results = run(
@@ -654,6 +723,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         placements=args.placement.split(","),
         catalog=args.catalog,
+        other_code=args.other_code,
+        rounds=args.rounds,
+        ack_only=args.ack_only,
     )
     if args.json:
         print(json.dumps(results, indent=2))
@@ -680,12 +752,22 @@ def _summary(results: dict[str, Any]) -> None:
     )
     for s in results.get("webhooks", []):
         print(
-            f"webhooks: {s['webhooks']} x {s['file_kb']} KB, {s['workers']} workers "
+            f"webhooks ({s['code']} code): {s['webhooks']} x {s['file_kb']} KB, {s['workers']} workers "
             f"({'cachelayer worker' if s['external_workers'] else 'in serve'}), concurrency "
             f"{s['concurrency']}: {s['rps']:.0f} acks/s, p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms, "
             f"server CPU {s['server_cpu_ms_per_request']:.2f} ms/ack; "
             f"{s['stored_by_end_of_burst']} stored by the end of the burst, "
             f"all after {s['all_stored_seconds']:.1f} s"
+        )
+    for row in results.get("comparison", []):
+        ratios = ", ".join(f"{r:.2f}" for r in row["p99_ratios"])
+        where = "worker process" if row["external_workers"] else "in serve"
+        print(
+            f"this vs other, c={row['concurrency']} {where}, medians of {row['rounds']} rounds: "
+            f"p99 {row['this_p99_ms']:.1f} vs {row['other_p99_ms']:.1f} ms "
+            f"(ratios {ratios}; median {row['p99_ratio_median']:.2f}), acks/s {row['this_rps']:.0f} vs "
+            f"{row['other_rps']:.0f}, server CPU {row['this_server_cpu_ms_per_request']:.2f} vs "
+            f"{row['other_server_cpu_ms_per_request']:.2f} ms/ack"
         )
     for t in results.get("targets", []):
         print(f"target {t['what']}: {t['value']:.1f} -> {'met' if t['met'] else 'NOT met'}")

@@ -340,7 +340,7 @@ class Soak:
                 bu.child_env(moto),
                 CACHELAYER_DATABASE_URL=database_url,
                 CACHELAYER_STORAGE_URL=f"s3://{bucket}/soak",
-                CACHELAYER_ALLOWED_HOSTS=sim.host_port,
+                CACHELAYER_ALLOWED_HOSTS=sim.delivery_host_port,
                 CACHELAYER_LEASE_SECONDS="5",
                 CACHELAYER_URL_MODE="gateway",
                 CACHELAYER_GATEWAY_URL=f"http://127.0.0.1:{port}",

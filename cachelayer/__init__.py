@@ -44,10 +44,12 @@ if TYPE_CHECKING:
         StorageError,
         TruncatedDownloadError,
         WaitTimeoutError,
+        WebhookVerificationError,
     )
     from cachelayer.layer import CacheLayer
+    from cachelayer.model_io import CreateParams, FileOutputLike, Input, JSONValue, Output
     from cachelayer.persist import PersistResult
-    from cachelayer.prediction import Prediction, PredictionStatus
+    from cachelayer.prediction import Prediction, PredictionLike, PredictionStatus
 
 __version__ = "0.1.0"
 
@@ -60,6 +62,11 @@ _EXPORTS: dict[str, str] = {
     "FileRecord": "cachelayer.catalog.records",
     "PersistResult": "cachelayer.persist",
     "Prediction": "cachelayer.prediction",
+    "PredictionLike": "cachelayer.prediction",
+    **{
+        name: "cachelayer.model_io"
+        for name in ("CreateParams", "FileOutputLike", "Input", "JSONValue", "Output")
+    },
     "PredictionRecord": "cachelayer.catalog.records",
     "PredictionStatus": "cachelayer.prediction",
     "Settings": "cachelayer.config",
@@ -85,6 +92,7 @@ _EXPORTS: dict[str, str] = {
             "StorageError",
             "TruncatedDownloadError",
             "WaitTimeoutError",
+            "WebhookVerificationError",
         )
     },
 }
@@ -97,16 +105,22 @@ __all__ = [
     "CatalogUnavailableError",
     "CertificateError",
     "ConfigError",
+    "CreateParams",
     "DisallowedUrlError",
     "DownloadError",
     "DownloadTooLargeError",
     "ExpiredDownloadUrlError",
     "FileOutcome",
+    "FileOutputLike",
     "FileRecord",
+    "Input",
+    "JSONValue",
     "ModelNotFoundError",
+    "Output",
     "PersistResult",
     "Prediction",
     "PredictionFailedError",
+    "PredictionLike",
     "PredictionNotFoundError",
     "PredictionRecord",
     "PredictionStatus",
@@ -118,6 +132,7 @@ __all__ = [
     "StorageError",
     "TruncatedDownloadError",
     "WaitTimeoutError",
+    "WebhookVerificationError",
     "__version__",
 ]
 

@@ -27,9 +27,17 @@ from cachelayer.layer import CacheLayer
 from cachelayer.prediction import Prediction
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from typing_extensions import Unpack
+
     from cachelayer.catalog.records import FileRecord
     from cachelayer.config import Settings
+    from cachelayer.model_io import CreateParams, FileOutputLike, Input, Output
     from cachelayer.persist import PersistResult
+    from cachelayer.prediction import PredictionLike
+    from cachelayer.storage import Store
+    from cachelayer.webhooks import WebhookOutcome
 
 __all__ = ["AsyncCacheLayer"]
 
@@ -45,8 +53,19 @@ class AsyncCacheLayer:
     layer, for anything else (queries).
     """
 
-    def __init__(self, layer: CacheLayer | None = None, **options: Any) -> None:
-        self.sync = layer if layer is not None else CacheLayer(**options)
+    def __init__(
+        self,
+        layer: CacheLayer | None = None,
+        *,
+        settings: Settings | None = None,
+        client: object = None,
+        store: Store | None = None,
+        auto_migrate: bool | None = None,
+        **options: object,
+    ) -> None:
+        if layer is None:
+            layer = CacheLayer(settings, client=client, store=store, auto_migrate=auto_migrate, **options)
+        self.sync = layer
 
     @property
     def settings(self) -> Settings:
@@ -58,40 +77,57 @@ class AsyncCacheLayer:
     # ---- the calls ----------------------------------------------------------------------
 
     async def run(
-        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
-    ) -> Any:
+        self,
+        ref: str,
+        input: Input | None = None,
+        *,
+        on_expired: OnExpired = "raise",
+        **params: Unpack[CreateParams],
+    ) -> Output:
         """``await`` form of :meth:`CacheLayer.run`: same arguments, same durable output,
         same errors."""
         return await self._thread(self.sync.run, ref, input, on_expired=on_expired, **params)
 
     async def run_result(
-        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
+        self,
+        ref: str,
+        input: Input | None = None,
+        *,
+        on_expired: OnExpired = "raise",
+        **params: Unpack[CreateParams],
     ) -> PersistResult:
         """``await`` form of :meth:`CacheLayer.run_result`."""
         return await self._thread(self.sync.run_result, ref, input, on_expired=on_expired, **params)
 
-    async def persist(self, prediction: Any, *, on_expired: OnExpired = "raise") -> Any:
+    async def persist(self, prediction: str | PredictionLike, *, on_expired: OnExpired = "raise") -> Output:
         """``await`` form of :meth:`CacheLayer.persist`."""
         return await self._thread(self.sync.persist, prediction, on_expired=on_expired)
 
-    async def persist_result(self, prediction: Any, *, on_expired: OnExpired = "raise") -> PersistResult:
+    async def persist_result(
+        self, prediction: str | PredictionLike, *, on_expired: OnExpired = "raise"
+    ) -> PersistResult:
         """``await`` form of :meth:`CacheLayer.persist_result`."""
         return await self._thread(self.sync.persist_result, prediction, on_expired=on_expired)
 
-    async def create(self, ref: str, input: dict[str, Any] | None = None, **params: Any) -> Prediction:
+    async def create(
+        self, ref: str, input: Input | None = None, **params: Unpack[CreateParams]
+    ) -> Prediction:
         """``await`` form of :meth:`CacheLayer.create`: create with the webhook, record,
         return the typed prediction without waiting for it."""
         return await self._thread(self.sync.create, ref, input, **params)
 
-    async def handle_webhook(self, headers: Any, body: bytes) -> Any:
-        """``await`` form of :meth:`CacheLayer.handle_webhook` (for ASGI apps' own routes)."""
-        return await self._thread(self.sync.handle_webhook, headers, body)
+    async def handle_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, enqueue: Callable[[str], object] | None = None
+    ) -> WebhookOutcome:
+        """``await`` form of :meth:`CacheLayer.handle_webhook` (for ASGI apps' own routes;
+        ``enqueue`` runs in the worker thread too)."""
+        return await self._thread(self.sync.handle_webhook, headers, body, enqueue=enqueue)
 
-    async def enqueue(self, prediction: Any) -> list[FileRecord]:
+    async def enqueue(self, prediction: PredictionLike) -> list[FileRecord]:
         """``await`` form of :meth:`CacheLayer.enqueue`."""
         return await self._thread(self.sync.enqueue, prediction)
 
-    async def resolve(self, url: Any) -> str | None:
+    async def resolve(self, url: str | FileOutputLike) -> str | None:
         """``await`` form of :meth:`CacheLayer.resolve`."""
         return await self._thread(self.sync.resolve, url)
 

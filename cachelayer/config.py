@@ -54,12 +54,13 @@ Environment variables (all optional):
 ``CACHELAYER_STALL_WINDOW``     seconds of that window (default 120: a source sending 1 byte/s
                                 is cut after 2 minutes with a retryable error); > 0 while the
                                 stall rule is on.
-``CACHELAYER_TOKEN_HOSTS``      comma-separated host patterns that get the Replicate token as
-                                ``Authorization: Bearer`` on downloads (https only, unless a
-                                pattern names host and port). Default: the API host of
-                                ``REPLICATE_BASE_URL`` (``api.replicate.com``), plus
-                                ``replicate.delivery,*.replicate.delivery``. On the API host
-                                only the Files API's ``/v1/files/{id}/download`` gets it.
+``CACHELAYER_TOKEN_HOSTS``      comma-separated patterns of the hosts that serve files and get
+                                the Replicate token as ``Authorization: Bearer`` on downloads
+                                (https only, unless a pattern names host and port). Default:
+                                ``replicate.delivery,*.replicate.delivery``. The API host of
+                                ``REPLICATE_BASE_URL`` gets it only on the Files API's
+                                ``/v1/files/{id}/download``; any other URL there is refused
+                                (:mod:`cachelayer.token_scope`).
 ``CACHELAYER_WAIT_TIMEOUT``     seconds ``run``/``persist`` wait for a prediction to finish
                                 (default 1800; ``0``: forever).
 ``CACHELAYER_DB_RETRY_SECONDS`` seconds a catalog transaction is retried after a transient
@@ -69,6 +70,9 @@ Environment variables (all optional):
 ``CACHELAYER_WEBHOOK_SECRET``   the ``whsec_...`` secret Replicate signs webhooks with (Standard
                                 Webhooks). Default: read once from Replicate's
                                 ``GET /v1/webhooks/default/secret`` with the API token.
+``CACHELAYER_RETENTION``        delete copies of predictions created longer ago than this
+                                (``90d``, ``12w``; at least ``1h``) in every sweep of
+                                ``cachelayer serve`` (:mod:`cachelayer.delete`). Default off.
 ``CACHELAYER_SWEEP_INTERVAL``   seconds between two sweeps of ``cachelayer serve`` (the catch-up
                                 of missed webhooks, :mod:`cachelayer.sweep`), 0..86400
                                 (default 300; ``0``: no sweep).
@@ -103,10 +107,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from cachelayer.errors import ConfigError
 from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
+from cachelayer.retry_policy import CATALOG, COPY_DOWNLOAD, COPY_REQUEUE
 from cachelayer.setting_values import (
     check_database_url,
     check_proxy,
@@ -116,19 +120,19 @@ from cachelayer.setting_values import (
     http_url,
     mirror_url_list,
     resolve_ca_bundle,
+    retention_seconds,
     shown,
 )
 
 DEFAULT_ALLOWED_HOSTS = ("replicate.delivery", "*.replicate.delivery")
 #: Replicate's delivery domains (shared/reference/replicate-api.md), which get the API token.
 DELIVERY_TOKEN_HOSTS = ("replicate.delivery", "*.replicate.delivery")
-DEFAULT_API_HOST = "api.replicate.com"
 DEFAULT_DOWNLOAD_TIMEOUT = 21600.0
 DEFAULT_STALL_BYTES_PER_SECOND = 16384
 DEFAULT_STALL_WINDOW = 120.0
 #: Default of ``CACHELAYER_DB_RETRY_SECONDS``: long enough for a PostgreSQL restart or
 #: fail-over (seconds to tens of seconds), short enough that a dead server is reported.
-DEFAULT_DB_RETRY_SECONDS = 60.0
+DEFAULT_DB_RETRY_SECONDS: float = CATALOG.deadline_s or 0.0
 #: Seconds ``run``/``persist`` wait for a prediction to finish before giving up
 #: (``CACHELAYER_WAIT_TIMEOUT``; ``0`` waits forever). Most image models finish in seconds
 #: and video models in minutes; a prediction still queued after half an hour is reported
@@ -221,24 +225,6 @@ def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(platformdirs.user_data_dir("cachelayer", appauthor=False))
 
 
-def default_token_hosts(replicate_base_url: str | None) -> tuple[str, ...]:
-    """The API host of ``replicate_base_url`` (``host`` for https, ``host:port`` when a port
-    is given; default ``api.replicate.com``) plus Replicate's delivery domains."""
-    api_host = DEFAULT_API_HOST
-    if replicate_base_url:
-        try:
-            parts = urlsplit(replicate_base_url)
-            host = (parts.hostname or "").lower()
-            if ":" in host:
-                host = f"[{host}]"
-            api_host = f"{host}:{parts.port}" if parts.port else host
-        except ValueError:
-            raise ConfigError(f"REPLICATE_BASE_URL is not a URL: {shown(replicate_base_url)}") from None
-        if not host:
-            raise ConfigError(f"REPLICATE_BASE_URL has no host: {shown(replicate_base_url)}")
-    return (api_host, *DELIVERY_TOKEN_HOSTS)
-
-
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration. Build with :meth:`from_env`; every field is also a keyword.
@@ -257,8 +243,8 @@ class Settings:
     max_file_bytes: int = 10 * 1024**3
     concurrency: int = 8
     expiry_margin: float = 600.0
-    download_retries: int = 4
-    max_attempts: int = 5
+    download_retries: int = COPY_DOWNLOAD.attempts or 1
+    max_attempts: int = COPY_REQUEUE.attempts or 1
     lease_seconds: float = 60.0
     cache_control: str | None = "public, max-age=31536000, immutable"
     ca_bundle: str | None = None
@@ -271,10 +257,11 @@ class Settings:
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
     stall_bytes_per_second: float = DEFAULT_STALL_BYTES_PER_SECOND
     stall_window: float = DEFAULT_STALL_WINDOW
-    token_hosts: tuple[str, ...] = (DEFAULT_API_HOST, *DELIVERY_TOKEN_HOSTS)
+    token_hosts: tuple[str, ...] = DELIVERY_TOKEN_HOSTS
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     db_retry_seconds: float = DEFAULT_DB_RETRY_SECONDS
     sweep_interval: float = DEFAULT_SWEEP_INTERVAL
+    retention: float | None = None  # seconds; None: off
     # cachelayer serve: webhooks and the gateway (issue 10)
     webhook_secret: str | None = None
     webhook_url: str | None = None
@@ -296,6 +283,8 @@ class Settings:
                 f"CACHELAYER_S3_ADDRESSING_STYLE must be one of {', '.join(ADDRESSING_STYLES)}, "
                 f"got {self.s3_addressing_style!r}"
             )
+        if self.retention is not None:
+            retention_seconds(self.retention, "retention (CACHELAYER_RETENTION)")
         if self.stall_bytes_per_second > 0 and self.stall_window <= 0:
             raise ConfigError(
                 "CACHELAYER_STALL_WINDOW must be more than 0 seconds while the stall rule is on "
@@ -308,7 +297,7 @@ class Settings:
         env: Mapping[str, str] | None = None,
         *,
         override_names: Callable[[str], str] | None = None,
-        **overrides: Any,
+        **overrides: object,
     ) -> Settings:
         """Build settings from ``env`` (default ``os.environ``) with ``overrides`` on top.
 
@@ -325,7 +314,8 @@ class Settings:
         unknown = set(overrides) - names
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        ov = {k: v for k, v in overrides.items() if v is not None}
+        # each value is checked where it is read below (ConfigError names it)
+        ov: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
 
         def name(key: str, var: str) -> str:
             return override_names(key) if override_names is not None and key in ov else var
@@ -393,9 +383,10 @@ class Settings:
             raise ConfigError(
                 f"s3_region must be a region name such as us-east-1 or auto, got {shown(s3_region)}"
             )
-        token_hosts = host_list(
-            ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS"
-        ) or default_token_hosts(replicate_base_url)
+        token_hosts = (
+            host_list(ov.get("token_hosts", env.get("CACHELAYER_TOKEN_HOSTS")), "CACHELAYER_TOKEN_HOSTS")
+            or DELIVERY_TOKEN_HOSTS
+        )
         mirror_urls = mirror_url_list(
             ov.get("mirror_urls", env.get("CACHELAYER_MIRROR_URLS")),
             name("mirror_urls", "CACHELAYER_MIRROR_URLS"),
@@ -470,7 +461,11 @@ def _server_settings(
         proxy = False
     else:
         raise ConfigError(f"CACHELAYER_GATEWAY_PROXY must be 1 or 0, got {proxy_raw!r}")
+    retention = ov.get("retention", env.get("CACHELAYER_RETENTION"))
     return {
+        "retention": retention_seconds(
+            retention, "retention" if "retention" in ov else "CACHELAYER_RETENTION"
+        ),
         "webhook_secret": webhook_secret,
         "webhook_url": _optional_url("CACHELAYER_WEBHOOK_URL", pick("webhook_url", "CACHELAYER_WEBHOOK_URL")),
         "gateway_url": gateway_url,

@@ -7,7 +7,8 @@ and is verified on the way (size, SHA-256). A source URL that stops answering (4
 or an expired signature) is refreshed through ``predictions.get`` and retried at the same
 output path until :func:`cachelayer.expiry.refreshed_source` says it expired; a transient
 failure (truncation, a 5xx, a storage error) goes back to the queue with a backoff until
-``settings.max_attempts`` claims.
+``settings.max_attempts`` claims (:data:`~cachelayer.retry_policy.COPY_REQUEUE`; a download
+cut mid-body is first retried in place, :data:`~cachelayer.retry_policy.COPY_DOWNLOAD`).
 
 **No poison pill.** Any exception while copying one file (encoding, metadata, the store, the
 catalog, a bug) is caught here: it becomes a :class:`~cachelayer.errors.CopyError` whose
@@ -23,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import mimetypes
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +47,9 @@ from cachelayer.errors import (
 )
 from cachelayer.fetch import Fetcher, parse_content_type
 from cachelayer.leases import Heartbeat, claim_or_wait
+from cachelayer.manifests import Manifests
 from cachelayer.prediction import Prediction
+from cachelayer.retry_policy import COPY_DOWNLOAD, COPY_REQUEUE
 from cachelayer.storage.base import Store
 
 if TYPE_CHECKING:
@@ -153,6 +155,8 @@ class Copier:
         self.owner = owner
         self.lease_seconds = settings.lease_seconds
         self.heartbeat = Heartbeat(catalog, owner, self.lease_seconds)
+        #: Writes each prediction's manifest once its files are through (:mod:`cachelayer.manifests`).
+        self.manifests = Manifests(catalog, store)
         #: called with each file this copier stored (the mirror queues its copies; never raises)
         self.on_stored: Callable[[FileRecord], None] | None = None
 
@@ -211,6 +215,10 @@ class Copier:
             self.heartbeat.discard(row.id)
         for nxt in outcome.claimed:
             self.heartbeat.add(nxt.id)
+        if not record_output and outcome.record.status != FileStatus.PENDING:
+            # a queue's copy: the last file of its prediction writes the manifest (the
+            # persister writes it after a persist's files)
+            self.manifests.publish(row.prediction_id)
         return outcome
 
     def unexpected(self, row: FileRecord, exc: Exception) -> FileOutcome:
@@ -285,9 +293,9 @@ class Copier:
                 url = new_url
                 continue
             except TruncatedDownloadError as exc:
-                if attempt >= self.settings.download_retries:
+                if COPY_DOWNLOAD.with_attempts(self.settings.download_retries).gives_up_after(attempt):
                     return self._fail(row, exc, "failed", age, retryable=True)
-                delay = min(10.0, 0.25 * 2 ** (attempt - 1)) * (0.5 + random.random())
+                delay = COPY_DOWNLOAD.delay(attempt)
                 log.info("download of %s %s broke (%s); retry %d in %.2f s", pid, path, exc, attempt, delay)
                 time.sleep(delay)
                 continue
@@ -322,6 +330,11 @@ class Copier:
                 log.info("%s was recorded by another worker first", row.key)
                 final = self.catalog.files.get(row.id)
                 assert final is not None
+                if final.status in (FileStatus.DELETING, FileStatus.DELETED):
+                    # deleted while copied (cachelayer.delete): this copy goes as well; were
+                    # this process to die first, the delete waits out the lease and removes it
+                    self.store.delete([row.key])
+                    self.catalog.queue.release([row.id], self.owner)
             log.debug("stored %s (%d bytes, sha256 %s)", final.key, size, sha)
             if self.on_stored is not None:
                 self.on_stored(final)
@@ -369,7 +382,7 @@ class Copier:
         retry_after = None
         if retryable and row.attempts < self.settings.max_attempts:
             status = "pending"
-            retry_after = min(300.0, 2.0**row.attempts) * (0.5 + random.random())
+            retry_after = COPY_REQUEUE.delay(row.attempts)
         final = self.catalog.queue.mark_unstored(
             row.id, self.owner, status=status, error=str(exc), source_age_seconds=age, retry_after=retry_after
         )

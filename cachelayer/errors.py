@@ -92,6 +92,17 @@ class PredictionNotFoundError(CacheLayerError):
     """No prediction with that id exists on Replicate (404 on ``GET /v1/predictions/{id}``)."""
 
 
+class PredictionDeletedError(CacheLayerError):
+    """The prediction was deleted (``cachelayer delete``/``prune``; a ``tombstones`` row):
+    nothing of it is recorded, queued or copied again."""
+
+    def __init__(self, prediction_id: str) -> None:
+        self.prediction_id = prediction_id
+        super().__init__(
+            f"prediction {prediction_id} was deleted (cachelayer delete); it is not copied again"
+        )
+
+
 class PredictionFailedError(CacheLayerError):
     """The prediction ended ``failed``, ``canceled`` or ``aborted`` (``status``); its error
     is in the message."""
@@ -129,6 +140,15 @@ class CopyError(CacheLayerError):
     died each time). Recorded on that file (``last_error``); the other files go on."""
 
 
+class FileNotRecordedError(CacheLayerError):
+    """No output file with this id (``FileRecord.id``) is in the catalog
+    (:meth:`cachelayer.CacheLayer.copy_file`). ``file_id``: the id asked for."""
+
+    def __init__(self, file_id: int) -> None:
+        self.file_id = file_id
+        super().__init__(f"no output file {file_id} in the catalog")
+
+
 class MalformedOutputError(CacheLayerError):
     """A prediction output cannot be walked: it contains a reference cycle (only possible
     for Python objects handed in by a caller; JSON has none)."""
@@ -158,6 +178,13 @@ class DisallowedAddressError(DisallowedUrlError):
     """The host resolved only to addresses the allow-list does not permit (loopback,
     private, link-local, metadata... under a wildcard pattern); refused at connect time,
     before any connection attempt to them."""
+
+
+class ApiHostUrlError(DisallowedUrlError):
+    """The URL is on the Replicate API's own origin (``REPLICATE_BASE_URL``'s host and port)
+    but is not the Files API's download path: an API call, never an output file. Refused
+    before any request, whatever ``CACHELAYER_ALLOWED_HOSTS`` allows
+    (:class:`cachelayer.token_scope.TokenScope`)."""
 
 
 class TruncatedDownloadError(DownloadError):
@@ -230,6 +257,27 @@ class WebhookVerificationError(CacheLayerError):
         self.reason = reason
         self.status = status
         super().__init__(message)
+
+
+#: Errors that may go away by themselves: a catalog outage, a store failing mid-write, a
+#: download cut short (timeouts and stalls included), an unexpected exception while copying
+#: one file, a prediction still running. What a job queue retries (with a backoff); every
+#: other error (a setting to fix, a file gone, a failed prediction) is final.
+TRANSIENT_ERRORS: tuple[type[CacheLayerError], ...] = (
+    CatalogOutageError,
+    StorageError,
+    TruncatedDownloadError,
+    CopyError,
+    WaitTimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying the unit of work that raised ``exc`` later may succeed:
+    :data:`TRANSIENT_ERRORS`, and a catalog that cannot be opened
+    (:class:`CatalogUnavailableError`: a database down looks like one misnamed, so it is
+    retried too, within the job queue's retry limit)."""
+    return isinstance(exc, (*TRANSIENT_ERRORS, CatalogUnavailableError))
 
 
 _URL = re.compile(r"""(?:\b[a-zA-Z][a-zA-Z0-9+.-]*://|\bdata:)[^\s'"]*""")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from cachelayer.errors import ConfigError
 from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
+from cachelayer.retry_policy import SOURCE_REFRESH
 
 if TYPE_CHECKING:
     from cachelayer.catalog.records import PredictionRecord
@@ -45,7 +46,7 @@ log = logging.getLogger("cachelayer")
 #: Replicate removes input, output and files of API predictions one hour after they finish.
 REPLICATE_RETENTION_SECONDS = 3600.0
 #: Times a source URL that stopped answering is refreshed through ``predictions.get``.
-MAX_REFRESHES = 2
+MAX_REFRESHES: int = SOURCE_REFRESH.retries or 0
 #: The reason recorded on files of a prediction whose data Replicate removed.
 REMOVED = "prediction data removed by Replicate (data_removed)"
 

@@ -45,11 +45,9 @@ import requests
 import urllib3
 
 from cachelayer.config import (
-    DEFAULT_API_HOST,
     DEFAULT_DOWNLOAD_TIMEOUT,
     DEFAULT_STALL_BYTES_PER_SECOND,
     DEFAULT_STALL_WINDOW,
-    DELIVERY_TOKEN_HOSTS,
 )
 from cachelayer.datauri import decode_data_uri, parse_data_uri
 from cachelayer.errors import (
@@ -65,9 +63,10 @@ from cachelayer.errors import (
     TruncatedDownloadError,
 )
 from cachelayer.netguard import DeadlineRetry, GuardedAdapter, certificate_failure, request_deadline
+from cachelayer.retry_policy import DOWNLOAD
+from cachelayer.token_scope import DEFAULT_FILE_HOSTS, TokenScope
 from cachelayer.urls import (
     AddressPolicy,
-    ApiOrigin,
     SourceUrl,
     filename_of,
     parse_source_url,
@@ -93,7 +92,7 @@ log = logging.getLogger("cachelayer")
 #: Statuses that mean "this URL no longer serves the file" (Replicate answers 404 once data
 #: is removed; signed CDN URLs answer 403 when expired; 410 Gone is the HTTP word for it).
 GONE_STATUSES = frozenset({403, 404, 410})
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES = DOWNLOAD.retry_on
 MAX_REDIRECTS = 5
 
 #: Defaults of the deadline and stall rule, in seconds and bytes/s (arithmetic in
@@ -101,10 +100,9 @@ MAX_REDIRECTS = 5
 #: 10 * 2**30 B / 21,600 s = 497,103 B/s); at least 16 KiB/s over every 120 s window (a link
 #: that slow would need 182 h for 10 GiB, so the rule never cuts what the deadline allows,
 #: while a 1 byte/s source is cut after 120 s: 120 B < 1,966,080 B).
-#: Hosts that get ``Authorization: Bearer <token>`` on downloads: Replicate's API host and
-#: delivery domains ("Any files will be represented as HTTPS URLs. You'll need to pass the
-#: Authorization header to request them", Replicate OpenAPI schema, GET /predictions/{id}).
-DEFAULT_TOKEN_HOSTS = (DEFAULT_API_HOST, *DELIVERY_TOKEN_HOSTS)
+#: Hosts that get ``Authorization: Bearer <token>`` on downloads: Replicate's delivery
+#: domains (the rule, API download path included: :mod:`cachelayer.token_scope`).
+DEFAULT_TOKEN_HOSTS = DEFAULT_FILE_HOSTS
 
 
 def host_allowed(url: str, patterns: tuple[str, ...] | list[str]) -> bool:
@@ -325,9 +323,10 @@ class Fetcher:
     ``allowed_hosts``: allow-list patterns (:mod:`cachelayer.urls`: ``host``, ``host:port``,
     ``*.domain``, ``*``; a bad one raises :class:`~cachelayer.errors.ConfigError`).
     ``max_bytes``: size cap per file. ``pool_size``: connections kept per host (match the
-    transfer concurrency). ``retries``: urllib3 retries for connection errors and 429/5xx,
-    with exponential backoff (0.25 s doubling, capped at 30 s), jitter and ``Retry-After``
-    (capped at 30 s). ``timeout``: (connect, read) seconds per socket operation.
+    transfer concurrency). ``retries``: urllib3 retries for connection errors and 429/5xx
+    (default 4); the rest is :data:`cachelayer.retry_policy.DOWNLOAD` (backoff from 0.25 s
+    doubling, capped at 30 s, jitter, ``Retry-After`` capped at 30 s). ``timeout``:
+    (connect, read) seconds per socket operation.
     ``ca_bundle``: PEM path for TLS verification (``None``: certifi's bundle; the caller
     resolves it with :func:`cachelayer.config.resolve_ca_bundle`). ``proxy``: an
     ``http(s)://`` egress proxy every download goes through, the allow-list checked on the
@@ -341,14 +340,14 @@ class Fetcher:
     ``stall_bytes_per_second * stall_window`` bytes (defaults 16 KiB/s over 120 s: a 1 byte/s
     source is cut after 2 minutes; ``0`` turns the rule off). Both raise retryable errors.
 
-    ``api_token`` and ``token_hosts``: ``Authorization: Bearer <api_token>`` is sent on a
-    request (each redirect hop decided anew) only when its host matches a ``token_hosts``
-    pattern (default :data:`DEFAULT_TOKEN_HOSTS`) and it is ``https``, or the matching
-    pattern names the host and port explicitly (a local simulator on ``http``); on the API
-    origin of ``api_base_url`` (``REPLICATE_BASE_URL``; ``None``: api.replicate.com) only to
-    its file download path, and any other URL in its namespace is refused
-    (:class:`~cachelayer.urls.ApiOrigin`). Never to any other host, allow-listed or not.
-    ``api_token=None``: no header at all.
+    ``api_token``, ``token_hosts`` and ``api_base_url``: the token rule of
+    :class:`~cachelayer.token_scope.TokenScope`, decided anew for each request (redirect hops
+    included): ``Authorization: Bearer <api_token>`` goes only to file hosts
+    (``token_hosts``, default :data:`DEFAULT_TOKEN_HOSTS`: ``replicate.delivery``,
+    ``*.replicate.delivery``) and to the Files API download path on the API origin of
+    ``api_base_url`` (``REPLICATE_BASE_URL``; ``None``: api.replicate.com); any other URL on
+    the API origin is refused (:class:`~cachelayer.errors.ApiHostUrlError`), whatever
+    ``allowed_hosts`` says. ``api_token=None``: no header at all.
 
     Thread-safe: the session's connection pool is shared by the transfer threads.
     """
@@ -359,7 +358,7 @@ class Fetcher:
         *,
         max_bytes: int,
         pool_size: int = 10,
-        retries: int = 4,
+        retries: int | None = None,
         timeout: tuple[float, float] = (10.0, 60.0),
         ca_bundle: str | None = None,
         download_timeout: float | None = DEFAULT_DOWNLOAD_TIMEOUT,
@@ -372,12 +371,8 @@ class Fetcher:
     ) -> None:
         self.allowed_hosts = tuple(allowed_hosts)
         self.policy = AddressPolicy(self.allowed_hosts)
-        self.token_policy = AddressPolicy(
-            DEFAULT_TOKEN_HOSTS if token_hosts is None else tuple(token_hosts),
-            setting="CACHELAYER_TOKEN_HOSTS",
-        )
+        self.token_scope = TokenScope(api_base_url, token_hosts)
         self._api_token = api_token or None
-        self.api_origin = ApiOrigin.from_base_url(api_base_url)
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.download_timeout = _nonneg("CACHELAYER_DOWNLOAD_TIMEOUT", download_timeout) or None
@@ -389,19 +384,9 @@ class Fetcher:
         # the settings, which read SSL_CERT_FILE / REQUESTS_CA_BUNDLE.)
         self.session.trust_env = False
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        retry = DeadlineRetry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            redirect=0,
-            status_forcelist=sorted(RETRY_STATUSES),
-            allowed_methods=frozenset({"GET", "HEAD"}),
-            backoff_factor=0.25,
-            backoff_max=30,
-            backoff_jitter=0.25,
-            respect_retry_after_header=True,
-            raise_on_status=False,
+        policy = DOWNLOAD if retries is None else DOWNLOAD.with_attempts(retries + 1)
+        retry = policy.to_urllib3(
+            DeadlineRetry, redirect=0, allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False
         )
         adapter = GuardedAdapter(
             self.policy, proxy=proxy, pool_connections=pool_size, pool_maxsize=pool_size, max_retries=retry
@@ -415,26 +400,22 @@ class Fetcher:
         """Check ``url`` before any request; returns the parsed URL (``None`` for a
         ``data:`` URI). Raises :class:`~cachelayer.errors.MalformedUrlError`,
         :class:`DisallowedUrlError` (another scheme, host not allowed, non-public IP literal
-        under a wildcard, an API call on the API origin) or :class:`SourceGoneError` (a
-        signed URL past its expiry)."""
+        under a wildcard; :class:`~cachelayer.errors.ApiHostUrlError` for any URL on the API
+        origin but its file download path) or :class:`SourceGoneError` (a signed URL past
+        its expiry)."""
         if isinstance(url, str) and url[:5].lower() == "data:":
             return None
         parsed = parse_source_url(url)
+        if (refused := self.token_scope.refusal(parsed)) is not None:
+            raise refused  # before the allow-list: its reason holds whatever that allows
         self.policy.check(parsed)
-        if (refused := self.api_origin.refusal(parsed)) is not None:
-            raise refused
         if signed_url_expired(url):
             raise SourceGoneError(f"{url[:200]}: signed URL is past its expiry", url=url, status=None)
         return parsed
 
     def sends_token_to(self, parsed: SourceUrl) -> bool:
         """Whether a request to ``parsed`` carries the API token (see the class docstring)."""
-        if self._api_token is None:
-            return False
-        pattern = self.token_policy.match(parsed.host, parsed.port)
-        if pattern is None or (self.api_origin.holds(parsed) and not self.api_origin.serves_files(parsed)):
-            return False
-        return parsed.scheme == "https" or (pattern.explicit and pattern.port is not None)
+        return self._api_token is not None and self.token_scope.sends_token(parsed)
 
     def _deadline_left(self, deadline: float | None, url: str) -> float | None:
         if deadline is None:

@@ -11,37 +11,32 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from functools import cached_property, partial
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Unpack, cast
 
-from cachelayer.config import Settings
-from cachelayer.durable_urls import UrlPolicy
-from cachelayer.errors import CacheLayerError, ConfigError, ExpiredDownloadUrlError, ReplicateConfigError
+from cachelayer.errors import CacheLayerError, ConfigError, ExpiredDownloadUrlError
 from cachelayer.lazy import lazy_getattr
-from cachelayer.leases import new_owner
 from cachelayer.outputs import durable_output, file_url, find_files
-from cachelayer.prediction import Prediction
+from cachelayer.parts import Parts
+from cachelayer.prediction import Prediction, held_prediction
 
 # What copying needs (the Replicate client, requests, boto3 through the copier and the
 # store) is imported when a part is first built, so the catalog queries load none of it
 # (tests/test_startup.py).
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from typing_extensions import Unpack
 
-    from cachelayer.catalog import Catalog
     from cachelayer.catalog.records import FileRecord
-    from cachelayer.copier import Copier
+    from cachelayer.delete import DeleteSummary, PruneOptions
     from cachelayer.expiry import OnExpired
-    from cachelayer.fetch import Fetcher
-    from cachelayer.mirror import Mirror
+    from cachelayer.model_io import CreateParams, FileOutputLike, Input, Output
     from cachelayer.persist import Persister, PersistResult
-    from cachelayer.replicate_api import ReplicateApi
-    from cachelayer.replicate_clients import ReplicateAdapter
-    from cachelayer.storage import Store
+    from cachelayer.prediction import PredictionLike
     from cachelayer.sweep import SweepSummary
     from cachelayer.verify import VerifyReport
+    from cachelayer.webhooks import WebhookOutcome, WebhookReceiver
     from cachelayer.workers import BackfillSummary, ProgressFn
 
 __all__ = ["CacheLayer"]
@@ -51,7 +46,7 @@ __getattr__ = lazy_getattr(__name__, {"OnExpired": "cachelayer.expiry"}, globals
 log = logging.getLogger("cachelayer")
 
 
-class CacheLayer:
+class CacheLayer(Parts):
     """Run Replicate models and persist their output files; hand back durable URLs.
 
     ``CacheLayer()`` reads the environment (see :mod:`cachelayer.config`); every setting
@@ -70,187 +65,16 @@ class CacheLayer:
     ``StorageConfigError`` when the store cannot be used.
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        client: Any = None,
-        store: Store | None = None,
-        auto_migrate: bool | None = None,
-        **options: Any,
-    ) -> None:
-        if settings is not None and options:
-            raise ConfigError("pass either settings or keyword options, not both")
-        self.settings = settings or Settings.from_env(**options)
-        self._client = client
-        self._store = store
-        self._stores: dict[str, Store] = {}  # other stores files live in, by their uri
-        self._auto_migrate = auto_migrate
-        self._lock = threading.RLock()
-        self.owner = new_owner()
-
-    # ---- parts, each built on first use (queries: the catalog alone; copying: everything) ----
-
-    @cached_property
-    def engine(self) -> Engine:
-        """The catalog's SQLAlchemy engine (migrated on first use when ``auto_migrate``)."""
-        from cachelayer.catalog.db import ensure_schema, make_engine
-
-        s = self.settings
-        engine = make_engine(
-            s.database_url, pool_size=max(5, s.concurrency), retry_seconds=s.db_retry_seconds
-        )
-        auto = self._auto_migrate
-        if auto is None:
-            auto = engine.dialect.name == "sqlite"
-        ensure_schema(engine, auto_migrate=auto)
-        return engine
-
-    @cached_property
-    def catalog(self) -> Catalog:
-        """The catalog. Raises :class:`~cachelayer.errors.CatalogUnavailableError` when it
-        cannot be opened."""
-        from cachelayer.catalog import Catalog
-
-        with self._lock:
-            return Catalog(self.engine)
-
-    @cached_property
-    def store(self) -> Store:
-        """The configured storage backend, where new files go; building it sends no request
-        (the copier checks it)."""
-        return self._store if self._store is not None else self._open_store(self.settings.storage_url)
-
-    def _open_store(self, url: str) -> Store:
-        from cachelayer.storage import open_store
-
-        s = self.settings
-        return open_store(
-            url,
-            endpoint_url=s.s3_endpoint_url,
-            region=s.s3_region,
-            addressing_style=s.s3_addressing_style,
-            max_pool_connections=max(10, s.concurrency * 4),
-        )
-
-    def store_for(self, uri: str) -> Store:
-        """The store a file recorded with ``store = uri`` lives in (``FileRecord.store``):
-        :attr:`store` when it is that one, else the store of that identity opened with the
-        current settings (endpoint, region, addressing style; credentials from boto3's
-        chain), built once per URI. Sends no request. Raises
-        :class:`~cachelayer.errors.ConfigError` for a URI ``open_store`` refuses."""
-        # the configured store only if already built: comparing with it must not build it
-        # (an S3 client) for a file recorded in another store (tests/test_startup.py)
-        configured = self._store if self._store is not None else self.__dict__.get("store")
-        if configured is not None and uri == configured.uri:
-            return configured
-        with self._lock:
-            opened = self._stores.get(uri)
-            if opened is None:
-                opened = self._stores[uri] = self._open_store(uri)
-            return opened
-
-    @cached_property
-    def url_policy(self) -> UrlPolicy:
-        """How durable URLs are rendered (:mod:`cachelayer.durable_urls`), from the settings;
-        the gateway secret is read from the catalog when a gateway URL is first rendered."""
-        s = self.settings
-
-        def secret() -> bytes:
-            from cachelayer.catalog.server_state import gateway_secret
-
-            return gateway_secret(self.engine, s.gateway_secret)
-
-        return UrlPolicy.from_settings(s, secret)
-
-    @cached_property
-    def adapter(self) -> ReplicateAdapter:
-        """Replicate behind one interface, the installed client (1.x or 2.x) underneath
-        (token, base URL and CA bundle from the settings). Raises
-        :class:`~cachelayer.errors.ReplicateConfigError` without a token."""
-        from cachelayer.replicate_clients import open_adapter
-
-        s = self.settings
-        if self._client is None and not s.replicate_api_token:
-            raise ReplicateConfigError("REPLICATE_API_TOKEN is not set: the Replicate API needs your token")
-        token, base_url = s.replicate_api_token, s.replicate_base_url
-        return open_adapter(self._client, api_token=token, base_url=base_url, ca_bundle=s.ca_bundle)
-
-    @property
-    def client(self) -> Any:
-        """The ``replicate`` client object (1.x ``replicate.Client``, 2.x
-        ``replicate.Replicate``) behind :attr:`adapter`, for the caller's own calls."""
-        return self.adapter.client
-
-    @cached_property
-    def api(self) -> ReplicateApi:
-        """Replicate's API (create with retries, get, bounded wait, list)."""
-        from cachelayer.replicate_api import ReplicateApi
-
-        return ReplicateApi(self.adapter, wait_timeout=self.settings.wait_timeout)
-
-    @cached_property
-    def fetcher(self) -> Fetcher:
-        """The downloader (allow-list checked on the connected address, deadlines)."""
-        from cachelayer.fetch import Fetcher
-
-        s = self.settings
-        return Fetcher(
-            s.allowed_hosts,
-            max_bytes=s.max_file_bytes,
-            pool_size=max(10, s.concurrency),
-            retries=s.download_retries,
-            ca_bundle=s.ca_bundle,
-            download_timeout=s.download_timeout,
-            stall_bytes_per_second=s.stall_bytes_per_second,
-            stall_window=s.stall_window,
-            api_token=s.replicate_api_token,
-            token_hosts=s.token_hosts,
-            api_base_url=s.replicate_base_url,
-            proxy=s.proxy,
-        )
-
-    @cached_property
-    def copier(self) -> Copier:
-        """The copier of single files; building it checks that the bucket exists and is
-        writable. Raises ``BucketNotFoundError`` / ``StorageAuthError`` / ``StorageConfigError``."""
-        from cachelayer.copier import Copier
-
-        with self._lock:
-            self.store.check()
-            copier = Copier(
-                self.settings,
-                self.catalog,
-                self.store,
-                self.fetcher,
-                lambda pid: self.api.get(pid),
-                owner=self.owner,
-            )
-            copier.on_stored = self.mirror.after_store if self.settings.mirror_urls else None
-            return copier
-
-    @cached_property
-    def mirror(self) -> Mirror:
-        """The mirror stores, each opened by :meth:`store_for` (:mod:`cachelayer.mirror`)."""
-        from cachelayer.mirror import Mirror
-
-        return Mirror.build(self.settings, self.catalog, self.store_for, self.store, self.owner)
-
-    @cached_property
-    def persister(self) -> Persister:
-        """The persist policy (record, copy, fallbacks, rerun at most once). The copier's
-        bucket check comes first, before the catalog and SQLAlchemy (docs/BENCHMARKS.md)."""
-        from cachelayer.persist import Persister
-
-        with self._lock:
-            copier = self.copier
-            return Persister(self.settings, self.catalog, self.store, copier, lambda: self.api)
-
     # ---- the calls of the README --------------------------------------------------------
 
     def run(
-        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
-    ) -> Any:
+        self,
+        ref: str,
+        input: Input | None = None,
+        *,
+        on_expired: OnExpired = "raise",
+        **params: Unpack[CreateParams],
+    ) -> Output:
         """Run a model like ``replicate.run`` and return its output with every file
         replaced by a durable URL (same shape: str, list, dict, nested).
 
@@ -266,16 +90,21 @@ class CacheLayer:
         return self.output_of(self.run_result(ref, input, on_expired=on_expired, **params), on_expired)
 
     def run_result(
-        self, ref: str, input: dict[str, Any] | None = None, *, on_expired: OnExpired = "raise", **params: Any
+        self,
+        ref: str,
+        input: Input | None = None,
+        *,
+        on_expired: OnExpired = "raise",
+        **params: Unpack[CreateParams],
     ) -> PersistResult:
         """Like :meth:`run` but returns the :class:`~cachelayer.persist.PersistResult`
         (prediction, per-file records and errors) and does not raise for files that could
         not be copied."""
         persister = self.persister  # checks the store before paying for a prediction
-        prediction = self.api.create_and_wait(ref, input or {}, **params)
+        prediction = self.api.create_and_wait(ref, dict(input or {}), **params)
         return self._persist_finished(persister, prediction, on_expired)
 
-    def persist(self, prediction: Any, *, on_expired: OnExpired = "raise") -> Any:
+    def persist(self, prediction: str | PredictionLike, *, on_expired: OnExpired = "raise") -> Output:
         """Copy every file of an existing prediction; return its durable output.
 
         ``prediction``: an id, a :class:`~cachelayer.prediction.Prediction`, Replicate JSON
@@ -299,16 +128,18 @@ class CacheLayer:
         """
         return self.output_of(self.persist_result(prediction, on_expired=on_expired), on_expired)
 
-    def persist_result(self, prediction: Any, *, on_expired: OnExpired = "raise") -> PersistResult:
+    def persist_result(
+        self, prediction: str | PredictionLike, *, on_expired: OnExpired = "raise"
+    ) -> PersistResult:
         """Like :meth:`persist` but returns the per-file
         :class:`~cachelayer.persist.PersistResult` and does not raise for files that could
         not be copied (their errors are in it)."""
-        held = _held_prediction(prediction)
+        held = held_prediction(prediction)
         persister = self.persister  # checks the store before waiting on Replicate
         if held is not None and held.succeeded and held.output is not None:
             current = held  # in hand and finished: no re-read (the copier refreshes dead URLs)
         else:
-            current = self.api.wait(prediction if held is None else held.id)
+            current = self.api.wait(held.id if held is not None else str(prediction))
         result = self._persist_finished(persister, current, on_expired)
         if held is not None:
             self._remember_urls(held, result)
@@ -320,7 +151,7 @@ class CacheLayer:
         if not prediction.succeeded:
             from cachelayer.replicate_api import check_succeeded
 
-            self.catalog.predictions.record(prediction)
+            persister.record_prediction(prediction)  # with its manifest
             check_succeeded(prediction)
         return persister.persist(prediction, on_expired)
 
@@ -332,7 +163,7 @@ class CacheLayer:
             if rec is not None and ref.url != rec.source_url and not ref.url.startswith("data:"):
                 self.catalog.files.add_source_url(rec.id, ref.url)
 
-    def output_of(self, result: PersistResult, on_expired: OnExpired = "raise") -> Any:
+    def output_of(self, result: PersistResult, on_expired: OnExpired = "raise") -> Output:
         """The durable output of a :class:`~cachelayer.persist.PersistResult` (its rerun's,
         if there was one). Raises the first file error, as :meth:`persist` does (with
         ``on_expired="skip"``, not an :class:`~cachelayer.errors.ExpiredDownloadUrlError`:
@@ -347,7 +178,17 @@ class CacheLayer:
         stored = stored_as([f.record for f in final.files], self.durable_url)
         return durable_output(final.prediction.output, stored)
 
-    def enqueue(self, prediction: Any) -> list[FileRecord]:
+    def copy_file(self, file_id: int) -> FileRecord:
+        """Copy one recorded file (``FileRecord.id``: claim, fetch, store, record); return
+        its ``stored`` record. Idempotent and safe to run twice or at once: a stored file
+        comes back as it is, a file another process holds is waited for. Raises
+        ``FileNotRecordedError``, ``ExpiredDownloadUrlError``, the file's other error (retry
+        it when :func:`~cachelayer.errors.is_transient`); see :func:`cachelayer.units.copy_file`."""
+        from cachelayer.units import copy_file
+
+        return copy_file(self.catalog, self.copier, file_id)
+
+    def enqueue(self, prediction: PredictionLike) -> list[FileRecord]:
         """Record ``prediction`` (a :class:`~cachelayer.prediction.Prediction`, Replicate
         JSON or a ``replicate`` ``Prediction``; an id is not enough) and queue each of its
         files as ``pending`` for :meth:`work` (in this or any process); nothing is
@@ -359,7 +200,7 @@ class CacheLayer:
         :meth:`cachelayer.persist.Persister.rerun`)."""
         return self.persister.rerun(prediction_id)
 
-    def resolve(self, url: Any) -> str | None:
+    def resolve(self, url: str | FileOutputLike) -> str | None:
         """The durable URL of the file once served from ``url`` (a source URL, including
         ones since rotated, or either ``replicate`` client's ``FileOutput``), or ``None`` if
         no stored file came from it."""
@@ -376,6 +217,24 @@ class CacheLayer:
         return self.url_policy.render(
             record.key, lambda: self.store_for(record.store), store_uri=record.store
         )
+
+    # ---- delete and retention (cachelayer.delete) -----------------------------------------
+
+    def delete(
+        self, prediction_ids: str | Iterable[str], reason: str | None = None, *, dry_run: bool = False
+    ) -> DeleteSummary:
+        """Delete predictions' copies (an id or ids): each file's object from the store it
+        records, the recorded input and output; a tombstone stays (``reason``), so nothing
+        copies them again. Unknown ids are reported, not raised. Returns a
+        :class:`cachelayer.delete.DeleteSummary`; see :meth:`cachelayer.delete.Deleter.delete`."""
+        ids = [prediction_ids] if isinstance(prediction_ids, str) else list(prediction_ids)
+        return self.deleter.delete(ids, reason=reason, dry_run=dry_run)
+
+    def prune(self, older_than: timedelta, **options: Unpack[PruneOptions]) -> DeleteSummary:
+        """Delete (as :meth:`delete`) every prediction created more than ``older_than`` ago;
+        ``options``: ``models``, ``statuses``, ``dry_run``, ``reason``, ``progress``, ``stop``
+        (see :meth:`cachelayer.delete.Deleter.prune`)."""
+        return self.deleter.prune(older_than, **options)
 
     # ---- batch --------------------------------------------------------------------------
 
@@ -502,8 +361,9 @@ class CacheLayer:
         predictions created since the sweep's checkpoint (less an overlap; the last hour,
         the data's lifetime, the first time) are listed and each finished one whose files
         are not recorded is recorded and queued; predictions recorded as
-        ``starting``/``processing`` are re-read by id and handled once finished. The
-        checkpoint moves only after a complete pass.
+        ``starting``/``processing`` are re-read by id and handled once finished; half-done
+        deletes are finished, and with ``CACHELAYER_RETENTION`` older predictions pruned.
+        The checkpoint moves only after a complete pass.
 
         ``copy``: copy what is queued with ``concurrency`` threads (default the
         ``concurrency`` setting) and return once the queue is drained; ``False``: record and
@@ -517,7 +377,8 @@ class CacheLayer:
 
         persister = self.persister  # checks the store before anything is listed
         threads = (concurrency or self.settings.concurrency) if copy else 0
-        return Sweep(self.api, self.catalog, persister, stop=stop).run(self.copier if copy else None, threads)
+        sweep = Sweep(self.api, self.catalog, persister, stop=stop, deleter=self.deleter)
+        return sweep.run(self.copier if copy else None, threads)
 
     def work(
         self,
@@ -550,31 +411,9 @@ class CacheLayer:
 
         return self._beside(processes, once=once, run=run)
 
-    def close(self) -> None:
-        """Release connections, pools and background threads (of the parts that were built)."""
-        built = self.__dict__
-        if "mirror" in built:
-            self.mirror.close()
-        if "copier" in built:
-            self.copier.heartbeat.stop()
-        if "fetcher" in built:
-            self.fetcher.close()
-        if "store" in built:
-            self.store.close()
-        for other in self._stores.values():
-            other.close()
-        if "engine" in built:
-            self.engine.dispose()
-        if "adapter" in built:  # rebuilt on next use, as the engine's pool is
-            built.pop("api", None)
-            built.pop("adapter").close()
-
-    def __enter__(self) -> CacheLayer:
-        return self
-
     # ---- webhooks (cachelayer serve, or the app's own view) ---------------------------------
 
-    def create(self, ref: str, input: dict[str, Any] | None = None, **params: Any) -> Prediction:
+    def create(self, ref: str, input: Input | None = None, **params: Unpack[CreateParams]) -> Prediction:
         """Create a prediction that reports to ``CACHELAYER_WEBHOOK_URL`` when it completes
         (``webhook_events_filter=["completed"]``; ``params`` may override both), record it and
         return it (typed, usually ``starting``) without waiting. The webhook receiver
@@ -584,49 +423,31 @@ class CacheLayer:
 
         record = record_created(self.catalog)
         url = self.settings.webhook_url
-        return create_prediction(self.api, record, ref, input, webhook_url=url, **params)
+        return create_prediction(
+            self.api, record, ref, None if input is None else dict(input), webhook_url=url, **params
+        )
 
-    def handle_webhook(self, headers: Any, body: bytes) -> Any:
+    def handle_webhook(
+        self, headers: Mapping[str, str], body: bytes, *, enqueue: Callable[[str], object] | None = None
+    ) -> WebhookOutcome:
         """Verify one Replicate webhook delivery (``headers`` mapping, raw ``body`` bytes),
         record the prediction and queue its files, all before returning (synchronous; serve
-        instead answers from an inbox); returns a
+        instead answers from an inbox); ``enqueue(prediction_id)``: then hand the persist of a
+        succeeded prediction with files left to copy to the app's job queue (e.g. a Celery
+        task's ``delay``; :mod:`cachelayer.integrations`). Returns a
         :class:`cachelayer.webhooks.WebhookOutcome`. For apps receiving webhooks in their own
         views; see :meth:`cachelayer.webhooks.WebhookReceiver.handle` (raises
         :class:`~cachelayer.errors.WebhookVerificationError` for refused deliveries)."""
-        return self.webhooks.handle(headers, body)
+        return self.webhooks.handle(headers, body, then=enqueue)
 
     @property
-    def webhooks(self) -> Any:
+    def webhooks(self) -> WebhookReceiver:
         """The :class:`cachelayer.webhooks.WebhookReceiver` of this layer (built on first use)."""
         from cachelayer.webhooks import WebhookReceiver
 
-        receiver = self.__dict__.get("_webhooks")
+        receiver: WebhookReceiver | None = self.__dict__.get("_webhooks")
         if receiver is None:
             secret = self.settings.webhook_secret
-            made = WebhookReceiver(secret, lambda: self.client, lambda: self.catalog, self.enqueue)
-            receiver = self.__dict__.setdefault("_webhooks", made)
+            made = WebhookReceiver(secret, lambda: self.adapter.client, lambda: self.catalog, self.enqueue)
+            receiver = cast(WebhookReceiver, self.__dict__.setdefault("_webhooks", made))
         return receiver
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _held_prediction(prediction: Any) -> Prediction | None:
-    """``None`` for an id; the typed prediction for an object; ``ConfigError`` for a URL."""
-    if isinstance(prediction, str):
-        text = prediction.strip()
-        if "://" in text or text.startswith("data:") or "/" in text:
-            raise ConfigError(
-                f"persist takes a prediction id or a Prediction, not a URL ({text[:60]!r}); "
-                "to find the durable URL of a file you hold, use resolve(url)"
-            )
-        return None
-    if hasattr(prediction, "url") and not hasattr(prediction, "id"):  # a FileOutput
-        raise ConfigError(
-            "persist takes a prediction id or a Prediction, not a FileOutput; pass the prediction, "
-            "or use resolve(str(file_output)) for a file already stored"
-        )
-    try:
-        return Prediction.of(prediction)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"persist takes a prediction id or a Prediction: {exc}") from None

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from cachelayer.catalog.records import FileRecord, FileStatus
+from cachelayer.catalog.records import NO_COPY, FileRecord
 
 if TYPE_CHECKING:
     from cachelayer.catalog import Catalog  # imported by the layer when it opens the catalog
@@ -75,7 +75,7 @@ def release_dead_local_leases(catalog: Catalog) -> int:
 
 def claim_or_wait(catalog: Catalog, file_id: int, owner: str, lease_seconds: float) -> FileRecord | None:
     """Take the lease on ``file_id`` and return the claimed row; if another process holds
-    it, wait until that process stores the file (returns ``None``) or its lease lapses or
+    it, wait until that process stores the file or it is deleted (returns ``None``) or its lease lapses or
     its process is found dead on this host (then take it)."""
     looked_for_dead = False
     while True:
@@ -83,7 +83,7 @@ def claim_or_wait(catalog: Catalog, file_id: int, owner: str, lease_seconds: flo
         if claimed is not None:
             return claimed
         current = catalog.files.get(file_id)
-        if current is None or current.status == FileStatus.STORED:
+        if current is None or current.status in NO_COPY:  # stored, or its prediction deleted
             return None
         if not looked_for_dead:  # a killed process of this host need not hold us a whole lease
             looked_for_dead = True

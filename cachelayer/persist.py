@@ -30,7 +30,13 @@ from cachelayer import expiry
 from cachelayer.catalog.records import FileRecord, FileStatus, NewFile, PredictionRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome
-from cachelayer.errors import CacheLayerError, ExpiredDownloadUrlError, ModelNotFoundError, RerunError
+from cachelayer.errors import (
+    CacheLayerError,
+    ExpiredDownloadUrlError,
+    ModelNotFoundError,
+    PredictionDeletedError,
+    RerunError,
+)
 from cachelayer.expiry import OnExpired
 from cachelayer.keys import object_key
 from cachelayer.outputs import durable_output, find_files
@@ -138,8 +144,23 @@ class Persister:
     def record(self, prediction: Prediction, *, rerun_of: str | None = None) -> list[FileRecord]:
         """Record ``prediction`` and queue each of its files (``pending``); nothing is
         downloaded. Returns every file row of the prediction. Idempotent. One transaction:
-        a prediction the catalog refuses leaves neither it nor any of its files."""
-        return self._record(prediction, rerun_of=rerun_of, claim=False)[0]
+        a prediction the catalog refuses leaves neither it nor any of its files. Writes its
+        manifest when none of its files is left to copy (:mod:`cachelayer.manifests`)."""
+        rows = self._record(prediction, rerun_of=rerun_of, claim=False)[0]
+        if all(r.status != FileStatus.PENDING for r in rows):  # else its last copy writes it
+            self.publish(prediction.id)
+        return rows
+
+    def record_prediction(self, prediction: Prediction) -> None:
+        """Record ``prediction`` alone (one that did not succeed: no file is queued) and
+        write its manifest."""
+        self.catalog.predictions.record(prediction)
+        self.publish(prediction.id)
+
+    def publish(self, prediction_id: str) -> bool:
+        """(Re)write ``prediction_id``'s manifest if none of its files is pending
+        (:meth:`cachelayer.manifests.Manifests.publish`; never raises)."""
+        return self.copier.manifests.publish(prediction_id)
 
     def _record(
         self, prediction: Prediction, *, rerun_of: str | None, claim: bool
@@ -206,6 +227,8 @@ class Persister:
             done.update({o.record.id: o for o in outcomes})
         result = PersistResult(pid, prediction)
         result.files = sorted(done.values(), key=lambda o: o.record.output_path)
+        if all(o.record.status != FileStatus.PENDING for o in result.files):
+            self.publish(pid)  # after its files (the last one's transaction recorded the durable output)
         return result
 
     # ---- the policy -------------------------------------------------------------------
@@ -224,9 +247,10 @@ class Persister:
         result = self.copy_files(prediction, rerun_of=rerun_of)
         rows = [f.record for f in result.files]
         by_copy = any(f.output_recorded for f in result.files)
-        if not (by_copy and all(r.status == FileStatus.STORED for r in rows)):
-            # no transaction of this call stored the last file: the durable output is recorded now
-            self.save_durable_output(prediction, rows)
+        recorded_by_copy = by_copy and all(r.status == FileStatus.STORED for r in rows)
+        # no transaction of this call stored the last file: the durable output is recorded now
+        if not recorded_by_copy and self.save_durable_output(prediction, rows):
+            self.publish(prediction.id)
         expired = any(isinstance(f.error, ExpiredDownloadUrlError) for f in result.files)
         unknown = prediction.output is None and prediction.data_removed
         if not (expired or unknown) or rerun_of is not None:
@@ -255,7 +279,10 @@ class Persister:
         persists it. A rerun that already exists is persisted and returned instead.
         Raises :class:`RerunError` (no recorded input, model or version), and the errors of
         creating and waiting for a prediction (``ModelNotFoundError``,
-        ``PredictionFailedError``, ``WaitTimeoutError``...)."""
+        ``PredictionFailedError``, ``WaitTimeoutError``...); :class:`PredictionDeletedError`
+        for a deleted prediction."""
+        if self.catalog.tombstones.get_many([prediction_id]):
+            raise PredictionDeletedError(prediction_id)
         existing = self._existing_rerun(prediction_id)
         if existing is not None:
             return self._persist_rerun(existing, prediction_id)
@@ -323,14 +350,16 @@ class Persister:
 
     # ---- durable output -----------------------------------------------------------------
 
-    def save_durable_output(self, prediction: Prediction, files: Sequence[FileRecord]) -> None:
+    def save_durable_output(self, prediction: Prediction, files: Sequence[FileRecord]) -> bool:
         """Record the output with object URIs (``s3://bucket/key``) in place of the stored
-        ``files`` and ``None`` in place of the others (:func:`cachelayer.outputs.durable_output`)."""
+        ``files`` and ``None`` in place of the others (:func:`cachelayer.outputs.durable_output`);
+        returns whether there was an output to record."""
         if prediction.output is None:
-            return
+            return False
         stored = stored_as(files, lambda f: self.store.object_uri(f.key))
         durable = durable_output(prediction.output, stored, keep_sources=False)
         self.catalog.predictions.set_durable_output(prediction.id, durable)
+        return True
 
 
 def stored_as(files: Sequence[FileRecord], render: Callable[[FileRecord], str]) -> dict[str, str]:

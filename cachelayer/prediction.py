@@ -16,13 +16,26 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from cachelayer.errors import ConfigError
 from cachelayer.outputs import replace_files
 
-__all__ = ["Prediction", "PredictionStatus", "as_json", "is_version_id", "parse_time"]
+if TYPE_CHECKING:
+    from cachelayer.model_io import JSONObject, JSONValue, ReplicatePredictionLike
+
+__all__ = [
+    "Prediction",
+    "PredictionLike",
+    "PredictionStatus",
+    "as_json",
+    "held_prediction",
+    "is_version_id",
+    "parse_time",
+]
 
 _VERSION_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -44,7 +57,7 @@ class PredictionStatus(str, enum.Enum):
         return self in _TERMINAL
 
     @classmethod
-    def parse(cls, value: Any) -> PredictionStatus:
+    def parse(cls, value: object) -> PredictionStatus:
         """The status named by ``value`` (``UNKNOWN`` for anything unrecognised or missing)."""
         try:
             return cls(str(value))
@@ -130,8 +143,8 @@ class Prediction:
     model: str | None = None
     version: str | None = None
     source: str | None = None
-    input: dict[str, Any] | None = None
-    output: Any = None
+    input: JSONObject | None = None
+    output: JSONValue = None
     error: str | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -139,10 +152,10 @@ class Prediction:
     data_removed: bool = False
     deployment: str | None = None
     urls: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: JSONObject = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Prediction:
+    def from_json(cls, data: JSONObject) -> Prediction:
         """Build from Replicate's JSON. Raises ``ValueError`` when ``id`` is missing."""
         pid = data.get("id")
         if not pid or not isinstance(pid, str):
@@ -171,7 +184,7 @@ class Prediction:
         )
 
     @classmethod
-    def of(cls, prediction: Any) -> Prediction:
+    def of(cls, prediction: PredictionLike) -> Prediction:
         """A :class:`Prediction` from itself, a JSON dict or either ``replicate`` client's
         ``Prediction`` object; ``FileOutput`` objects (1.x or 2.x: anything with a string
         ``url``) in its output become their URLs. Raises ``TypeError``/``ValueError`` for
@@ -197,10 +210,38 @@ class Prediction:
         """When it completed, else when it was created: the clock of Replicate's removal."""
         return self.completed_at or self.created_at
 
-    def with_output(self, output: Any) -> Prediction:
+    def with_output(self, output: JSONValue) -> Prediction:
         """A copy whose ``output`` is ``output``."""
         return replace(self, output=output)
 
 
+#: What the public API takes as a prediction: a :class:`Prediction`, Replicate's JSON or
+#: either ``replicate`` client's ``Prediction`` object.
+PredictionLike: TypeAlias = "Prediction | Mapping[str, JSONValue] | ReplicatePredictionLike"
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def held_prediction(prediction: str | PredictionLike) -> Prediction | None:
+    """What ``persist`` was given: ``None`` for an id; the typed prediction for an object.
+    Raises :class:`~cachelayer.errors.ConfigError` for a URL, a ``FileOutput`` or anything
+    else that is not a prediction."""
+    if isinstance(prediction, str):
+        text = prediction.strip()
+        if "://" in text or text.startswith("data:") or "/" in text:
+            raise ConfigError(
+                f"persist takes a prediction id or a Prediction, not a URL ({text[:60]!r}); "
+                "to find the durable URL of a file you hold, use resolve(url)"
+            )
+        return None
+    if hasattr(prediction, "url") and not hasattr(prediction, "id"):  # a FileOutput
+        raise ConfigError(
+            "persist takes a prediction id or a Prediction, not a FileOutput; pass the prediction, "
+            "or use resolve(str(file_output)) for a file already stored"
+        )
+    try:
+        return Prediction.of(prediction)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"persist takes a prediction id or a Prediction: {exc}") from None

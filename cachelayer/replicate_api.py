@@ -43,6 +43,7 @@ from cachelayer.replicate_clients import (
     ReplicateUnreachableError,
     make_client,
 )
+from cachelayer.retry_policy import API_CREATE
 
 __all__ = [
     "MAX_PREFER_WAIT",
@@ -56,10 +57,10 @@ __all__ = [
 
 log = logging.getLogger("cachelayer")
 
-#: POST attempts on 429/503 before the error is raised, and the longest wait between them (s).
-CREATE_ATTEMPTS = 5
-CREATE_MAX_DELAY = 30.0
-_RETRY_STATUSES = (429, 503)
+#: POST attempts on 429/503 before the error is raised, and the longest wait between them
+#: (s): :data:`cachelayer.retry_policy.API_CREATE`.
+CREATE_ATTEMPTS: int = API_CREATE.attempts or 1
+CREATE_MAX_DELAY = API_CREATE.max_delay_s
 #: Longest ``Prefer: wait`` Replicate holds a create, in seconds: ``wait`` means up to 60 s,
 #: ``wait=N`` takes N in 1..60 (replicate-openapi.json, "Prefer" header of the creates).
 MAX_PREFER_WAIT = 60
@@ -283,10 +284,9 @@ class ReplicateApi:
             try:
                 pred = self.adapter.create(request)
             except ReplicateHTTPError as exc:
-                if exc.status not in _RETRY_STATUSES or attempt == CREATE_ATTEMPTS:
+                if exc.status not in API_CREATE.retry_on or API_CREATE.gives_up_after(attempt):
                     raise _translate(exc, what, ModelNotFoundError) from None
-                delay = exc.retry_after
-                delay = min(CREATE_MAX_DELAY, 2.0 ** (attempt - 1) if delay is None else delay)
+                delay = API_CREATE.delay(attempt, retry_after=exc.retry_after)
                 log.info("create of %s answered %s; retry %d in %.1f s", ref, exc.status, attempt, delay)
                 time.sleep(delay)
                 continue

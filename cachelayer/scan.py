@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from cachelayer.copier import Copier
-from cachelayer.errors import CacheLayerError, CatalogWriteError, ConfigError, failure_reason
+from cachelayer.errors import (
+    CacheLayerError,
+    CatalogWriteError,
+    ConfigError,
+    PredictionDeletedError,
+    failure_reason,
+)
 from cachelayer.expiry import OnExpired, check_on_expired
 from cachelayer.leases import release_dead_local_leases
 from cachelayer.outputs import find_files
@@ -311,14 +317,18 @@ def queue_prediction(persister: Persister, tally: Tally, p: Prediction) -> int:
     how many were queued. A prediction whose data is gone (``data_removed``) has its
     unstored files marked ``expired`` with that reason, and nothing queued; ``data:``
     payloads (never kept in the catalog) are copied at once, while they are in hand.
+    A deleted prediction (a tombstone) is skipped: nothing recorded, ``0``.
     Counts go to ``tally``. Raises :class:`~cachelayer.errors.CatalogWriteError` when the
     catalog refuses the prediction (nothing of it is written) and catalog outages."""
-    if p.data_removed:
-        tally.add(predictions_removed=1)
-        for o in persister.copy_files(p).files:  # marks unstored files expired; no download
-            tally.outcome(o)
+    try:
+        if p.data_removed:
+            tally.add(predictions_removed=1)
+            for o in persister.copy_files(p).files:  # marks unstored files expired; no download
+                tally.outcome(o)
+            return 0
+        rows = persister.record(p)
+    except PredictionDeletedError:  # deleted (cachelayer delete): never recorded again
         return 0
-    rows = persister.record(p)
     queued = sum(r.status != "stored" for r in rows)
     tally.add(files_queued=queued, files_skipped=len(rows) - queued)
     inline = {f.path: f.url for f in find_files(p.output) if f.url.startswith("data:")}

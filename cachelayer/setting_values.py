@@ -14,7 +14,12 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cachelayer.errors import ConfigError
 from cachelayer.masking import mask_secrets
+from cachelayer.timeparse import parse_duration
 from cachelayer.urls import parse_host_patterns
+
+#: The shortest retention ``CACHELAYER_RETENTION`` takes, seconds (one hour: Replicate
+#: itself keeps API predictions' data that long; anything shorter is taken for a typo).
+MIN_RETENTION_SECONDS = 3600.0
 
 __all__ = [
     "CA_BUNDLE_VARIABLES",
@@ -24,6 +29,7 @@ __all__ = [
     "mirror_url_list",
     "check_text",
     "database_url_parts",
+    "retention_seconds",
     "host_list",
     "http_url",
     "resolve_ca_bundle",
@@ -246,3 +252,31 @@ def host_list(raw: Any, setting: str) -> tuple[str, ...] | None:
         return None
     parse_host_patterns(hosts, setting=setting)
     return hosts
+
+
+def retention_seconds(raw: object, name: str = "CACHELAYER_RETENTION") -> float | None:
+    """``CACHELAYER_RETENTION`` in seconds, or ``None`` (off: ``None``, empty, ``off``,
+    ``0``). Text is a duration (``90d``, ``12w``, ``36h``; :func:`cachelayer.timeparse.parse_duration`),
+    a number is seconds. Raises :class:`ConfigError` naming ``name`` for anything else and
+    for less than :data:`MIN_RETENTION_SECONDS`."""
+    if raw is None or isinstance(raw, bool):
+        if raw is None:
+            return None
+        raise ConfigError(f"{name} must be a duration such as 90d, got {shown(raw)}")
+    if isinstance(raw, (int, float)):
+        seconds = float(raw)
+    else:
+        text = str(raw).strip().lower()
+        if text in ("", "off", "0"):
+            return None
+        try:
+            seconds = parse_duration(text).total_seconds()
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be a duration such as 90d, 12w or 36h (or off), got {shown(raw)}"
+            ) from None
+    if seconds == 0:
+        return None
+    if not seconds >= MIN_RETENTION_SECONDS or seconds != seconds or seconds == float("inf"):
+        raise ConfigError(f"{name} must be at least 1h (or off), got {shown(raw)}")
+    return seconds

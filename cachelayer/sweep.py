@@ -23,6 +23,10 @@ pass of the sweep closes that gap:
    a finished one is handled as in step 1, a running one is left for the next pass. One
    that answers 404 is recorded as ``data_removed`` with the reason as its ``error`` (and is
    not read again); any other error is counted in the summary and the pass goes on.
+0. **Deletes.** Before the listing: deletes a process left half-done are finished, and with
+   a retention (``CACHELAYER_RETENTION``) predictions created longer ago are deleted
+   (:class:`~cachelayer.delete.Deleter`: ``prune``); counted in ``predictions_deleted`` and
+   ``bytes_deleted``. A deleted prediction is never recorded again: the listing skips it.
 3. **Checkpoint.** Only after both steps ran to the end is the checkpoint saved: the newest
    ``created_at`` the listing saw (Replicate's clock, so no skew with this host's), never
    moved backwards. A pass that raised (Replicate or the catalog unreachable) or was stopped
@@ -42,13 +46,13 @@ import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.checkpoints import checkpoint_name
 from cachelayer.catalog.records import PredictionRecord
 from cachelayer.catalog.server_state import ServerState
 from cachelayer.copier import Copier
+from cachelayer.delete import Deleter
 from cachelayer.errors import CacheLayerError, PredictionNotFoundError
 from cachelayer.expiry import REPLICATE_RETENTION_SECONDS
 from cachelayer.outputs import find_files
@@ -57,6 +61,9 @@ from cachelayer.prediction import Prediction, parse_time
 from cachelayer.replicate_api import ReplicateApi
 from cachelayer.scan import QueuedFn, Scan, ScanFilter, beside_pool, queue_prediction
 from cachelayer.workers import BackfillSummary, Tally, finish
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog
 
 __all__ = ["OVERLAP_SECONDS", "REREAD_LIMIT", "SWEEP_CHECKPOINT", "Sweep", "SweepSummary"]
 
@@ -91,7 +98,9 @@ class SweepSummary:
     after the pass (``None``: none yet); ``complete``: the pass ran to the end and the
     checkpoint was saved; ``stopped``: it was asked to stop first. ``failures``: predictions
     not recorded and files failed, counted by reason (the error class); ``errors``: one line
-    per prediction the re-reads could not handle.
+    per prediction the re-reads could not handle. ``predictions_deleted`` /
+    ``bytes_deleted``: deletes finished by this pass (half-done ones and, with a retention,
+    old ones), ``deletes_unfinished``: deletes left for the next pass (a store failed).
     """
 
     since: str | None = None
@@ -106,6 +115,9 @@ class SweepSummary:
     files_failed: int = 0
     files_retrying: int = 0
     bytes_stored: int = 0
+    predictions_deleted: int = 0
+    bytes_deleted: int = 0
+    deletes_unfinished: int = 0
     elapsed_seconds: float = 0.0
     complete: bool = False
     stopped: bool = False
@@ -149,7 +161,9 @@ class _Pages:
 class Sweep:
     """One pass (see the module docstring): ``Sweep(api, catalog, persister).run(copier,
     concurrency)``. ``stop``: set it to end the pass early (between pages and re-reads);
-    ``now``: the current time (aware UTC; default the clock), for the first window."""
+    ``now``: the current time (aware UTC; default the clock), for the first window;
+    ``deleter``: finishes half-done deletes and, with its ``retention``, prunes predictions
+    created longer ago (step 0; ``None``: no deletes)."""
 
     def __init__(
         self,
@@ -159,8 +173,10 @@ class Sweep:
         *,
         stop: threading.Event | None = None,
         now: datetime | None = None,
+        deleter: Deleter | None = None,
     ) -> None:
         self.api, self.catalog, self.persister = api, catalog, persister
+        self.deleter = deleter
         self.stop = stop or threading.Event()
         self.now = now or datetime.now(timezone.utc)
         self.tally = Tally(BackfillSummary(), None)
@@ -175,6 +191,7 @@ class Sweep:
         Returns the summary. Raises what listing raises (Replicate errors after the
         client's retries, :class:`~cachelayer.errors.ReplicateConfigError`) and catalog
         outages; then the checkpoint is not moved."""
+        self._deletes()
         saved = self.catalog.checkpoints.load(SWEEP_CHECKPOINT)
         high = parse_time(saved.state.get("newest")) if saved is not None else None
         since = (
@@ -212,6 +229,25 @@ class Sweep:
         else:
             self._save_checkpoint()
         return self._summary()
+
+    # ---- step 0: deletes -------------------------------------------------------------------
+
+    def _deletes(self) -> None:
+        if self.deleter is None:
+            return
+        runs = [self.deleter.finish_unfinished()]
+        if self.deleter.retention is not None:
+            runs.append(self.deleter.prune(self.deleter.retention, stop=self.stop, now=self.now))
+        for run in runs:
+            self.summary.predictions_deleted += run.predictions
+            self.summary.bytes_deleted += run.bytes_freed
+        self.summary.deletes_unfinished = len(self.catalog.tombstones.unfinished(1000))
+        if self.summary.predictions_deleted:
+            log.info(
+                "sweep: %d prediction(s) deleted, %d bytes freed",
+                self.summary.predictions_deleted,
+                self.summary.bytes_deleted,
+            )
 
     # ---- step 1: the listing --------------------------------------------------------------
 

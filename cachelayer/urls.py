@@ -27,6 +27,9 @@ Every decision about *where* a download goes is made here, from one parse:
   for the simulator) allows exactly that address and port.
   :mod:`cachelayer.netguard` applies the policy again to the resolved address at connect
   time, so DNS rebinding cannot bypass it.
+
+Which of the allowed URLs may get the Replicate token, and that the API's own origin serves
+no outputs, is decided in :mod:`cachelayer.token_scope`.
 """
 
 from __future__ import annotations
@@ -446,99 +449,6 @@ class AddressPolicy:
                     url=parsed.url,
                 )
         return pattern
-
-
-# ---- the Replicate API origin: no output lives in its namespace --------------------------
-
-#: The one file-serving path in the API's namespace: ``GET /v1/files/{file_id}/download``
-#: (OpenAPI ``files.download``, "Download a file by providing the file owner, access expiry,
-#: and a valid signature"; shared/reference/replicate-openapi.json). Ids are plain tokens.
-_API_DOWNLOAD_RE = re.compile(r"/files/[A-Za-z0-9_-]{1,256}/download")
-DEFAULT_API_BASE_URL = "https://api.replicate.com"
-
-
-def _path_segments(path: str) -> list[str]:
-    """``path`` as the segments a lenient server may read: percent-decoded until stable,
-    lower-cased, ``;params`` cut, empty and ``.`` segments dropped, ``..`` resolved."""
-    for _ in range(4):
-        decoded = unquote(path, errors="replace")
-        if decoded == path:
-            break
-        path = decoded
-    out: list[str] = []
-    for segment in path.lower().replace("\\", "/").split("/"):
-        segment = segment.split(";", 1)[0]
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if out:
-                out.pop()
-            continue
-        out.append(segment)
-    return out
-
-
-@dataclass(frozen=True)
-class ApiOrigin:
-    """Replicate's API as configured (``REPLICATE_BASE_URL``, default
-    ``https://api.replicate.com``): its ``host`` and ``port`` and its ``namespace``, the
-    path under which every documented endpoint lives (``/v1``, the OpenAPI ``servers`` URL
-    ``https://api.replicate.com/v1``; a base URL's own path is kept in front, and a base URL
-    ending in ``/v1``, as the 2.x client takes it, is not doubled).
-
-    An output URL on this host and port whose path is in the namespace is an API call, not a
-    file (e.g. ``/v1/predictions``: the account's prediction list), so it is refused, however
-    the path is spelled, unless it is exactly the Files API's download path
-    ``{namespace}/files/{file_id}/download``, the only file-serving path there. Other paths
-    on the API host are no API endpoints; they are fetched like any allow-listed host's,
-    and (:meth:`serves_files` being false) never with the token.
-    """
-
-    host: str
-    port: int
-    namespace: str
-
-    @classmethod
-    def from_base_url(cls, base_url: str | None) -> ApiOrigin:
-        """The origin of ``base_url`` (``None``: :data:`DEFAULT_API_BASE_URL`). Raises
-        :class:`~cachelayer.errors.ConfigError` when it is no plain ``http(s)`` URL."""
-        try:
-            parsed = parse_source_url(base_url or DEFAULT_API_BASE_URL)
-        except (MalformedUrlError, DisallowedUrlError) as exc:
-            raise ConfigError(f"REPLICATE_BASE_URL: {exc}") from None
-        path = urlsplit(parsed.prepared).path.rstrip("/")
-        if path.lower().split("/")[-1] != "v1":
-            path += "/v1"
-        return cls(parsed.host, parsed.port, path)
-
-    def holds(self, parsed: SourceUrl) -> bool:
-        """Whether ``parsed`` is on the API's host and port (any scheme)."""
-        return (parsed.host, parsed.port) == (self.host, self.port)
-
-    def serves_files(self, parsed: SourceUrl) -> bool:
-        """Whether ``parsed`` is the API's file download path, spelled exactly."""
-        path = urlsplit(parsed.prepared).path
-        return (
-            self.holds(parsed)
-            and path.startswith(self.namespace)
-            and _API_DOWNLOAD_RE.fullmatch(path[len(self.namespace) :]) is not None
-        )
-
-    def refusal(self, parsed: SourceUrl) -> DisallowedUrlError | None:
-        """The error refusing ``parsed`` as a source (an API call on the API origin), or
-        ``None`` when it may be downloaded."""
-        if not self.holds(parsed) or self.serves_files(parsed):
-            return None
-        namespace = _path_segments(self.namespace)
-        if _path_segments(urlsplit(parsed.prepared).path)[: len(namespace)] != namespace:
-            return None
-        return DisallowedUrlError(
-            f"refusing to download {parsed.url[:200]}: it is a Replicate API call on "
-            f"{parsed.host_port}, not a file; the only file-serving path there is "
-            f"{self.namespace}/files/{{file_id}}/download (refused whatever "
-            "CACHELAYER_ALLOWED_HOSTS allows: the API token must not fetch account data)",
-            url=parsed.url,
-        )
 
 
 def signed_url_expired(url: str, now: float | None = None) -> bool:

@@ -39,7 +39,8 @@ from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from cachelayer.errors import CatalogWriteError, ConfigError, WebhookVerificationError
+from cachelayer.catalog.records import FileStatus
+from cachelayer.errors import CatalogWriteError, ConfigError, PredictionDeletedError, WebhookVerificationError
 from cachelayer.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -432,14 +433,19 @@ class WebhookReceiver:
             webhook_id, prediction.id, status, duplicate=not fresh, inbox=fresh, prediction=prediction
         )
 
-    def handle(self, headers: Mapping[str, str], body: bytes) -> WebhookOutcome:
+    def handle(
+        self, headers: Mapping[str, str], body: bytes, *, then: Callable[[str], object] | None = None
+    ) -> WebhookOutcome:
         """Verify and act on one delivery at once (``headers`` any case-insensitive mapping
         or dict, ``body`` the raw bytes as received): the library's synchronous mode.
 
         A finished prediction (``succeeded``, ``failed``, ``canceled``, ``aborted``) is
         recorded and its files queued as ``pending``; an unfinished one (``start``/``output``
         events) is recorded unless the catalog already has it finished. A repeated
-        ``webhook-id`` does nothing and comes back with ``duplicate=True``.
+        ``webhook-id`` does nothing and comes back with ``duplicate=True``. ``then``: called
+        with the prediction id once a succeeded prediction with files left to copy is
+        recorded (the app's job queue persists it); if it raises, the delivery is not
+        remembered either (Replicate's retry is acted on).
 
         Raises :class:`~cachelayer.errors.WebhookVerificationError` (refused, nothing done),
         :class:`~cachelayer.errors.ReplicateConfigError` when the secret cannot be read, and
@@ -455,6 +461,12 @@ class WebhookReceiver:
                 return WebhookOutcome(webhook_id, prediction.id, status, duplicate=True)
             try:
                 files = self._act(prediction)
+                if (
+                    then is not None
+                    and prediction.succeeded
+                    and any(f.status != FileStatus.STORED for f in files)
+                ):
+                    then(prediction.id)
             except BaseException:
                 state.forget_delivery(webhook_id)
                 raise
@@ -463,8 +475,12 @@ class WebhookReceiver:
         return outcome
 
     def _act(self, prediction: Prediction) -> list[FileRecord]:
-        if prediction.terminal:
-            return self._enqueue(prediction)
+        try:
+            if prediction.terminal:
+                return self._enqueue(prediction)
+        except PredictionDeletedError:  # deleted (cachelayer delete): acted on by doing nothing
+            log.info("webhook for deleted prediction %s ignored", prediction.id)
+            return []
         self.state.record_progress(prediction)
         return []
 

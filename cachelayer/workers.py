@@ -15,13 +15,12 @@ cannot hand out claims, trying again with a backoff up to 30 s.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +28,9 @@ from cachelayer.catalog.records import FileRecord
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import ExpiredDownloadUrlError, failure_reason
 from cachelayer.leases import release_dead_local_leases
-from cachelayer.outputs import file_url, lookup
 from cachelayer.prediction import Prediction
+from cachelayer.retry_policy import CLAIM
+from cachelayer.units import source_url
 
 if TYPE_CHECKING:
     from cachelayer.catalog import Catalog  # imported by the layer when it opens the catalog
@@ -280,15 +280,7 @@ class WorkerPool:
             self._finished[pid] = stamp
 
     def _source_url(self, row: FileRecord) -> str:
-        """The row's source URL; a ``data:`` URI is recorded as a digest, so the payload
-        comes from the recorded output at the row's output path (when kept there)."""
-        url = row.source_url
-        if url.startswith("data:"):
-            rec = self.catalog.predictions.get(row.prediction_id)
-            if rec is not None:
-                with contextlib.suppress(KeyError):
-                    url = file_url(lookup(rec.output, row.output_path)) or url
-        return url
+        return source_url(self.catalog, row)
 
     def _idle(self) -> bool:
         """Whether this run is done: the scan (if any) finished and no pending file is left
@@ -329,7 +321,7 @@ class WorkerPool:
                     if self.once:
                         raise  # a run that ends reports it (the CLI: one line, exit 1)
                     failures += 1
-                    delay = min(30.0, self.idle_poll * 2**failures)
+                    delay = replace(CLAIM, base_delay_s=2 * self.idle_poll).delay(failures)
                     log.warning("could not claim a file (%s); trying again in %.0f s", exc, delay)
                     self.stop.wait(delay)
                     continue

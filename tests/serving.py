@@ -84,13 +84,15 @@ def process_env(
 ) -> dict[str, str]:
     """Environment of a `cachelayer` process on the simulator, the S3 server and the catalog:
     this process's environment without the variables starting with ``drop``, then the
-    catalog, ``storage_url``, the simulator's host allowed, the S3 endpoint and credentials,
+    catalog, ``storage_url``, the simulator's delivery host allowed and marked as serving files
+    (it gets the token, as replicate.delivery does), the S3 endpoint and credentials,
     the simulator's token and base URL; ``extra``: more variables (they win)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         CACHELAYER_DATABASE_URL=catalog_url,
         CACHELAYER_STORAGE_URL=storage_url,
-        CACHELAYER_ALLOWED_HOSTS=sim.host_port,
+        CACHELAYER_ALLOWED_HOSTS=sim.delivery_host_port,
+        CACHELAYER_TOKEN_HOSTS=sim.delivery_host_port,
         AWS_ENDPOINT_URL_S3=s3_server.endpoint_url,
         AWS_ACCESS_KEY_ID=s3_server.access_key_id,
         AWS_SECRET_ACCESS_KEY=s3_server.secret_access_key,
@@ -118,7 +120,9 @@ def serve_env(sim: Any, s3_server: Any, bucket: str, catalog_url: str, **extra: 
 
 def layer_options(sim: Any, s3_server: Any, bucket: str, catalog_url: str) -> dict[str, Any]:
     """``CacheLayer`` keyword arguments for the simulator, the bucket (prefix ``replicate``)
-    and the catalog, auto-migrating (the ``make_layer`` fixture's defaults)."""
+    and the catalog, auto-migrating (the ``make_layer`` fixture's defaults). Downloads are
+    allowed from the simulator's delivery origin, which gets the token as replicate.delivery
+    does (the API origin itself serves no outputs: :mod:`cachelayer.token_scope`)."""
     return dict(
         database_url=catalog_url,
         storage_url=f"s3://{bucket}/replicate",
@@ -127,7 +131,8 @@ def layer_options(sim: Any, s3_server: Any, bucket: str, catalog_url: str) -> di
         replicate_api_token=sim.token,
         replicate_base_url=sim.base_url,
         ca_bundle=sim.ca_file,
-        allowed_hosts=sim.host_port,
+        allowed_hosts=sim.delivery_host_port,
+        token_hosts=(sim.delivery_host_port,),
         auto_migrate=True,
     )
 

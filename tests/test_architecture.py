@@ -122,6 +122,8 @@ LOWER_PREFIXES = (
     "cachelayer.scan",
     "cachelayer.sweep",
     "cachelayer.verify",
+    "cachelayer.manifests",
+    "cachelayer.rebuild",
 )
 
 
@@ -280,3 +282,75 @@ def test_every_package_is_in_the_wheel():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(root).parts) for p in (root / "cachelayer").rglob("__init__.py")}
     assert found <= listed, sorted(found - listed)
+
+
+#: What builds a retry: urllib3's ``Retry`` (and cachelayer's subclasses of it), botocore's
+#: ``retries`` config, tenacity's retrying, stop and wait objects. Only the one module that
+#: names every retry policy builds them (issue 20: one retry policy type, named in one place).
+RETRY_POLICY_MODULE = "cachelayer.retry_policy"
+TENACITY_BUILDERS = ("stop_", "wait_", "retry_", "Retrying", "AsyncRetrying")
+
+
+def retry_subclasses(source: str) -> set[str]:
+    """Classes ``source`` derives from urllib3's ``Retry`` (``netguard.DeadlineRetry``)."""
+    return {
+        node.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef) and any(ast.unparse(b).endswith("Retry") for b in node.bases)
+    }
+
+
+def builds_retries(source: str, subclasses: set[str] | None = None) -> list[int]:
+    """Lines of ``source`` that build a retry object (``subclasses``: names of the
+    library's ``Retry`` subclasses, which build one too)."""
+    tree = ast.parse(source)
+    retry_classes = {"Retry"} | retry_subclasses(source) | (subclasses or set())
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tenacity":
+            lines += [node.lineno for a in node.names if a.name.startswith(TENACITY_BUILDERS)]
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if (
+            isinstance(func, ast.Name)
+            and func.id in retry_classes
+            or isinstance(func, ast.Attribute)
+            and func.attr in retry_classes
+            or isinstance(func, ast.Attribute)
+            and ast.unparse(func.value).split(".")[0] == "tenacity"
+            or ast.unparse(func).endswith("Config")
+            and any(k.arg == "retries" for k in node.keywords)
+        ):
+            lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_only_the_retry_policy_module_builds_retries():
+    """urllib3 ``Retry``, botocore ``retries`` and tenacity objects come from
+    :mod:`cachelayer.retry_policy` (its policies' ``to_urllib3``, ``to_botocore_config``,
+    ``retrying``); every other module takes a named policy from there."""
+    texts = {name: path.read_text(encoding="utf-8") for name, path in modules().items()}
+    subclasses = set().union(*(retry_subclasses(t) for t in texts.values()))
+    found = {
+        name: lines
+        for name, text in texts.items()
+        if name != RETRY_POLICY_MODULE and (lines := builds_retries(text, subclasses))
+    }
+    assert found == {}
+
+
+def test_the_retry_builder_finder_finds_builders():
+    assert builds_retries("from urllib3.util.retry import Retry\nr = Retry(total=3)\n") == [2]
+    assert builds_retries("class D(Retry):\n    pass\nr = D(total=3)\n") == [3]
+    assert builds_retries(
+        "import botocore.config\nc = botocore.config.Config(retries={'mode': 'standard'})\n"
+    ) == [2]
+    assert builds_retries("from botocore.config import Config\nc = Config(connect_timeout=1)\n") == []
+    assert builds_retries("from tenacity import Retrying, stop_after_delay\n") == [1]
+    assert builds_retries("import tenacity\nr = tenacity.Retrying(wait=tenacity.wait_fixed(1))\n") == [2]
+    assert builds_retries("import tenacity\ns = tenacity.stop_after_attempt(3)\n") == [2]
+    assert builds_retries("from tenacity import RetryCallState\n") == []
+    assert builds_retries("r = DeadlineRetry(total=3)\n", {"DeadlineRetry"}) == [1]
+    assert builds_retries("policy = DOWNLOAD.to_urllib3(DeadlineRetry)\n", {"DeadlineRetry"}) == []
+    assert builds_retries("await asyncio.wait_for(x, 1)\nq.wait_terminal(p)\n") == []

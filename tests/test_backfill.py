@@ -36,9 +36,11 @@ def seed_history(sim, n_pred=12, files_per=2, size=3000, start=0, step=60.0):
     return made
 
 
-def objects(s3_server, bucket):
+def objects(s3_server, bucket, *, manifests=False):
+    """The bucket's output copies (``manifests``: its prediction manifests instead)."""
     paginator = s3_server.client().get_paginator("list_objects_v2")
-    return [o for page in paginator.paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    listed = [o for page in paginator.paginate(Bucket=bucket) for o in page.get("Contents", [])]
+    return [o for o in listed if ("/_manifests/" in "/" + o["Key"]) == manifests]
 
 
 def test_backfill_copies_every_retrievable_file_and_records_the_rest(
@@ -71,6 +73,7 @@ def test_backfill_copies_every_retrievable_file_and_records_the_rest(
     assert summary.predictions_removed == 1 and summary.exit_code == 0
     assert summary.bytes_stored == 24 * 3000
     assert len(objects(s3_server, s3_bucket)) == 24
+    assert len(objects(s3_server, s3_bucket, manifests=True)) == len(made) + 3  # one per prediction
     for pid, files in made.items():
         rows = layer.catalog.files_of(pid)
         assert [r.sha256 for r in rows] == [f.sha256() for f in files]
@@ -107,7 +110,7 @@ def test_dry_run_writes_nothing(make_layer, replicate_simulator, s3_server, s3_b
     layer = make_layer()
     s = layer.backfill(dry_run=True)
     assert s.dry_run and s.files_to_copy == 8 and s.files_stored == 0
-    assert objects(s3_server, s3_bucket) == []
+    assert objects(s3_server, s3_bucket) == [] == objects(s3_server, s3_bucket, manifests=True)
     assert layer.catalog.queue.counts() == {}
     assert not [r for r in replicate_simulator.requests if r[1].startswith("/delivery/")]
 

@@ -273,7 +273,7 @@ def _layer(sim: ReplicateSimulator, catalog_url: str, **kw: Any) -> CacheLayer:
         database_url=catalog_url,
         replicate_api_token=sim.token,
         replicate_base_url=sim.base_url,
-        allowed_hosts=sim.host_port,
+        allowed_hosts=sim.delivery_host_port,
         auto_migrate=True,
         **kw,
     )
@@ -524,6 +524,8 @@ def test_cli_commands(cli, catalog_cli, tmp_path):
             "expired": 0,
             "failed": 0,
             "stored_bytes": 2 * (1000 + 1001 + 1002),
+            "deleted": 0,
+            "deleting": 0,
         }
     ]
     day = list(csv.DictReader(io.StringIO(cli("stats", "--by", "day", "--format", "csv").stdout)))

@@ -16,7 +16,7 @@ def test_defaults_let_a_10_gib_file_pass_on_a_slow_link():
     ten_gib = 10 * 2**30
     assert ten_gib / s.download_timeout * 8 < 4.0e6  # passes at an average of 4 Mbit/s
     assert s.stall_bytes_per_second * s.stall_window > 120  # a 1 byte/s source is cut
-    assert s.token_hosts == ("api.replicate.com", "replicate.delivery", "*.replicate.delivery")
+    assert s.token_hosts == ("replicate.delivery", "*.replicate.delivery")
 
 
 def test_values_from_env_and_overrides():
@@ -33,11 +33,11 @@ def test_values_from_env_and_overrides():
     assert Settings.from_env(env, download_timeout=3, token_hosts=["a.b"]).token_hosts == ("a.b",)
 
 
-def test_token_hosts_follow_the_api_base_url():
+def test_token_hosts_are_file_hosts_whatever_the_api_base_url():
+    """The API host is no file host (only its download path gets the token, decided by
+    cachelayer.token_scope), so the base URL does not add it."""
     s = Settings.from_env(dict(BASE, REPLICATE_BASE_URL="http://127.0.0.1:8123/"))
-    assert s.token_hosts == ("127.0.0.1:8123", "replicate.delivery", "*.replicate.delivery")
-    s = Settings.from_env(dict(BASE, REPLICATE_BASE_URL="https://[::1]/v1"))
-    assert s.token_hosts[0] == "[::1]"
+    assert s.token_hosts == ("replicate.delivery", "*.replicate.delivery")
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,8 @@ class SlowUploads:
         return getattr(self._real, name)
 
     def put(self, key: str, body: Any, **kwargs: Any) -> str:
+        if "/_manifests/" in key:  # a prediction's manifest (issue 18), not a file's copy
+            return str(self._real.put(key, body, **kwargs))
         data = b"".join(iter(lambda: body.read(1 << 16), b""))
         try:
             time.sleep(self._seconds)

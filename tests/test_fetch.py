@@ -50,7 +50,7 @@ def test_redirect_within_allow_list_is_followed(replicate_simulator, redirector)
     pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[f])
     target = replicate_simulator.delivery_urls(pid)[0]
     port = base.rsplit(":", 1)[1]
-    fetcher = Fetcher((replicate_simulator.host_port, f"127.0.0.1:{port}"), max_bytes=10**6)
+    fetcher = Fetcher((replicate_simulator.delivery_host_port, f"127.0.0.1:{port}"), max_bytes=10**6)
     dl = fetcher.open(f"{base}/r?to={target}")
     assert hashlib.sha256(read_all(dl)).hexdigest() == f.sha256() == dl.sha256
     assert dl.size == 10_000 and seen == ["/r"]
@@ -62,7 +62,7 @@ def test_redirect_outside_allow_list_is_refused_before_it_is_requested(replicate
     fetcher = Fetcher((f"127.0.0.1:{port}",), max_bytes=10**6)
     before = len(replicate_simulator.requests)
     with pytest.raises(DisallowedUrlError):
-        fetcher.open(f"{base}/r?to={replicate_simulator.base_url}/delivery/x/y.png")
+        fetcher.open(f"{base}/r?to={replicate_simulator.delivery_url}/delivery/x/y.png")
     assert len(replicate_simulator.requests) == before
 
 
@@ -71,7 +71,7 @@ def test_expired_signed_url_is_gone_without_a_request(replicate_simulator):
     pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[f])
     url = replicate_simulator.delivery_urls(pid)[0]
     signed = f"{url}?X-Amz-Date=20200101T000000Z&X-Amz-Expires=3600&X-Amz-Signature=x"
-    fetcher = Fetcher((replicate_simulator.host_port,), max_bytes=10**6)
+    fetcher = Fetcher((replicate_simulator.delivery_host_port,), max_bytes=10**6)
     before = replicate_simulator.download_count(url)
     with pytest.raises(SourceGoneError):
         fetcher.open(signed)
@@ -84,10 +84,10 @@ def test_404_is_source_gone_and_content_length_cap(replicate_simulator):
     pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[File(size=5000)])
     url = replicate_simulator.delivery_urls(pid)[0]
     with pytest.raises(DownloadTooLargeError):
-        Fetcher((replicate_simulator.host_port,), max_bytes=100).open(url)
+        Fetcher((replicate_simulator.delivery_host_port,), max_bytes=100).open(url)
     replicate_simulator.expire_urls(pid)
     with pytest.raises(SourceGoneError) as err:
-        Fetcher((replicate_simulator.host_port,), max_bytes=10**6).open(url)
+        Fetcher((replicate_simulator.delivery_host_port,), max_bytes=10**6).open(url)
     assert err.value.status == 404
 
 
@@ -132,7 +132,7 @@ def test_download_without_hashing_hands_out_the_same_bytes(replicate_simulator):
     f = File(size=200_000, seed=7)
     pid = replicate_simulator.seed_prediction("acme/x", input={}, output=[f])
     (url,) = replicate_simulator.delivery_urls(pid)
-    fetcher = Fetcher((replicate_simulator.host_port,), max_bytes=10**6)
+    fetcher = Fetcher((replicate_simulator.delivery_host_port,), max_bytes=10**6)
     dl = fetcher.open(url, hashing=False)
     assert hashlib.sha256(read_all(dl)).hexdigest() == f.sha256() and dl.size == 200_000
     with pytest.raises(ValueError, match="without hashing"):

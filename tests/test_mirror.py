@@ -278,3 +278,27 @@ def test_serve_workers_drain_pending_mirror_copies(make_layer, replicate_simulat
         assert replicate_simulator.download_count(rec.source_url) == 1
     finally:
         _drop_bucket(s3_server, absent)
+
+
+def test_delete_removes_every_copy_and_its_rows(
+    make_layer, replicate_simulator, s3_server, s3_bucket, mirror_bucket
+):
+    """``delete`` removes the primary objects and the mirrors' (issue 18: "delete removes
+    every copy"); no copy row says stored afterwards, and nothing is copied again."""
+    layer = make_layer(mirror_urls=f"s3://{mirror_bucket}/mirror")
+    pid, _ = _seed(replicate_simulator)
+    layer.persist(pid)
+    layer.work()
+    recs = layer.catalog.files.of_prediction(pid)
+    copies = [c for cs in layer.catalog.copies.of_files(r.id for r in recs).values() for c in cs]
+    assert len(copies) == 2 and {c.status for c in copies} == {FileStatus.STORED}
+    summary = layer.delete([pid], reason="takedown")
+    assert summary.predictions == 1
+    client = s3_server.admin_client
+    for rec in recs:
+        assert client.list_objects_v2(Bucket=s3_bucket, Prefix=rec.key).get("KeyCount") == 0
+    for c in copies:
+        assert client.list_objects_v2(Bucket=mirror_bucket, Prefix=c.key).get("KeyCount") == 0
+    assert layer.catalog.copies.of_files(r.id for r in recs) == {}
+    layer.work(retry_failed=True)  # nothing is mirrored again
+    assert client.list_objects_v2(Bucket=mirror_bucket).get("KeyCount") == 0

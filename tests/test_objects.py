@@ -83,7 +83,7 @@ def make_layer(target: Target, replicate_simulator: Any, tmp_path: Path) -> Iter
             store=options.pop("store", target.store),
             replicate_api_token=sim.token,
             replicate_base_url=sim.base_url,
-            allowed_hosts=sim.host_port,
+            allowed_hosts=sim.delivery_host_port,
             auto_migrate=True,
             **options,
         )

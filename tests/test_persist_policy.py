@@ -165,7 +165,7 @@ def test_on_expired_skip_keeps_stored_files_and_leaves_expired_ones_as_their_url
     )
     held = sim.prediction(pid)
     gone_url = held["output"][1]
-    sim.inject_fault("status", status=404, path_prefix=gone_url.split(sim.base_url, 1)[1], times=100)
+    sim.inject_fault("status", status=404, path_prefix=gone_url.split(sim.delivery_url, 1)[1], times=100)
     out = layer.persist(held, on_expired="skip")
     stored, gone = layer.catalog.files_of(pid)
     assert (stored.status, gone.status) == ("stored", "expired")

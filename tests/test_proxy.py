@@ -100,7 +100,7 @@ def test_downloads_go_through_the_proxy_and_are_stored(proxy, s3_server, s3_buck
         assert done.returncode == 0, done.stderr
         for url in sim.delivery_urls(sim.prediction_ids[0]):
             assert sim.download_count(url) == 1
-        assert proxy.targets and set(proxy.targets) == {sim.host_port}
+        assert proxy.targets and set(proxy.targets) == {sim.delivery_host_port}
 
 
 def test_a_target_resolving_to_a_refused_address_is_refused_before_connect(proxy):
@@ -123,7 +123,7 @@ def test_without_the_setting_environment_proxies_are_ignored(monkeypatch, proxy)
         monkeypatch.setenv("NO_PROXY", "")
         client = sim.replicate_client()
         url = client.run("acme/direct", input={})[0].url
-        fetcher = Fetcher([sim.host_port], max_bytes=1 << 20, ca_bundle=sim.ca_file)
+        fetcher = Fetcher([sim.delivery_host_port], max_bytes=1 << 20, ca_bundle=sim.ca_file)
         with fetcher.open(url) as body:
             assert len(body.read()) == 100
         assert proxy.targets == []

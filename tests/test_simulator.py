@@ -70,7 +70,7 @@ def test_run_over_http_returns_plain_url_strings(sim: ReplicateSimulator) -> Non
     sim.add_model("acme/painter", outputs=File(PNG, content_type="image/png"))
     url: Any = client_for(sim).run("acme/painter", input={"prompt": "a cat"})
     assert isinstance(url, str)
-    assert re.fullmatch(rf"{sim.base_url}/delivery/pbxt/[A-Za-z0-9]{{32}}/out-0\.png", url)
+    assert re.fullmatch(rf"{sim.delivery_url}/delivery/pbxt/[A-Za-z0-9]{{32}}/out-0\.png", url)
     resp = requests.get(url, timeout=5)
     assert resp.status_code == 200
     assert resp.content == PNG
@@ -173,7 +173,7 @@ def test_lifecycle_follows_the_clock(sim: ReplicateSimulator) -> None:
     assert pred.status == "processing" and pred.output is None and pred.started_at
     sim.advance(5)
     pred.reload()
-    assert pred.status == "succeeded" and pred.output.startswith(sim.base_url)
+    assert pred.status == "succeeded" and pred.output.startswith(sim.delivery_url)
     assert pred.completed_at and pred.metrics and pred.metrics["predict_time"] == 5.0
 
 
@@ -380,7 +380,7 @@ def test_urls_expire_then_api_data_is_removed() -> None:
         assert obj["data_removed"] is True and obj["output"] is None and "output" in obj
         assert obj["input"] == {} and obj["logs"] == ""  # removal takes the input too
         kept = sim.prediction(web)
-        assert kept["data_removed"] is False and kept["output"][0].startswith(sim.base_url)
+        assert kept["data_removed"] is False and kept["output"][0].startswith(sim.delivery_url)
         assert requests.get(kept["output"][0], timeout=5).status_code == 404  # TTL passed
 
         fresh = sim.rotate_urls(web)

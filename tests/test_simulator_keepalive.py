@@ -50,7 +50,9 @@ def _session(sim: ReplicateSimulator) -> requests.Session:
     return session
 
 
-def test_a_session_reuses_one_connection_for_api_and_delivery_requests(sim: ReplicateSimulator) -> None:
+def test_a_session_reuses_one_connection_per_origin_for_api_and_delivery_requests(
+    sim: ReplicateSimulator,
+) -> None:
     url = _output_url(sim)
     session = _session(sim)
     headers = {"Authorization": f"Bearer {sim.token}"}
@@ -59,7 +61,8 @@ def test_a_session_reuses_one_connection_for_api_and_delivery_requests(sim: Repl
         assert resp.status_code == 200, target
         assert resp.headers.get("Connection", "").lower() != "close", target
     assert session.get(url, timeout=10).content == PNG
-    assert _pool_connections(session, url) == 1  # werkzeug's server closed every one: 6
+    # one to the API origin, one to the delivery origin (werkzeug's server closed every one: 6)
+    assert _pool_connections(session, url) == 2
 
 
 def test_the_replicate_client_reuses_its_connection(sim: ReplicateSimulator) -> None:
@@ -106,9 +109,9 @@ def test_a_truncated_body_ends_in_eof_on_a_raw_socket() -> None:
         url = _output_url(sim, big)
         path = "/" + url.split("/", 3)[3]
         sim.inject_fault("truncate", path_prefix="/delivery/")
-        host, port = sim.host_port.rsplit(":", 1)
+        host, port = sim.delivery_host_port.rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {sim.host_port}\r\n\r\n".encode())
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {sim.delivery_host_port}\r\n\r\n".encode())
             data = b""
             while chunk := sock.recv(65536):  # the server closes: recv returns b""
                 data += chunk

@@ -82,13 +82,15 @@ def test_runner_over_http_serves_examples_to_the_real_client_and_stops_on_sigter
     runner = Runner("--seed", "3", "--prediction-duration", "0.2")
     try:
         assert runner.base_url.startswith("http://127.0.0.1:")
-        assert runner.env["CACHELAYER_ALLOWED_HOSTS"] == runner.base_url.removeprefix("http://")
+        files = runner.env["CACHELAYER_ALLOWED_HOSTS"]
+        assert files.startswith("127.0.0.1:") and files != runner.base_url.removeprefix("http://")
+        assert runner.env["CACHELAYER_TOKEN_HOSTS"] == files
         assert "examples/official-painter" in runner.refs
         painter = next(r for r in runner.refs if r.startswith("examples/painter:"))
         client = runner.client()
 
         url: Any = client.run("examples/official-painter", input={"prompt": "a cat"})
-        assert isinstance(url, str) and url.startswith(runner.base_url)  # plain HTTP: no FileOutput
+        assert isinstance(url, str) and url.startswith(f"http://{files}/")  # plain HTTP: no FileOutput
         assert httpx.get(url).content.startswith(PNG_MAGIC)
         urls: Any = client.run(painter, input={"num_outputs": 3})
         assert len(urls) == 3 and all(httpx.get(u).content.startswith(PNG_MAGIC) for u in urls)

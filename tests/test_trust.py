@@ -98,7 +98,7 @@ def test_no_trusted_bundle_is_one_line_exit_2_and_never_retried(cli_env, replica
     sim = replicate_simulator
     sim.add_model("acme/private", outputs=[tls_files.url("a.png"), tls_files.url("b.png")])
     env = _clean_env(cli_env)
-    env["CACHELAYER_ALLOWED_HOSTS"] = f"{sim.host_port},127.0.0.1:{tls_files.port}"
+    env["CACHELAYER_ALLOWED_HOSTS"] = f"{sim.delivery_host_port},127.0.0.1:{tls_files.port}"
     done = run_cli(env, "run", "acme/private")
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = [line for line in done.stderr.splitlines() if line.strip()]

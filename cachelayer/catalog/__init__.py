@@ -19,6 +19,8 @@ retries of transient errors):
                    rerun claims
 ``copies``         :class:`~cachelayer.catalog.copies.CopyRepository`: each file's copies in
                    the mirror stores, the mirror queue, every copy of given predictions
+``tombstones``     :class:`~cachelayer.catalog.tombstones.TombstoneRepository`: deleted
+                   predictions and the catalog's steps of a delete
 =================  ==========================================================================
 
 :class:`Catalog` (:mod:`cachelayer.catalog.composed`) composes them
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from cachelayer.catalog.filters import FileFilter
     from cachelayer.catalog.records import FileRecord, FileStatus, NewFile, PredictionRecord
     from cachelayer.catalog.reports import CursorError, Page, PredictionFiles, StatsBy, StatsRow
+    from cachelayer.catalog.tombstones import TombstoneRecord
 
 __all__ = [
     "Catalog",
@@ -54,6 +57,7 @@ __all__ = [
     "PredictionRecord",
     "StatsBy",
     "StatsRow",
+    "TombstoneRecord",
     "catalog_url",
     "checkpoint_name",
 ]
@@ -75,6 +79,7 @@ _EXPORTS = {
     "PredictionRecord": "cachelayer.catalog.records",
     "StatsBy": "cachelayer.catalog.reports",
     "StatsRow": "cachelayer.catalog.reports",
+    "TombstoneRecord": "cachelayer.catalog.tombstones",
     "catalog_url": "cachelayer.catalog.encoding",
     "checkpoint_name": "cachelayer.catalog.checkpoints",
 }

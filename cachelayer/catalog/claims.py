@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, false, func, null, or_, select, true, update
 
 from cachelayer.catalog.models import FILE_COLUMNS, OUTPUT_FILES
-from cachelayer.catalog.records import FileRecord, FileStatus
+from cachelayer.catalog.records import NO_COPY, FileRecord, FileStatus
 from cachelayer.catalog.session import utcnow
 
 __all__ = [
@@ -59,7 +59,7 @@ CLAIM_NEXT = {False: _claim_next_statement(False), True: _claim_next_statement(T
 
 MARK_STORED = (
     update(_TABLE)
-    .where(_F.id == bindparam("file_id"), _F.status != FileStatus.STORED)
+    .where(_F.id == bindparam("file_id"), _F.status.not_in(NO_COPY))
     .values(
         status=FileStatus.STORED,
         size=bindparam("p_size"),
@@ -121,7 +121,7 @@ _CLAIM_PREDICTION = (
     update(_TABLE)
     .where(
         _F.prediction_id == bindparam("p_prediction_id"),
-        _F.status != FileStatus.STORED,
+        _F.status.not_in(NO_COPY),
         or_(
             _F.lease_expires_at.is_(None),
             _F.lease_expires_at < bindparam("now"),

@@ -21,6 +21,7 @@ from cachelayer.catalog.records import FileRecord, PredictionRecord
 from cachelayer.catalog.reports import Page, PredictionFiles, ReportRepository, StatsBy, StatsRow
 from cachelayer.catalog.reruns import RerunRepository
 from cachelayer.catalog.session import Database
+from cachelayer.catalog.tombstones import TombstoneRepository
 
 __all__ = ["Catalog"]
 
@@ -29,7 +30,7 @@ class Catalog:
     """The catalog of one database (``engine``); thread-safe.
 
     Repositories: ``predictions``, ``files``, ``queue``, ``reports``, ``checkpoints``,
-    ``reruns``, ``copies``.
+    ``reruns``, ``copies``, ``tombstones``.
     Every method runs its own short transaction (callers never hold locks while moving
     bytes), retried after transient errors for ``retry_seconds`` (default: the engine's
     setting from :func:`~cachelayer.catalog.db.make_engine`, else 60 s). Errors: a
@@ -49,6 +50,7 @@ class Catalog:
         self.checkpoints = CheckpointRepository(self.db)
         self.reruns = RerunRepository(self.db)
         self.copies = CopyRepository(self.db)
+        self.tombstones = TombstoneRepository(self.db)
 
     def ping(self) -> None:
         """One ``SELECT 1``: raises whatever the database raises when it does not answer

@@ -18,8 +18,9 @@ from cachelayer.catalog.claims import claim_prediction_files
 from cachelayer.catalog.encoding import catalog_url
 from cachelayer.catalog.models import FILE_COLUMNS, OUTPUT_FILES, SOURCE_URLS
 from cachelayer.catalog.predictions import check_prediction_id, record_in
-from cachelayer.catalog.records import FileRecord, FileStatus, NewFile
+from cachelayer.catalog.records import NO_COPY, FileRecord, FileStatus, NewFile
 from cachelayer.catalog.session import Database, chunked, utcnow
+from cachelayer.catalog.tombstones import refuse_deleted_in
 from cachelayer.errors import CatalogWriteError
 from cachelayer.prediction import Prediction as PredictionIn
 
@@ -42,6 +43,8 @@ def _files_of(s: Connection, prediction_id: str) -> list[FileRecord]:
 
 
 _ALIASES = SOURCE_URLS
+#: Statuses of a file whose prediction is deleted (or being deleted).
+DELETED_STATUSES = (FileStatus.DELETING, FileStatus.DELETED)
 
 
 class FileRepository:
@@ -113,8 +116,9 @@ class FileRepository:
         unless it is stored; every URL is remembered in ``source_urls``. Any number of files
         (inserted 1,000 rows per statement, in one transaction). Returns every file row of
         the prediction, ordered by output path. Raises
-        :class:`~cachelayer.errors.CatalogWriteError` (nothing written) and
-        :class:`~cachelayer.errors.CatalogOutageError`.
+        :class:`~cachelayer.errors.CatalogWriteError` (nothing written),
+        :class:`~cachelayer.errors.PredictionDeletedError` (a deleted prediction: nothing
+        written) and :class:`~cachelayer.errors.CatalogOutageError`.
 
         ``claim_for`` ``(owner, lease_seconds)``: in the same transaction, claim the files
         that are not stored and not leased by another (:func:`claim_prediction_files
@@ -125,7 +129,9 @@ class FileRepository:
         wanted = [(f.output_path, catalog_url(f.source_url), f.key) for f in files]
 
         def work(s: Connection) -> tuple[list[FileRecord], set[int]]:
-            if prediction is not None:
+            if prediction is None:  # record_in refuses a deleted prediction itself
+                refuse_deleted_in(s, prediction_id)
+            else:
                 record_in(s, self.db, prediction, rerun_of=rerun_of)
             now = utcnow()
             new = [
@@ -154,7 +160,7 @@ class FileRepository:
                 if i is None:  # only an MD5 collision of two paths gets here (PostgreSQL)
                     raise CatalogWriteError(f"output path {path[:80]!r} collides with another (MD5)")
                 row = rows[i]
-                if row.source_url != url and row.status != FileStatus.STORED:
+                if row.source_url != url and row.status not in NO_COPY:
                     s.execute(update(_FILES).where(_T.id == row.id).values(source_url=url))
                     rows[i] = replace(row, source_url=url)
                 aliases.append({"output_file_id": row.id, "url": url, "seen_at": now})
@@ -173,7 +179,7 @@ class FileRepository:
 
         def work(s: Connection) -> None:
             self._insert_aliases(s, [{"output_file_id": file_id, "url": recorded, "seen_at": utcnow()}])
-            unstored = (_T.id == file_id) & (_T.status != FileStatus.STORED)
+            unstored = (_T.id == file_id) & _T.status.not_in(NO_COPY)
             s.execute(update(_FILES).where(unstored).values(source_url=recorded))
 
         self.db.write_core(work)
@@ -202,6 +208,12 @@ class FileRepository:
             return FileRecord(**row._mapping) if row is not None else None
 
         return self.db.read(work)
+
+    def deleted_by_key(self, key: str) -> bool:
+        """Whether a file with object key ``key`` was deleted (or is being deleted) and no
+        stored one has it: the gateway's ``410 Gone`` (after :meth:`stored_by_key` missed)."""
+        stmt = select(_T.id).where(_T.key == key, _T.status.in_(DELETED_STATUSES)).limit(1)
+        return self.db.read(lambda s: s.execute(stmt).first() is not None)
 
     def of_prediction(self, prediction_id: str) -> list[FileRecord]:
         """Every file row of a prediction, ordered by output path."""

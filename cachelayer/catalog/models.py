@@ -5,7 +5,7 @@ Shape follows Rails Active Storage: ``predictions`` says what Replicate produced
 work queue (status, lease), ``source_urls`` remembers every URL a file was ever served from
 (URLs rotate when a prediction is re-read), ``checkpoints`` holds backfill progress,
 ``rerun_claims`` the at-most-once rerun claims, ``file_copies`` each file's copies in the
-mirror stores (and the mirror queue).
+mirror stores (and the mirror queue), ``tombstones`` what stays of a deleted prediction.
 
 Core tables, not ORM classes: every statement of the catalog is a Core statement, so no
 command loads ``sqlalchemy.orm`` (about a third of SQLAlchemy's import, plus the mapping of
@@ -53,6 +53,7 @@ __all__ = [
     "RERUN_CLAIMS",
     "SERVER_STATE",
     "SOURCE_URLS",
+    "TOMBSTONES",
     "UTCDateTime",
     "WEBHOOK_DELIVERIES",
 ]
@@ -248,4 +249,23 @@ RERUN_CLAIMS = Table(
     Column("owner", safe_string(64), nullable=False),
     _utc("claimed_at", nullable=False),
     Column("rerun_id", safe_string(MAX_PREDICTION_ID)),
+)
+
+
+#: What stays of a deleted prediction (revision 0007): its id and model, why and when it was
+#: deleted, how many files and bytes that freed. The one home of "this prediction is
+#: deleted": no writer records or queues a prediction that has a row here
+#: (:func:`cachelayer.catalog.tombstones.refuse_deleted_in`). ``deleted_at`` is ``NULL``
+#: while the delete is under way (its files ``deleting``): a rerun of the delete or the
+#: sweep finishes it (:mod:`cachelayer.delete`).
+TOMBSTONES = Table(
+    "tombstones",
+    METADATA,
+    Column("prediction_id", safe_string(MAX_PREDICTION_ID), primary_key=True),
+    Column("model", SafeText),
+    Column("reason", SafeText),
+    _utc("requested_at", nullable=False),
+    _utc("deleted_at", index=True),
+    Column("files", Integer, nullable=False, default=0),
+    Column("bytes_freed", BigInteger, nullable=False, default=0),
 )

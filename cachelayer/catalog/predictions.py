@@ -9,9 +9,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, exists, func, or_, select
 
 from cachelayer.catalog.encoding import escape_text
-from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, OUTPUT_FILES, PREDICTIONS
+from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, OUTPUT_FILES, PREDICTIONS, TOMBSTONES
 from cachelayer.catalog.records import FileStatus, PredictionRecord
 from cachelayer.catalog.session import Database, by_key, chunked, utcnow
+from cachelayer.catalog.tombstones import refuse_deleted_in
 from cachelayer.datauri import redact_data_uris
 from cachelayer.errors import CatalogWriteError
 from cachelayer.outputs import durable_output as durable_of
@@ -123,7 +124,9 @@ def _upsert(db: Database) -> Any:
 
 def record_in(s: Connection, db: Database, prediction: PredictionIn, *, rerun_of: str | None = None) -> None:
     """Record ``prediction`` (the rules of :meth:`PredictionRepository.record`) inside the
-    caller's transaction ``s``."""
+    caller's transaction ``s``. Raises :class:`~cachelayer.errors.PredictionDeletedError`
+    for a deleted prediction (a tombstone), writing nothing."""
+    refuse_deleted_in(s, prediction.id)
     s.execute(_upsert(db), prediction_values(prediction, rerun_of=rerun_of))
 
 
@@ -158,7 +161,8 @@ class PredictionRepository:
         or ``output`` is never overwritten by the ``null`` Replicate shows after removal.
         ``data:`` URIs in the output are recorded in their redacted form (their payload
         never enters the catalog). Raises :class:`~cachelayer.errors.CatalogWriteError`
-        when the prediction cannot be recorded (then nothing of it is) and
+        when the prediction cannot be recorded (then nothing of it is),
+        :class:`~cachelayer.errors.PredictionDeletedError` for a deleted one and
         :class:`~cachelayer.errors.CatalogOutageError`.
         """
         self.db.write_core(
@@ -241,11 +245,15 @@ class PredictionRepository:
 
     def unfinished(self, limit: int) -> list[str]:
         """Ids of up to ``limit`` predictions recorded as ``starting`` or ``processing``
-        whose data is not known to be gone, oldest first: the ones the sweep re-reads
-        until they finish."""
+        whose data is not known to be gone and that were not deleted, oldest first: the
+        ones the sweep re-reads until they finish."""
         stmt = (
             select(PREDICTIONS.c.id)
-            .where(PREDICTIONS.c.status.in_(UNFINISHED), PREDICTIONS.c.data_removed.is_(False))
+            .where(
+                PREDICTIONS.c.status.in_(UNFINISHED),
+                PREDICTIONS.c.data_removed.is_(False),
+                ~exists().where(TOMBSTONES.c.prediction_id == PREDICTIONS.c.id),
+            )
             .order_by(PREDICTIONS.c.created_at, PREDICTIONS.c.id)
             .limit(limit)
         )

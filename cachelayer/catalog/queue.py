@@ -24,7 +24,7 @@ from cachelayer.catalog.claims import (
 )
 from cachelayer.catalog.models import FILE_COLUMNS, OUTPUT_FILES
 from cachelayer.catalog.predictions import set_complete_output_in
-from cachelayer.catalog.records import FileRecord, FileStatus
+from cachelayer.catalog.records import NO_COPY, FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
 __all__ = ["MAX_CLAIM_BATCH", "MAX_ERROR_CHARS", "QueueRepository"]
@@ -98,7 +98,7 @@ class QueueRepository:
             update(OUTPUT_FILES)
             .where(
                 OUTPUT_FILES.c.id == file_id,
-                OUTPUT_FILES.c.status != FileStatus.STORED,
+                OUTPUT_FILES.c.status.not_in(NO_COPY),
                 or_(
                     OUTPUT_FILES.c.lease_expires_at.is_(None),
                     OUTPUT_FILES.c.lease_expires_at < now,
@@ -302,7 +302,7 @@ class QueueRepository:
             update(OUTPUT_FILES)
             .where(
                 OUTPUT_FILES.c.id == file_id,
-                OUTPUT_FILES.c.status != FileStatus.STORED,
+                OUTPUT_FILES.c.status.not_in(NO_COPY),
                 or_(OUTPUT_FILES.c.lease_owner == owner, OUTPUT_FILES.c.lease_owner.is_(None)),
             )
             .values(
@@ -322,7 +322,7 @@ class QueueRepository:
             update(OUTPUT_FILES)
             .where(
                 OUTPUT_FILES.c.prediction_id == prediction_id,
-                OUTPUT_FILES.c.status != FileStatus.STORED,
+                OUTPUT_FILES.c.status.not_in(NO_COPY),
                 OUTPUT_FILES.c.lease_owner.is_(None),
             )
             .values(status=FileStatus.EXPIRED, last_error=error[:MAX_ERROR_CHARS])

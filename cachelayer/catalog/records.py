@@ -10,9 +10,21 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FILE_STATUSES", "FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
+if TYPE_CHECKING:
+    from cachelayer.model_io import JSONObject, JSONValue
+
+__all__ = [
+    "FILE_STATUSES",
+    "NO_COPY",
+    "FileRecord",
+    "FileStatus",
+    "NewFile",
+    "PredictionRecord",
+    "RecordedPrediction",
+    "iso",
+]
 
 
 class FileStatus(str, enum.Enum):
@@ -20,7 +32,10 @@ class FileStatus(str, enum.Enum):
 
     ``pending``: waiting to be copied (or in flight under a lease); ``stored``: the object
     exists and matches size/sha256; ``expired``: the source is gone for good (data removed);
-    ``failed``: copying failed for another reason (see ``last_error``).
+    ``failed``: copying failed for another reason (see ``last_error``); ``deleting``: a
+    delete of its prediction (:mod:`cachelayer.delete`) has begun, its object may still
+    exist at ``store``/``key``; ``deleted``: its object was removed (the row stays: it
+    says where the object was, and its source URLs resolve as deleted).
 
     Members are ``str`` and compare (and hash) equal to their value, so
     ``record.status == "stored"`` and ``{"stored": n}[record.status]`` keep working;
@@ -31,6 +46,8 @@ class FileStatus(str, enum.Enum):
     STORED = "stored"
     EXPIRED = "expired"
     FAILED = "failed"
+    DELETING = "deleting"
+    DELETED = "deleted"
 
     def __str__(self) -> str:
         return self.value
@@ -51,6 +68,10 @@ class FileStatus(str, enum.Enum):
 
 #: The values of :class:`FileStatus`, in their documented order.
 FILE_STATUSES = tuple(s.value for s in FileStatus)
+
+#: Statuses no copier, claim or re-queue ever changes: the object is in place (``stored``)
+#: or its prediction is being or was deleted.
+NO_COPY = (FileStatus.STORED, FileStatus.DELETING, FileStatus.DELETED)
 
 
 @dataclass(frozen=True)
@@ -87,11 +108,11 @@ class FileRecord:
     created_at: datetime | None
 
     @classmethod
-    def of(cls, row: Any) -> FileRecord:
+    def of(cls, row: object) -> FileRecord:
         """From an ``OutputFile`` ORM row (or anything with these attributes)."""
         return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready dict: times as ISO 8601 UTC strings, ``status`` as its string."""
         d = _jsonable(asdict(self))
         d["status"] = str(self.status)
@@ -109,9 +130,9 @@ class PredictionRecord:
     version: str | None
     status: str
     source: str | None
-    input: Any
-    output: Any
-    durable_output: Any
+    input: JSONValue
+    output: JSONValue
+    durable_output: JSONValue
     error: str | None
     created_at: datetime | None
     started_at: datetime | None
@@ -120,13 +141,25 @@ class PredictionRecord:
     rerun_of: str | None
 
     @classmethod
-    def of(cls, row: Any) -> PredictionRecord:
+    def of(cls, row: object) -> PredictionRecord:
         """From a ``Prediction`` ORM row (or anything with these attributes)."""
         return cls(**{f: getattr(row, f) for f in cls.__dataclass_fields__})
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         """JSON-ready dict: times as ISO 8601 UTC strings."""
         return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class RecordedPrediction:
+    """A prediction as the catalog holds it (what a manifest describes,
+    :mod:`cachelayer.catalog.manifest_rows`): its row, its files (by output path) and each
+    file's source URLs (``aliases[file id]``, oldest first; ``data:`` URIs as recorded, in
+    their redacted form)."""
+
+    prediction: PredictionRecord
+    files: list[FileRecord]
+    aliases: dict[int, list[str]]
 
 
 def iso(value: datetime | None) -> str | None:

@@ -86,7 +86,8 @@ class StatsRow:
     (model name, UTC day ``YYYY-MM-DD``, or status; ``None`` when the model or day is
     unknown). ``files`` counts every file row; ``stored``, ``pending``, ``expired`` and
     ``failed`` count them per status; ``stored_bytes`` sums ``size`` (bytes) of stored
-    files only.
+    files only; ``deleted`` counts files of deleted predictions, ``deleting`` those whose
+    delete is under way.
     """
 
     by: str
@@ -97,6 +98,8 @@ class StatsRow:
     expired: int
     failed: int
     stored_bytes: int
+    deleted: int = 0
+    deleting: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """``{<by>: group, "files": ..., ..., "stored_bytes": ...}`` (stable keys per ``by``)."""
@@ -108,6 +111,8 @@ class StatsRow:
             "expired": self.expired,
             "failed": self.failed,
             "stored_bytes": self.stored_bytes,
+            "deleted": self.deleted,
+            "deleting": self.deleting,
         }
 
 
@@ -288,6 +293,8 @@ class ReportRepository:
                 int(r.expired),
                 int(r.failed),
                 int(r.stored_bytes),
+                deleted=int(r.deleted),
+                deleting=int(r.deleting),
             )
             for r in rows
         ]

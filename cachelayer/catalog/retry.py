@@ -1,7 +1,8 @@
 """Which database errors are transient, and the bounded retry around each transaction.
 
-Transient (retried with exponential backoff and jitter, 50 ms doubling up to 2 s between
-attempts, for at most ``CACHELAYER_DB_RETRY_SECONDS``, default 60 s):
+Transient (retried as :data:`cachelayer.retry_policy.CATALOG` says: exponential backoff and
+jitter, 50 ms doubling up to 2 s between attempts, for at most
+``CACHELAYER_DB_RETRY_SECONDS``, default 60 s):
 
 * a lost or refused connection (a server restart, a network drop; SQLAlchemy marks the
   connection invalidated; psycopg ``OperationalError`` without an SQLSTATE);
@@ -36,17 +37,11 @@ from contextvars import ContextVar
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential,
-    wait_random,
-)
+from tenacity import RetryCallState
 
 from cachelayer.config import DEFAULT_DB_RETRY_SECONDS
 from cachelayer.errors import CatalogOutageError
+from cachelayer.retry_policy import CATALOG
 
 __all__ = [
     "DEFAULT_RETRY_SECONDS",
@@ -148,18 +143,7 @@ def run_with_retries(fn: Callable[[], T], budget: float) -> T:
     if deadline is not None:
         budget = min(budget, max(0.0, deadline - time.monotonic()))
     budget = max(0.0, budget)
-    backoff = wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.1)
-
-    def wait(state: RetryCallState) -> float:  # never sleep past the budget
-        return min(backoff(state), max(0.0, budget - (state.seconds_since_start or 0.0)))
-
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_delay(budget),
-        wait=wait,
-        before_sleep=_log_retry,
-        reraise=True,
-    )
+    retrying = CATALOG.with_deadline(budget).retrying(is_transient, before_sleep=_log_retry)
     try:
         return retrying(fn)
     except (sa_exc.DBAPIError, sa_exc.TimeoutError) as exc:

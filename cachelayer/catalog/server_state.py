@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, exists, func, select, update
 
 from cachelayer.catalog.models import (
     MAX_WEBHOOK_ID,
     OUTPUT_FILES,
     PREDICTIONS,
     SERVER_STATE,
+    TOMBSTONES,
     WEBHOOK_DELIVERIES,
 )
 from cachelayer.catalog.predictions import prediction_values
@@ -94,7 +95,7 @@ class ServerState:
         ``processing``: a create's answer, a ``start``/``output`` webhook) unless the catalog
         already holds it as finished: webhooks may arrive out of order and a create's answer
         may be recorded after the ``completed`` webhook, and neither may turn a finished
-        prediction back into a running one. Returns whether a row was written. Raises
+        prediction back into a running one, nor touch a deleted one. Returns whether a row was written. Raises
         :class:`~cachelayer.errors.CatalogWriteError` as :meth:`PredictionRepository.record`."""
         values = prediction_values(prediction)  # the same row as every other writer
         table = PREDICTIONS
@@ -112,7 +113,9 @@ class ServerState:
                 "started_at": func.coalesce(ex.started_at, table.c.started_at),
                 "updated_at": ex.updated_at,
             },
-            where=table.c.status.not_in(_TERMINAL),
+            # never a deleted one either (its tombstone): its input and output stay erased
+            where=table.c.status.not_in(_TERMINAL)
+            & ~exists().where(TOMBSTONES.c.prediction_id == table.c.id),
         ).returning(table.c.id)
         return self.db.write_statement(
             lambda c: c.execute(stmt).first() is not None, prediction_id=prediction.id

@@ -44,6 +44,8 @@ COMMANDS: dict[str, str] = {
     "backfill": "cachelayer.cli.backfill:backfill",
     "worker": "cachelayer.cli.backfill:worker",
     "sweep": "cachelayer.cli.sweep:sweep",
+    "delete": "cachelayer.cli.delete:delete",
+    "prune": "cachelayer.cli.delete:prune",
     "ls": "cachelayer.cli.catalog:ls_command",
     "show": "cachelayer.cli.catalog:show_command",
     "resolve": "cachelayer.cli.catalog:resolve_command",

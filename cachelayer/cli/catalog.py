@@ -61,7 +61,7 @@ VERIFY_FIELDS = [
     "detail",
     "action",
 ]
-STATS_NUMBERS = ["files", "stored", "pending", "expired", "failed", "stored_bytes"]
+STATS_NUMBERS = ["files", "stored", "pending", "expired", "failed", "stored_bytes", "deleted", "deleting"]
 #: Source URLs resolved per catalog query when reading many (stdin).
 RESOLVE_CHUNK = 1000
 
@@ -310,8 +310,9 @@ def resolve_command(urls: tuple[str, ...], fmt: str, **options: Any) -> None:
 def stats_command(by: str, since: datetime | None, until: datetime | None, fmt: str, **options: Any) -> None:
     """Count files per status and sum the bytes stored, per model, day or status.
 
-    Fields: <by>, files, stored, pending, expired, failed, stored_bytes (bytes). The SQL
-    behind each number is in docs/SCHEMA.md."""
+    Fields: <by>, files, stored, pending, expired, failed, stored_bytes (bytes), deleted,
+    deleting (files of deleted predictions). The SQL behind each number is in
+    docs/SCHEMA.md."""
     with _open(options) as layer:
         rows = [r.to_dict() for r in layer.catalog.stats(by=by, since=since, until=until)]
     write_records(
@@ -326,6 +327,7 @@ def stats_command(by: str, since: datetime | None, until: datetime | None, fmt: 
             Column("expired", "EXPIRED", True),
             Column("failed", "FAILED", True),
             Column("stored_bytes", "STORED BYTES", True),
+            Column("deleted", "DELETED", True),
         ],
     )
 

@@ -183,6 +183,12 @@ class LiveProgress:
         if self._live is not None:
             self._live.update(status_line(summary, self._eta.estimate(*done_and_left(summary))))
 
+    def show(self, text: str) -> None:
+        """Redraw the line with ``text`` (a run whose summary is not a :class:`RunSummary`:
+        ``cachelayer prune``)."""
+        if self._live is not None:
+            self._live.update(text)
+
     def __exit__(self, *exc: object) -> None:
         if self._saved_handlers is not None:
             logging.getLogger("cachelayer").handlers[:] = self._saved_handlers

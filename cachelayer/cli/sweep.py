@@ -46,6 +46,7 @@ def sweep(scan_only: bool, as_json: bool, **options: Any) -> None:
             ("files stored", summary.files_stored),
             ("files expired", summary.files_expired),
             ("files failed", summary.files_failed),
+            ("predictions deleted", summary.predictions_deleted),
             ("checkpoint", summary.checkpoint),
             ("elapsed", f"{summary.elapsed_seconds:.1f}s"),
         ]

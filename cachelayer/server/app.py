@@ -101,6 +101,7 @@ class Service:
         self.metrics = ServerMetrics(
             lambda: layer.catalog.reports.file_totals(),
             lambda: layer.catalog.queue.count_unleased_pending(),
+            deleted=lambda: layer.catalog.tombstones.totals(),
         )
         self.gateway = Gateway(layer, self.metrics)
         self._stop = threading.Event()
@@ -287,7 +288,9 @@ class Service:
             declared = request.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > receiver.max_body_bytes:
                 raise WebhookVerificationError("too_large", "webhook body too large", 413)
-            key = receiver.cached_key() or await run_in_threadpool(receiver.key)  # read from Replicate once
+            key = receiver.cached_key()
+            if key is None:
+                key = await run_in_threadpool(receiver.key)  # read from Replicate once
             check = SignatureCheck(key, signed)
             try:
                 await asyncio.wait_for(self._unverified.acquire(), UNVERIFIED_WAIT_SECONDS)

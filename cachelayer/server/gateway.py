@@ -25,7 +25,9 @@ touching the store: a presigned URL is bound to its HTTP method (SigV4 signs it)
 redirected ``HEAD`` would be refused by S3.
 
 A signature that does not match its key answers ``403``; a well-signed key with no stored
-file ``404``; neither reaches the store. Lookups by key are cached in memory for
+file ``404``, or ``410 Gone`` when its prediction was deleted (``cachelayer delete``; a
+stored file looked up in the last ``meta_ttl`` seconds may still be served until then);
+none reaches the store. Lookups by key are cached in memory for
 ``meta_ttl`` seconds (a stored object is immutable).
 """
 
@@ -114,6 +116,11 @@ class _Meta:
     store: str  # the uri of the store the served copy lives in
     object_key: str  # the served copy's key in that store (a mirror's may differ from ``key``)
     redirect: bool  # a GET is redirected to a presigned URL (else the bytes are streamed)
+    gone: bool = False  # its prediction was deleted: 410
+
+
+def _gone(key: str) -> _Meta:
+    return _Meta(key, 0, "", None, "", key, False, gone=True)
 
 
 class Gateway:
@@ -165,9 +172,10 @@ class Gateway:
     # ---- lookups ---------------------------------------------------------------------------
 
     def _lookup_sync(self, key: str) -> _Meta | None:
-        rec = self.layer.catalog.files.stored_by_key(key)
+        files = self.layer.catalog.files
+        rec = files.stored_by_key(key)
         if rec is None:
-            return None
+            return _gone(key) if files.deleted_by_key(key) else None
         where, okey = rec.store, key
         store = self.layer.store_for(where)
         size, ctype = rec.size, rec.content_type
@@ -195,7 +203,8 @@ class Gateway:
         store redirects, its URL (catalog retries end by the request's
         :class:`~cachelayer.server.outage.RouteDeadline`)."""
         meta = self._lookup_sync(key)
-        return meta, self._presign_sync(meta) if meta is not None and meta.redirect and sign else None
+        sign = sign and meta is not None and meta.redirect and not meta.gone
+        return meta, self._presign_sync(meta) if meta is not None and sign else None
 
     async def _lookup(self, key: str, *, sign: bool) -> tuple[_Meta | None, str | None]:
         """The stored file of ``key`` (cached) and, when ``sign`` and both caches missed, a
@@ -263,6 +272,8 @@ class Gateway:
         meta, fresh = await self._lookup(key, sign=request.method == "GET")
         if meta is None:
             return Response("not found\n", 404, media_type="text/plain", headers=_SECURITY)
+        if meta.gone:
+            return Response("gone: deleted\n", 410, media_type="text/plain", headers=_SECURITY)
         if request.method == "HEAD":
             headers = self._object_headers(meta)
             if meta.redirect:

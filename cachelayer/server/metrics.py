@@ -8,7 +8,9 @@ Each app has its own registry (several apps in one process do not collide). Thre
   sweep passes by outcome and the files they recovered;
 * gauges read from the catalog at scrape time, at most every ``catalog_ttl`` seconds
   (one ``GROUP BY status`` over ``output_files``): files and bytes per status, and the
-  queue depth (``pending`` files no live lease holds).
+  queue depth (``pending`` files no live lease holds); and the catalog's counters of
+  deletes by any process (``tombstones``, which only grow):
+  ``cachelayer_deleted_predictions_total`` and ``cachelayer_deleted_bytes_total``.
 
 Every name starts with ``cachelayer_``.
 """
@@ -37,21 +39,26 @@ class _CatalogCollector(Collector):
     """Gauges from the catalog, cached for ``ttl`` seconds; silent when it cannot be read."""
 
     def __init__(
-        self, totals: Callable[[], dict[str, tuple[int, int]]], queue: Callable[[], int], ttl: float
+        self,
+        totals: Callable[[], dict[str, tuple[int, int]]],
+        queue: Callable[[], int],
+        ttl: float,
+        deleted: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.totals, self.queue, self.ttl = totals, queue, ttl
-        self._cached: tuple[float, dict[str, tuple[int, int]], int] | None = None
+        self.deleted = deleted or (lambda: (0, 0))
+        self._cached: tuple[float, dict[str, tuple[int, int]], int, tuple[int, int]] | None = None
         self._lock = threading.Lock()
 
-    def _read(self) -> tuple[dict[str, tuple[int, int]], int] | None:
+    def _read(self) -> tuple[dict[str, tuple[int, int]], int, tuple[int, int]] | None:
         with self._lock:
             now = time.monotonic()
             if self._cached is None or now - self._cached[0] > self.ttl:
                 try:
-                    self._cached = (now, self.totals(), self.queue())
+                    self._cached = (now, self.totals(), self.queue(), self.deleted())
                 except Exception:  # the catalog is down: /healthz says so; keep /metrics up
                     return None
-            return self._cached[1], self._cached[2]
+            return self._cached[1], self._cached[2], self._cached[3]
 
     def collect(self) -> Iterator[Metric]:
         read = self._read()
@@ -60,14 +67,14 @@ class _CatalogCollector(Collector):
         yield up
         if read is None:
             return
-        totals, queue = read
+        totals, queue, (deleted, freed) = read
         files = GaugeMetricFamily(
             "cachelayer_files", "Output files in the catalog by status", labels=["status"]
         )
         sizes = GaugeMetricFamily(
             "cachelayer_file_bytes", "Recorded bytes of output files by status", labels=["status"]
         )
-        for status in sorted(set(totals) | {"pending", "stored", "expired", "failed"}):
+        for status in sorted(set(totals) | {"pending", "stored", "expired", "failed", "deleted"}):
             n, size = totals.get(status, (0, 0))
             files.add_metric([status], n)
             sizes.add_metric([status], size)
@@ -82,6 +89,16 @@ class _CatalogCollector(Collector):
         depth = GaugeMetricFamily("cachelayer_queue_depth", "Pending files no live lease holds (catalog)")
         depth.add_metric([], queue)
         yield depth
+        gone = CounterMetricFamily(
+            "cachelayer_deleted_predictions", "Predictions deleted (catalog tombstones)"
+        )
+        gone.add_metric([], deleted)
+        yield gone
+        freed_bytes = CounterMetricFamily(
+            "cachelayer_deleted_bytes", "Bytes freed by deletes (catalog tombstones)"
+        )
+        freed_bytes.add_metric([], freed)
+        yield freed_bytes
 
 
 class _WorkerCollector(Collector):
@@ -114,8 +131,9 @@ class _WorkerCollector(Collector):
 class ServerMetrics:
     """The registry and instruments of one app.
 
-    ``catalog_totals() -> {status: (files, bytes)}`` and ``queue_depth() -> int`` are called
-    at scrape time (from a thread) at most every ``catalog_ttl`` seconds.
+    ``catalog_totals() -> {status: (files, bytes)}``, ``queue_depth() -> int`` and
+    ``deleted() -> (predictions, bytes freed)`` are called at scrape time (from a thread)
+    at most every ``catalog_ttl`` seconds.
     """
 
     def __init__(
@@ -124,6 +142,7 @@ class ServerMetrics:
         queue_depth: Callable[[], int],
         *,
         catalog_ttl: float = 10.0,
+        deleted: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -164,7 +183,7 @@ class ServerMetrics:
         )
         self.workers = _WorkerCollector()
         r.register(self.workers)
-        r.register(_CatalogCollector(catalog_totals, queue_depth, catalog_ttl))
+        r.register(_CatalogCollector(catalog_totals, queue_depth, catalog_ttl, deleted))
 
     def worker_progress(self, summary: BackfillSummary) -> None:
         """The ``progress`` callback of the server's workers (keeps the running summary)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO, ClassVar, cast
 from urllib.parse import quote, unquote_to_bytes
@@ -241,6 +241,17 @@ class Store(abc.ABC):
         Raises :class:`cachelayer.errors.StorageError` when an object could not be removed
         (after trying every other key), ``ValueError`` for an invalid key (before removing
         any)."""
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with ``prefix`` (a plain string prefix: ``a/b/`` lists the
+        objects "under" ``a/b``), in no promised order, as the store lists them (S3:
+        ``ListObjectsV2``, 1,000 keys a page, every page followed; local: a directory walk,
+        sidecars and temporary files left out). Raises :class:`cachelayer.errors.StorageError`
+        when the store cannot be listed; this default (a store that cannot list) raises
+        :class:`cachelayer.errors.StorageConfigError`."""
+        from cachelayer.errors import StorageConfigError
+
+        raise StorageConfigError(f"{type(self).__name__} cannot list its keys")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release pools and clients. Default: nothing to release."""

@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -309,6 +309,34 @@ class LocalStore(Store):
         if failed:
             shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
             raise StorageError(f"cannot delete {shown}")
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """Keys of the regular files under the root that start with ``prefix``, found by a
+        walk of the directory ``prefix`` names up to its last ``/`` (sorted per directory).
+        Sidecars (``.cachelayer-meta/``) and temporary files (``.<name>.tmp-<hex>``, a put in
+        flight) are left out. Raises :class:`StorageError` when a directory cannot be read."""
+        head, _, _ = prefix.rpartition("/")
+        start = self.root.joinpath(*validate_key(head)) if head else self.root
+        if not start.is_dir():
+            return
+
+        def failed(exc: OSError) -> None:
+            raise StorageError(f"cannot list {exc.filename}: {exc.strerror or exc}") from exc
+
+        for dirpath, dirnames, filenames in os.walk(start, onerror=failed):
+            rel = Path(dirpath).relative_to(self.root).parts
+            if rel[:1] == (META_DIR,):
+                dirnames.clear()
+                continue
+            if not rel:
+                dirnames[:] = [d for d in dirnames if d != META_DIR]
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(".") and ".tmp-" in name:
+                    continue
+                key = "/".join((*rel, name))
+                if key.startswith(prefix):
+                    yield key
 
     def __repr__(self) -> str:
         return f"<LocalStore {self.uri}>"

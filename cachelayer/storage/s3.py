@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NoReturn, cast
 
@@ -48,6 +48,7 @@ from cachelayer.errors import (
     StorageConfigError,
     StorageError,
 )
+from cachelayer.retry_policy import S3 as S3_RETRY
 from cachelayer.storage.base import ObjectInfo, Store, decode_metadata, encode_metadata
 from cachelayer.storage.s3_upload import (
     MAX_COPY_SIZE,
@@ -231,10 +232,9 @@ class S3Store(Store):
                     s3={"addressing_style": addressing_style},
                     signature_version="s3v4",
                     max_pool_connections=max_pool_connections,
-                    retries={"mode": "standard"},
                     connect_timeout=10,
                     read_timeout=60,
-                )
+                ).merge(S3_RETRY.to_botocore_config())
                 client = session.client("s3", endpoint_url=endpoint_url, config=config)
                 skip_payload_hash_when_checksummed(client)
             except (BotoCoreError, ValueError) as exc:
@@ -529,6 +529,18 @@ class S3Store(Store):
             reason = f": {_one_line(last)}" if last is not None else ""
             shown = ", ".join(failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
             raise StorageError(f"cannot delete from s3://{self.bucket}: {shown}{reason}")
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """``ListObjectsV2`` pages (1,000 keys each, AWS S3 API reference) of ``prefix``, all
+        followed. Raises :class:`StorageError` when the bucket cannot be listed."""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            ):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"]
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"cannot list s3://{self.bucket}/{prefix}: {_one_line(exc)}") from exc
 
     def cleanup_incomplete_uploads(
         self, older_than_seconds: float = 86400, *, dry_run: bool = False

@@ -81,7 +81,9 @@ def run_demo(
                 replicate_api_token=sim.token,
                 replicate_base_url=sim.base_url,
                 ca_bundle=sim.ca_file,
-                allowed_hosts=sim.host_port,
+                # files come from the simulator's delivery origin, its replicate.delivery
+                allowed_hosts=sim.delivery_host_port,
+                token_hosts=(sim.delivery_host_port,),
             )
             with layer:
                 result = layer.run_result("demo/painter", input={"prompt": "a cat", "num_outputs": images})

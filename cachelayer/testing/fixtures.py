@@ -345,7 +345,10 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 def replicate_simulator() -> Iterator[Any]:
     """A running :class:`~cachelayer.testing.simulator.ReplicateSimulator` (plain HTTP,
     token ``sim.token``); point a client at it with ``base_url=sim.base_url`` and allow its
-    downloads with ``allowed_hosts=sim.host_port``. Stopped after the test."""
+    downloads from its delivery origin with ``allowed_hosts=sim.delivery_host_port`` (never
+    the API's ``sim.host_port``: the API origin serves no outputs), marked as a file host
+    with ``token_hosts=(sim.delivery_host_port,)`` as ``replicate.delivery`` is by default.
+    Stopped after the test."""
     from cachelayer.testing.simulator import ReplicateSimulator
 
     with ReplicateSimulator() as sim:

@@ -16,8 +16,10 @@ client builds its own transport and ignores ``verify=``), or take
   ``aborted`` and ``canceled`` through ``aborts=True`` models, ``Cancel-After``,
   :meth:`ReplicateSimulator.abort` and cancel. ``sim.advance(seconds)`` moves that clock
   forward without sleeping. Official models can hide their versions (``"hidden"``).
-* Output files (:class:`File`) are served from ``{base_url}/delivery/pbxt/{token}/{filename}``
-  (mimicking ``https://replicate.delivery/pbxt/<token>/out-0.png``, filename
+* Output files (:class:`File`) are served from another origin (another port),
+  ``{delivery_url}/delivery/pbxt/{token}/{filename}`` (mimicking
+  ``https://replicate.delivery/pbxt/<token>/out-0.png`` beside ``api.replicate.com``; allow
+  downloads from ``sim.delivery_host_port``, never the API's ``sim.host_port``; filename
   percent-encoded), streamed in 1 MiB chunks, with ``Content-Length``, ``HEAD`` and single
   ``Range`` support; optionally only with the API token. They answer 404 ``url_ttl``
   seconds after the prediction completes, once its data is removed (API predictions,

@@ -1,12 +1,14 @@
 """Run the Replicate simulator on its own, to try a client or the ``cachelayer`` CLI
 against it::
 
-    python -m cachelayer.testing.simulator --port 8765 [--host 127.0.0.1] [--https]
+    python -m cachelayer.testing.simulator --port 8765 [--delivery-port 8766]
+        [--host 127.0.0.1] [--https]
         [--seed N] [--latency-ms N] [--token T] [--url-ttl S] [--data-removal-after S]
         [--prediction-duration S]
 
 It registers the example models of :mod:`cachelayer.testing.simulator.examples`, seeds
-``--seed`` past predictions, prints its base URL, token, CA file (``--https``) and the
+``--seed`` past predictions, prints its base URL (the API), its file-delivery URL (another
+port, as replicate.delivery is another host), token, CA file (``--https``) and the
 ``export`` line that points the ``replicate`` client and ``cachelayer`` at it, then serves
 until Ctrl-C or SIGTERM (exit status 0).
 """
@@ -31,7 +33,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m cachelayer.testing.simulator",
         description="A local Replicate API and file-delivery server with example models.",
     )
-    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--port", type=int, default=8765, help="API port to listen on; 0 picks a free one")
+    parser.add_argument(
+        "--delivery-port",
+        type=int,
+        default=0,
+        help="file-delivery port on the same host (default: a free one)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     parser.add_argument("--https", action="store_true", help="serve HTTPS with a generated throwaway CA")
     parser.add_argument(
@@ -88,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         https=args.https,
         host=args.host,
         port=args.port,
+        delivery_port=args.delivery_port,
         url_ttl=args.url_ttl,
         data_removal_after=args.data_removal_after,
         prediction_duration=args.prediction_duration,
@@ -101,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         examples = seed_examples(sim, history=args.seed)
         say = print
-        say(f"Replicate simulator on {sim.base_url}  (API: {sim.base_url}/v1)")
+        say(f"Replicate simulator on {sim.base_url}  (API: {sim.base_url}/v1, files: {sim.delivery_url})")
         say(f"token      {sim.token}")
         if sim.latency:
             say(f"latency    {args.latency_ms:g} ms before every response")
@@ -115,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = {
             "REPLICATE_BASE_URL": sim.base_url,
             "REPLICATE_API_TOKEN": sim.token,
-            "CACHELAYER_ALLOWED_HOSTS": sim.host_port,
+            "CACHELAYER_ALLOWED_HOSTS": sim.delivery_host_port,
+            "CACHELAYER_TOKEN_HOSTS": sim.delivery_host_port,
         }
         if sim.ca_file:
             env["CACHELAYER_CA_BUNDLE"] = sim.ca_file

@@ -1,4 +1,9 @@
-"""The HTTP side: routing, auth, request log, and the ``/v1`` endpoints as a WSGI app."""
+"""The HTTP side: routing, auth, request log, and the ``/v1`` endpoints as a WSGI app.
+
+Two origins, as Replicate has two hosts: :class:`Api` itself is the API app (``/v1``,
+like ``api.replicate.com``) and :attr:`Api.delivery_app` the file-delivery app
+(``/delivery/...``, like ``replicate.delivery``), each served on its own socket; a path of
+one answers 404 on the other. Both share one request log."""
 
 from __future__ import annotations
 
@@ -56,16 +61,20 @@ _URL_MAP = Map(
         Rule("/v1/webhooks/default/secret", methods=["GET"], endpoint="webhook_secret"),
         Rule("/v1/account", methods=["GET"], endpoint="account"),
         Rule("/v1/files/<file_id>/download", methods=["GET"], endpoint="file_download"),
-        Rule("/delivery/<prefix>/<token>/<path:filename>", methods=["GET", "HEAD"], endpoint="delivery"),
     ],
+    strict_slashes=False,
+)
+_DELIVERY_MAP = Map(
+    [Rule("/delivery/<prefix>/<token>/<path:filename>", methods=["GET", "HEAD"], endpoint="delivery")],
     strict_slashes=False,
 )
 
 
 class RequestRecord(NamedTuple):
     """One request served: method, path (no query), status, query string, Unix time of the
-    simulator's clock, and the request headers it carried (names lower-cased; e.g.
-    ``headers.get("authorization")``, ``headers.get("prefer")``)."""
+    simulator's clock, the request headers it carried (names lower-cased; e.g.
+    ``headers.get("authorization")``, ``headers.get("prefer")``) and the ``origin`` that
+    answered it: ``"api"`` (``sim.base_url``) or ``"delivery"`` (``sim.delivery_url``)."""
 
     method: str
     path: str
@@ -73,6 +82,7 @@ class RequestRecord(NamedTuple):
     query: str
     time: float
     headers: dict[str, str] = {}
+    origin: str = "api"
 
 
 class Api:
@@ -118,6 +128,14 @@ class Api:
             )
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """The API origin's WSGI entry (``/v1``)."""
+        return self._serve(environ, start_response, "api")
+
+    def delivery_app(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """The delivery origin's WSGI entry (``/delivery/...``)."""
+        return self._serve(environ, start_response, "delivery")
+
+    def _serve(self, environ: dict[str, Any], start_response: Any, origin: str) -> Iterable[bytes]:
         latency = self._state.settings.latency
         if latency > 0:
             # Time to first byte, as a distant API or CDN adds it: every request waits before
@@ -132,7 +150,7 @@ class Api:
             response = fault_response(fault)
         else:
             try:
-                response = self._dispatch(request)
+                response = self._dispatch(request, origin)
             except ProblemError as exc:
                 response = problem(exc.status, exc.title, exc.detail, exc.headers)
             except HTTPException as exc:
@@ -147,13 +165,15 @@ class Api:
             request.query_string.decode("latin-1"),
             self._state.clock.time(),
             {k.lower(): v for k, v in request.headers.items()},
+            origin,
         )
         with self._log_lock:
             self._log.append(record)
         return response(environ, start_response)
 
-    def _dispatch(self, request: Request) -> Response:
-        adapter = _URL_MAP.bind_to_environ(request.environ)
+    def _dispatch(self, request: Request, origin: str) -> Response:
+        url_map = _DELIVERY_MAP if origin == "delivery" else _URL_MAP
+        adapter = url_map.bind_to_environ(request.environ)
         endpoint, args = adapter.match()
         if endpoint == "delivery":
             if self._state.settings.delivery_requires_token:

@@ -4,6 +4,9 @@ and single ``Range`` support."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 from werkzeug.wrappers import Request, Response
 
 from cachelayer.testing.simulator.files import File
@@ -47,9 +50,29 @@ def file_response(request: Request, file: File, *, etag: str) -> Response:
             start, stop = parsed
             status = 206
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
-    response = Response(file.iter_range(start, stop), status=status, headers=headers, direct_passthrough=True)
+    response = Response(_paced(file, start, stop), status=status, headers=headers, direct_passthrough=True)
     response.content_length = stop - start
     return response
+
+
+#: Bytes per piece of a paced delivery (``File.bytes_per_second``).
+PACED_PIECE = 16 * 1024
+
+
+def _paced(file: File, start: int, stop: int) -> Iterator[bytes]:
+    """Bytes ``[start, stop)`` of ``file``, at ``file.bytes_per_second`` when set (read again
+    before each piece), counted in ``file.bytes_served``."""
+    if file.bytes_per_second is None:
+        for chunk in file.iter_range(start, stop):
+            file.bytes_served += len(chunk)
+            yield chunk
+        return
+    for piece in file.iter_range(start, stop, PACED_PIECE):
+        file.bytes_served += len(piece)
+        yield piece
+        rate = file.bytes_per_second
+        if rate:
+            time.sleep(len(piece) / rate)
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | str | None:

@@ -29,6 +29,11 @@ class File:
     delivery URL (``/delivery/pbxt/<token>/<filename>``, percent-encoded there as in
     Replicate's delivery URLs) and may not contain ``/``.
 
+    ``bytes_per_second``: the delivery sends the body at about that rate (in 16 KiB pieces;
+    ``None``: as fast as it can). It is read before each piece, so a test may set it to
+    ``None`` mid-download to let the rest go. ``bytes_served`` counts body bytes sent by
+    every delivery of this file so far (a test's sign that a download is under way).
+
     Raises :class:`ValueError` when neither ``content`` nor ``size`` is given, when both are
     given and disagree, or when ``size`` is negative.
     """
@@ -41,6 +46,7 @@ class File:
         seed: int = 0,
         content_type: str = "image/png",
         filename: str = "out-0.png",
+        bytes_per_second: float | None = None,
     ) -> None:
         if content is None and size is None:
             raise ValueError("File needs content or size")
@@ -61,6 +67,8 @@ class File:
         self.content_type = content_type
         self.filename = filename
         self._sha256: str | None = None
+        self.bytes_per_second = bytes_per_second
+        self.bytes_served = 0
 
     @property
     def generated(self) -> bool:

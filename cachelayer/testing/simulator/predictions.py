@@ -85,9 +85,9 @@ class Predictions:
     # -- files -----------------------------------------------------------------------------
 
     def url(self, slot: Slot) -> str:
-        """The delivery URL of ``slot``'s current token; the filename is percent-encoded, as
-        in Replicate's delivery URLs (replicate-api.md)."""
-        return f"{self._state.base_url}/delivery/pbxt/{slot.token}/{quote(slot.file.filename, safe='')}"
+        """The delivery URL of ``slot``'s current token, on the delivery origin; the filename
+        is percent-encoded, as in Replicate's delivery URLs (replicate-api.md)."""
+        return f"{self._state.delivery_url}/delivery/pbxt/{slot.token}/{quote(slot.file.filename, safe='')}"
 
     def rotate(self, p: Prediction, only_dead: bool = False) -> None:
         """Give ``p``'s files fresh tokens (only the dead ones when ``only_dead``)."""

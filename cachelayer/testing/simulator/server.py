@@ -26,7 +26,12 @@ __all__ = ["ReplicateSimulator"]
 
 
 class ReplicateSimulator:
-    """A Replicate API (``/v1``) and file-delivery server on a real socket.
+    """A Replicate API (``/v1``) and file-delivery server on two real sockets.
+
+    Like Replicate (``api.replicate.com`` and ``replicate.delivery``), the API and file
+    delivery are two origins: the API on :attr:`base_url` / :attr:`host_port`, files on
+    :attr:`delivery_url` / :attr:`delivery_host_port` (another port of the same host). An
+    allow-list for downloads names :attr:`delivery_host_port`, never :attr:`host_port`.
 
     Its defaults follow the real API (``shared/reference/replicate-api.md`` and the
     OpenAPI schema); the knobs that relax that say so. Arguments (times in seconds of the
@@ -50,7 +55,8 @@ class ReplicateSimulator:
       header sets a deadline: reached while ``starting`` it ends ``aborted``, while
       ``processing`` ``canceled`` (the API reference's meanings).
     * ``page_size`` (settable): predictions per ``GET /v1/predictions`` page.
-    * ``host``/``port``: where to listen (port 0: any free port).
+    * ``host``/``port``: where the API listens (port 0: any free port);
+      ``delivery_port``: where file delivery listens on the same host (0: any free port).
     * ``refresh_expired_urls`` (settable): when true, reading a prediction whose data is
       kept but whose URLs have died (TTL or :meth:`expire_urls`) mints fresh URLs, as
       re-reading a prediction on Replicate yields its current URLs. Default false: dead
@@ -115,6 +121,7 @@ class ReplicateSimulator:
         page_size: int = 100,
         host: str = "127.0.0.1",
         port: int = 0,
+        delivery_port: int = 0,
         refresh_expired_urls: bool = False,
         remove_input_on_data_removal: bool = True,
         webhook_secret: str | None = None,
@@ -153,6 +160,7 @@ class ReplicateSimulator:
         self.https = https
         self.host = host
         self.port = port
+        self.delivery_port = delivery_port
         self._state = SimState(self.settings)
         self.clock = self._state.clock
         """The simulator's clock (:class:`SimClock`); ``sim.clock()`` is now as a datetime."""
@@ -163,28 +171,40 @@ class ReplicateSimulator:
         self._api = Api(self._state, self._catalogue, self._predictions, self._faults, self._webhooks)
 
         self._listener: Listener | None = None
+        self._delivery: Listener | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> ReplicateSimulator:
-        """Bind the socket and serve in a background thread. Returns ``self``. Raises
+        """Bind both sockets (API, delivery) and serve in background threads. Returns ``self``. Raises
         :class:`OSError` when the address is taken, :class:`RuntimeError` if started."""
         if self._listener is not None:
             raise RuntimeError("simulator already started")
         self._state.stopping.clear()
         self._listener = Listener(self._api, self.host, self.port, self.https)
+        try:
+            self._delivery = Listener(
+                self._api.delivery_app, self.host, self.delivery_port, self.https, certs=self._listener.certs
+            )
+        except BaseException:
+            self._listener.close()
+            self._listener = None
+            raise
         self._state.base_url = self._listener.base_url
+        self._state.delivery_url = self._delivery.base_url
         self._webhooks.start(name=f"replicate-sim-webhooks-{self._listener.port}")
         return self
 
     def stop(self) -> None:
-        """Stop serving, release held requests, close the socket, delete the certificate."""
+        """Stop serving, release held requests, close the sockets, delete the certificate."""
         self._state.stopping.set()
         self._state.notify()
+        if self._delivery is not None:
+            self._delivery.close()
         if self._listener is not None:
-            self._listener.close()
+            self._listener.close()  # after delivery: it owns the certificate both use
         self._webhooks.join(timeout=5)
-        self._listener = None
+        self._listener = self._delivery = None
 
     def __enter__(self) -> ReplicateSimulator:
         return self.start()
@@ -194,15 +214,32 @@ class ReplicateSimulator:
 
     @property
     def base_url(self) -> str:
-        """``http(s)://127.0.0.1:<port>``: what ``replicate.Client(base_url=...)`` takes."""
+        """``http(s)://127.0.0.1:<port>``: the API origin, what ``replicate.Client(base_url=...)``
+        takes (``REPLICATE_BASE_URL``)."""
         return self._state.base_url
 
     @property
     def host_port(self) -> str:
-        """``127.0.0.1:<port>``: the delivery host, e.g. for an allow-list."""
+        """``127.0.0.1:<port>`` of the API origin (not where files are: see
+        :attr:`delivery_host_port`)."""
         if self._listener is None:
             raise RuntimeError("simulator not started")
         return self._listener.host_port
+
+    @property
+    def delivery_url(self) -> str:
+        """``http(s)://127.0.0.1:<delivery port>``: the file-delivery origin, this simulator's
+        ``https://replicate.delivery``; every output file URL starts with it."""
+        return self._state.delivery_url
+
+    @property
+    def delivery_host_port(self) -> str:
+        """``127.0.0.1:<delivery port>``: the file-delivery host for an allow-list
+        (``CACHELAYER_ALLOWED_HOSTS``) and for the hosts that get the token
+        (``CACHELAYER_TOKEN_HOSTS``), as ``replicate.delivery`` is for Replicate."""
+        if self._delivery is None:
+            raise RuntimeError("simulator not started")
+        return self._delivery.host_port
 
     @property
     def ca_file(self) -> str | None:

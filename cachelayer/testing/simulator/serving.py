@@ -40,12 +40,18 @@ class Listener:
 
     Binds in the constructor (raises :class:`OSError` when the address is taken).
     ``host_port`` is ``127.0.0.1:<port>`` (a wildcard host is reported as 127.0.0.1, IPv6
-    in brackets), ``base_url`` ``http(s)://`` + that, ``certs`` the TLS files when ``https``.
-    Connections are kept alive between requests (HTTP/1.1); see the module docstring.
+    in brackets), ``base_url`` ``http(s)://`` + that, ``certs`` the TLS files when ``https``:
+    the ``certs`` given (another listener's, not deleted by this one; a certificate for 127.0.0.1
+    and localhost serves any listener there) or, when ``None``, a
+    fresh throwaway CA this listener deletes on :meth:`close`. Connections are kept alive
+    between requests (HTTP/1.1); see the module docstring.
     """
 
-    def __init__(self, app: Any, host: str, port: int, https: bool) -> None:
+    def __init__(
+        self, app: Any, host: str, port: int, https: bool, *, certs: CertificateFiles | None = None
+    ) -> None:
         self.certs: CertificateFiles | None = None
+        self._owns_certs = certs is None
         server = KeepAliveWSGIServer(
             (host, port),
             app,
@@ -61,7 +67,7 @@ class Listener:
 
                 from cachelayer.testing.tls import generate_certificate, server_ssl_context
 
-                self.certs = generate_certificate()
+                self.certs = generate_certificate() if certs is None else certs
                 adapter = BuiltinSSLAdapter(self.certs.cert_file, self.certs.key_file)
                 adapter.context = server_ssl_context(self.certs)
                 server.ssl_adapter = adapter
@@ -89,6 +95,6 @@ class Listener:
         self._remove_certs()
 
     def _remove_certs(self) -> None:
-        if self.certs is not None:
+        if self.certs is not None and self._owns_certs:
             shutil.rmtree(self.certs.directory, ignore_errors=True)
-            self.certs = None
+        self.certs = None

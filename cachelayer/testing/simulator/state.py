@@ -67,7 +67,8 @@ class Setting(Generic[T]):
 class SimState:
     """Shared by the parts: ``settings``, ``clock``, one re-entrant ``lock`` and its
     condition ``cond`` (notified whenever predictions change or the clock moves),
-    ``stopping`` (set on shutdown) and the ``base_url`` once the server listens."""
+    ``stopping`` (set on shutdown), and once the server listens the ``base_url`` (the API
+    origin) and the ``delivery_url`` (the file-delivery origin, another socket)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -76,6 +77,7 @@ class SimState:
         self.cond = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self._base_url: str | None = None
+        self._delivery_url: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -87,6 +89,19 @@ class SimState:
     @base_url.setter
     def base_url(self, value: str | None) -> None:
         self._base_url = value
+
+    @property
+    def delivery_url(self) -> str:
+        """``http(s)://host:port`` of file delivery (no trailing slash), a different port
+        from :attr:`base_url`, as replicate.delivery is another host than api.replicate.com;
+        raises :class:`RuntimeError` before start."""
+        if self._delivery_url is None:
+            raise RuntimeError("simulator not started")
+        return self._delivery_url
+
+    @delivery_url.setter
+    def delivery_url(self, value: str | None) -> None:
+        self._delivery_url = value
 
     def notify(self) -> None:
         """Wake every thread waiting on :attr:`cond` (held requests, the webhook sender)."""
