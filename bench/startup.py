@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(
         child_env(moto),
         CACHELAYER_STORAGE_URL="s3://startup/runs",
-        CACHELAYER_ALLOWED_HOSTS=sim.host_port,
+        CACHELAYER_ALLOWED_HOSTS=sim.delivery_host_port,  # files come from its delivery origin
         AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{s3_relay.port}",
         REPLICATE_API_TOKEN=sim.token,
         REPLICATE_BASE_URL=f"http://127.0.0.1:{api_relay.port}/v1",
