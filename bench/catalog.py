@@ -300,30 +300,31 @@ def pct(values: list[float], q: float) -> float:
 def measure(catalog: Catalog, repeat: int, rng: random.Random) -> list[tuple[str, list[float]]]:
     from sqlalchemy import func, select
 
-    from cachelayer.catalog.models import OutputFile, SourceUrl
+    from cachelayer.catalog.models import OUTPUT_FILES as OutputFile
+    from cachelayer.catalog.models import SOURCE_URLS as SourceUrl
 
-    with catalog.db.sessions() as s:
-        max_id = s.scalar(select(func.max(OutputFile.id))) or 1
+    with catalog.db.engine.connect() as s:
+        max_id = s.scalar(select(func.max(OutputFile.c.id))) or 1
         sample = s.execute(
-            select(OutputFile.source_url, OutputFile.prediction_id).where(
-                OutputFile.status == "stored",
-                OutputFile.id.in_([rng.randint(1, max_id) for _ in range(5000)]),
+            select(OutputFile.c.source_url, OutputFile.c.prediction_id).where(
+                OutputFile.c.status == "stored",
+                OutputFile.c.id.in_([rng.randint(1, max_id) for _ in range(5000)]),
             )
         ).all()
         rotated = list(
             s.scalars(
-                select(SourceUrl.url)
-                .join(OutputFile, OutputFile.id == SourceUrl.output_file_id)
+                select(SourceUrl.c.url)
+                .join(OutputFile, OutputFile.c.id == SourceUrl.c.output_file_id)
                 .where(
-                    SourceUrl.url.like("https://replicate.delivery/pbxt/%"),
-                    OutputFile.id.in_([rng.randint(1, max_id) for _ in range(20_000)]),
-                    OutputFile.status == "stored",
+                    SourceUrl.c.url.like("https://replicate.delivery/pbxt/%"),
+                    OutputFile.c.id.in_([rng.randint(1, max_id) for _ in range(20_000)]),
+                    OutputFile.c.status == "stored",
                 )
             )
         )
         top = s.execute(
-            select(OutputFile.model, func.count())
-            .group_by(OutputFile.model)
+            select(OutputFile.c.model, func.count())
+            .group_by(OutputFile.c.model)
             .order_by(func.count().desc())
             .limit(1)
         ).one()

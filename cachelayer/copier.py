@@ -29,10 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from cachelayer import expiry
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.config import Settings
 from cachelayer.errors import (
@@ -52,6 +51,9 @@ from cachelayer.manifests import Manifests
 from cachelayer.prediction import Prediction
 from cachelayer.retry_policy import COPY_DOWNLOAD, COPY_REQUEUE
 from cachelayer.storage.base import Store
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog  # imported by the layer when it opens the catalog
 
 __all__ = ["MAX_REASON_CHARS", "Copier", "DownloadSlot", "FileOutcome", "Refresher"]
 

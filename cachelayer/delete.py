@@ -30,13 +30,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.catalog.tombstones import TombstoneRecord
 from cachelayer.errors import CacheLayerError, ConfigError, failure_reason
 from cachelayer.storage.base import Store
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog
 
 __all__ = ["BATCH", "DeleteOutcome", "DeleteSummary", "Deleter", "Outcome"]
 

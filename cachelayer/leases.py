@@ -16,9 +16,12 @@ import socket
 import threading
 import time
 import uuid
+from typing import TYPE_CHECKING
 
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import NO_COPY, FileRecord
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog  # imported by the layer when it opens the catalog
 
 __all__ = ["Heartbeat", "claim_or_wait", "new_owner", "release_dead_local_leases"]
 

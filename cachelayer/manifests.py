@@ -34,14 +34,15 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cachelayer.catalog import Catalog
-from cachelayer.catalog.manifest_rows import ManifestRows, RecordedPrediction
-from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord, iso
+from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord, RecordedPrediction, iso
 from cachelayer.keys import prediction_part
 from cachelayer.outputs import durable_output
 from cachelayer.storage.base import Store
+
+if TYPE_CHECKING:  # SQLAlchemy comes with the catalog: the copier imports this module first
+    from cachelayer.catalog import Catalog
 
 __all__ = [
     "FORMAT",
@@ -299,6 +300,8 @@ class Manifests:
     store, where new files go); thread-safe."""
 
     def __init__(self, catalog: Catalog, store: Store) -> None:
+        from cachelayer.catalog.manifest_rows import ManifestRows
+
         self.store = store
         self.rows = ManifestRows(catalog.db)
         # One prediction's read-then-write runs under one lock (striped by id), so a

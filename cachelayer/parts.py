@@ -207,11 +207,13 @@ class Parts:
 
     @cached_property
     def persister(self) -> Persister:
-        """The persist policy (record, copy, fallbacks, rerun at most once)."""
+        """The persist policy (record, copy, fallbacks, rerun at most once). The copier's
+        bucket check comes first, before the catalog and SQLAlchemy (docs/BENCHMARKS.md)."""
         from cachelayer.persist import Persister
 
         with self._lock:
-            return Persister(self.settings, self.catalog, self.store, self.copier, lambda: self.api)
+            copier = self.copier
+            return Persister(self.settings, self.catalog, self.store, copier, lambda: self.api)
 
     @cached_property
     def deleter(self) -> Deleter:

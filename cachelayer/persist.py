@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cachelayer import expiry
-from cachelayer.catalog import Catalog, NewFile
-from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord
+from cachelayer.catalog.records import FileRecord, FileStatus, NewFile, PredictionRecord
 from cachelayer.config import Settings
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import (
@@ -43,6 +43,9 @@ from cachelayer.outputs import durable_output, find_files
 from cachelayer.prediction import Prediction, PredictionStatus, is_version_id
 from cachelayer.replicate_api import ReplicateApi, check_succeeded
 from cachelayer.storage.base import Store
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog  # imported by the layer when it opens the catalog
 
 __all__ = ["PersistResult", "Persister", "rerun_ref", "stored_as"]
 

@@ -25,13 +25,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.manifest_rows import ManifestRows
 from cachelayer.errors import CatalogWriteError, ConfigError
 from cachelayer.manifests import MAX_MANIFEST_BYTES, Tombstone, manifest_prefix, read_manifest
 from cachelayer.storage.base import Store
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog
 
 __all__ = ["RebuildSummary", "rebuild"]
 

@@ -19,10 +19,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
-from cachelayer.catalog import Catalog, checkpoint_name
 from cachelayer.copier import Copier
 from cachelayer.errors import (
     CacheLayerError,
@@ -38,6 +37,9 @@ from cachelayer.persist import Persister
 from cachelayer.prediction import Prediction, parse_time
 from cachelayer.replicate_api import ReplicateApi
 from cachelayer.workers import BackfillSummary, ProgressFn, Tally, WorkerPool, finish
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog  # imported by the layer when it opens the catalog
 
 __all__ = [
     "WEB_LISTING_DAYS",
@@ -118,6 +120,8 @@ class ScanFilter:
             "source": self.source,
             "statuses": sorted(self.statuses),
         }
+        from cachelayer.catalog.checkpoints import checkpoint_name  # SQLAlchemy: not before the first request
+
         return checkpoint_name("backfill", spec)
 
     def wants(self, p: Prediction) -> bool:

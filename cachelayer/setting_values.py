@@ -28,6 +28,7 @@ __all__ = [
     "check_storage_url",
     "mirror_url_list",
     "check_text",
+    "database_url_parts",
     "retention_seconds",
     "host_list",
     "http_url",
@@ -63,30 +64,63 @@ def http_url(name: str, url: str, *, path_ok: bool = True) -> str:
     return url
 
 
+#: SQLAlchemy's own pattern of a database URL (``sqlalchemy.engine.url._parse_url``, 2.x),
+#: so a URL is checked as the engine will read it without importing SQLAlchemy (100 ms or
+#: more of a copy command's start-up, before its first request: docs/BENCHMARKS.md).
+#: ``tests/test_settings_database_url.py`` holds it equal to ``make_url`` on many URLs.
+_DATABASE_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+    """,
+    re.X,
+)
+
+
+def database_url_parts(database_url: str) -> tuple[str, str | None]:
+    """``(backend, database)`` of a database URL as SQLAlchemy's ``make_url`` reads it
+    (backend: the name before any ``+driver``; database: percent-decoded, ``None`` when
+    absent). Raises ``ValueError`` for a URL ``make_url`` refuses (no ``name://``, a port
+    that is not a number)."""
+    m = _DATABASE_URL.match(database_url)
+    if m is None:
+        raise ValueError("not a database URL")
+    if m["port"] is not None:
+        int(m["port"])  # ValueError (also for an empty port), as make_url
+    database = m["database"]
+    return m["name"].split("+")[0], None if database is None else unquote(database)
+
+
 def sqlite_path(database_url: str, name: str = "CACHELAYER_DATABASE_URL") -> Path | None:
     """The file of a SQLite catalog URL (``~`` expanded), ``None`` for other databases and
     in-memory SQLite. Raises :class:`ConfigError` naming ``name`` (the variable or flag the
     URL came from) for a URL SQLAlchemy cannot parse."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
-        url = make_url(database_url)
-    except (ArgumentError, ValueError):
+        backend, db = database_url_parts(database_url)
+    except ValueError:
         raise ConfigError(f"{name} is not a database URL: {shown(database_url)}") from None
-    if url.get_backend_name() != "sqlite":
+    if backend != "sqlite":
         return None
-    db = url.database
     if not db or db == ":memory:" or db.startswith("file:"):
         return None
     return Path(db).expanduser()
 
 
 def check_database_url(url: str, name: str = "CACHELAYER_DATABASE_URL") -> None:
-    from sqlalchemy.engine import make_url
-
     path = sqlite_path(url, name)  # also checks that the URL parses
-    backend = make_url(url).get_backend_name()
+    backend, _ = database_url_parts(url)
     if backend not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError(f"{name} must be a SQLite or PostgreSQL URL, got {backend!r} ({shown(url)})")
     if path is None:

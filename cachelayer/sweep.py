@@ -46,9 +46,8 @@ import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.checkpoints import checkpoint_name
 from cachelayer.catalog.records import PredictionRecord
 from cachelayer.catalog.server_state import ServerState
@@ -62,6 +61,9 @@ from cachelayer.prediction import Prediction, parse_time
 from cachelayer.replicate_api import ReplicateApi
 from cachelayer.scan import QueuedFn, Scan, ScanFilter, beside_pool, queue_prediction
 from cachelayer.workers import BackfillSummary, Tally, finish
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog
 
 __all__ = ["OVERLAP_SECONDS", "REREAD_LIMIT", "SWEEP_CHECKPOINT", "Sweep", "SweepSummary"]
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING
 
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.errors import ExpiredDownloadUrlError, FileNotRecordedError
 from cachelayer.outputs import file_url, lookup
 
 if TYPE_CHECKING:  # the copier brings the download stack: the queries load none of it
+    from cachelayer.catalog import Catalog
     from cachelayer.copier import Copier
 
 __all__ = ["copy_file", "source_url"]

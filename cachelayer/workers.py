@@ -22,9 +22,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cachelayer.catalog import Catalog
 from cachelayer.catalog.records import FileRecord
 from cachelayer.copier import Copier, FileOutcome
 from cachelayer.errors import ExpiredDownloadUrlError, failure_reason
@@ -32,6 +31,9 @@ from cachelayer.leases import release_dead_local_leases
 from cachelayer.prediction import Prediction
 from cachelayer.retry_policy import CLAIM
 from cachelayer.units import source_url
+
+if TYPE_CHECKING:
+    from cachelayer.catalog import Catalog  # imported by the layer when it opens the catalog
 
 __all__ = ["BackfillSummary", "ProgressFn", "Tally", "WorkerPool", "count_queue", "upload_threads", "work"]
 

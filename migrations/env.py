@@ -12,10 +12,10 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from cachelayer.catalog.models import Base
+from cachelayer.catalog.models import METADATA
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = METADATA
 
 
 def _url() -> str:

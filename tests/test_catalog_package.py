@@ -176,7 +176,8 @@ def test_catalog_modules_are_small_acyclic_and_hold_all_the_sql():
         assert len(p.read_text().splitlines()) <= 400, m
     outside = [p for p in PACKAGE.rglob("*.py") if "catalog" not in p.relative_to(PACKAGE).parts]
     tables = {
-        f"cachelayer.catalog.models.{n}" for n in ("Prediction", "OutputFile", "SourceUrl", "Checkpoint")
+        f"cachelayer.catalog.models.{n}"
+        for n in ("PREDICTIONS", "OUTPUT_FILES", "SOURCE_URLS", "CHECKPOINTS")
     }
     for p in outside:
         assert not (tables | {"cachelayer.catalog.session"}) & _imports(p), p

@@ -27,11 +27,11 @@ def _backdate(layer: Any, pid: str, days: float) -> None:
     data of old predictions, so they are persisted fresh and aged in the catalog)."""
     from sqlalchemy import update
 
-    from cachelayer.catalog.models import Prediction
+    from cachelayer.catalog.models import PREDICTIONS
 
     when = datetime.now(timezone.utc) - timedelta(days=days)
     with layer.catalog.engine.begin() as c:
-        c.execute(update(Prediction).where(Prediction.id == pid).values(created_at=when))
+        c.execute(update(PREDICTIONS).where(PREDICTIONS.c.id == pid).values(created_at=when))
 
 
 def _object_exists(layer: Any, rec: Any) -> bool:
@@ -242,14 +242,12 @@ def test_a_catalog_at_revision_0006_upgrades_and_its_predictions_can_be_deleted(
     assert "tombstones" not in inspect(engine).get_table_names()
     assert "file_copies" not in inspect(engine).get_table_names()
     pid = _seed(replicate_simulator, 2)
-    from cachelayer.catalog.models import Prediction as Row
+    from cachelayer.catalog.models import PREDICTIONS
     from cachelayer.catalog.predictions import prediction_values
     from cachelayer.prediction import Prediction
 
     with engine.begin() as c:  # the row as revision 0006's code wrote it
-        c.execute(
-            Row.__table__.insert(), prediction_values(Prediction.of(replicate_simulator.prediction(pid)))
-        )
+        c.execute(PREDICTIONS.insert(), prediction_values(Prediction.of(replicate_simulator.prediction(pid))))
     assert upgrade(engine) == ("0006", HEAD_REVISION)  # 0007, and the revisions after it
     layer = make_layer()
     layer.persist(pid)

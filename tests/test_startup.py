@@ -171,8 +171,9 @@ def _small_catalog(tmp_path, storage_url: str) -> tuple[str, str]:
     return db, source
 
 
-def _run_cli(args: list[str], env: dict[str, str]) -> tuple[int, str, list[str]]:
-    """Run ``cachelayer ARGS`` in a fresh interpreter; (exit status, stdout, modules loaded)."""
+def _run_cli(args: list[str], env: dict[str, str], *, full: bool = False) -> tuple[int, str, list[str]]:
+    """Run ``cachelayer ARGS`` in a fresh interpreter; (exit status, stdout, modules loaded:
+    top-level packages, or every module with ``full``)."""
     probe = (
         "import json, sys\n"
         "from cachelayer.cli import main\n"
@@ -182,7 +183,7 @@ def _run_cli(args: list[str], env: dict[str, str]) -> tuple[int, str, list[str]]
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
         "sys.stdout.flush()\n"
-        "mods = sorted({m.split('.')[0] for m in sys.modules})\n"
+        f"mods = sorted({'set(sys.modules)' if full else '{m.split(chr(46))[0] for m in sys.modules}'})\n"
         "print('\\nMODULES', json.dumps([code, mods]))\n"
     )
     import os
@@ -228,3 +229,94 @@ def test_catalog_queries_load_no_replicate_client_http_client_or_s3_sdk(tmp_path
         assert code == 0, (name, text)
         assert "a.png" in text or name == "stats", (name, text)
         assert [m for m in mods if m in QUERY_FORBIDDEN] == [], name
+
+
+#: Never loaded by any command (issue 19/21 item 5): the catalog is Core tables and Core
+#: statements; the ORM was a third of SQLAlchemy's import and the classes' mapping more.
+NEVER = ("sqlalchemy.orm", "sqlalchemy.ext.declarative")
+
+
+def test_catalog_queries_load_no_orm_and_no_rich_console_off_a_terminal(tmp_path):
+    """``ls``, ``show``, ``resolve``, ``stats``, ``export`` on a SQLite catalog, stdout a
+    pipe: no ``sqlalchemy.orm`` (nor any ORM piece), no rich console (drawn on a terminal
+    only), no PostgreSQL dialect, no Alembic (the catalog exists, nothing to migrate)."""
+    db, source = _small_catalog(tmp_path, (tmp_path / "objects").as_uri())
+    env = {"CACHELAYER_DATABASE_URL": db, "CACHELAYER_STORAGE_URL": (tmp_path / "objects").as_uri()}
+    runs = {"ls": ["ls"], "show": ["show", "p1"], "resolve": ["resolve", source], "stats": ["stats"]}
+    runs["export"] = ["export"]
+    assert set(runs) == set(QUERY_COMMANDS)
+    for name, args in runs.items():
+        code, text, mods = _run_cli(args, env, full=True)
+        assert code == 0, (name, text)
+        assert "sqlalchemy.sql" in mods, name  # the probe sees submodules
+        loaded = [m for m in mods if m.startswith(NEVER) or m.startswith(("rich.console", "alembic"))]
+        assert loaded == [], name
+        assert [m for m in mods if "postgresql" in m] == [], name
+
+
+def test_importing_a_catalog_submodule_loads_no_sqlalchemy():
+    """``cachelayer.catalog`` exports its names on first use: the records (what the copy
+    path's modules import at load time) come without SQLAlchemy, ``Catalog`` with it."""
+    loaded = loaded_after(
+        "import cachelayer.catalog.records, cachelayer.persist, cachelayer.copier, cachelayer.scan,"
+        " cachelayer.workers, cachelayer.leases, cachelayer.cli.copy, cachelayer.cli.backfill"
+    )
+    assert "sqlalchemy" not in loaded
+    assert "sqlalchemy" in loaded_after("from cachelayer.catalog import Catalog")
+
+
+_FIRST_CONNECT_PROBE = (
+    "import json, socket, sys\n"
+    "seen = []\n"
+    "connect = socket.socket.connect\n"
+    "def probe(self, address):\n"
+    "    if not seen and isinstance(address, tuple):\n"
+    "        seen.append([list(address[:2]), sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy')])\n"
+    "    return connect(self, address)\n"
+    "socket.socket.connect = probe\n"
+    "from cachelayer.cli import main\n"
+    "try:\n"
+    "    main(sys.argv[1:], prog_name='cachelayer')\n"
+    "    code = 0\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code\n"
+    "sys.stdout.flush()\n"
+    "print('\\nPROBE', json.dumps([code, seen, 'sqlalchemy' in sys.modules]))\n"
+)
+
+
+@pytest.mark.parametrize("command", ["persist", "run", "backfill"])
+def test_copy_commands_send_their_first_request_before_loading_sqlalchemy(
+    command, cli_env, replicate_simulator
+):
+    """Issue 21 (item 5): the copy commands' first request on the network (``persist`` and
+    ``run``: the bucket check; ``backfill``: the first page of the listing) leaves before
+    SQLAlchemy and the catalog are imported and opened, so the import overlaps nothing
+    and delays nothing the user waits on first. The command still opens the catalog."""
+    from cachelayer.testing.simulator import File
+
+    sim = replicate_simulator
+    sim.add_model("acme/startup", outputs=[File(b"png bytes", filename="o.png")])
+    pid = sim.seed_prediction("acme/startup", {"a": 1}, [File(b"png bytes", filename="o.png")])
+    args = {
+        "persist": ["persist", pid],
+        "run": ["run", "acme/startup", "-i", "a=1"],
+        "backfill": ["backfill", "--limit", "1"],
+    }[command]
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_CONNECT_PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=cli_env,
+    )
+    text, _, tail = out.stdout.rpartition("\nPROBE ")
+    assert tail, out.stderr
+    code, seen, opened_catalog = json.loads(tail)
+    assert code == 0, (text, out.stderr)
+    assert seen, "no TCP connection"
+    (host, port), loaded = seen[0]
+    servers = {cli_env["AWS_ENDPOINT_URL_S3"].rsplit(":", 1)[1], sim.host_port.rsplit(":", 1)[1]}
+    assert str(port) in servers
+    assert loaded == []
+    assert opened_catalog

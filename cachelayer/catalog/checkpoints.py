@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, delete
 
-from cachelayer.catalog.models import Checkpoint
-from cachelayer.catalog.session import Database, utcnow
+from cachelayer.catalog.models import CHECKPOINTS
+from cachelayer.catalog.session import Database, by_key, utcnow
 
 __all__ = ["CheckpointRecord", "CheckpointRepository", "canonical_spec", "checkpoint_name"]
 
@@ -113,8 +113,8 @@ class CheckpointRepository:
     def load(self, name: str) -> CheckpointRecord | None:
         """The checkpoint saved under ``name``, or ``None``."""
 
-        def work(s: Session) -> CheckpointRecord | None:
-            row = s.get(Checkpoint, name)
+        def work(s: Connection) -> CheckpointRecord | None:
+            row = by_key(s, CHECKPOINTS, name)
             if row is None:
                 return None
             return CheckpointRecord(row.name, row.cursor, dict(row.state or {}), row.updated_at)
@@ -124,7 +124,7 @@ class CheckpointRepository:
     def save(self, name: str, cursor: str | None, state: Mapping[str, Any]) -> None:
         """Save (insert or replace) the checkpoint ``name`` with ``cursor`` (any text, e.g.
         Replicate's next-page cursor) and ``state`` (a JSON object)."""
-        stmt = self.db.insert(Checkpoint).values(
+        stmt = self.db.insert(CHECKPOINTS).values(
             name=name, cursor=cursor, state=dict(state), updated_at=utcnow()
         )
         stmt = stmt.on_conflict_do_update(
@@ -140,11 +140,5 @@ class CheckpointRepository:
     def delete(self, name: str) -> bool:
         """Forget the checkpoint ``name``; returns whether there was one."""
 
-        def work(s: Session) -> bool:
-            row = s.get(Checkpoint, name)
-            if row is None:
-                return False
-            s.delete(row)
-            return True
-
-        return self.db.write(work)
+        stmt = delete(CHECKPOINTS).where(CHECKPOINTS.c.name == name)
+        return self.db.write(lambda s: s.execute(stmt).rowcount > 0)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, false, func, null, or_, select, true, update
+from sqlalchemy import Connection, bindparam, false, func, null, or_, select, true, update
 
-from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
+from cachelayer.catalog.models import FILE_COLUMNS, OUTPUT_FILES
 from cachelayer.catalog.records import NO_COPY, FileRecord, FileStatus
 from cachelayer.catalog.session import utcnow
 
@@ -29,7 +29,7 @@ __all__ = [
     "stored_params",
 ]
 
-_TABLE = cast(Table, OutputFile.__table__)
+_TABLE = OUTPUT_FILES
 _F = _TABLE.c
 
 

@@ -16,19 +16,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, exists, func, or_, select, update
 
-from cachelayer.catalog.models import FILE_COLUMNS, FileCopy, OutputFile
+from cachelayer.catalog.models import FILE_COLUMNS, FILE_COPIES, OUTPUT_FILES
 from cachelayer.catalog.records import FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
 
 __all__ = ["CopyRecord", "CopyRepository", "MirrorTask"]
 
-_C = cast(Table, FileCopy.__table__).c
-_F = cast(Table, OutputFile.__table__).c
+_C = FILE_COPIES.c
+_F = OUTPUT_FILES.c
 #: ids per ``IN (...)`` list (well under SQLite's bound-parameter limit)
 _IDS = 500
 
@@ -76,7 +75,7 @@ class CopyRepository:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._insert = db.insert(FileCopy).on_conflict_do_nothing(index_elements=["file_id", "store"])
+        self._insert = db.insert(FILE_COPIES).on_conflict_do_nothing(index_elements=["file_id", "store"])
 
     # ---- queueing ----------------------------------------------------------------------
 
@@ -140,7 +139,7 @@ class CopyRepository:
         ]
         candidates = (
             select(_C.id)
-            .join(OutputFile, _F.id == _C.file_id)
+            .join(OUTPUT_FILES, _F.id == _C.file_id)
             .where(*free, _F.status == FileStatus.STORED)
             .order_by(_C.id)
             .limit(limit)
@@ -150,7 +149,7 @@ class CopyRepository:
         taken: list[int] = []
         for copy_id in ids:
             take = (
-                update(FileCopy)
+                update(FILE_COPIES)
                 .where(_C.id == copy_id, *free)
                 .values(lease_owner=owner, lease_expires_at=lease, attempts=_C.attempts + 1, updated_at=now)
             )
@@ -160,12 +159,12 @@ class CopyRepository:
             return []
         stmt = (
             select(*_COPY_COLUMNS, *[col.label(f"f_{col.name}") for col in FILE_COLUMNS])
-            .join(OutputFile, _F.id == _C.file_id)
+            .join(OUTPUT_FILES, _F.id == _C.file_id)
             .where(_C.id.in_(taken))
             .order_by(_C.id)
         )
 
-        def read(s: Session) -> list[MirrorTask]:
+        def read(s: Connection) -> list[MirrorTask]:
             out = []
             for r in s.execute(stmt):
                 m = r._mapping
@@ -193,7 +192,7 @@ class CopyRepository:
 
     def _set(self, copy_id: int, **values: Any) -> None:
         stmt = (
-            update(FileCopy)
+            update(FILE_COPIES)
             .where(_C.id == copy_id)
             .values(lease_owner=None, lease_expires_at=None, updated_at=utcnow(), **values)
         )
@@ -203,7 +202,7 @@ class CopyRepository:
         """Put ``failed`` copies into ``stores`` back in the queue and end the backoff of
         pending ones (attempts reset). Returns how many rows changed."""
         stmt = (
-            update(FileCopy)
+            update(FILE_COPIES)
             .where(_C.status.in_([FileStatus.FAILED, FileStatus.PENDING]), _C.store.in_(list(stores)))
             .values(status=FileStatus.PENDING, attempts=0, available_at=None, updated_at=utcnow())
         )
@@ -216,7 +215,7 @@ class CopyRepository:
         ids = sorted(set(file_ids))
         out: dict[int, list[CopyRecord]] = {}
 
-        def work(s: Session) -> None:
+        def work(s: Connection) -> None:
             for chunk in chunked(ids, _IDS):
                 stmt = select(*_COPY_COLUMNS).where(_C.file_id.in_(chunk)).order_by(_C.file_id, _C.id)
                 for r in s.execute(stmt):
@@ -234,14 +233,14 @@ class CopyRepository:
         ids = sorted(set(prediction_ids))
         pairs: list[tuple[str, str]] = []
 
-        def work(s: Session) -> None:
+        def work(s: Connection) -> None:
             for chunk in chunked(ids, _IDS):
                 primary = select(_F.store, _F.key).where(_F.prediction_id.in_(chunk)).order_by(_F.id)
                 pairs.extend((r[0], r[1]) for r in s.execute(primary))
             for chunk in chunked(ids, _IDS):
                 mirror = (
                     select(_C.store, _C.key)
-                    .join(OutputFile, _F.id == _C.file_id)
+                    .join(OUTPUT_FILES, _F.id == _C.file_id)
                     .where(_F.prediction_id.in_(chunk))
                     .order_by(_C.id)
                 )

@@ -232,7 +232,7 @@ def create_fresh(engine: Engine) -> bool:
     process may have just created them: creators take turns, SQLite's ``BEGIN IMMEDIATE``
     or a PostgreSQL advisory lock) or when creation fails; the migrations then decide.
     """
-    from cachelayer.catalog.models import Base
+    from cachelayer.catalog.models import METADATA
 
     sqlite = engine.dialect.name == "sqlite"
     try:
@@ -244,7 +244,7 @@ def create_fresh(engine: Engine) -> bool:
             if inspect(conn).get_table_names():
                 conn.rollback()
                 return False
-            Base.metadata.create_all(conn)
+            METADATA.create_all(conn)
             conn.exec_driver_sql(
                 "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
                 "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"

@@ -10,14 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from cachelayer.catalog.claims import claim_prediction_files
 from cachelayer.catalog.encoding import catalog_url
-from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, SourceUrl
+from cachelayer.catalog.models import FILE_COLUMNS, OUTPUT_FILES, SOURCE_URLS
 from cachelayer.catalog.predictions import check_prediction_id, record_in
 from cachelayer.catalog.records import NO_COPY, FileRecord, FileStatus, NewFile
 from cachelayer.catalog.session import Database, chunked, utcnow
@@ -31,7 +30,7 @@ __all__ = ["RESOLVE_BATCH", "FileRepository"]
 #: SQLite's 32,766 bound-parameter limit and keeps PostgreSQL plans on the index).
 RESOLVE_BATCH = 500
 
-_FILES = cast(Table, OutputFile.__table__)
+_FILES = OUTPUT_FILES
 _T = _FILES.c
 #: Every file row of the prediction ``p_prediction_id``, by output path (built once).
 _FILES_OF = (
@@ -39,11 +38,11 @@ _FILES_OF = (
 )
 
 
-def _files_of(s: Session | Connection, prediction_id: str) -> list[FileRecord]:
+def _files_of(s: Connection, prediction_id: str) -> list[FileRecord]:
     return [FileRecord(**r._mapping) for r in s.execute(_FILES_OF, {"p_prediction_id": prediction_id})]
 
 
-_ALIASES = cast(Table, SourceUrl.__table__)
+_ALIASES = SOURCE_URLS
 #: Statuses of a file whose prediction is deleted (or being deleted).
 DELETED_STATUSES = (FileStatus.DELETING, FileStatus.DELETED)
 
@@ -188,7 +187,7 @@ class FileRepository:
     def get(self, file_id: int) -> FileRecord | None:
         """One file row by id."""
 
-        def work(s: Session) -> FileRecord | None:
+        def work(s: Connection) -> FileRecord | None:
             row = s.execute(select(*FILE_COLUMNS).where(_T.id == file_id)).first()
             return FileRecord(**row._mapping) if row is not None else None
 
@@ -199,7 +198,7 @@ class FileRepository:
         (its ``store``), or ``None``: the gateway's lookup (index ``ix_output_files_key``).
         Retried and reported as every read (:meth:`Database.read`)."""
 
-        def work(s: Session) -> FileRecord | None:
+        def work(s: Connection) -> FileRecord | None:
             row = s.execute(
                 select(*FILE_COLUMNS)
                 .where(_T.key == key, _T.status == FileStatus.STORED)
@@ -243,7 +242,7 @@ class FileRepository:
         # WHERE clause SQLite (without ANALYZE statistics) drives the query from the
         # (status, available_at) index and scans every stored row instead of looking the
         # URLs up. Rows per URL are ~1, so filtering afterwards costs nothing.
-        def work(s: Session) -> dict[str, FileRecord]:
+        def work(s: Connection) -> dict[str, FileRecord]:
             found: dict[str, FileRecord] = {}
             for chunk in chunked(keys, RESOLVE_BATCH):
                 rows = s.execute(select(*FILE_COLUMNS).where(_T.source_url.in_(chunk)).order_by(_T.id)).all()
@@ -255,7 +254,7 @@ class FileRepository:
                     continue
                 rows = s.execute(
                     select(alias.url, *FILE_COLUMNS)
-                    .join_from(_ALIASES, OutputFile.__table__, alias.output_file_id == _T.id)
+                    .join_from(_ALIASES, OUTPUT_FILES, alias.output_file_id == _T.id)
                     .where(alias.url.in_(rest))
                     .order_by(_T.id)
                 ).all()

@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement
 
-from cachelayer.catalog.models import OutputFile
+from cachelayer.catalog.models import OUTPUT_FILES
 from cachelayer.catalog.records import FileStatus
 from cachelayer.errors import ConfigError
 
 __all__ = ["FileFilter"]
 
-_T = OutputFile.__table__.c
+_T = OUTPUT_FILES.c
 
 
 def _utc(value: datetime | None) -> datetime | None:

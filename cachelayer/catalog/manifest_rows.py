@@ -11,36 +11,30 @@ listing, so it is set by :meth:`ManifestRows.link_reruns` once every prediction 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select, text, update
 
-from cachelayer.catalog.models import FILE_COLUMNS, Base, OutputFile, Prediction, ServerStateValue, SourceUrl
+from cachelayer.catalog.models import (
+    FILE_COLUMNS,
+    METADATA,
+    OUTPUT_FILES,
+    PREDICTIONS,
+    SERVER_STATE,
+    SOURCE_URLS,
+)
 from cachelayer.catalog.predictions import check_prediction_id
-from cachelayer.catalog.records import FileRecord, PredictionRecord
-from cachelayer.catalog.session import Database, chunked, utcnow
+from cachelayer.catalog.records import FileRecord, PredictionRecord, RecordedPrediction
+from cachelayer.catalog.session import Database, by_key, chunked, utcnow
 
 __all__ = ["REBUILDING", "ManifestRows", "RecordedPrediction"]
 
-_P = cast(Table, Prediction.__table__)
-_F = cast(Table, OutputFile.__table__)
-_A = cast(Table, SourceUrl.__table__)
-_S = cast(Table, ServerStateValue.__table__)
+_P = PREDICTIONS
+_F = OUTPUT_FILES
+_A = SOURCE_URLS
+_S = SERVER_STATE
 #: ``server_state`` row present while a rebuild runs, so an interrupted one can resume.
 REBUILDING = "rebuild_in_progress"
-
-
-@dataclass(frozen=True)
-class RecordedPrediction:
-    """A prediction as the catalog holds it: its row, its files (by output path) and each
-    file's source URLs (``aliases[file id]``, oldest first; ``data:`` URIs as recorded, in
-    their redacted form)."""
-
-    prediction: PredictionRecord
-    files: list[FileRecord]
-    aliases: dict[int, list[str]]
 
 
 class ManifestRows:
@@ -54,8 +48,8 @@ class ManifestRows:
         """The prediction ``prediction_id`` with its files and their aliases, read in one
         transaction; ``None`` when the catalog does not hold it."""
 
-        def work(s: Session) -> RecordedPrediction | None:
-            row = s.get(Prediction, prediction_id)
+        def work(s: Connection) -> RecordedPrediction | None:
+            row = by_key(s, _P, prediction_id)
             if row is None:
                 return None
             files = [
@@ -82,7 +76,7 @@ class ManifestRows:
         """Up to ``limit`` prediction ids after ``after`` (``None``: from the first), in id
         order: a keyset walk over every prediction."""
 
-        def work(s: Session) -> list[str]:
+        def work(s: Connection) -> list[str]:
             stmt = select(_P.c.id).order_by(_P.c.id).limit(limit)
             if after is not None:
                 stmt = stmt.where(_P.c.id > after)
@@ -93,8 +87,8 @@ class ManifestRows:
     def is_empty(self) -> bool:
         """Whether no table of the catalog holds a row (Alembic's own table aside)."""
 
-        def work(s: Session) -> bool:
-            tables = Base.metadata.sorted_tables
+        def work(s: Connection) -> bool:
+            tables = METADATA.sorted_tables
             return all(s.execute(select(1).select_from(t).limit(1)).first() is None for t in tables)
 
         return self.db.read(work)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, exists, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, exists, func, or_, select
 
 from cachelayer.catalog.encoding import escape_text
-from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, OutputFile, Prediction, Tombstone
+from cachelayer.catalog.models import MAX_MODEL, MAX_PREDICTION_ID, OUTPUT_FILES, PREDICTIONS, TOMBSTONES
 from cachelayer.catalog.records import FileStatus, PredictionRecord
-from cachelayer.catalog.session import Database, chunked, utcnow
+from cachelayer.catalog.session import Database, by_key, chunked, utcnow
 from cachelayer.catalog.tombstones import refuse_deleted_in
 from cachelayer.datauri import redact_data_uris
 from cachelayer.errors import CatalogWriteError
@@ -76,14 +75,14 @@ def prediction_values(prediction: PredictionIn, *, rerun_of: str | None = None) 
 
 _UPSERTS: dict[str, Any] = {}
 
-_PREDICTIONS = cast(Table, Prediction.__table__)
+_PREDICTIONS = PREDICTIONS
 #: Core ``UPDATE`` of a prediction's ``durable_output``, built once (no ORM bookkeeping).
 _SET_DURABLE = (
     _PREDICTIONS.update()
     .where(_PREDICTIONS.c.id == bindparam("p_id"))
     .values(durable_output=bindparam("p_durable"), updated_at=bindparam("p_now"))
 )
-_F = cast(Table, OutputFile.__table__).c
+_F = OUTPUT_FILES.c
 #: A prediction's recorded output, only once no file of it is left unstored.
 _OUTPUT_IF_COMPLETE = select(_PREDICTIONS.c.output).where(
     _PREDICTIONS.c.id == bindparam("p_id"),
@@ -98,9 +97,9 @@ def _upsert(db: Database) -> Any:
     so SQLAlchemy compiles it once)."""
     stmt = _UPSERTS.get(db.dialect)
     if stmt is None:
-        ins = db.insert(Prediction.__table__)
+        ins = db.insert(PREDICTIONS)
         ex = ins.excluded
-        keep = Prediction.__table__.c
+        keep = PREDICTIONS.c
         stmt = ins.on_conflict_do_update(
             index_elements=["id"],
             set_={
@@ -180,8 +179,8 @@ class PredictionRepository:
     def get(self, prediction_id: str) -> PredictionRecord | None:
         """The recorded prediction, or ``None``."""
 
-        def work(s: Session) -> PredictionRecord | None:
-            row = s.get(Prediction, prediction_id)
+        def work(s: Connection) -> PredictionRecord | None:
+            row = by_key(s, PREDICTIONS, prediction_id)
             return PredictionRecord.of(row) if row else None
 
         return self.db.read(work)
@@ -191,7 +190,9 @@ class PredictionRepository:
         an unknown one. Reads two columns, not the JSON of input and output."""
         row = self.db.read(
             lambda s: s.execute(
-                select(Prediction.completed_at, Prediction.created_at).where(Prediction.id == prediction_id)
+                select(PREDICTIONS.c.completed_at, PREDICTIONS.c.created_at).where(
+                    PREDICTIONS.c.id == prediction_id
+                )
             ).first()
         )
         return (row[0] or row[1]) if row is not None else None
@@ -204,13 +205,13 @@ class PredictionRepository:
         :class:`~cachelayer.errors.CatalogOutageError` or
         :class:`~cachelayer.errors.CatalogError`."""
         queued = (
-            select(OutputFile.prediction_id)
-            .where(OutputFile.status == FileStatus.PENDING)
-            .order_by(OutputFile.available_at)
+            select(OUTPUT_FILES.c.prediction_id)
+            .where(OUTPUT_FILES.c.status == FileStatus.PENDING)
+            .order_by(OUTPUT_FILES.c.available_at)
             .limit(files)
         )
-        stmt = select(Prediction.id, Prediction.completed_at, Prediction.created_at).where(
-            Prediction.id.in_(queued.scalar_subquery())
+        stmt = select(PREDICTIONS.c.id, PREDICTIONS.c.completed_at, PREDICTIONS.c.created_at).where(
+            PREDICTIONS.c.id.in_(queued.scalar_subquery())
         )
         return {row[0]: row[1] or row[2] for row in self.db.read(lambda s: s.execute(stmt).all())}
 
@@ -218,10 +219,10 @@ class PredictionRepository:
         """The recorded predictions among ``prediction_ids`` (unknown ids are absent)."""
         ids = list(dict.fromkeys(prediction_ids))
 
-        def work(s: Session) -> dict[str, PredictionRecord]:
+        def work(s: Connection) -> dict[str, PredictionRecord]:
             found: dict[str, PredictionRecord] = {}
             for chunk in chunked(ids, LOOKUP_BATCH):
-                for row in s.scalars(select(Prediction).where(Prediction.id.in_(chunk))):
+                for row in s.execute(select(PREDICTIONS).where(PREDICTIONS.c.id.in_(chunk))):
                     found[row.id] = PredictionRecord.of(row)
             return found
 
@@ -232,10 +233,10 @@ class PredictionRepository:
         return self.db.read(
             lambda s: [
                 PredictionRecord.of(r)
-                for r in s.scalars(
-                    select(Prediction)
-                    .where(Prediction.rerun_of == prediction_id)
-                    .order_by(Prediction.recorded_at)
+                for r in s.execute(
+                    select(PREDICTIONS)
+                    .where(PREDICTIONS.c.rerun_of == prediction_id)
+                    .order_by(PREDICTIONS.c.recorded_at)
                 )
             ]
         )
@@ -247,13 +248,13 @@ class PredictionRepository:
         whose data is not known to be gone and that were not deleted, oldest first: the
         ones the sweep re-reads until they finish."""
         stmt = (
-            select(Prediction.id)
+            select(PREDICTIONS.c.id)
             .where(
-                Prediction.status.in_(UNFINISHED),
-                Prediction.data_removed.is_(False),
-                ~exists().where(Tombstone.prediction_id == Prediction.id),
+                PREDICTIONS.c.status.in_(UNFINISHED),
+                PREDICTIONS.c.data_removed.is_(False),
+                ~exists().where(TOMBSTONES.c.prediction_id == PREDICTIONS.c.id),
             )
-            .order_by(Prediction.created_at, Prediction.id)
+            .order_by(PREDICTIONS.c.created_at, PREDICTIONS.c.id)
             .limit(limit)
         )
         return self.db.read(lambda s: list(s.scalars(stmt)))

@@ -22,7 +22,7 @@ from cachelayer.catalog.claims import (
     stored_and_claimed,
     stored_params,
 )
-from cachelayer.catalog.models import FILE_COLUMNS, OutputFile
+from cachelayer.catalog.models import FILE_COLUMNS, OUTPUT_FILES
 from cachelayer.catalog.predictions import set_complete_output_in
 from cachelayer.catalog.records import NO_COPY, FileRecord, FileStatus
 from cachelayer.catalog.session import Database, chunked, utcnow
@@ -95,20 +95,20 @@ class QueueRepository:
         """
         now = utcnow()
         return self._update_returning(
-            update(OutputFile)
+            update(OUTPUT_FILES)
             .where(
-                OutputFile.id == file_id,
-                OutputFile.status.not_in(NO_COPY),
+                OUTPUT_FILES.c.id == file_id,
+                OUTPUT_FILES.c.status.not_in(NO_COPY),
                 or_(
-                    OutputFile.lease_expires_at.is_(None),
-                    OutputFile.lease_expires_at < now,
-                    OutputFile.lease_owner == owner,
+                    OUTPUT_FILES.c.lease_expires_at.is_(None),
+                    OUTPUT_FILES.c.lease_expires_at < now,
+                    OUTPUT_FILES.c.lease_owner == owner,
                 ),
             )
             .values(
                 lease_owner=owner,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=OutputFile.attempts + 1,
+                attempts=OUTPUT_FILES.c.attempts + 1,
             )
         )
 
@@ -146,8 +146,8 @@ class QueueRepository:
             until = utcnow() + timedelta(seconds=lease_seconds)
             for chunk in chunked(ids):
                 s.execute(
-                    update(OutputFile)
-                    .where(OutputFile.id.in_(chunk), OutputFile.lease_owner == owner)
+                    update(OUTPUT_FILES)
+                    .where(OUTPUT_FILES.c.id.in_(chunk), OUTPUT_FILES.c.lease_owner == owner)
                     .values(lease_expires_at=until)
                     .execution_options(synchronize_session=False)
                 )
@@ -157,18 +157,20 @@ class QueueRepository:
 
     def release_leases(self, owners: Iterable[str]) -> int:
         """Drop the leases of ``owners`` (processes known to be dead); returns how many."""
-        return self._update_chunks(OutputFile.lease_owner, owners, lease_owner=None, lease_expires_at=None)
+        return self._update_chunks(
+            OUTPUT_FILES.c.lease_owner, owners, lease_owner=None, lease_expires_at=None
+        )
 
     def release(self, file_ids: Iterable[int], owner: str) -> int:
         """Give back files ``owner`` claimed and never started: the lease is dropped and
         the claim's ``attempts`` increment undone. Returns how many."""
         return self._update_chunks(
-            OutputFile.id,
+            OUTPUT_FILES.c.id,
             file_ids,
-            OutputFile.lease_owner == owner,
+            OUTPUT_FILES.c.lease_owner == owner,
             lease_owner=None,
             lease_expires_at=None,
-            attempts=OutputFile.attempts - 1,
+            attempts=OUTPUT_FILES.c.attempts - 1,
         )
 
     def _update_chunks(self, column: Any, items: Iterable[Any], *conds: Any, **values: Any) -> int:
@@ -179,7 +181,7 @@ class QueueRepository:
         def work(s: Connection) -> int:
             n = 0
             for chunk in chunked(keys):
-                stmt = update(OutputFile).where(column.in_(chunk), *conds).values(**values)
+                stmt = update(OUTPUT_FILES).where(column.in_(chunk), *conds).values(**values)
                 n += int(s.execute(stmt.execution_options(synchronize_session=False)).rowcount)
             return n
 
@@ -187,7 +189,7 @@ class QueueRepository:
 
     def lease_owners(self) -> list[str]:
         """Distinct owners currently holding a lease (live or lapsed)."""
-        stmt = select(OutputFile.lease_owner).where(OutputFile.lease_owner.is_not(None)).distinct()
+        stmt = select(OUTPUT_FILES.c.lease_owner).where(OUTPUT_FILES.c.lease_owner.is_not(None)).distinct()
         return self.db.read(lambda s: list(s.scalars(stmt)))
 
     # ---- outcomes -------------------------------------------------------------------------
@@ -297,11 +299,11 @@ class QueueRepository:
         st = _status(status, (FileStatus.FAILED, FileStatus.EXPIRED, FileStatus.PENDING))
         now = utcnow()
         return self._update_returning(
-            update(OutputFile)
+            update(OUTPUT_FILES)
             .where(
-                OutputFile.id == file_id,
-                OutputFile.status.not_in(NO_COPY),
-                or_(OutputFile.lease_owner == owner, OutputFile.lease_owner.is_(None)),
+                OUTPUT_FILES.c.id == file_id,
+                OUTPUT_FILES.c.status.not_in(NO_COPY),
+                or_(OUTPUT_FILES.c.lease_owner == owner, OUTPUT_FILES.c.lease_owner.is_(None)),
             )
             .values(
                 status=st,
@@ -317,11 +319,11 @@ class QueueRepository:
         """Mark every not-yet-stored, unleased file of a prediction ``expired``; returns how
         many."""
         return self._rowcount(
-            update(OutputFile)
+            update(OUTPUT_FILES)
             .where(
-                OutputFile.prediction_id == prediction_id,
-                OutputFile.status.not_in(NO_COPY),
-                OutputFile.lease_owner.is_(None),
+                OUTPUT_FILES.c.prediction_id == prediction_id,
+                OUTPUT_FILES.c.status.not_in(NO_COPY),
+                OUTPUT_FILES.c.lease_owner.is_(None),
             )
             .values(status=FileStatus.EXPIRED, last_error=error[:MAX_ERROR_CHARS])
         )
@@ -330,8 +332,8 @@ class QueueRepository:
         """Put every ``failed`` file back in the queue (``pending``, attempts reset, error
         kept until the next attempt), e.g. after a setting was fixed. Returns how many."""
         reset = {"attempts": 0, "available_at": None, "lease_owner": None, "lease_expires_at": None}
-        failed = OutputFile.status == FileStatus.FAILED
-        return self._rowcount(update(OutputFile).where(failed).values(status=FileStatus.PENDING, **reset))
+        failed = OUTPUT_FILES.c.status == FileStatus.FAILED
+        return self._rowcount(update(OUTPUT_FILES).where(failed).values(status=FileStatus.PENDING, **reset))
 
     def mark_unverified(
         self, file_id: int, *, status: str | FileStatus, error: str, expected_sha256: str | None = None
@@ -343,12 +345,12 @@ class QueueRepository:
         so a concurrent re-copy is not undone. Nothing is deleted. Returns whether the row
         changed. Raises ``ValueError`` for another status."""
         st = _status(status, (FileStatus.PENDING, FileStatus.FAILED))
-        conds = [OutputFile.id == file_id, OutputFile.status == FileStatus.STORED]
+        conds = [OUTPUT_FILES.c.id == file_id, OUTPUT_FILES.c.status == FileStatus.STORED]
         if expected_sha256 is not None:
-            conds.append(OutputFile.sha256 == expected_sha256)
+            conds.append(OUTPUT_FILES.c.sha256 == expected_sha256)
         return bool(
             self._rowcount(
-                update(OutputFile)
+                update(OUTPUT_FILES)
                 .where(*conds)
                 .values(
                     status=st,
@@ -376,21 +378,21 @@ class QueueRepository:
             lambda s: {
                 str(status): int(n)
                 for status, n in s.execute(
-                    select(OutputFile.status, func.count()).group_by(OutputFile.status)
+                    select(OUTPUT_FILES.c.status, func.count()).group_by(OUTPUT_FILES.c.status)
                 )
             }
         )
 
     def _count_pending(self, lease: Any) -> int:
-        pending = (OutputFile.status == FileStatus.PENDING) & lease
+        pending = (OUTPUT_FILES.c.status == FileStatus.PENDING) & lease
         return self.db.read(lambda s: int(s.scalar(select(func.count()).where(pending)) or 0))
 
     def count_leased_pending(self) -> int:
         """Pending files a live lease holds (being copied by some process now); uses the
         status index, not a scan of the table."""
-        return self._count_pending(OutputFile.lease_expires_at >= utcnow())
+        return self._count_pending(OUTPUT_FILES.c.lease_expires_at >= utcnow())
 
     def count_unleased_pending(self) -> int:
         """Pending files no live lease holds (claimable now or after their backoff)."""
-        lease = OutputFile.lease_expires_at
+        lease = OUTPUT_FILES.c.lease_expires_at
         return self._count_pending(or_(lease.is_(None), lease < utcnow()))

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cachelayer.model_io import JSONObject, JSONValue
 
-__all__ = ["NO_COPY", "FileRecord", "FileStatus", "NewFile", "PredictionRecord", "iso"]
+__all__ = [
+    "FILE_STATUSES",
+    "NO_COPY",
+    "FileRecord",
+    "FileStatus",
+    "NewFile",
+    "PredictionRecord",
+    "RecordedPrediction",
+    "iso",
+]
 
 
 class FileStatus(str, enum.Enum):
@@ -56,6 +65,9 @@ class FileStatus(str, enum.Enum):
                 f"status must be one of {', '.join(s.value for s in cls)}, got {value!r}"
             ) from None
 
+
+#: The values of :class:`FileStatus`, in their documented order.
+FILE_STATUSES = tuple(s.value for s in FileStatus)
 
 #: Statuses no copier, claim or re-queue ever changes: the object is in place (``stored``)
 #: or its prediction is being or was deleted.
@@ -136,6 +148,18 @@ class PredictionRecord:
     def to_dict(self) -> JSONObject:
         """JSON-ready dict: times as ISO 8601 UTC strings."""
         return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class RecordedPrediction:
+    """A prediction as the catalog holds it (what a manifest describes,
+    :mod:`cachelayer.catalog.manifest_rows`): its row, its files (by output path) and each
+    file's source URLs (``aliases[file id]``, oldest first; ``data:`` URIs as recorded, in
+    their redacted form)."""
+
+    prediction: PredictionRecord
+    files: list[FileRecord]
+    aliases: dict[int, list[str]]
 
 
 def iso(value: datetime | None) -> str | None:

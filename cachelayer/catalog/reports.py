@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import ColumnElement, case, func, literal, select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Connection, case, func, literal, select, tuple_
 
 from cachelayer.catalog.filters import FileFilter
-from cachelayer.catalog.models import FILE_COLUMNS, OutputFile, Prediction
+from cachelayer.catalog.models import FILE_COLUMNS, OUTPUT_FILES, PREDICTIONS
 from cachelayer.catalog.records import FileRecord, FileStatus, PredictionRecord, iso
-from cachelayer.catalog.session import Database
+from cachelayer.catalog.session import Database, by_key
 from cachelayer.errors import ConfigError
 
 __all__ = [
@@ -54,7 +53,7 @@ StatsBy = Literal["model", "day", "status"]
 #: Most rows one page may hold.
 MAX_PAGE_SIZE = 10_000
 
-_T = OutputFile.__table__.c
+_T = OUTPUT_FILES.c
 _Position = tuple[datetime | None, int]
 
 
@@ -158,9 +157,11 @@ class ReportRepository:
         """``{status: (files, bytes)}`` over every output file (bytes: the recorded sizes;
         one ``GROUP BY status``, for ``/metrics``). Retried as every read."""
 
-        def work(s: Session) -> dict[str, tuple[int, int]]:
-            total = func.coalesce(func.sum(OutputFile.size), 0)
-            rows = s.execute(select(OutputFile.status, func.count(), total).group_by(OutputFile.status))
+        def work(s: Connection) -> dict[str, tuple[int, int]]:
+            total = func.coalesce(func.sum(OUTPUT_FILES.c.size), 0)
+            rows = s.execute(
+                select(OUTPUT_FILES.c.status, func.count(), total).group_by(OUTPUT_FILES.c.status)
+            )
             return {str(status): (int(n), int(size or 0)) for status, n, size in rows}
 
         return self.db.read(work)
@@ -212,14 +213,14 @@ class ReportRepository:
         dated rows (backward scan of ``(…, created_at, id)``), then the undated ones."""
         base = select(*FILE_COLUMNS).where(*flt.conditions())
 
-        def work(s: Session) -> list[Any]:
+        def work(s: Connection) -> list[Any]:
             rows: list[Any] = []
             if after is None or after[0] is not None:
                 q = base.where(_T.created_at.is_not(None))
                 if after is not None:
                     q = q.where(
                         tuple_(_T.created_at, _T.id)
-                        < tuple_(literal(after[0], OutputFile.created_at.type), literal(after[1]))
+                        < tuple_(literal(after[0], OUTPUT_FILES.c.created_at.type), literal(after[1]))
                     )
                 q = q.order_by(_T.created_at.desc(), _T.id.desc()).limit(n)
                 rows.extend(s.execute(q).all())
@@ -237,8 +238,8 @@ class ReportRepository:
         """The recorded prediction (input, raw and durable output) and every one of its
         file rows ordered by output path; ``None`` if the prediction is not recorded."""
 
-        def work(s: Session) -> PredictionFiles | None:
-            row = s.get(Prediction, prediction_id)
+        def work(s: Connection) -> PredictionFiles | None:
+            row = by_key(s, PREDICTIONS, prediction_id)
             if row is None:
                 return None
             files = s.execute(

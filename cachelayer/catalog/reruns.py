@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 
-from cachelayer.catalog.models import RerunClaimRow
-from cachelayer.catalog.session import Database, utcnow
+from cachelayer.catalog.models import RERUN_CLAIMS
+from cachelayer.catalog.session import Database, by_key, utcnow
 
 __all__ = ["RerunClaim", "RerunRepository"]
 
@@ -47,18 +47,18 @@ class RerunRepository:
         now = utcnow()
         row = {"owner": owner, "claimed_at": now}
         insert = (
-            self.db.insert(RerunClaimRow)
+            self.db.insert(RERUN_CLAIMS)
             .values(prediction_id=prediction_id, rerun_id=None, **row)
             .on_conflict_do_nothing(index_elements=["prediction_id"])
-            .returning(RerunClaimRow.prediction_id)  # rowcount is unreliable for DO NOTHING
+            .returning(RERUN_CLAIMS.c.prediction_id)  # rowcount is unreliable for DO NOTHING
         )
         # Atomic take-over of a stale claim: only one process matches the old stamp.
         take_over = (
-            update(RerunClaimRow)
+            update(RERUN_CLAIMS)
             .where(
-                RerunClaimRow.prediction_id == prediction_id,
-                RerunClaimRow.rerun_id.is_(None),
-                RerunClaimRow.claimed_at < now - timedelta(seconds=stale_after),
+                RERUN_CLAIMS.c.prediction_id == prediction_id,
+                RERUN_CLAIMS.c.rerun_id.is_(None),
+                RERUN_CLAIMS.c.claimed_at < now - timedelta(seconds=stale_after),
             )
             .values(**row)
         )
@@ -70,7 +70,7 @@ class RerunRepository:
 
     def get(self, prediction_id: str) -> RerunClaim:
         """The current claim (``mine`` false); all ``None`` when there is none."""
-        row = self.db.read(lambda s: s.get(RerunClaimRow, prediction_id))
+        row = self.db.read(lambda s: by_key(s, RERUN_CLAIMS, prediction_id))
         if row is None:
             return RerunClaim(False, None, None, None)
         return RerunClaim(False, row.rerun_id, row.owner, row.claimed_at)
@@ -78,17 +78,17 @@ class RerunRepository:
     def set_rerun(self, prediction_id: str, owner: str, rerun_id: str) -> None:
         """Record the id of the prediction the claim created."""
         stmt = (
-            update(RerunClaimRow)
-            .where(RerunClaimRow.prediction_id == prediction_id)
+            update(RERUN_CLAIMS)
+            .where(RERUN_CLAIMS.c.prediction_id == prediction_id)
             .values(owner=owner, rerun_id=rerun_id)
         )
         self.db.write_core(lambda c: c.execute(stmt))
 
     def release(self, prediction_id: str, owner: str) -> None:
         """Drop an unfulfilled claim of ``owner`` (its create failed), so a later call may try."""
-        stmt = delete(RerunClaimRow).where(
-            RerunClaimRow.prediction_id == prediction_id,
-            RerunClaimRow.owner == owner,
-            RerunClaimRow.rerun_id.is_(None),
+        stmt = delete(RERUN_CLAIMS).where(
+            RERUN_CLAIMS.c.prediction_id == prediction_id,
+            RERUN_CLAIMS.c.owner == owner,
+            RERUN_CLAIMS.c.rerun_id.is_(None),
         )
         self.db.write_core(lambda c: c.execute(stmt))

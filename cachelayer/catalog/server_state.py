@@ -29,12 +29,12 @@ from sqlalchemy import Engine, delete, exists, func, select, update
 
 from cachelayer.catalog.models import (
     MAX_WEBHOOK_ID,
-    OutputFile,
-    ServerStateValue,
-    Tombstone,
-    WebhookDeliveryRow,
+    OUTPUT_FILES,
+    PREDICTIONS,
+    SERVER_STATE,
+    TOMBSTONES,
+    WEBHOOK_DELIVERIES,
 )
-from cachelayer.catalog.models import Prediction as PredictionRow
 from cachelayer.catalog.predictions import prediction_values
 from cachelayer.catalog.session import Database, utcnow
 from cachelayer.prediction import Prediction
@@ -43,8 +43,6 @@ __all__ = [
     "GATEWAY_SECRET",
     "InboxDelivery",
     "ServerState",
-    "ServerStateValue",
-    "WebhookDeliveryRow",
     "gateway_secret",
 ]
 
@@ -53,7 +51,7 @@ _TERMINAL = ("succeeded", "failed", "canceled", "aborted")
 #: Name of the generated gateway secret in ``server_state``.
 GATEWAY_SECRET = "gateway_secret"
 
-_DELIVERIES = WebhookDeliveryRow.__table__
+_DELIVERIES = WEBHOOK_DELIVERIES
 
 
 @dataclass(frozen=True)
@@ -79,14 +77,14 @@ class ServerState:
         """The value stored under ``name``; stores ``value`` first if there is none. Every
         process racing here gets the same answer (the first insert wins)."""
         stmt = (
-            self.db.insert(ServerStateValue)
+            self.db.insert(SERVER_STATE)
             .values(name=name, value=value, created_at=utcnow())
             .on_conflict_do_nothing(index_elements=["name"])
         )
 
         def work(s: Any) -> str:
             s.execute(stmt)
-            return str(s.scalar(select(ServerStateValue.value).where(ServerStateValue.name == name)))
+            return str(s.scalar(select(SERVER_STATE.c.value).where(SERVER_STATE.c.name == name)))
 
         return self.db.write(work)
 
@@ -100,8 +98,8 @@ class ServerState:
         prediction back into a running one, nor touch a deleted one. Returns whether a row was written. Raises
         :class:`~cachelayer.errors.CatalogWriteError` as :meth:`PredictionRepository.record`."""
         values = prediction_values(prediction)  # the same row as every other writer
-        table = PredictionRow.__table__
-        stmt = self.db.insert(PredictionRow).values(**values)
+        table = PREDICTIONS
+        stmt = self.db.insert(PREDICTIONS).values(**values)
         ex = stmt.excluded
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
@@ -116,7 +114,8 @@ class ServerState:
                 "updated_at": ex.updated_at,
             },
             # never a deleted one either (its tombstone): its input and output stay erased
-            where=table.c.status.not_in(_TERMINAL) & ~exists().where(Tombstone.prediction_id == table.c.id),
+            where=table.c.status.not_in(_TERMINAL)
+            & ~exists().where(TOMBSTONES.c.prediction_id == table.c.id),
         ).returning(table.c.id)
         return self.db.write_statement(
             lambda c: c.execute(stmt).first() is not None, prediction_id=prediction.id
@@ -134,7 +133,7 @@ class ServerState:
         (``webhook_id`` at most 255 characters, ``prediction_id`` 64, ``status`` 16)."""
         now = utcnow()
         stmt = (
-            self.db.insert(WebhookDeliveryRow)
+            self.db.insert(WEBHOOK_DELIVERIES)
             .values(
                 webhook_id=webhook_id[:MAX_WEBHOOK_ID],
                 prediction_id=prediction_id or None,
@@ -153,22 +152,24 @@ class ServerState:
 
     def forget_delivery(self, webhook_id: str) -> None:
         """Drop a claimed delivery whose handling failed, so its redelivery is processed."""
-        stmt = delete(WebhookDeliveryRow).where(WebhookDeliveryRow.webhook_id == webhook_id[:MAX_WEBHOOK_ID])
+        stmt = delete(WEBHOOK_DELIVERIES).where(
+            WEBHOOK_DELIVERIES.c.webhook_id == webhook_id[:MAX_WEBHOOK_ID]
+        )
         self.db.write_statement(lambda c: c.execute(stmt))
 
     def inbox(self, limit: int = 100, received_before: datetime | None = None) -> list[str]:
         """``webhook_id`` of up to ``limit`` deliveries not yet acted on, oldest first
         (received before ``received_before``, if given)."""
-        query = select(WebhookDeliveryRow.webhook_id).where(WebhookDeliveryRow.processed_at.is_(None))
+        query = select(WEBHOOK_DELIVERIES.c.webhook_id).where(WEBHOOK_DELIVERIES.c.processed_at.is_(None))
         if received_before is not None:
-            query = query.where(WebhookDeliveryRow.received_at < received_before)
-        query = query.order_by(WebhookDeliveryRow.received_at).limit(limit)
+            query = query.where(WEBHOOK_DELIVERIES.c.received_at < received_before)
+        query = query.order_by(WEBHOOK_DELIVERIES.c.received_at).limit(limit)
         return self.db.read(lambda s: [str(w) for w in s.scalars(query)])
 
     def inbox_delivery(self, webhook_id: str) -> InboxDelivery | None:
         """The delivery ``webhook_id`` if it is still in the inbox (not acted on), else ``None``."""
-        query = select(WebhookDeliveryRow.body).where(
-            WebhookDeliveryRow.webhook_id == webhook_id, WebhookDeliveryRow.processed_at.is_(None)
+        query = select(WEBHOOK_DELIVERIES.c.body).where(
+            WEBHOOK_DELIVERIES.c.webhook_id == webhook_id, WEBHOOK_DELIVERIES.c.processed_at.is_(None)
         )
         body = self.db.read(lambda s: s.scalar(query))
         return None if body is None else InboxDelivery(webhook_id, bytes(body))
@@ -177,8 +178,8 @@ class ServerState:
         """Take a delivery out of the inbox (acted on, or ``error`` saying why it cannot be);
         its body is dropped, its id kept for de-duplication."""
         stmt = (
-            update(WebhookDeliveryRow)
-            .where(WebhookDeliveryRow.webhook_id == webhook_id)
+            update(WEBHOOK_DELIVERIES)
+            .where(WEBHOOK_DELIVERIES.c.webhook_id == webhook_id)
             .values(processed_at=utcnow(), body=None, error=error)
         )
         self.db.write_statement(lambda c: c.execute(stmt))
@@ -187,22 +188,22 @@ class ServerState:
         """Delete deliveries acted on and received more than ``older_than_seconds`` ago;
         returns how many."""
         cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-        stmt = delete(WebhookDeliveryRow).where(
-            WebhookDeliveryRow.received_at < cutoff, WebhookDeliveryRow.processed_at.is_not(None)
+        stmt = delete(WEBHOOK_DELIVERIES).where(
+            WEBHOOK_DELIVERIES.c.received_at < cutoff, WEBHOOK_DELIVERIES.c.processed_at.is_not(None)
         )
         return self.db.write_statement(lambda c: int(c.execute(stmt).rowcount))
 
     def delivery_count(self) -> int:
         """Number of remembered deliveries."""
-        query = select(func.count()).select_from(WebhookDeliveryRow)
+        query = select(func.count()).select_from(WEBHOOK_DELIVERIES)
         return self.db.read(lambda s: int(s.scalar(query) or 0))
 
     # ---- output files -----------------------------------------------------------------------
 
     def file_totals(self) -> dict[str, tuple[int, int]]:
         """``{status: (files, bytes)}`` over every output file (bytes of recorded sizes)."""
-        total = func.coalesce(func.sum(OutputFile.size), 0)
-        query = select(OutputFile.status, func.count(), total).group_by(OutputFile.status)
+        total = func.coalesce(func.sum(OUTPUT_FILES.c.size), 0)
+        query = select(OUTPUT_FILES.c.status, func.count(), total).group_by(OUTPUT_FILES.c.status)
         return self.db.read(
             lambda s: {str(status): (int(n), int(size or 0)) for status, n, size in s.execute(query)}
         )

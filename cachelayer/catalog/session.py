@@ -1,6 +1,7 @@
-"""Session and dialect plumbing shared by the catalog's repositories.
+"""Connection and dialect plumbing shared by the catalog's repositories.
 
-:class:`Database` wraps one engine: every repository method runs its statements through
+:class:`Database` wraps one engine: every repository method runs its statements (Core
+statements: the catalog has no ORM, so no command imports ``sqlalchemy.orm``) through
 :meth:`Database.write` (one transaction) or :meth:`Database.read`, which retry transient
 errors within the engine's budget (:mod:`cachelayer.catalog.retry`) and turn anything else
 into a typed error, so no SQLAlchemy exception leaves the catalog.
@@ -13,14 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Row, Table, select
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session, sessionmaker
 
 from cachelayer.catalog.retry import DEFAULT_RETRY_SECONDS, first_line, run_with_retries
 from cachelayer.errors import CatalogError, CatalogWriteError
 
-__all__ = ["RETRY_OPTION", "Database", "chunked", "dialect_insert", "utcnow"]
+__all__ = ["RETRY_OPTION", "Database", "by_key", "chunked", "dialect_insert", "utcnow"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,14 @@ RETRY_OPTION = "cachelayer_retry_seconds"
 INSERT_CHUNK = 1000
 
 
+def by_key(conn: Connection, table: Table, key: Any) -> Row[Any] | None:
+    """The row of ``table`` whose (one-column) primary key is ``key``, or ``None``: what an
+    ORM ``Session.get`` answered, as a Core statement (a :class:`~sqlalchemy.Row`, whose
+    columns read as attributes)."""
+    (column,) = table.primary_key.columns
+    return conn.execute(select(table).where(column == key)).first()
+
+
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(timezone.utc)
@@ -54,24 +62,19 @@ def chunked(items: Sequence[T], size: int = INSERT_CHUNK) -> Iterator[Sequence[T
 
 
 class Database:
-    """One catalog database: its engine, a session factory, its dialect and the retry
-    budget (seconds; default: the engine's ``cachelayer_retry_seconds`` option, else 60).
-    Thread-safe; holds no connection between calls."""
+    """One catalog database: its engine, its dialect and the retry budget (seconds;
+    default: the engine's ``cachelayer_retry_seconds`` option, else 60). Thread-safe;
+    holds no connection between calls."""
 
     def __init__(self, engine: Engine, *, retry_seconds: float | None = None) -> None:
         self.engine = engine
-        self.sessions = sessionmaker(engine, expire_on_commit=False)
         # the same pool; a connection checked out through it is in autocommit mode until
         # it is returned (psycopg and sqlite3 switch on the client, no round trip)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         # PostgreSQL reads need no transaction: in READ COMMITTED (the default) each
         # statement takes its own snapshot anyway, so BEGIN and ROLLBACK are 2 round trips
         # for nothing. SQLite's reads keep theirs (there it does give one snapshot).
-        self._reads = (
-            sessionmaker(self._autocommit, expire_on_commit=False)
-            if engine.dialect.name == "postgresql"
-            else self.sessions
-        )
+        self._reads = self._autocommit if engine.dialect.name == "postgresql" else engine
         if retry_seconds is None:
             retry_seconds = float(engine.get_execution_options().get(RETRY_OPTION, DEFAULT_RETRY_SECONDS))
         self.retry_seconds = retry_seconds
@@ -90,8 +93,8 @@ class Database:
         """The dialect's ``INSERT`` (with ``on_conflict_do_*``) for ``model``."""
         return dialect_insert(self.dialect, model)
 
-    def write(self, work: Callable[[Session], T], *, prediction_id: str | None = None) -> T:
-        """``work(session)`` in one transaction, committed when it returns; re-run from the
+    def write(self, work: Callable[[Connection], T], *, prediction_id: str | None = None) -> T:
+        """``work(connection)`` in one transaction, committed when it returns; re-run from the
         start after a transient error (see :mod:`~cachelayer.catalog.retry`).
 
         Raises :class:`~cachelayer.errors.CatalogOutageError` past the retry budget and
@@ -100,22 +103,15 @@ class Database:
         """
 
         def attempt() -> T:
-            with self.sessions.begin() as s:
-                return work(s)
-
-        return self._write_retried(attempt, prediction_id)
-
-    def write_core(self, work: Callable[[Connection], T], *, prediction_id: str | None = None) -> T:
-        """:meth:`write` for work made of Core statements alone: ``work(connection)`` in one
-        transaction, without an ORM ``Session`` around it (0.2 ms less per transaction on
-        SQLite: the queue's steady state, docs/BENCHMARKS.md, issue 11, session 6). Retried
-        and reported as :meth:`write`."""
-
-        def attempt() -> T:
             with self.engine.begin() as conn:
                 return work(conn)
 
         return self._write_retried(attempt, prediction_id)
+
+    def write_core(self, work: Callable[[Connection], T], *, prediction_id: str | None = None) -> T:
+        """:meth:`write` (the name kept from when :meth:`write` ran an ORM ``Session``: the
+        catalog's statements are all Core statements now)."""
+        return self.write(work, prediction_id=prediction_id)
 
     def _write_retried(self, attempt: Callable[[], T], prediction_id: str | None) -> T:
         try:
@@ -138,16 +134,16 @@ class Database:
 
         return self._write_retried(attempt, prediction_id)
 
-    def read(self, work: Callable[[Session], T]) -> T:
-        """``work(session)`` in a read-only session (rolled back at the end; on PostgreSQL
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """``work(connection)`` in a read-only transaction (rolled back at the end; on PostgreSQL
         in autocommit, no ``BEGIN``/``ROLLBACK`` round trips: each statement reads its own
         snapshot, as it does in a READ COMMITTED transaction), retried like :meth:`write`.
         Raises :class:`~cachelayer.errors.CatalogOutageError` or
         :class:`~cachelayer.errors.CatalogError`."""
 
         def attempt() -> T:
-            with self._reads() as s:
-                return work(s)
+            with self._reads.connect() as conn:
+                return work(conn)
 
         try:
             return run_with_retries(attempt, self.retry_seconds)

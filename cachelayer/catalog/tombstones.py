@@ -23,12 +23,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, case, delete, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, or_, select, update
 
-from cachelayer.catalog.models import FILE_COLUMNS, FileCopy, OutputFile, Prediction, Tombstone
+from cachelayer.catalog.models import FILE_COLUMNS, FILE_COPIES, OUTPUT_FILES, PREDICTIONS, TOMBSTONES
 from cachelayer.catalog.records import FileRecord, FileStatus, iso
 from cachelayer.catalog.session import Database, chunked, utcnow
 from cachelayer.errors import PredictionDeletedError
@@ -38,12 +37,13 @@ __all__ = ["DeleteCandidate", "TombstoneRecord", "TombstoneRepository", "refuse_
 #: Ids per statement (well under SQLite's bound-parameter limit).
 ID_BATCH = 500
 
-_TOMBS = cast(Table, Tombstone.__table__)
+_TOMBS = TOMBSTONES
 _B = _TOMBS.c
-_FILES = cast(Table, OutputFile.__table__)
+_FILES = OUTPUT_FILES
 _F = _FILES.c
-_PREDS = cast(Table, Prediction.__table__)
+_PREDS = PREDICTIONS
 _P = _PREDS.c
+_C = FILE_COPIES.c
 _GONE = (FileStatus.DELETING, FileStatus.DELETED)
 #: What a delete erases of the prediction's row (add ``.where(...)``).
 _ERASE = update(_PREDS).values(input=None, output=None, durable_output=None, updated_at=bindparam("p_now"))
@@ -107,10 +107,10 @@ class TombstoneRepository:
         """The tombstones among ``prediction_ids`` (others are absent)."""
         ids = list(dict.fromkeys(prediction_ids))
 
-        def work(s: Session) -> dict[str, TombstoneRecord]:
+        def work(c: Connection) -> dict[str, TombstoneRecord]:
             found = {}
             for chunk in chunked(ids, ID_BATCH):
-                for row in s.execute(select(_TOMBS).where(_B.prediction_id.in_(chunk))):
+                for row in c.execute(select(_TOMBS).where(_B.prediction_id.in_(chunk))):
                     found[row.prediction_id] = _tomb(row)
             return found
 
@@ -120,12 +120,12 @@ class TombstoneRepository:
         """The recorded predictions among ``prediction_ids`` with every file row (unknown
         ids are absent): what a delete would touch. Reads only."""
 
-        def work(s: Session) -> dict[str, DeleteCandidate]:
+        def work(c: Connection) -> dict[str, DeleteCandidate]:
             found: dict[str, DeleteCandidate] = {}
             for chunk in chunked(list(prediction_ids), ID_BATCH):
-                for pid, model in s.execute(select(_P.id, _P.model).where(_P.id.in_(chunk))):
+                for pid, model in c.execute(select(_P.id, _P.model).where(_P.id.in_(chunk))):
                     found[pid] = DeleteCandidate(pid, model, [])
-                rows = s.execute(select(*FILE_COLUMNS).where(_F.prediction_id.in_(chunk)).order_by(_F.id))
+                rows = c.execute(select(*FILE_COLUMNS).where(_F.prediction_id.in_(chunk)).order_by(_F.id))
                 for r in rows:
                     found[r.prediction_id].files.append(FileRecord(**r._mapping))
             return found
@@ -212,10 +212,10 @@ class TombstoneRepository:
                 if not open_:
                     continue
                 mirroring = exists(
-                    select(FileCopy.id).where(
-                        FileCopy.file_id == _F.id,
-                        FileCopy.lease_expires_at.is_not(None),
-                        FileCopy.lease_expires_at > now,
+                    select(_C.id).where(
+                        _C.file_id == _F.id,
+                        _C.lease_expires_at.is_not(None),
+                        _C.lease_expires_at > now,
                     )
                 )
                 busy = or_(
@@ -240,7 +240,7 @@ class TombstoneRepository:
                 )
                 # the mirror copies' objects are gone with the primary ones: no row says stored
                 gone_files = select(_F.id).where(_F.prediction_id.in_(ready)).scalar_subquery()
-                c.execute(delete(FileCopy).where(FileCopy.file_id.in_(gone_files)))
+                c.execute(delete(FILE_COPIES).where(_C.file_id.in_(gone_files)))
                 sums = c.execute(
                     select(
                         _F.prediction_id,
@@ -271,7 +271,7 @@ class TombstoneRepository:
         """Ids of up to ``limit`` deletes begun and not finished (a process died, a store
         failed, a copy was in flight), oldest first: what a rerun or the sweep finishes."""
         stmt = select(_B.prediction_id).where(_B.deleted_at.is_(None)).order_by(_B.requested_at).limit(limit)
-        return self.db.read(lambda s: list(s.scalars(stmt)))
+        return self.db.read(lambda c: list(c.scalars(stmt)))
 
     def older_than(
         self,
@@ -297,7 +297,7 @@ class TombstoneRepository:
         if after is not None:
             conds.append(_P.id > after)
         stmt = select(_P.id).where(*conds).order_by(_P.id).limit(limit)
-        return self.db.read(lambda s: list(s.scalars(stmt)))
+        return self.db.read(lambda c: list(c.scalars(stmt)))
 
     def totals(self) -> tuple[int, int]:
         """``(predictions deleted, bytes freed)`` over every finished tombstone (``/metrics``)."""
@@ -305,8 +305,8 @@ class TombstoneRepository:
             _B.deleted_at.is_not(None)
         )
 
-        def work(s: Session) -> tuple[int, int]:
-            n, b = s.execute(stmt).one()
+        def work(c: Connection) -> tuple[int, int]:
+            n, b = c.execute(stmt).one()
             return int(n), int(b)
 
         return self.db.read(work)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cachelayer.catalog.models import FILE_STATUSES
+from cachelayer.catalog.records import FILE_STATUSES
 from cachelayer.cli.formatting import DEFAULT_FORMAT, FORMATS
 from cachelayer.config import URL_MODES, Settings
 from cachelayer.errors import CatalogUnavailableError
